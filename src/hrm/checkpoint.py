@@ -1,0 +1,178 @@
+"""Model checkpoints in the original's layout: `<dir>/step_N` (a state dict) beside `<dir>/all_config.yaml`.
+
+`load_model` reads checkpoints written by this project or by the original code (including
+torch.compile's `_orig_mod.` key prefixes and the published HRM checkpoints); `save_model_checkpoint`
+writes files the original code can load. Checkpoints are data: they are read with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+import yaml
+from torch import nn
+
+from hrm.config import PretrainConfig, apply_overrides, validate_config
+from hrm.data.metadata import PuzzleDatasetMetadata
+from hrm.errors import CheckpointError, HRMError
+from hrm.models.registry import build_model
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "all_config.yaml"
+_STEP_FILE = re.compile(r"^step_(\d+)$")
+
+
+def atomic_write_bytes(path: str | Path, write) -> None:
+    """Call `write(file_object)` on a temporary file beside `path`, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def latest_step_file(directory: str | Path) -> Path:
+    """The `step_N` file with the largest N in `directory`."""
+    directory = Path(directory)
+    steps = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _STEP_FILE.match(p.name)) and p.is_file()]
+    if not steps:
+        raise CheckpointError(f"no step_N checkpoint file in {directory}; point at a checkpoint file or a run's checkpoint folder")
+    return max(steps)[1]
+
+
+def resolve_checkpoint_path(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        chosen = latest_step_file(path)
+        logger.info("using the latest checkpoint in %s: %s", path, chosen.name)
+        return chosen
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    return path
+
+
+def read_checkpoint_config(checkpoint_file: Path, overrides: Iterable[str] = ()) -> PretrainConfig:
+    config_path = checkpoint_file.parent / CONFIG_FILE
+    if not config_path.is_file():
+        raise CheckpointError(f"{config_path} is missing; a checkpoint needs the {CONFIG_FILE} written beside it at training time")
+    try:
+        data = yaml.safe_load(config_path.read_text())
+    except yaml.YAMLError as err:
+        raise CheckpointError(f"{config_path} is not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{config_path} does not hold a config mapping")
+    return validate_config(apply_overrides(data, overrides))
+
+
+def clean_state_dict(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Drop wrapper prefixes (`_orig_mod.` from torch.compile, `module.` from DDP) from the keys."""
+    cleaned = {}
+    for key, value in state.items():
+        key = key.replace("_orig_mod.", "")
+        while key.startswith("module."):
+            key = key[len("module."):]
+        cleaned[key] = value
+    return cleaned
+
+
+def read_state_dict(checkpoint_file: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(checkpoint_file, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for corrupt or non-tensor files
+        raise CheckpointError(f"cannot read checkpoint {checkpoint_file}: {str(err).splitlines()[0]}") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]  # a full training checkpoint of this project
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{checkpoint_file} does not hold a model state dict")
+    return clean_state_dict(state)
+
+
+def dataset_shapes(config: PretrainConfig, state: dict[str, torch.Tensor]) -> dict[str, int]:
+    """vocab_size, seq_len and num_puzzle_identifiers from the dataset, else from the weights."""
+    for split in ("train", "test"):
+        try:
+            meta = PuzzleDatasetMetadata.load(Path(config.data_path) / split)
+        except HRMError:
+            continue
+        return {"vocab_size": meta.vocab_size, "seq_len": meta.seq_len, "num_puzzle_identifiers": meta.num_puzzle_identifiers}
+
+    shapes: dict[str, int] = {}
+    if "model.inner.embed_tokens.embedding_weight" in state:
+        shapes["vocab_size"] = state["model.inner.embed_tokens.embedding_weight"].shape[0]
+    puzzle = state.get("model.inner.puzzle_emb.weights")
+    shapes["num_puzzle_identifiers"] = puzzle.shape[0] if puzzle is not None else 1
+    pos = state.get("model.inner.embed_pos.embedding_weight")
+    if pos is not None:
+        extra = config.arch.model_extra or {}
+        hidden, ndim = extra.get("hidden_size", 512), extra.get("puzzle_emb_ndim", 512)
+        shapes["seq_len"] = pos.shape[0] - (-(ndim // -hidden))
+    if "seq_len" not in shapes or "vocab_size" not in shapes:
+        raise CheckpointError(
+            f"no dataset metadata at data_path={config.data_path} and the weights do not fix seq_len; "
+            "pass the dataset folder as an override, e.g. data_path=data/sudoku-extreme-1k-aug-1000"
+        )
+    logger.info("dataset metadata not found at %s; sizes taken from the weights: %s", config.data_path, shapes)
+    return shapes
+
+
+def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing:
+        raise CheckpointError(f"{source} lacks {len(missing)} model keys, e.g. {missing[0]}; was it written for another architecture (arch.name)?")
+    if unexpected:
+        raise CheckpointError(f"{source} has {len(unexpected)} keys the model does not, e.g. {unexpected[0]}; check arch.* settings against the run that wrote it")
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise CheckpointError(
+                f"shape mismatch for {key}: checkpoint {tuple(tensor.shape)} vs model {tuple(expected[key].shape)}; "
+                "the dataset (vocab, seq_len, identifiers) or arch settings differ from the training run"
+            )
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", overrides: Iterable[str] = ()) -> tuple[nn.Module, PretrainConfig]:
+    """Load a checkpoint (ours or the original's) as `(loss-head-wrapped model in eval mode, config)`.
+
+    `path` is a `step_N` file or a folder (its latest `step_N`); `all_config.yaml` must sit beside it.
+    `overrides` are Hydra-style `key=value` strings applied before the model is built.
+    """
+    checkpoint_file = resolve_checkpoint_path(path)
+    config = read_checkpoint_config(checkpoint_file, overrides)
+    state = read_state_dict(checkpoint_file)
+    shapes = dataset_shapes(config, state)
+    model = build_model(config.arch, batch_size=config.global_batch_size, **shapes)
+    check_state_dict(model, state, checkpoint_file)
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval(), config
+
+
+def save_model_checkpoint(model: nn.Module, config: PretrainConfig, directory: str | Path, step: int) -> Path:
+    """Write `<directory>/step_<step>` and `all_config.yaml` atomically, in the original's layout."""
+    directory = Path(directory)
+    state = clean_state_dict(model.state_dict())
+    path = directory / f"step_{step}"
+    atomic_write_bytes(path, lambda handle: torch.save(state, handle))
+    write_config(config, directory)
+    return path
+
+
+def write_config(config: PretrainConfig, directory: str | Path) -> Path:
+    path = Path(directory) / CONFIG_FILE
+    text = yaml.safe_dump(config.model_dump(), sort_keys=False).encode()
+    atomic_write_bytes(path, lambda handle: handle.write(text))
+    return path

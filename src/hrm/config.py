@@ -1,0 +1,137 @@
+"""The training configuration (`cfg_pretrain.yaml` + `arch/*.yaml`), validated by pydantic at the door.
+
+Key names are the original's, so its README commands and `all_config.yaml` files work unchanged.
+Unknown keys are errors that name the key. `arch` holds `name`, `loss` and the model's own fields,
+which are checked against the config class of the model that `name` selects.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Literal, Union
+
+from omegaconf import OmegaConf
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+
+from hrm.errors import ConfigError
+
+HRM_ARCH_NAME = "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1"
+TRANSFORMER_ARCH_NAME = "hrm.transformer_baseline@TransformerBaselineACT"
+ACT_LOSS_NAME = "losses@ACTLossHead"
+DATA_FILLED_FIELDS = ("batch_size", "seq_len", "vocab_size", "num_puzzle_identifiers")
+
+
+class LossConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = ACT_LOSS_NAME
+    loss_type: Literal["stablemax_cross_entropy", "softmax_cross_entropy"] = "stablemax_cross_entropy"
+
+
+class ArchConfig(BaseModel):
+    """`name`, `loss`, and the model's fields (kept as extras, validated by the model's config class)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = HRM_ARCH_NAME
+    loss: LossConfig = Field(default_factory=LossConfig)
+
+    @property
+    def model_fields_set_by_user(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _check_model_fields(self) -> "ArchConfig":
+        from hrm.models.registry import loss_class, model_class
+
+        cls = model_class(self.name)
+        loss_class(self.loss.name)
+        extras = self.model_fields_set_by_user
+        for key in DATA_FILLED_FIELDS:
+            if key in extras:
+                raise ValueError(f"{key} is filled from the dataset metadata and cannot be set in arch")
+        placeholders = {key: 1 for key in DATA_FILLED_FIELDS}
+        try:
+            cls.config_class(**placeholders, **extras)
+        except ValidationError as err:
+            first = err.errors()[0]
+            raise PydanticCustomError(
+                "arch_field", "{message}",
+                {"field": ".".join(str(p) for p in first["loc"]), "message": _describe(first)},
+            ) from None
+        return self
+
+
+class PretrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    arch: ArchConfig = Field(default_factory=ArchConfig)
+    data_path: str = "data/arc-aug-1000"
+
+    # Hyper-parameters of the original (spec sections 5-7).
+    global_batch_size: int = Field(768, gt=0)
+    epochs: int = Field(100000, gt=0)
+    eval_interval: int | None = Field(10000, gt=0)
+    checkpoint_every_eval: bool = True
+    lr: float = 1e-4
+    lr_min_ratio: float = Field(1.0, ge=0.0, le=1.0)
+    lr_warmup_steps: int = Field(2000, ge=0)
+    beta1: float = 0.9
+    beta2: float = 0.95
+    weight_decay: float = 0.1
+    puzzle_emb_weight_decay: float = 0.1
+    puzzle_emb_lr: float = 1e-2
+
+    # Naming and outputs.
+    project_name: str | None = None
+    run_name: str | None = None
+    checkpoint_path: str | None = None
+    seed: int = 0
+    eval_save_outputs: list[str] = Field(default_factory=list)
+
+    # Keys this project adds.
+    device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
+    compile: Union[Literal["auto"], bool] = "auto"
+    wandb_mode: Literal["online", "offline", "disabled"] = "online"
+    resume: str | None = None
+
+
+def format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    """The first problem of a pydantic error as one line: `key.path: message (got value)`."""
+    first = err.errors()[0]
+    loc = [str(part) for part in first["loc"]]
+    if first["type"] == "arch_field":
+        loc.append(first["ctx"]["field"])
+        message = first["ctx"]["message"]
+    else:
+        message = _describe(first)
+    where = ".".join(part for part in (prefix, *loc) if part)
+    return f"{where}: {message}" if where else message
+
+
+def _describe(error: dict[str, Any]) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key (check its spelling; see configs/ for the valid keys)"
+    message = error["msg"].removeprefix("Value error, ")
+    if "input" in error and not isinstance(error["input"], dict):
+        message = f"{message} (got {error['input']!r})"
+    return message
+
+
+def validate_config(data: dict[str, Any], model: type[BaseModel] = PretrainConfig, prefix: str = "") -> BaseModel:
+    """Validate a plain dict into `model`, turning pydantic's report into a one-line ConfigError."""
+    try:
+        return model(**data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, prefix)) from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply Hydra-style `key=value` overrides (`+key=`/`++key=` accepted) to a plain config dict."""
+    dotlist = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        dotlist.append(item.lstrip("+"))
+    merged = OmegaConf.merge(OmegaConf.create(data), OmegaConf.from_dotlist(dotlist))
+    return OmegaConf.to_container(merged, resolve=True)

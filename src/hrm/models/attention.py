@@ -1,0 +1,87 @@
+"""Attention kernels: FlashAttention 3, FlashAttention 2 or PyTorch SDPA, chosen once per device/dtype.
+
+The original hard-requires FlashAttention. Here `attn_backend: auto` picks FlashAttention 3, then 2,
+then SDPA; FlashAttention only runs on CUDA with fp16/bf16, so CPU, MPS and float32 always get SDPA.
+All backends take and return [batch, seq, heads, head_dim]; SDPA is fed [batch, heads, seq, head_dim].
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+
+from hrm.errors import ConfigError
+
+AttentionBackend = Literal["auto", "flash3", "flash2", "sdpa"]
+ATTENTION_BACKENDS: tuple[str, ...] = ("auto", "flash3", "flash2", "sdpa")
+
+# Module providing `flash_attn_func` for each flash backend (FA3 ships as `flash_attn_interface`).
+_FLASH_MODULES = {"flash3": "flash_attn_interface", "flash2": "flash_attn"}
+_INSTALL_HINT = {
+    "flash3": "build FlashAttention 3 from the hopper/ folder of the flash-attention repository",
+    "flash2": "pip install flash-attn --no-build-isolation (or pip install 'hrm[cuda]')",
+}
+_FLASH_DTYPES = (torch.float16, torch.bfloat16)
+
+logger = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=None)
+def load_flash_function(backend: str) -> Callable | None:
+    """`flash_attn_func` of a flash backend, or None when its package is not importable."""
+    try:
+        module = importlib.import_module(_FLASH_MODULES[backend])
+    except ImportError:
+        return None
+    return getattr(module, "flash_attn_func", None)
+
+
+def check_backend_available(backend: str) -> None:
+    """Raise a one-line error when an explicitly requested backend cannot be used at all."""
+    if backend not in ATTENTION_BACKENDS:
+        raise ConfigError(f"arch.attn_backend={backend!r} is unknown; choose one of {', '.join(ATTENTION_BACKENDS)}")
+    if backend in _FLASH_MODULES and load_flash_function(backend) is None:
+        raise ConfigError(
+            f"arch.attn_backend={backend} was requested but {_FLASH_MODULES[backend]} is not installed; "
+            f"{_INSTALL_HINT[backend]}, or use arch.attn_backend=auto"
+        )
+
+
+def resolve_backend(requested: str, device: torch.device, dtype: torch.dtype) -> str:
+    """The concrete backend for `requested` on this device and dtype."""
+    check_backend_available(requested)
+    if requested == "auto":
+        if device.type == "cuda" and dtype in _FLASH_DTYPES:
+            for candidate in ("flash3", "flash2"):
+                if load_flash_function(candidate) is not None:
+                    return candidate
+        return "sdpa"
+    if requested in _FLASH_MODULES:
+        if device.type != "cuda":
+            raise ConfigError(f"arch.attn_backend={requested} needs a CUDA device, got {device.type}; use arch.attn_backend=auto or sdpa")
+        if dtype not in _FLASH_DTYPES:
+            raise ConfigError(f"arch.attn_backend={requested} needs bfloat16 or float16 activations, got {dtype}; set arch.forward_dtype=bfloat16 or use sdpa")
+    return requested
+
+
+@functools.lru_cache(maxsize=None)
+def _resolve_cached(requested: str, device_type: str, dtype: torch.dtype) -> str:
+    backend = resolve_backend(requested, torch.device(device_type), dtype)
+    logger.info("attention backend: %s (requested %s, %s, %s)", backend, requested, device_type, dtype)
+    return backend
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "auto", causal: bool = False) -> torch.Tensor:
+    """Scaled dot-product attention on [batch, seq, heads, head_dim] tensors, same layout out."""
+    chosen = _resolve_cached(backend, q.device.type, q.dtype)
+    if chosen == "sdpa":
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal)
+        return out.transpose(1, 2)
+    out = load_flash_function(chosen)(q, k, v, causal=causal)
+    # FlashAttention 3 returns (out, softmax_lse) in some versions.
+    return out[0] if isinstance(out, tuple) else out

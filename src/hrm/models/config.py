@@ -1,0 +1,61 @@
+"""Typed model configurations, with the user-facing field names of the original (`arch.*`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+ForwardDtype = Literal["float32", "bfloat16", "float16"]
+
+
+class ModelConfig(BaseModel):
+    """Fields every model shares. The last four are filled from the dataset metadata, not by users."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: int = Field(gt=0)
+    seq_len: int = Field(gt=0)
+    vocab_size: int = Field(gt=0)
+    num_puzzle_identifiers: int = Field(ge=1)
+
+    hidden_size: int = Field(512, gt=0)
+    num_heads: int = Field(8, gt=0)
+    expansion: float = Field(4.0, gt=0)
+    pos_encodings: Literal["rope", "learned"] = "rope"
+    puzzle_emb_ndim: int = Field(512, ge=0)
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    forward_dtype: ForwardDtype = "bfloat16"
+    attn_backend: Literal["auto", "flash3", "flash2", "sdpa"] = "auto"
+    causal: bool = False
+
+    # Outer loop (adaptive computation time): the same for every architecture.
+    halt_max_steps: int = Field(16, ge=1)
+    halt_exploration_prob: float = Field(0.1, ge=0.0, le=1.0)
+    act_enabled: bool = Field(True, description="False: always run halt_max_steps segments (ACT ablation).")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return DTYPES[self.forward_dtype]
+
+    @property
+    def puzzle_emb_len(self) -> int:
+        """Extra positions taken by the puzzle embedding: ceil(puzzle_emb_ndim / hidden_size)."""
+        return -(self.puzzle_emb_ndim // -self.hidden_size)
+
+
+class HRMConfig(ModelConfig):
+    H_cycles: int = Field(2, ge=1)
+    L_cycles: int = Field(2, ge=1)
+    H_layers: int = Field(4, ge=0)
+    L_layers: int = Field(4, ge=0)
+
+
+class TransformerConfig(ModelConfig):
+    """The paper's "direct prediction" baseline: one stack of `num_layers` blocks, run once per segment."""
+
+    num_layers: int = Field(8, ge=1)
+    halt_max_steps: int = Field(1, ge=1)

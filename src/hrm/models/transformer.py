@@ -1,0 +1,57 @@
+"""The "direct prediction" Transformer baseline of the HRM paper, in the same ACT outer loop.
+
+Same width, blocks, embeddings and heads as HRM, but one stack of `num_layers` blocks run once per
+segment (full gradient). With `halt_max_steps=1` it predicts in one pass; larger values give the
+"Transformer + outer refinement loop" of the ARC Prize team's ablation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from hrm.models.act import ACTModel
+from hrm.models.config import TransformerConfig
+from hrm.models.hrm import InputEmbedding
+from hrm.models.layers import CastedLinear, PostNormBlock, ReasoningModule, trunc_normal_init_
+
+
+@dataclass
+class TransformerCarry:
+    z_H: torch.Tensor  # the stack's output state, named like HRM's so analysis tools read both
+
+
+class TransformerInner(InputEmbedding):
+    def __init__(self, config: TransformerConfig):
+        super().__init__(config)
+        self.lm_head = CastedLinear(config.hidden_size, config.vocab_size, bias=False)
+        self.q_head = CastedLinear(config.hidden_size, 2, bias=True)
+        self.layers = ReasoningModule([
+            PostNormBlock(config.hidden_size, config.num_heads, config.expansion, config.rms_norm_eps,
+                          attn_backend=config.attn_backend, causal=config.causal)
+            for _ in range(config.num_layers)
+        ])
+        self.register_buffer("H_init", trunc_normal_init_(torch.empty(config.hidden_size, dtype=config.dtype), std=1.0), persistent=True)
+        with torch.no_grad():
+            self.q_head.weight.zero_()
+            self.q_head.bias.fill_(-5.0)
+
+    def empty_carry(self, batch_size: int, device: torch.device | str | None = None) -> TransformerCarry:
+        device = device if device is not None else self.H_init.device
+        return TransformerCarry(z_H=torch.empty(batch_size, self.total_len, self.config.hidden_size, dtype=self.config.dtype, device=device))
+
+    def reset_carry(self, reset_flag: torch.Tensor, carry: TransformerCarry) -> TransformerCarry:
+        return TransformerCarry(z_H=torch.where(reset_flag.view(-1, 1, 1), self.H_init, carry.z_H))
+
+    def forward(self, carry: TransformerCarry, batch: dict[str, torch.Tensor]):
+        x = self.embed(batch["inputs"], batch["puzzle_identifiers"])
+        z = self.layers(carry.z_H, x, cos_sin=self.cos_sin())
+        logits = self.lm_head(z)[:, self.puzzle_emb_len:]
+        q_logits = self.q_head(z[:, 0]).to(torch.float32)
+        return TransformerCarry(z_H=z.detach()), logits, (q_logits[..., 0], q_logits[..., 1])
+
+
+class TransformerBaselineACT(ACTModel):
+    config_class = TransformerConfig
+    inner_class = TransformerInner
