@@ -1,0 +1,198 @@
+"""Pieces shared by the three dataset builders: sources, four-column CSVs, summaries and CLI error handling."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from hrm.data.format import directory_size, format_bytes
+from hrm.errors import DatasetError, HRMError
+
+logger = logging.getLogger(__name__)
+
+CSV_COLUMNS = ("source", "question", "answer", "rating")
+
+
+@dataclass
+class CsvPuzzles:
+    """Rows of a four-column CSV as fixed-length byte strings, with their line numbers for error messages."""
+
+    path: Path
+    questions: np.ndarray  # uint8 [N, L] raw characters
+    answers: np.ndarray  # uint8 [N, L]
+    ratings: np.ndarray  # int64 [N]
+    lines: np.ndarray  # int64 [N], 1-based line numbers in the file
+
+    def select(self, keep: np.ndarray) -> "CsvPuzzles":
+        return CsvPuzzles(self.path, self.questions[keep], self.answers[keep], self.ratings[keep], self.lines[keep])
+
+    def __len__(self) -> int:
+        return int(self.questions.shape[0])
+
+
+def read_four_column_csv(path: str | Path, row_length: int | None, allowed_question: bytes, allowed_answer: bytes, what: str) -> CsvPuzzles:
+    """Read `source,question,answer,rating` rows; every malformed row is a one-line error naming file and line.
+
+    `row_length` None means: the length of the first row, which must be a square (mazes of any size).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path} does not exist; --source-csv takes a folder with train.csv/test.csv or one CSV file")
+    questions: list[bytes] = []
+    answers: list[bytes] = []
+    ratings: list[int] = []
+    lines: list[int] = []
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        for row in reader:
+            line = reader.line_num
+            if line == 1 and [cell.strip().lower() for cell in row] == list(CSV_COLUMNS):
+                continue
+            if not row:
+                continue
+            if len(row) != 4:
+                raise DatasetError(f"{path}:{line}: expected 4 columns ({','.join(CSV_COLUMNS)}), got {len(row)}")
+            _, question, answer, rating = row
+            if row_length is None:
+                row_length = len(question)
+                side = int(round(row_length**0.5))
+                if side * side != row_length:
+                    raise DatasetError(f"{path}:{line}: a {what} row must be a square grid, got {row_length} characters")
+            for name, text in (("question", question), ("answer", answer)):
+                if len(text) != row_length:
+                    raise DatasetError(f"{path}:{line}: {name} has {len(text)} characters, expected {row_length}")
+            try:
+                ratings.append(int(float(rating)) if rating.strip() else 0)
+            except ValueError:
+                raise DatasetError(f"{path}:{line}: rating {rating!r} is not a number") from None
+            try:
+                questions.append(question.encode("ascii"))
+                answers.append(answer.encode("ascii"))
+            except UnicodeEncodeError:
+                raise DatasetError(f"{path}:{line}: non-ASCII character in the {what}; allowed: {allowed_question.decode()!r}") from None
+            lines.append(line)
+    if not questions:
+        raise DatasetError(f"{path} holds no {what} rows")
+    n = len(questions)
+    result = CsvPuzzles(
+        path,
+        np.frombuffer(b"".join(questions), dtype=np.uint8).reshape(n, row_length),
+        np.frombuffer(b"".join(answers), dtype=np.uint8).reshape(n, row_length),
+        np.asarray(ratings, dtype=np.int64),
+        np.asarray(lines, dtype=np.int64),
+    )
+    for name, array, allowed in (("question", result.questions, allowed_question), ("answer", result.answers, allowed_answer)):
+        ok = np.zeros(256, bool)
+        ok[np.frombuffer(allowed, np.uint8)] = True
+        bad = ~ok[array]
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise DatasetError(
+                f"{path}:{result.lines[row]}: {name} has {chr(array[row, col])!r} at position {col + 1}; allowed characters: {allowed.decode()!r}"
+            )
+    return result
+
+
+def csv_sources(source: str | Path) -> dict[str, Path]:
+    """Resolve `--source-csv`: `{train, test}` paths for a folder, or `{"file": path}` for one CSV."""
+    source = Path(source)
+    if source.is_dir():
+        found = {split: source / f"{split}.csv" for split in ("train", "test")}
+        missing = [str(p) for p in found.values() if not p.is_file()]
+        if missing:
+            raise DatasetError(f"{missing[0]} is missing; a --source-csv folder needs train.csv and test.csv")
+        return found
+    if not source.is_file():
+        raise DatasetError(f"--source-csv {source} does not exist")
+    return {"file": source}
+
+
+def split_single_file(rows: CsvPuzzles, seed: int, test_fraction: float) -> dict[str, CsvPuzzles]:
+    """Split one CSV into train and test (a seeded, uniform choice of `test_fraction` of the rows)."""
+    if not 0 < test_fraction < 1:
+        raise DatasetError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
+    n = len(rows)
+    num_test = max(1, int(round(n * test_fraction))) if n > 1 else 0
+    rng = np.random.Generator(np.random.Philox(seed=seed))
+    is_test = np.zeros(n, bool)
+    is_test[rng.choice(n, num_test, replace=False)] = True
+    return {"train": rows.select(~is_test), "test": rows.select(is_test)}
+
+
+def hub_download(repo: str, filename: str, offline_hint: str) -> Path:
+    """Download one file of a Hugging Face dataset repo; a clear one-line error when that is impossible."""
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        raise DatasetError(
+            f"cannot fetch {filename} from {repo}: huggingface_hub is not installed (pip install 'hrm[hub]'); offline, {offline_hint}"
+        ) from None
+    try:
+        return Path(hf_hub_download(repo, filename, repo_type="dataset"))
+    except Exception as err:  # network, auth and missing-file errors come in many types
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DatasetError(f"cannot fetch {filename} from {repo} ({first}); offline, {offline_hint}") from None
+
+
+@dataclass
+class BuildSummary:
+    """What a builder prints at the end."""
+
+    name: str
+    output_dir: Path
+    splits: dict[str, dict[str, int]] = field(default_factory=dict)
+    difficulty: dict[str, np.ndarray] = field(default_factory=dict)
+    difficulty_label: str = "difficulty"
+    started: float = field(default_factory=time.perf_counter)
+
+    def add_split(self, split: str, examples: int, puzzles: int, groups: int) -> None:
+        self.splits[split] = {"examples": examples, "puzzles": puzzles, "groups": groups}
+
+    def render(self) -> str:
+        lines = [f"{self.name} dataset written to {self.output_dir} in {time.perf_counter() - self.started:.1f} s"]
+        for split, counts in self.splits.items():
+            lines.append(f"  {split:5s}: {counts['examples']:>10,d} examples  {counts['puzzles']:>10,d} puzzles  {counts['groups']:>8,d} groups")
+        lines.append(f"  disk size: {format_bytes(directory_size(self.output_dir))}")
+        for split, values in self.difficulty.items():
+            lines.extend(difficulty_histogram(values, f"{self.difficulty_label} ({split} originals)"))
+        return "\n".join(lines)
+
+
+def difficulty_histogram(values: np.ndarray, title: str, bins: int = 8, width: int = 40) -> list[str]:
+    values = np.asarray(values)
+    if values.size == 0:
+        return []
+    lines = [f"  {title}: min {values.min()}, mean {values.mean():.1f}, max {values.max()}"]
+    low, high = int(values.min()), int(values.max())
+    if high == low:
+        edges = np.array([low, low + 1])
+    else:
+        step = max(1, int(np.ceil((high - low + 1) / bins)))
+        edges = np.arange(low, high + step + 1, step)
+    counts, _ = np.histogram(values, bins=edges)
+    peak = max(1, counts.max())
+    for count, left, right in zip(counts, edges[:-1], edges[1:]):
+        label = f"{left}" if right - left == 1 else f"{left}-{right - 1}"
+        lines.append(f"    {label:>9s} | {'#' * int(round(width * count / peak)):<{width}s} {count}")
+    return lines
+
+
+def run_cli(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> int:
+    """Run a builder's main; an HRMError becomes `error: <message>` on stderr and exit status 2."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        main(argv)
+    except HRMError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    return 0

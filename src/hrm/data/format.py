@@ -1,0 +1,218 @@
+"""Reading and writing the on-disk puzzle dataset format (spec section 1).
+
+A dataset folder holds `identifiers.json` plus one folder per split (`train/`, `test/`) with
+`dataset.json` and, per set `S`, the five arrays `S__{inputs,labels,puzzle_identifiers,puzzle_indices,
+group_indices}.npy`. The original writes int64 tokens; we write the smallest unsigned dtype that holds
+the vocabulary (uint8 for the three benchmarks), which the original's loader also reads. Output goes to a
+hidden staging folder that is renamed into place only when complete, so a failed build never leaves a
+dataset that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import numpy as np
+
+from hrm.data.metadata import PuzzleDatasetMetadata
+from hrm.errors import DatasetError
+
+logger = logging.getLogger(__name__)
+
+ARRAY_KEYS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
+IGNORE_LABEL = -100
+IDENTIFIERS_FILE = "identifiers.json"
+BLANK_IDENTIFIER_NAME = "<blank>"
+
+
+def token_dtype(max_value: int) -> np.dtype:
+    """The smallest unsigned integer dtype that holds tokens 0..max_value."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if max_value <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
+
+
+@dataclass
+class PuzzleSet:
+    """The arrays of one set of one split. `inputs`/`labels` may be memory-mapped."""
+
+    inputs: np.ndarray
+    labels: np.ndarray
+    puzzle_identifiers: np.ndarray
+    puzzle_indices: np.ndarray
+    group_indices: np.ndarray
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.inputs.shape[0])
+
+    @property
+    def num_puzzles(self) -> int:
+        return int(self.puzzle_identifiers.shape[0])
+
+    @property
+    def num_groups(self) -> int:
+        return int(self.group_indices.shape[0] - 1)
+
+    def example_puzzle_ids(self) -> np.ndarray:
+        """For every example, the index of the puzzle that owns it."""
+        sizes = np.diff(self.puzzle_indices.astype(np.int64))
+        return np.repeat(np.arange(self.num_puzzles, dtype=np.int64), sizes)
+
+    def validate(self, where: str, seq_len: int | None = None) -> None:
+        """Check the index arrays describe the token arrays; raise a one-line DatasetError if not."""
+        if self.inputs.ndim != 2 or self.inputs.shape != self.labels.shape:
+            raise DatasetError(f"{where}: inputs {self.inputs.shape} and labels {self.labels.shape} must be equal 2-D shapes")
+        if seq_len is not None and self.inputs.shape[1] != seq_len:
+            raise DatasetError(f"{where}: rows have {self.inputs.shape[1]} tokens but dataset.json says seq_len={seq_len}")
+        puzzle_indices = np.asarray(self.puzzle_indices)
+        group_indices = np.asarray(self.group_indices)
+        if puzzle_indices.shape != (self.num_puzzles + 1,):
+            raise DatasetError(f"{where}: puzzle_indices has {puzzle_indices.shape[0]} entries, expected num_puzzles+1={self.num_puzzles + 1}")
+        if puzzle_indices[0] != 0 or puzzle_indices[-1] != self.num_examples or np.any(np.diff(puzzle_indices) < 0):
+            raise DatasetError(f"{where}: puzzle_indices must rise from 0 to the number of examples ({self.num_examples})")
+        if group_indices.ndim != 1 or group_indices.shape[0] < 1 or group_indices[0] != 0 or group_indices[-1] != self.num_puzzles or np.any(np.diff(group_indices) < 0):
+            raise DatasetError(f"{where}: group_indices must rise from 0 to the number of puzzles ({self.num_puzzles})")
+
+
+def _array_path(split_dir: Path, set_name: str, key: str) -> Path:
+    return split_dir / f"{set_name}__{key}.npy"
+
+
+def read_split(dataset_dir: str | Path, split: str, mmap: bool = True) -> tuple[PuzzleDatasetMetadata, dict[str, PuzzleSet]]:
+    """Read one split. Inputs and labels are memory-mapped (read-only) unless `mmap` is False."""
+    split_dir = Path(dataset_dir) / split
+    metadata = PuzzleDatasetMetadata.load(split_dir)
+    sets: dict[str, PuzzleSet] = {}
+    for set_name in metadata.sets:
+        arrays = {}
+        for key in ARRAY_KEYS:
+            path = _array_path(split_dir, set_name, key)
+            if not path.is_file():
+                raise DatasetError(f"{path} is missing; the dataset at {dataset_dir} is incomplete, rebuild it")
+            try:
+                arrays[key] = np.load(path, mmap_mode="r" if mmap and key in ("inputs", "labels") else None, allow_pickle=False)
+            except (ValueError, OSError) as err:
+                raise DatasetError(f"cannot read {path} ({str(err).splitlines()[0]}); rebuild the dataset") from None
+            if not np.issubdtype(arrays[key].dtype, np.integer):
+                raise DatasetError(f"{path} holds {arrays[key].dtype}, expected integers")
+        puzzle_set = PuzzleSet(**arrays)
+        puzzle_set.validate(f"{split_dir}/{set_name}", metadata.seq_len)
+        sets[set_name] = puzzle_set
+    return metadata, sets
+
+
+def read_identifiers(dataset_dir: str | Path) -> list[str]:
+    path = Path(dataset_dir) / IDENTIFIERS_FILE
+    if not path.is_file():
+        raise DatasetError(f"{path} is missing; rebuild the dataset")
+    names = json.loads(path.read_text())
+    if not isinstance(names, list):
+        raise DatasetError(f"{path} must hold a JSON list of puzzle names")
+    return names
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as handle:
+        np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class SplitWriter:
+    """Writes the sets of one split into `split_dir`; `dataset.json` is written last by `finish`."""
+
+    def __init__(self, split_dir: Path):
+        self.split_dir = Path(split_dir)
+        self.split_dir.mkdir(parents=True, exist_ok=True)
+        self.set_names: list[str] = []
+
+    def token_array(self, set_name: str, key: str, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+        """A writable memory-mapped `.npy` for `inputs` or `labels`, for sets too big to hold twice in RAM."""
+        if set_name not in self.set_names:
+            self.set_names.append(set_name)
+        return np.lib.format.open_memmap(_array_path(self.split_dir, set_name, key), mode="w+", dtype=dtype, shape=shape)
+
+    def write_set(self, set_name: str, arrays: Mapping[str, np.ndarray]) -> None:
+        """Write whichever of the five arrays `arrays` holds (index arrays as int32, like the original)."""
+        if set_name not in self.set_names:
+            self.set_names.append(set_name)
+        for key, array in arrays.items():
+            if key not in ARRAY_KEYS:
+                raise ValueError(f"unknown array key {key!r}")
+            array = np.asarray(array)
+            if key not in ("inputs", "labels"):
+                array = array.astype(np.int32)
+            _save_npy(_array_path(self.split_dir, set_name, key), array)
+
+    def finish(self, metadata: PuzzleDatasetMetadata) -> None:
+        for set_name in metadata.sets:
+            for key in ARRAY_KEYS:
+                if not _array_path(self.split_dir, set_name, key).is_file():
+                    raise DatasetError(f"set {set_name!r} lacks its {key} array in {self.split_dir}")
+        _write_text(self.split_dir / "dataset.json", json.dumps(metadata.model_dump()))
+
+
+def write_dataset(output_dir: str | Path, split: str, sets: Mapping[str, Mapping[str, np.ndarray]], metadata: PuzzleDatasetMetadata) -> Path:
+    """Write one split (`set name -> {array key -> array}`) atomically: staged, then renamed to `output_dir/split`."""
+    output_dir = Path(output_dir)
+    with staged_directory(output_dir / split) as stage:
+        writer = SplitWriter(stage)
+        for set_name, arrays in sets.items():
+            missing = set(ARRAY_KEYS) - set(arrays)
+            if missing:
+                raise DatasetError(f"set {set_name!r} of split {split!r} lacks arrays {sorted(missing)}")
+            PuzzleSet(**{key: np.asarray(arrays[key]) for key in ARRAY_KEYS}).validate(f"{split}/{set_name}", metadata.seq_len)
+            writer.write_set(set_name, arrays)
+        writer.finish(metadata)
+    return output_dir / split
+
+
+def write_identifiers(output_dir: str | Path, names: list[str]) -> None:
+    _write_text(Path(output_dir) / IDENTIFIERS_FILE, json.dumps(names))
+
+
+@contextlib.contextmanager
+def staged_directory(target: str | Path) -> Iterator[Path]:
+    """Yield a hidden staging folder beside `target`; on success it replaces `target`, on error it is removed."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stage = target.parent / f".{target.name}.partial-{os.getpid()}"
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir()
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    old = target.parent / f".{target.name}.old-{os.getpid()}"
+    if target.exists():
+        os.replace(target, old)
+    os.replace(stage, target)
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def directory_size(path: str | Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def format_bytes(num_bytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if num_bytes < 1024 or unit == "GB":
+            return f"{num_bytes:.1f} {unit}" if unit != "B" else f"{int(num_bytes)} B"
+        num_bytes /= 1024
+    return f"{num_bytes:.1f} GB"

@@ -1,0 +1,176 @@
+"""`PuzzleDataset`: the training sampler and test iterator of spec section 6.
+
+Training goes in chunks of `epochs_per_iter` epochs. Chunk `i` draws everything from a counter-based
+generator seeded `seed + i`, so any chunk (and any batch inside it) can be regenerated exactly for a
+resumed run (`iter_chunk`). Inputs and labels stay memory-mapped; each batch gathers only its rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+
+from hrm.data.format import IGNORE_LABEL, PuzzleSet, read_split
+from hrm.data.metadata import PuzzleDatasetMetadata
+from hrm.errors import DatasetError
+
+logger = logging.getLogger(__name__)
+
+Batch = dict[str, torch.Tensor]
+
+
+class PuzzleDatasetConfig(BaseModel):
+    seed: int
+    dataset_path: str
+    global_batch_size: int
+    test_set_mode: bool
+    epochs_per_iter: int
+    rank: int
+    num_replicas: int
+
+
+def chunk_generator(seed: int, chunk_index: int) -> np.random.Generator:
+    """The counter-based generator of training chunk `chunk_index`."""
+    return np.random.Generator(np.random.Philox(seed=seed + chunk_index))
+
+
+def sample_chunk_batches(
+    rng: np.random.Generator,
+    puzzle_indices: np.ndarray,
+    group_indices: np.ndarray,
+    num_epochs: int,
+    global_batch_size: int,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield `(example_ids, puzzle_ids)` of each full global batch of one chunk.
+
+    Groups are shuffled once per epoch; each group in turn contributes one random puzzle and random
+    distinct examples of it (as many as still fit in the batch); an incomplete last batch is dropped.
+    """
+    puzzle_indices = np.asarray(puzzle_indices, dtype=np.int64)
+    group_indices = np.asarray(group_indices, dtype=np.int64)
+    num_groups = group_indices.shape[0] - 1
+    if num_groups == 0:
+        return
+    order = np.concatenate([rng.permutation(num_groups) for _ in range(num_epochs)])
+    puzzle_of_step = rng.integers(group_indices[order], group_indices[order + 1])
+    sizes = puzzle_indices[puzzle_of_step + 1] - puzzle_indices[puzzle_of_step]
+    ends = np.cumsum(sizes)
+    start = 0
+    consumed = 0  # examples offered by steps before `start`
+    while start < order.shape[0]:
+        stop = int(np.searchsorted(ends, consumed + global_batch_size, side="left")) + 1
+        if stop > order.shape[0]:
+            return  # the last, incomplete batch is dropped
+        steps = np.arange(start, stop)
+        puzzles = puzzle_of_step[steps]
+        take = sizes[steps].copy()
+        take[-1] -= int(ends[stop - 1] - consumed - global_batch_size)
+        if np.all(sizes[steps] == 1):
+            example_ids = puzzle_indices[puzzles]
+        else:
+            example_ids = _pick_examples(rng, puzzle_indices, puzzles, sizes[steps], take)
+        yield example_ids, np.repeat(puzzles, take)
+        consumed = int(ends[stop - 1])
+        start = stop
+
+
+def _pick_examples(rng: np.random.Generator, puzzle_indices: np.ndarray, puzzles: np.ndarray, sizes: np.ndarray, take: np.ndarray) -> np.ndarray:
+    """For each puzzle, `take` of its `sizes` examples drawn without replacement (vectorised)."""
+    owner = np.repeat(np.arange(puzzles.shape[0]), sizes)
+    offsets = np.arange(owner.shape[0]) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    keys = rng.random(owner.shape[0])
+    order = np.lexsort((keys, owner))  # within each puzzle, a random order of its examples
+    rank_in_puzzle = np.empty_like(order)
+    rank_in_puzzle[order] = offsets  # offsets are 0..size-1 per owner in sorted position order
+    chosen = rank_in_puzzle < np.repeat(take, sizes)
+    return (puzzle_indices[puzzles][owner] + offsets)[chosen]
+
+
+class PuzzleDataset(torch.utils.data.IterableDataset):
+    """Batches of one split, as `(set_name, batch, global_effective_batch_size)`; see the module docstring."""
+
+    def __init__(self, config: PuzzleDatasetConfig, split: str = "train"):
+        super().__init__()
+        self.config = config
+        self.split = split
+        self.metadata: PuzzleDatasetMetadata = PuzzleDatasetMetadata.load(Path(config.dataset_path) / split)
+        if config.num_replicas < 1 or not 0 <= config.rank < config.num_replicas:
+            raise DatasetError(f"rank {config.rank} is outside 0..num_replicas-1 (num_replicas={config.num_replicas})")
+        if config.global_batch_size < 1 or config.global_batch_size % config.num_replicas != 0:
+            raise DatasetError(
+                f"global_batch_size {config.global_batch_size} must be a positive multiple of the number of processes ({config.num_replicas})"
+            )
+        if config.epochs_per_iter < 1:
+            raise DatasetError(f"epochs_per_iter must be at least 1, got {config.epochs_per_iter}")
+        self.local_batch_size = config.global_batch_size // config.num_replicas
+        self._sets: dict[str, PuzzleSet] | None = None
+        self._chunk_counter = 0
+
+    @property
+    def sets(self) -> dict[str, PuzzleSet]:
+        """The arrays, opened (memory-mapped) on first use so worker processes open their own maps."""
+        if self._sets is None:
+            _, self._sets = read_split(self.config.dataset_path, self.split)
+        return self._sets
+
+    def __iter__(self) -> Iterator[tuple[str, Batch, int]]:
+        if self.config.test_set_mode:
+            yield from self.iter_test()
+        else:
+            chunk_index = self._chunk_counter
+            self._chunk_counter += 1
+            yield from self.iter_chunk(chunk_index)
+
+    def _local_slice(self, batch_len: int) -> slice:
+        start = self.config.rank * self.local_batch_size
+        return slice(start, min(start + self.local_batch_size, batch_len))
+
+    def _make_batch(self, puzzle_set: PuzzleSet, example_ids: np.ndarray, puzzle_ids: np.ndarray) -> Batch:
+        """Gather rows (local slice only), pad to the local batch size, map ignored labels to -100."""
+        count = example_ids.shape[0]
+        pad = self.local_batch_size - count
+        inputs = np.asarray(puzzle_set.inputs[example_ids], dtype=np.int32)
+        labels = np.asarray(puzzle_set.labels[example_ids], dtype=np.int32)
+        identifiers = np.asarray(puzzle_set.puzzle_identifiers[puzzle_ids], dtype=np.int32)
+        if self.metadata.ignore_label_id is not None:
+            labels[labels == self.metadata.ignore_label_id] = IGNORE_LABEL
+        if pad > 0:
+            seq_len = self.metadata.seq_len
+            inputs = np.concatenate([inputs, np.full((pad, seq_len), self.metadata.pad_id, np.int32)])
+            labels = np.concatenate([labels, np.full((pad, seq_len), IGNORE_LABEL, np.int32)])
+            identifiers = np.concatenate([identifiers, np.full(pad, self.metadata.blank_identifier_id, np.int32)])
+        return {
+            "inputs": torch.from_numpy(inputs),
+            "labels": torch.from_numpy(labels),
+            "puzzle_identifiers": torch.from_numpy(identifiers),
+        }
+
+    def iter_chunk(self, chunk_index: int, skip_batches: int = 0) -> Iterator[tuple[str, Batch, int]]:
+        """The training batches of chunk `chunk_index` (deterministic), after skipping `skip_batches` of them."""
+        rng = chunk_generator(self.config.seed, chunk_index)
+        batch_number = 0
+        for set_name, puzzle_set in self.sets.items():
+            for example_ids, puzzle_ids in sample_chunk_batches(
+                rng, puzzle_set.puzzle_indices, puzzle_set.group_indices, self.config.epochs_per_iter, self.config.global_batch_size
+            ):
+                batch_number += 1
+                if batch_number <= skip_batches:
+                    continue
+                local = self._local_slice(example_ids.shape[0])
+                yield set_name, self._make_batch(puzzle_set, example_ids[local], puzzle_ids[local]), int(example_ids.shape[0])
+
+    def iter_test(self) -> Iterator[tuple[str, Batch, int]]:
+        """Every example once, in order, set by set; the last batch of a set is padded."""
+        batch_size = self.config.global_batch_size
+        for set_name, puzzle_set in self.sets.items():
+            example_puzzles = puzzle_set.example_puzzle_ids()
+            for start in range(0, puzzle_set.num_examples, batch_size):
+                end = min(start + batch_size, puzzle_set.num_examples)
+                local = self._local_slice(end - start)
+                ids = np.arange(start, end)[local] if local.start < end - start else np.zeros(0, np.int64)
+                yield set_name, self._make_batch(puzzle_set, ids, example_puzzles[ids]), end - start
