@@ -1,0 +1,101 @@
+import sys
+import types
+
+import pytest
+import torch
+
+from hrm.errors import ConfigError
+from hrm.models import attention as attn
+
+
+@pytest.fixture
+def fake_flash(monkeypatch):
+    """Install stub flash modules that record the layout they receive and compute with SDPA."""
+    calls = []
+    resolve_cached = attn._resolve_cached
+
+    def make(name, returns_tuple):
+        def flash_attn_func(q, k, v, causal=False):
+            calls.append((name, tuple(q.shape), causal))
+            out = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal).transpose(1, 2)
+            return (out, None) if returns_tuple else out
+        return types.SimpleNamespace(flash_attn_func=flash_attn_func)
+
+    def install(fa3=True, fa2=True):
+        for module, present, as_tuple in (("flash_attn_interface", fa3, True), ("flash_attn", fa2, False)):
+            if present:
+                monkeypatch.setitem(sys.modules, module, make(module, as_tuple))
+            else:
+                monkeypatch.setitem(sys.modules, module, None)  # makes `import` raise ImportError
+        attn.load_flash_function.cache_clear()
+        resolve_cached.cache_clear()
+
+    yield install, calls
+    attn.load_flash_function.cache_clear()
+    resolve_cached.cache_clear()
+
+
+CUDA, CPU, MPS = torch.device("cuda"), torch.device("cpu"), torch.device("mps")
+
+
+def test_auto_prefers_flash3_then_flash2_then_sdpa(fake_flash):
+    install, _ = fake_flash
+    install(fa3=True, fa2=True)
+    assert attn.resolve_backend("auto", CUDA, torch.bfloat16) == "flash3"
+    install(fa3=False, fa2=True)
+    assert attn.resolve_backend("auto", CUDA, torch.bfloat16) == "flash2"
+    install(fa3=False, fa2=False)
+    assert attn.resolve_backend("auto", CUDA, torch.bfloat16) == "sdpa"
+
+
+def test_auto_is_sdpa_off_cuda_and_in_float32(fake_flash):
+    install, _ = fake_flash
+    install()
+    assert attn.resolve_backend("auto", CPU, torch.bfloat16) == "sdpa"
+    assert attn.resolve_backend("auto", MPS, torch.float16) == "sdpa"
+    assert attn.resolve_backend("auto", CUDA, torch.float32) == "sdpa"
+
+
+def test_requesting_a_missing_backend_is_a_one_line_error(fake_flash):
+    install, _ = fake_flash
+    install(fa3=False, fa2=False)
+    for backend in ("flash2", "flash3"):
+        with pytest.raises(ConfigError) as err:
+            attn.check_backend_available(backend)
+        assert "\n" not in str(err.value) and "not installed" in str(err.value)
+    with pytest.raises(ConfigError, match="unknown"):
+        attn.check_backend_available("xformers")
+    install(fa3=False, fa2=True)
+    with pytest.raises(ConfigError, match="CUDA"):
+        attn.resolve_backend("flash2", CPU, torch.bfloat16)
+    with pytest.raises(ConfigError, match="bfloat16"):
+        attn.resolve_backend("flash2", CUDA, torch.float32)
+
+
+def test_flash_gets_batch_seq_heads_dim_and_sdpa_heads_first(fake_flash, monkeypatch):
+    install, calls = fake_flash
+    install()
+    q, k, v = (torch.randn(2, 5, 3, 4) for _ in range(3))
+    expected = attn.attention(q, k, v, backend="sdpa")
+    # Pretend the tensors live on CUDA in bf16 by patching the resolver's view of the device.
+    monkeypatch.setattr(attn, "_resolve_cached", lambda requested, device_type, dtype: "flash3")
+    out = attn.attention(q, k, v, backend="auto")
+    assert calls[-1] == ("flash_attn_interface", (2, 5, 3, 4), False)  # [batch, seq, heads, dim]
+    torch.testing.assert_close(out, expected)
+    monkeypatch.setattr(attn, "_resolve_cached", lambda requested, device_type, dtype: "flash2")
+    out = attn.attention(q, k, v, backend="flash2", causal=True)
+    assert calls[-1] == ("flash_attn", (2, 5, 3, 4), True)
+
+    seen = []
+    real_sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, **kw):
+        seen.append(tuple(q.shape))
+        return real_sdpa(q, k, v, **kw)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    monkeypatch.setattr(attn, "_resolve_cached", lambda requested, device_type, dtype: "sdpa")
+    out = attn.attention(q, k, v)
+    assert seen == [(2, 3, 5, 4)]  # [batch, heads, seq, dim]
+    assert out.shape == (2, 5, 3, 4)
+    torch.testing.assert_close(out, expected)
