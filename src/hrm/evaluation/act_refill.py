@@ -1,0 +1,174 @@
+"""`halt=act`: every example stops when its Q-head says halt, and the next example takes its slot.
+
+The ACT wrapper already restarts halted samples with the data at their batch position on the next
+call; here the evaluator marks a slot halted as soon as `q_halt > q_continue` (or at
+`halt_max_steps`), puts the next queued example at that position, and keeps the batch full. An
+example therefore costs exactly its own segments, however long its neighbours run. Once the queue is
+empty the batch shrinks to the running slots. In evaluation every sample is independent of the
+others in the batch, so an example's result equals what it gets when run alone.
+
+`segment_trace` runs fixed batches for K segments and records every example's answer quality at
+every segment, which gives the inference-time-scaling sweep over several `halt_max_steps` (both
+halting rules) from a single pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from hrm.evaluation.data import Examples
+from hrm.evaluation.metrics import ExampleMetrics, example_metrics
+from hrm.models.act import ACTCarry, ACTModel
+
+PER_EXAMPLE_KEYS = ("logits", "preds", "q_halt_logits", "q_continue_logits", "steps")
+
+
+def act_model_of(model: nn.Module) -> ACTModel:
+    """The ACT model inside a loss head (or the model itself)."""
+    inner = getattr(model, "model", model)
+    if not isinstance(inner, ACTModel):
+        raise TypeError(f"expected an ACT model or a loss head around one, got {type(model).__name__}")
+    return inner
+
+
+@contextlib.contextmanager
+def override_halt_max_steps(model: nn.Module, halt_max_steps: int) -> Iterator[None]:
+    """Run with another cap on segments (inference-time scaling) without rebuilding the model."""
+    act_model = act_model_of(model)
+    saved = act_model.config
+    act_model.config = saved.model_copy(update={"halt_max_steps": halt_max_steps})
+    try:
+        yield
+    finally:
+        act_model.config = saved
+
+
+def _take_rows(value, rows: torch.Tensor):
+    """Index dim 0 of every tensor in a carry (dataclasses, dicts, tensors)."""
+    if isinstance(value, torch.Tensor):
+        return value[rows]
+    if isinstance(value, dict):
+        return {key: _take_rows(item, rows) for key, item in value.items()}
+    if dataclasses.is_dataclass(value):
+        return dataclasses.replace(value, **{f.name: _take_rows(getattr(value, f.name), rows) for f in dataclasses.fields(value)})
+    return value
+
+
+@torch.inference_mode()
+def evaluate_act(model: nn.Module, examples: Examples, batch_size: int, *, device: torch.device | str,
+                 keep_keys: Sequence[str] = ("preds", "q_halt_logits", "q_continue_logits", "steps"),
+                 progress: bool = False) -> dict[str, torch.Tensor]:
+    """Run every example (`examples.gather`) until its Q-head halts or it reaches halt_max_steps.
+
+    Returns the kept outputs of each example at the segment it stopped, in the order of `examples`
+    (on the CPU). `steps` is the number of segments it ran.
+    """
+    act_model = act_model_of(model)
+    was_training = act_model.training
+    act_model.eval()
+    num_examples = len(examples)
+    results: dict[str, list[torch.Tensor | None]] = {key: [None] * num_examples for key in keep_keys}
+    width = min(batch_size, num_examples)
+    if width == 0:
+        return {key: torch.zeros(0) for key in keep_keys}
+
+    queue = iter(range(num_examples))
+    pending = num_examples
+    template = {key: value.to(device) for key, value in examples.gather(torch.arange(width)).items()}
+    carry: ACTCarry = act_model.initial_carry(template)
+    slot_example = torch.full((width,), -1, dtype=torch.long)  # which example each slot holds, -1 idle
+    bar = tqdm(total=num_examples, desc="evaluate halt=act", disable=not progress, leave=False)
+    try:
+        while True:
+            # Refill the halted slots with the next examples; slots left without one go idle.
+            free = torch.nonzero(carry.halted.cpu()).flatten()
+            new_ids = [next(queue) for _ in range(min(len(free), pending))]
+            pending -= len(new_ids)
+            is_new = torch.zeros(slot_example.shape[0], dtype=torch.bool)
+            is_new[free[:len(new_ids)]] = True
+            slot_example[free] = -1
+            slot_example[free[:len(new_ids)]] = torch.tensor(new_ids, dtype=torch.long)
+            if (slot_example < 0).any():  # only once the queue is empty: shrink to the running slots
+                running = torch.nonzero(slot_example >= 0).flatten()
+                if running.numel() == 0:
+                    break
+                carry = _take_rows(carry, running.to(carry.halted.device))
+                slot_example, is_new = slot_example[running], is_new[running]
+            batch = carry.current_data
+            if is_new.any():
+                new_slots = torch.nonzero(is_new).flatten()
+                fresh = examples.gather(slot_example[new_slots])
+                batch = {key: value.index_copy(0, new_slots.to(value.device), fresh[key].to(value.device))
+                         for key, value in batch.items()}
+
+            carry, outputs = act_model(carry=carry, batch=batch)
+            wants_halt = outputs["q_halt_logits"] > outputs["q_continue_logits"]
+            finished = carry.halted | wants_halt
+            carry.halted = finished
+
+            done_slots = torch.nonzero(finished.cpu()).flatten()
+            if done_slots.numel():
+                outputs["preds"] = torch.argmax(outputs["logits"], dim=-1)
+                outputs["steps"] = carry.steps
+                device_slots = done_slots.to(device)
+                for key in keep_keys:
+                    rows = (carry.current_data[key] if key in carry.current_data else outputs[key]).index_select(0, device_slots).cpu()
+                    for slot, row in zip(done_slots.tolist(), rows):
+                        results[key][int(slot_example[slot])] = row
+                bar.update(done_slots.numel())
+    finally:
+        bar.close()
+        act_model.train(was_training)
+    return {key: torch.stack(rows) for key, rows in results.items()}
+
+
+@dataclasses.dataclass
+class SegmentTrace:
+    """Per segment (dim 0) and example (dim 1): answer quality and Q-logits after that segment."""
+
+    metrics: list[ExampleMetrics]  # one per segment, steps = segment number
+    q_halt_logits: torch.Tensor
+    q_continue_logits: torch.Tensor
+
+    def at_caps(self, cap: int, halt: str) -> ExampleMetrics:
+        """The result with halt_max_steps = cap: at segment `cap` (halt=max), or at the first segment
+        whose Q-head says halt, at most `cap` (halt=act)."""
+        num_examples = self.q_halt_logits.shape[1]
+        stop = torch.full((num_examples,), cap, dtype=torch.long)
+        if halt == "act":
+            wants = (self.q_halt_logits[:cap] > self.q_continue_logits[:cap])
+            first = torch.where(wants.any(0), wants.to(torch.int8).argmax(0) + 1, cap)
+            stop = torch.minimum(stop, first.long())
+        fields = {}
+        for field in dataclasses.fields(ExampleMetrics):
+            stacked = torch.stack([getattr(m, field.name) for m in self.metrics[:cap]])
+            fields[field.name] = stacked.gather(0, (stop - 1).unsqueeze(0)).squeeze(0)
+        return ExampleMetrics(**fields)
+
+
+@torch.inference_mode()
+def segment_trace(model: nn.Module, batch: dict[str, torch.Tensor], num_segments: int) -> SegmentTrace:
+    """Run one batch for `num_segments` segments (no early halting) and record every segment."""
+    act_model = act_model_of(model)
+    was_training = act_model.training
+    act_model.eval()
+    per_step, q_halt, q_continue = [], [], []
+    try:
+        with override_halt_max_steps(act_model, num_segments):
+            carry = act_model.initial_carry(batch)
+            for _ in range(num_segments):
+                carry, outputs = act_model(carry=carry, batch=batch)
+                preds = torch.argmax(outputs["logits"], dim=-1)
+                rows = example_metrics(preds, carry.current_data["labels"], outputs["q_halt_logits"], carry.steps)
+                per_step.append(ExampleMetrics(**{f.name: getattr(rows, f.name).cpu() for f in dataclasses.fields(rows)}))
+                q_halt.append(outputs["q_halt_logits"].float().cpu())
+                q_continue.append(outputs["q_continue_logits"].float().cpu())
+    finally:
+        act_model.train(was_training)
+    return SegmentTrace(per_step, torch.stack(q_halt), torch.stack(q_continue))

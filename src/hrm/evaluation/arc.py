@@ -1,0 +1,201 @@
+"""ARC scoring (spec section 8): undo each augmented copy's transform, vote, pass@K, Kaggle submission.
+
+Every test input of an ARC task is seen through many augmented copies (a dihedral transform plus a
+colour permutation). A copy's predicted 30x30 canvas is cropped to the grid that ends at the
+end-of-grid marker, mapped back to the original orientation and colours, and counted as a vote.
+Distinct grids are ranked by votes, ties by mean halting confidence `sigmoid(q_halt)`. pass@K asks
+whether the true output is among the top K; the official score is pass@2, averaged over a task's
+test inputs and then over tasks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from hrm.checkpoint import atomic_write_bytes
+
+PASS_AT_K = (1, 2, 5, 10, 100, 1000)
+CANVAS = 30
+COLOUR_OFFSET = 2  # colours 0..9 are tokens 2..11; 0 is padding, 1 the end-of-grid marker
+NUM_COLOURS = 10
+NAME_SEPARATOR = "|||"  # augmented puzzle names: <task>|||t<dihedral id>|||<colour map digits>
+INVERSE_DIHEDRAL = (0, 3, 2, 1, 4, 5, 6, 7)
+
+
+def dihedral(grid: np.ndarray, transform_id: int) -> np.ndarray:
+    """The 8 symmetries of the square in id order: identity, rot90, rot180, rot270, flip left-right,
+    flip up-down, transpose, anti-transpose (rot90 then flip left-right)."""
+    if transform_id == 0:
+        return grid
+    if transform_id in (1, 2, 3):
+        return np.rot90(grid, k=transform_id)
+    if transform_id == 4:
+        return np.fliplr(grid)
+    if transform_id == 5:
+        return np.flipud(grid)
+    if transform_id == 6:
+        return grid.T
+    if transform_id == 7:
+        return np.fliplr(np.rot90(grid, k=1))
+    raise ValueError(f"dihedral transform id must be 0..7, got {transform_id}")
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """How a copy was made from the original task: `dihedral(colour_map[grid], transform_id)`."""
+
+    task_id: str
+    transform_id: int = 0
+    colour_map: tuple[int, ...] = tuple(range(NUM_COLOURS))
+
+    def invert(self, grid: np.ndarray) -> np.ndarray:
+        inverse_colours = np.argsort(np.asarray(self.colour_map))
+        return np.ascontiguousarray(inverse_colours[dihedral(grid, INVERSE_DIHEDRAL[self.transform_id])])
+
+    def apply(self, grid: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(dihedral(np.asarray(self.colour_map)[grid], self.transform_id))
+
+
+def parse_puzzle_name(name: str) -> Augmentation:
+    """`task` (the original copy) or `task|||t<id>|||<10 colour digits>` (an augmented copy)."""
+    parts = name.split(NAME_SEPARATOR)
+    if len(parts) < 3:
+        return Augmentation(task_id=name)
+    transform, colours = parts[-2], parts[-1]
+    task_id = NAME_SEPARATOR.join(parts[:-2])
+    if not (transform.startswith("t") and transform[1:].isdigit() and len(colours) == NUM_COLOURS and colours.isdigit()):
+        return Augmentation(task_id=name)
+    colour_map = tuple(int(c) for c in colours)
+    if sorted(colour_map) != list(range(NUM_COLOURS)) or int(transform[1:]) > 7:
+        raise ValueError(f"puzzle name {name!r} has an invalid augmentation suffix")
+    return Augmentation(task_id=task_id, transform_id=int(transform[1:]), colour_map=colour_map)
+
+
+def crop_grid(tokens: np.ndarray) -> np.ndarray:
+    """The grid at the canvas' top-left, as colours 0..9: the largest top-left rectangle of colour
+    tokens, each row no wider than the rows above it (a row stops at its first marker or pad)."""
+    canvas = np.asarray(tokens).reshape(CANVAS, CANVAS)
+    is_colour = (canvas >= COLOUR_OFFSET) & (canvas < COLOUR_OFFSET + NUM_COLOURS)
+    best_area, best_shape = 0, (0, 0)
+    width = CANVAS
+    for row in range(CANVAS):
+        stops = np.flatnonzero(~is_colour[row, :width])
+        width = int(stops[0]) if stops.size else width
+        if width == 0:
+            break
+        if (row + 1) * width > best_area:
+            best_area, best_shape = (row + 1) * width, (row + 1, width)
+    rows, cols = best_shape
+    return canvas[:rows, :cols].astype(np.int64) - COLOUR_OFFSET
+
+
+@dataclass
+class Candidate:
+    grid: np.ndarray
+    votes: int = 0
+    confidences: list[float] = field(default_factory=list)
+
+    @property
+    def mean_confidence(self) -> float:
+        return float(np.mean(self.confidences)) if self.confidences else 0.0
+
+
+def _grid_key(grid: np.ndarray) -> tuple:
+    return (grid.shape, grid.tobytes())
+
+
+def vote(predictions: Iterable[tuple[np.ndarray, float]]) -> list[Candidate]:
+    """Distinct grids ranked by votes, then mean confidence; full ties keep first-seen order.
+    Empty grids (no colour at the top-left) cannot be answers and get no vote."""
+    candidates: OrderedDict[tuple, Candidate] = OrderedDict()
+    for grid, confidence in predictions:
+        grid = np.asarray(grid, dtype=np.int64)
+        if grid.size == 0:
+            continue
+        candidate = candidates.setdefault(_grid_key(grid), Candidate(grid=grid))
+        candidate.votes += 1
+        candidate.confidences.append(float(confidence))
+    return sorted(candidates.values(), key=lambda c: (-c.votes, -c.mean_confidence))
+
+
+def is_same_grid(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and bool(np.array_equal(a, b))
+
+
+@dataclass
+class ArcTestInput:
+    """All copies' answers for one test input of one task, plus the true output when known."""
+
+    task_id: str
+    test_index: int
+    predictions: list[tuple[np.ndarray, float]] = field(default_factory=list)
+    truth: np.ndarray | None = None
+
+
+def collect_test_inputs(identifier_names: Sequence[str], puzzle_identifiers: np.ndarray, preds: np.ndarray,
+                        q_halt_logits: np.ndarray, labels: np.ndarray | None = None,
+                        blank_identifier_id: int = 0) -> list[ArcTestInput]:
+    """Group evaluated examples (in dataset order) into test inputs of original tasks.
+
+    An augmented puzzle's k-th example is the task's k-th test input. Rows with the blank identifier
+    are batch padding and are skipped. Labels (-100 where ignored, as loaded) give the true output.
+    """
+    seen_per_puzzle: dict[int, int] = {}
+    groups: OrderedDict[tuple[str, int], ArcTestInput] = OrderedDict()
+    confidences = 1.0 / (1.0 + np.exp(-np.asarray(q_halt_logits, dtype=np.float64)))
+    for row, identifier in enumerate(np.asarray(puzzle_identifiers).tolist()):
+        if identifier == blank_identifier_id:
+            continue
+        test_index = seen_per_puzzle.get(identifier, 0)
+        seen_per_puzzle[identifier] = test_index + 1
+        augmentation = parse_puzzle_name(identifier_names[identifier])
+        item = groups.setdefault((augmentation.task_id, test_index), ArcTestInput(augmentation.task_id, test_index))
+        grid = crop_grid(preds[row])
+        item.predictions.append((augmentation.invert(grid) if grid.size else grid, float(confidences[row])))
+        if labels is not None and (item.truth is None or augmentation.transform_id == 0 and augmentation.colour_map == tuple(range(NUM_COLOURS))):
+            label = np.where(np.asarray(labels[row]) < 0, 0, labels[row])
+            truth = crop_grid(label)
+            if truth.size:
+                item.truth = augmentation.invert(truth)
+    return list(groups.values())
+
+
+def score(test_inputs: Sequence[ArcTestInput], ks: Sequence[int] = PASS_AT_K) -> dict:
+    """pass@K per test input, averaged within each task, then over tasks (the official aggregation)."""
+    per_task: OrderedDict[str, list[dict[int, bool]]] = OrderedDict()
+    for item in test_inputs:
+        if item.truth is None:
+            continue
+        ranked = vote(item.predictions)
+        rank = next((i for i, c in enumerate(ranked) if is_same_grid(c.grid, item.truth)), None)
+        per_task.setdefault(item.task_id, []).append({k: rank is not None and rank < k for k in ks})
+    result: dict = {"num_tasks": len(per_task), "num_test_inputs": sum(len(v) for v in per_task.values())}
+    for k in ks:
+        task_scores = [float(np.mean([hit[k] for hit in hits])) for hits in per_task.values()]
+        result[f"pass@{k}"] = float(np.mean(task_scores)) if task_scores else float("nan")
+    result["per_task_pass@2"] = {task: float(np.mean([hit[2] for hit in hits])) for task, hits in per_task.items() if 2 in ks}
+    return result
+
+
+def submission(test_inputs: Sequence[ArcTestInput], attempts: int = 2) -> dict[str, list[dict[str, list[list[int]]]]]:
+    """The Kaggle format: per task, one `{"attempt_1": grid, "attempt_2": grid}` per test input in order.
+    With fewer distinct candidates than attempts the best one is repeated; with none, `[[0]]`."""
+    tasks: OrderedDict[str, dict[int, dict]] = OrderedDict()
+    for item in test_inputs:
+        ranked = vote(item.predictions)
+        grids = [c.grid.tolist() for c in ranked[:attempts]] or [[[0]]]
+        grids += [grids[0]] * (attempts - len(grids))
+        tasks.setdefault(item.task_id, {})[item.test_index] = {f"attempt_{i + 1}": g for i, g in enumerate(grids)}
+    return {task: [answers[i] for i in sorted(answers)] for task, answers in tasks.items()}
+
+
+def write_submission(path: str | Path, test_inputs: Sequence[ArcTestInput]) -> Path:
+    text = json.dumps(submission(test_inputs)).encode()
+    atomic_write_bytes(path, lambda handle: handle.write(text))
+    return Path(path)

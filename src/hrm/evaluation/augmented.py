@@ -1,0 +1,245 @@
+"""Augmented HRM test-time scaling (spec section 8): input perturbations, checkpoint ensembles, selection.
+
+Each test puzzle is evaluated as P perturbed copies (Sudoku: cyclic shifts of the digit tokens; Maze:
+start and goal swapped) by each of C checkpoints. A pass *counts* only when the Q-head wants to halt
+at its final step (`q_halt > q_continue`). Predictions are mapped back through the inverse
+perturbation before they are compared or voted on.
+
+Scores reported per puzzle:
+- `paper`: solved when, for some checkpoint, more than half of that checkpoint's counted passes are
+  exactly correct (needs the labels; the papers' metric).
+- `majority`: the most frequent answer over counted passes, ties by mean confidence (label-free).
+- `verified`: Sudoku, the majority among counted passes whose grid keeps the givens and breaks no
+  rule; Maze, among counted passes whose path is a valid shortest path. Label-free.
+A selector with no candidate falls back to the majority, and the majority with no counted pass falls
+back to all passes, so a deployable selector always answers.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from hrm.errors import ConfigError
+from hrm.models.losses import IGNORE_LABEL_ID
+
+SUDOKU_DIGIT_LOW, SUDOKU_DIGIT_HIGH, SUDOKU_BLANK = 2, 10, 1
+MAZE_WALL, MAZE_OPEN, MAZE_START, MAZE_GOAL, MAZE_PATH = 1, 2, 3, 4, 5
+SUDOKU_SHAPE = (9, 9)
+MAZE_SIDE = 30
+
+
+# ---------------------------------------------------------------- perturbations
+
+
+def shift_sudoku_digits(tokens: torch.Tensor, shift: int) -> torch.Tensor:
+    """Token t in 2..10 becomes ((t - 2 + shift) mod 9) + 2; blanks, padding and -100 stay."""
+    is_digit = (tokens >= SUDOKU_DIGIT_LOW) & (tokens <= SUDOKU_DIGIT_HIGH)
+    shifted = (tokens - SUDOKU_DIGIT_LOW + shift) % 9 + SUDOKU_DIGIT_LOW
+    return torch.where(is_digit, shifted, tokens)
+
+
+def swap_maze_ends(tokens: torch.Tensor, swap: int) -> torch.Tensor:
+    """swap = 1 exchanges start and goal (the shortest path is the same set of cells); 0 keeps them."""
+    if swap % 2 == 0:
+        return tokens
+    return torch.where(tokens == MAZE_START, MAZE_GOAL, torch.where(tokens == MAZE_GOAL, MAZE_START, tokens))
+
+
+@dataclass(frozen=True)
+class Task:
+    """A benchmark's perturbation, its inverse and its label-free answer check."""
+
+    name: str
+    max_perturbations: int
+    perturb: Callable[[torch.Tensor, int], torch.Tensor]
+    unperturb: Callable[[torch.Tensor, int], torch.Tensor]
+    verify: Callable[[np.ndarray, np.ndarray], bool]
+
+
+def sudoku_is_valid_solution(inputs: np.ndarray, prediction: np.ndarray) -> bool:
+    """A full grid of digits that keeps every given of the puzzle and has each digit once per row,
+    column and 3x3 box."""
+    grid = np.asarray(prediction).reshape(SUDOKU_SHAPE)
+    puzzle = np.asarray(inputs).reshape(SUDOKU_SHAPE)
+    if ((grid < SUDOKU_DIGIT_LOW) | (grid > SUDOKU_DIGIT_HIGH)).any():
+        return False
+    givens = (puzzle >= SUDOKU_DIGIT_LOW) & (puzzle <= SUDOKU_DIGIT_HIGH)
+    if (grid[givens] != puzzle[givens]).any():
+        return False
+    digits = set(range(SUDOKU_DIGIT_LOW, SUDOKU_DIGIT_HIGH + 1))
+    boxes = grid.reshape(3, 3, 3, 3).transpose(0, 2, 1, 3).reshape(9, 9)
+    return all(set(unit.tolist()) == digits for lines in (grid, grid.T, boxes) for unit in lines)
+
+
+def maze_shortest_distance(open_cells: np.ndarray, start: tuple[int, int], goal: tuple[int, int]) -> int | None:
+    """BFS steps from start to goal through `open_cells` (4-connected); None when unreachable."""
+    rows, cols = open_cells.shape
+    distance = {start: 0}
+    queue = deque([start])
+    while queue:
+        cell = queue.popleft()
+        if cell == goal:
+            return distance[cell]
+        r, c = cell
+        for nr, nc in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
+            if 0 <= nr < rows and 0 <= nc < cols and open_cells[nr, nc] and (nr, nc) not in distance:
+                distance[(nr, nc)] = distance[cell] + 1
+                queue.append((nr, nc))
+    return None
+
+
+def maze_is_shortest_path(inputs: np.ndarray, prediction: np.ndarray) -> bool:
+    """The prediction equals the maze except that some open cells are marked as path, and those cells
+    joined to start and goal form a 4-connected path exactly as long as the maze's shortest path."""
+    side = int(round(np.sqrt(np.asarray(inputs).size)))
+    maze = np.asarray(inputs).reshape(side, side)
+    grid = np.asarray(prediction).reshape(side, side)
+    on_path = grid == MAZE_PATH
+    if (on_path & (maze != MAZE_OPEN)).any() or (grid[~on_path] != maze[~on_path]).any():
+        return False
+    starts, goals = np.argwhere(maze == MAZE_START), np.argwhere(maze == MAZE_GOAL)
+    if len(starts) != 1 or len(goals) != 1:
+        return False
+    start, goal = tuple(starts[0].tolist()), tuple(goals[0].tolist())
+    shortest = maze_shortest_distance(maze != MAZE_WALL, start, goal)
+    if shortest is None:
+        return False
+    along_path = maze_shortest_distance(on_path | (maze == MAZE_START) | (maze == MAZE_GOAL), start, goal)
+    return along_path == shortest and int(on_path.sum()) == shortest - 1
+
+
+TASKS: dict[str, Task] = {
+    "sudoku": Task("sudoku", 9, shift_sudoku_digits, lambda tokens, k: shift_sudoku_digits(tokens, -k), sudoku_is_valid_solution),
+    "maze": Task("maze", 2, swap_maze_ends, swap_maze_ends, maze_is_shortest_path),
+}
+
+
+def detect_task(vocab_size: int, seq_len: int) -> str | None:
+    """The benchmark from the dataset's token layout (spec section 1), or None."""
+    if vocab_size == 11 and seq_len == 81:
+        return "sudoku"
+    if vocab_size == 6 and seq_len == MAZE_SIDE * MAZE_SIDE:
+        return "maze"
+    if vocab_size == 12 and seq_len == MAZE_SIDE * MAZE_SIDE:
+        return "arc"
+    return None
+
+
+def resolve_task(name: str, vocab_size: int, seq_len: int, permutes: int) -> Task:
+    if name == "auto":
+        detected = detect_task(vocab_size, seq_len)
+        if detected not in TASKS:
+            raise ConfigError(f"cannot tell Sudoku from Maze for a dataset with vocab_size {vocab_size} and seq_len {seq_len}; "
+                              "set task=sudoku or task=maze")
+        name = detected
+    if name not in TASKS:
+        raise ConfigError(f"task={name!r} has no input perturbation; use task=sudoku or task=maze")
+    task = TASKS[name]
+    if not 1 <= permutes <= task.max_perturbations:
+        raise ConfigError(f"permutes={permutes} is out of range for {name}: use 1..{task.max_perturbations}")
+    return task
+
+
+# ---------------------------------------------------------------- selection
+
+
+@dataclass
+class Pass:
+    """One evaluation of one puzzle: which checkpoint and perturbation, its answer mapped back to the
+    original puzzle's tokens, its confidence, and whether it counts (Q-head halts at the final step)."""
+
+    checkpoint: int
+    perturbation: int
+    prediction: np.ndarray
+    confidence: float
+    counted: bool
+    correct: bool = False
+
+
+def majority(passes: Sequence[Pass]) -> Pass | None:
+    """The answer given by most passes, ties by their mean confidence, then first seen."""
+    if not passes:
+        return None
+    groups: OrderedDict[bytes, list[Pass]] = OrderedDict()
+    for item in passes:
+        groups.setdefault(np.ascontiguousarray(item.prediction).tobytes(), []).append(item)
+    best = max(groups.values(), key=lambda group: (len(group), float(np.mean([p.confidence for p in group]))))
+    return best[0]
+
+
+def select_majority(passes: Sequence[Pass]) -> Pass | None:
+    counted = [p for p in passes if p.counted]
+    return majority(counted) if counted else majority(passes)
+
+
+def select_verified(passes: Sequence[Pass], inputs: np.ndarray, verify: Callable[[np.ndarray, np.ndarray], bool]) -> Pass | None:
+    verified = [p for p in passes if p.counted and verify(inputs, p.prediction)]
+    return majority(verified) if verified else select_majority(passes)
+
+
+def paper_solved(passes: Sequence[Pass]) -> bool:
+    """Solved when some checkpoint has more than half of its counted passes exactly correct."""
+    per_checkpoint: dict[int, list[bool]] = {}
+    for item in passes:
+        if item.counted:
+            per_checkpoint.setdefault(item.checkpoint, []).append(item.correct)
+    return any(sum(hits) * 2 > len(hits) for hits in per_checkpoint.values())
+
+
+def is_exact(prediction: np.ndarray, labels: np.ndarray) -> bool:
+    mask = labels != IGNORE_LABEL_ID
+    return bool(mask.any() and (prediction[mask] == labels[mask]).all())
+
+
+@dataclass
+class PuzzleResult:
+    inputs: np.ndarray
+    labels: np.ndarray
+    passes: list[Pass] = field(default_factory=list)
+
+
+TALLY_RULES = ("paper", "majority", "verified", "single", "any_counted_correct")
+
+
+def tally_puzzles(puzzles: Sequence[PuzzleResult], task: Task) -> dict[str, float]:
+    """Counts (summable over chunks and ranks) of puzzles solved under each rule and of passes.
+    `single` is the plain baseline: checkpoint 0 on the unperturbed puzzle."""
+    tally = {key: 0.0 for key in (*TALLY_RULES, "puzzles", "passes", "counted_passes", "counted_correct_passes")}
+    for puzzle in puzzles:
+        for item in puzzle.passes:
+            item.correct = is_exact(item.prediction, puzzle.labels)
+        chosen_majority = select_majority(puzzle.passes)
+        chosen_verified = select_verified(puzzle.passes, puzzle.inputs, task.verify)
+        baseline = [p for p in puzzle.passes if p.checkpoint == 0 and p.perturbation == 0]
+        tally["paper"] += paper_solved(puzzle.passes)
+        tally["majority"] += chosen_majority is not None and chosen_majority.correct
+        tally["verified"] += chosen_verified is not None and chosen_verified.correct
+        tally["single"] += bool(baseline) and baseline[0].correct
+        tally["any_counted_correct"] += any(p.counted and p.correct for p in puzzle.passes)
+        tally["puzzles"] += 1
+        tally["passes"] += len(puzzle.passes)
+        tally["counted_passes"] += sum(p.counted for p in puzzle.passes)
+        tally["counted_correct_passes"] += sum(p.counted and p.correct for p in puzzle.passes)
+    return tally
+
+
+def summarize_tally(tally: dict[str, float]) -> dict[str, float]:
+    """Fractions of puzzles solved per rule (`<rule>_accuracy`) and pass statistics."""
+    puzzles, passes, counted = tally["puzzles"], tally["passes"], tally["counted_passes"]
+    result = {f"{rule}_accuracy": (tally[rule] / puzzles if puzzles else float("nan")) for rule in TALLY_RULES}
+    result.update({
+        "num_puzzles": int(puzzles),
+        "passes": int(passes),
+        "counted_pass_fraction": counted / passes if passes else float("nan"),
+        "counted_pass_accuracy": tally["counted_correct_passes"] / counted if counted else float("nan"),
+    })
+    return result
+
+
+def score_puzzles(puzzles: Sequence[PuzzleResult], task: Task) -> dict[str, float]:
+    return summarize_tally(tally_puzzles(puzzles, task))
