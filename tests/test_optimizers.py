@@ -306,9 +306,10 @@ def test_sign_sgd_sums_repeated_ids_and_leaves_other_rows_alone():
     before = embedding.weights.clone()
     ids = [1, 3, 1, 4, 1]
     coefficients = torch.randn(len(ids), 4, generator=torch.Generator().manual_seed(3))
-    # Column 0 of id 1 sums to exactly zero (no sign step, decay only); column 1 is dominated by one row.
-    coefficients[[0, 2, 4], 0] = torch.tensor([1.0, -1.0, 0.0])
-    coefficients[[0, 2, 4], 1] = torch.tensor([0.5, 0.25, -2.0])
+    # Id 1 is used by rows 0, 2, 4. Its column 0 sums to exactly zero (no sign step, decay only); in
+    # column 1 the sum's sign differs from the last row's and the majority's, so only a true sum passes.
+    coefficients[[0, 2, 4], 0] = torch.tensor([1.0, -2.0, 1.0])
+    coefficients[[0, 2, 4], 1] = torch.tensor([-2.0, 0.25, 0.5])
 
     optimizer = SignSGDSparse(embedding, lr=lr, weight_decay=weight_decay)
     training_step(embedding, ids, coefficients)
