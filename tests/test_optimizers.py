@@ -257,18 +257,24 @@ def test_fused_implementation_when_usable(fake_fused_package, params_on_cuda):
 
 def test_fused_implementation_without_package_is_a_one_line_config_error(no_fused_package, params_on_cuda):
     with pytest.raises(ConfigError, match="pip install adam-atan2") as error:
-        make_adam_atan2(make_params(torch.float32), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1, implementation="fused")
+        make_adam_atan2(
+            make_params(torch.float32), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1, implementation="fused"
+        )
     assert "\n" not in str(error.value)
 
 
 def test_fused_implementation_off_cuda_is_a_config_error(fake_fused_package):
     with pytest.raises(ConfigError, match="CUDA"):
-        make_adam_atan2(make_params(torch.float32), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1, implementation="fused")
+        make_adam_atan2(
+            make_params(torch.float32), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1, implementation="fused"
+        )
 
 
 def test_unknown_implementation_is_a_config_error():
     with pytest.raises(ConfigError, match="auto"):
-        make_adam_atan2(make_params(torch.float32), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1, implementation="cuda")
+        make_adam_atan2(
+            make_params(torch.float32), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1, implementation="cuda"
+        )
 
 
 def test_all_on_cuda_is_false_for_cpu_params():
@@ -369,6 +375,8 @@ def test_sign_sgd_rejects_bad_settings():
         SignSGDSparse(make_embedding(), lr=-1.0, weight_decay=0.1)
     with pytest.raises(ConfigError, match="puzzle_emb_weight_decay"):
         SignSGDSparse(make_embedding(), lr=0.1, weight_decay=-0.1)
+    with pytest.raises(ConfigError, match="init_process_group"):
+        SignSGDSparse(make_embedding(), lr=0.1, weight_decay=0.1, world_size=2)
 
 
 DISTRIBUTED_IDS = [[1, 3, 1], [3, 4, 1]]

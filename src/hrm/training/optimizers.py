@@ -222,6 +222,11 @@ class SignSGDSparse(torch.optim.Optimizer):
             )
         if world_size < 1:
             raise ConfigError(f"world_size must be >= 1, got {world_size}")
+        if world_size > 1 and not (dist.is_available() and dist.is_initialized()):
+            raise ConfigError(
+                f"SignSGDSparse with world_size={world_size} needs torch.distributed initialised first; "
+                "call init_process_group before building the optimiser, or use world_size=1"
+            )
         super().__init__([embedding.weights], dict(lr=lr, weight_decay=weight_decay))
         self.embedding = embedding
         self.world_size = world_size
