@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from hrm.errors import ConfigError
+from hrm.evaluation.data import Examples
 from hrm.models.losses import IGNORE_LABEL_ID
 
 SUDOKU_DIGIT_LOW, SUDOKU_DIGIT_HIGH, SUDOKU_BLANK = 2, 10, 1
@@ -36,18 +37,29 @@ MAZE_SIDE = 30
 # ---------------------------------------------------------------- perturbations
 
 
-def shift_sudoku_digits(tokens: torch.Tensor, shift: int) -> torch.Tensor:
-    """Token t in 2..10 becomes ((t - 2 + shift) mod 9) + 2; blanks, padding and -100 stay."""
+def _per_row(shift: int | torch.Tensor, tokens: torch.Tensor) -> int | torch.Tensor:
+    """A scalar, or one value per row broadcast over the row's tokens."""
+    return shift.view(-1, *([1] * (tokens.ndim - 1))) if isinstance(shift, torch.Tensor) else shift
+
+
+def shift_sudoku_digits(tokens: torch.Tensor, shift: int | torch.Tensor) -> torch.Tensor:
+    """Token t in 2..10 becomes ((t - 2 + shift) mod 9) + 2; blanks, padding and -100 stay.
+    `shift` is an int or one value per row."""
     is_digit = (tokens >= SUDOKU_DIGIT_LOW) & (tokens <= SUDOKU_DIGIT_HIGH)
-    shifted = (tokens - SUDOKU_DIGIT_LOW + shift) % 9 + SUDOKU_DIGIT_LOW
-    return torch.where(is_digit, shifted, tokens)
+    shifted = (tokens - SUDOKU_DIGIT_LOW + _per_row(shift, tokens)) % 9 + SUDOKU_DIGIT_LOW
+    return torch.where(is_digit, shifted.to(tokens.dtype), tokens)
 
 
-def swap_maze_ends(tokens: torch.Tensor, swap: int) -> torch.Tensor:
-    """swap = 1 exchanges start and goal (the shortest path is the same set of cells); 0 keeps them."""
-    if swap % 2 == 0:
-        return tokens
-    return torch.where(tokens == MAZE_START, MAZE_GOAL, torch.where(tokens == MAZE_GOAL, MAZE_START, tokens))
+def unshift_sudoku_digits(tokens: torch.Tensor, shift: int | torch.Tensor) -> torch.Tensor:
+    return shift_sudoku_digits(tokens, -shift)
+
+
+def swap_maze_ends(tokens: torch.Tensor, swap: int | torch.Tensor) -> torch.Tensor:
+    """An odd `swap` exchanges start and goal (the shortest path is the same set of cells); even keeps
+    them. `swap` is an int or one value per row. The swap is its own inverse."""
+    odd = _per_row(swap, tokens) % 2 == 1
+    swapped = torch.where(tokens == MAZE_START, MAZE_GOAL, torch.where(tokens == MAZE_GOAL, MAZE_START, tokens))
+    return torch.where(torch.as_tensor(odd, device=tokens.device), swapped.to(tokens.dtype), tokens)
 
 
 @dataclass(frozen=True)
@@ -96,9 +108,11 @@ def maze_shortest_distance(open_cells: np.ndarray, start: tuple[int, int], goal:
 def maze_is_shortest_path(inputs: np.ndarray, prediction: np.ndarray) -> bool:
     """The prediction equals the maze except that some open cells are marked as path, and those cells
     joined to start and goal form a 4-connected path exactly as long as the maze's shortest path."""
-    side = int(round(np.sqrt(np.asarray(inputs).size)))
-    maze = np.asarray(inputs).reshape(side, side)
-    grid = np.asarray(prediction).reshape(side, side)
+    maze = np.asarray(inputs)
+    if maze.ndim == 1:  # a flat sequence of a square maze (30x30 in Maze-Hard)
+        side = int(round(np.sqrt(maze.size)))
+        maze = maze.reshape(side, side)
+    grid = np.asarray(prediction).reshape(maze.shape)
     on_path = grid == MAZE_PATH
     if (on_path & (maze != MAZE_OPEN)).any() or (grid[~on_path] != maze[~on_path]).any():
         return False
@@ -114,7 +128,7 @@ def maze_is_shortest_path(inputs: np.ndarray, prediction: np.ndarray) -> bool:
 
 
 TASKS: dict[str, Task] = {
-    "sudoku": Task("sudoku", 9, shift_sudoku_digits, lambda tokens, k: shift_sudoku_digits(tokens, -k), sudoku_is_valid_solution),
+    "sudoku": Task("sudoku", 9, shift_sudoku_digits, unshift_sudoku_digits, sudoku_is_valid_solution),
     "maze": Task("maze", 2, swap_maze_ends, swap_maze_ends, maze_is_shortest_path),
 }
 
@@ -243,3 +257,76 @@ def summarize_tally(tally: dict[str, float]) -> dict[str, float]:
 
 def score_puzzles(puzzles: Sequence[PuzzleResult], task: Task) -> dict[str, float]:
     return summarize_tally(tally_puzzles(puzzles, task))
+
+
+# ---------------------------------------------------------------- running the protocol
+
+
+class PerturbedExamples:
+    """Each example of `source` as `permutes` consecutive rows, row k perturbed by k."""
+
+    def __init__(self, source: Examples, task: Task, permutes: int):
+        self.source, self.task, self.permutes = source, task, permutes
+
+    def __len__(self) -> int:
+        return len(self.source) * self.permutes
+
+    def gather(self, positions: torch.Tensor) -> dict[str, torch.Tensor]:
+        positions = torch.as_tensor(positions, dtype=torch.long)
+        batch = self.source.gather(positions // self.permutes)
+        shift = positions % self.permutes
+        batch["inputs"] = self.task.perturb(batch["inputs"], shift)
+        batch["labels"] = self.task.perturb(batch["labels"], shift)
+        return batch
+
+
+def run_passes(model: torch.nn.Module, examples: Examples, batch_size: int, halt: str, device: torch.device | str,
+               ) -> dict[str, torch.Tensor]:
+    """preds, q_halt_logits, q_continue_logits of every row: after halt_max_steps segments
+    (`halt=max`, the training loop's evaluation) or when the Q-head halts (`halt=act`)."""
+    from hrm.evaluation.act_refill import evaluate_act
+    from hrm.evaluation.runner import run_to_halt
+
+    keys = ("preds", "q_halt_logits", "q_continue_logits")
+    if halt == "act":
+        return evaluate_act(model, examples, batch_size, device=device, keep_keys=(*keys, "steps"))
+    parts: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
+    parts["steps"] = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(examples), batch_size):
+                rows = torch.arange(start, min(len(examples), start + batch_size))
+                batch = {key: value.to(device) for key, value in examples.gather(rows).items()}
+                carry, _, _, outputs = run_to_halt(model, batch, keys)
+                outputs["steps"] = carry.steps
+                for key in parts:
+                    parts[key].append(outputs[key].cpu())
+    finally:
+        model.train(was_training)
+    return {key: torch.cat(value) for key, value in parts.items()}
+
+
+def evaluate_chunk(models: Sequence[torch.nn.Module], source: Examples, task: Task, permutes: int, batch_size: int,
+                   halt: str, device: torch.device | str) -> tuple[list[PuzzleResult], dict[str, torch.Tensor]]:
+    """All passes (checkpoints x perturbations, perturbations batched together) of the examples of
+    `source`; returns the puzzles with their passes and the plain baseline's outputs (checkpoint 0,
+    no perturbation)."""
+    original = source.gather(torch.arange(len(source)))
+    perturbed = PerturbedExamples(source, task, permutes)
+    shifts = torch.arange(len(perturbed)) % permutes
+    puzzles = [PuzzleResult(inputs=original["inputs"][i].numpy(), labels=original["labels"][i].numpy()) for i in range(len(source))]
+    baseline: dict[str, torch.Tensor] = {}
+    for checkpoint_index, model in enumerate(models):
+        outputs = run_passes(model, perturbed, batch_size, halt, device)
+        preds = task.unperturb(outputs["preds"].to(torch.int64), shifts).numpy()
+        counted = (outputs["q_halt_logits"] > outputs["q_continue_logits"]).tolist()
+        confidence = torch.sigmoid(outputs["q_halt_logits"].float()).tolist()
+        for row in range(len(perturbed)):
+            puzzles[row // permutes].passes.append(Pass(checkpoint_index, row % permutes, preds[row], confidence[row], counted[row]))
+        if checkpoint_index == 0:
+            first = torch.arange(0, len(perturbed), permutes)
+            baseline = {key: outputs[key][first] for key in outputs}
+            baseline["labels"] = original["labels"]
+    return puzzles, baseline
