@@ -1,0 +1,168 @@
+"""`python -m hrm.analysis [WHAT] checkpoint=PATH [key=value ...]`: figures and numbers for one checkpoint.
+
+WHAT is `all` (default) or a comma-separated list of: boards, residuals, pca, errors, qvalues, pr,
+unknowns, fixed-points, calibration. Keys of this tool are listed in USAGE; any other `key=value`
+(e.g. `data_path=...`, `arch.halt_max_steps=32`) overrides the checkpoint's training config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from hrm.analysis.data import Examples, load_examples, puzzle_from_string
+from hrm.analysis.report import ANALYSES, AnalysisOptions, run_analyses
+from hrm.analysis.tasks import TASKS, AnalysisError, detect_task
+from hrm.analysis.trace import hrm_inner
+from hrm.checkpoint import load_model
+from hrm.errors import HRMError
+
+USAGE = """usage: python -m hrm.analysis [all|boards,residuals,pca,errors,qvalues,pr,unknowns,fixed-points,calibration]
+                          checkpoint=PATH [key=value ...]
+
+  checkpoint=PATH        step_N file or a run's checkpoint folder (its latest step_N)
+  data_path=PATH         dataset folder (default: the checkpoint's data_path)
+  puzzle=TEXT            trace this puzzle instead of dataset examples: 81-char Sudoku (. or 0 blank),
+                         maze rows joined by | (chars '# SGo'), or an ARC grid as JSON
+  puzzle_file=PATH       the same, read from a file;  solution=TEXT  its answer (Sudoku: solved if absent)
+  task=auto|sudoku|maze|arc|generic   (auto: from vocab_size/seq_len)
+  out=DIR                output folder (default analysis/<checkpoint folder name>)
+  device=auto|cpu|cuda|mps
+  num_puzzles=4          puzzles traced in full (boards, residuals, PCA, error curves, Q-values)
+  split=test             dataset split for every analysis;  calibration_puzzles=256  examples for calibration
+  num_segments=N         segments to run (default halt_max_steps; more = inference-time scaling)
+  pr_puzzles=32 unknown_puzzles=16 perturb_puzzles=6 num_perturbations=16 max_panels=16
+  unknowns=1,2,3,5,10    unknown-cell counts;  seed=0  tolerance=0.01  untrained=true  chunk_size=4
+Any other key=value overrides the checkpoint's config (e.g. arch.forward_dtype=float32)."""
+
+OWN_KEYS = {"checkpoint", "puzzle", "puzzle_file", "solution", "task", "out", "device", "num_puzzles", "split",
+            "calibration_puzzles", "set"}
+OPTION_FIELDS = {f.name: f for f in dataclasses.fields(AnalysisOptions)}
+
+logger = logging.getLogger("hrm.analysis")
+
+
+def pick_device(name: str) -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def parse_arguments(argv: list[str]) -> tuple[tuple[str, ...], dict[str, str], AnalysisOptions, list[str]]:
+    """Split argv into (analyses, this tool's keys, analysis options, config overrides)."""
+    analyses: tuple[str, ...] = ANALYSES
+    own: dict[str, str] = {}
+    options: dict = {}
+    overrides: list[str] = []
+    for position, argument in enumerate(argv):
+        if "=" not in argument:
+            if position != 0:
+                raise AnalysisError(f"argument {argument!r} is not key=value; only the first argument may name the analyses")
+            analyses = ANALYSES if argument == "all" else tuple(a.strip() for a in argument.split(",") if a.strip())
+            bad = [a for a in analyses if a not in ANALYSES]
+            if bad:
+                raise AnalysisError(f"unknown analysis {bad[0]!r}; choose all or a comma-separated list of {', '.join(ANALYSES)}")
+            continue
+        key, value = argument.split("=", 1)
+        bare = key.lstrip("+")
+        if bare in OWN_KEYS:
+            own[bare] = value
+        elif bare in OPTION_FIELDS:
+            options[bare] = _option_value(bare, value)
+        else:
+            overrides.append(argument)
+            if bare == "data_path":
+                own["data_path"] = value
+    if "checkpoint" not in own:
+        raise AnalysisError("checkpoint=PATH is required (a step_N file or a run's checkpoint folder)")
+    return analyses, own, AnalysisOptions(**options), overrides
+
+
+def _option_value(key: str, text: str):
+    default = OPTION_FIELDS[key].default
+    try:
+        if key == "unknowns":
+            return tuple(int(part) for part in text.split(",") if part)
+        if key == "num_segments":
+            return int(text) if text not in ("", "none", "null") else None
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return text.lower() in ("true", "1", "yes")
+        return type(default)(text)
+    except ValueError:
+        raise AnalysisError(f"{key}={text!r} is not a valid value (default {default!r})") from None
+
+
+def _int_key(own: dict[str, str], key: str, default: int) -> int:
+    try:
+        return int(own.get(key, default))
+    except ValueError:
+        raise AnalysisError(f"{key}={own[key]!r} must be an integer") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if argv else 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return _run(argv)
+    except HRMError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def _run(argv: list[str]) -> int:
+    analyses, own, options, overrides = parse_arguments(argv)
+    device = pick_device(own.get("device", "auto"))
+    model, config = load_model(own["checkpoint"], device=device, overrides=overrides)
+    inner = hrm_inner(model)
+    task = own.get("task", "auto")
+    if task == "auto":
+        task = detect_task(inner.config.vocab_size, inner.config.seq_len)
+    elif task not in TASKS:
+        raise AnalysisError(f"task={task!r} is unknown; choose auto or one of {', '.join(TASKS)}")
+    logger.info("task %s, device %s, model %s", task, device, type(inner).__name__)
+
+    split = own.get("split", "test")
+    pool: Examples | None = None
+    data_path = Path(own.get("data_path", config.data_path))
+    if (data_path / split / "dataset.json").is_file():
+        pool, _ = load_examples(data_path, split, _int_key(own, "calibration_puzzles", 256), set_name=own.get("set"), seed=options.seed)
+    puzzle_text = own.get("puzzle")
+    if "puzzle_file" in own:
+        path = Path(own["puzzle_file"])
+        if not path.is_file():
+            raise AnalysisError(f"puzzle_file={path} does not exist")
+        puzzle_text = path.read_text()
+    if puzzle_text is not None:
+        traced = puzzle_from_string(puzzle_text, task, own.get("solution"))
+    elif pool is not None:
+        traced = pool.subset(slice(0, _int_key(own, "num_puzzles", 4)))
+    else:
+        raise AnalysisError(f"no dataset at {data_path}/{split}; pass data_path=DATASET or a puzzle=... to analyse")
+    if traced.inputs.shape[1] != inner.config.seq_len:
+        raise AnalysisError(f"the puzzle has {traced.inputs.shape[1]} cells but the model expects seq_len={inner.config.seq_len}")
+
+    checkpoint = Path(own["checkpoint"]).resolve()
+    default_out = Path("analysis") / (checkpoint.parent.name if checkpoint.is_file() else checkpoint.name)
+    out_dir = Path(own["out"]) if own.get("out") else default_out
+    context = {"checkpoint": own["checkpoint"], "data_path": str(data_path), "split": split, "device": str(device),
+               "overrides": overrides, "options": dataclasses.asdict(options)}
+    report = run_analyses(model, task, traced, pool, out_dir, analyses, options, context=context)
+    print(f"wrote {len(report.figures)} figures and analysis.json to {out_dir}")
+    for name in report.figures:
+        print(f"  {name}")
+    for note in report.notes:
+        print(f"  note: {note}")
+    return 0
