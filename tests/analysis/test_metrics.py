@@ -53,11 +53,12 @@ def test_participation_ratio_rank_one_is_one_on_both_paths():
 def test_covariance_accumulator_matches_the_direct_computation():
     gen = torch.Generator().manual_seed(2)
     samples = torch.randn(300, 6, generator=gen) * torch.tensor([3.0, 2.0, 1.0, 1.0, 0.5, 0.1]) + 4.0
-    accumulator = CovarianceAccumulator(6)
-    for chunk in samples.split(70):
-        accumulator.add(chunk)
-    torch.testing.assert_close(accumulator.covariance(), torch.cov(samples.T.to(torch.float64)))
-    assert accumulator.participation_ratio() == pytest.approx(participation_ratio(samples), rel=1e-9)
+    for dtype, tolerance in ((torch.float64, 1e-9), (torch.float32, 1e-5)):
+        accumulator = CovarianceAccumulator(6, matmul_dtype=dtype)
+        for chunk in samples.split(70):
+            accumulator.add(chunk)
+        torch.testing.assert_close(accumulator.covariance(), torch.cov(samples.T.to(torch.float64)), rtol=tolerance, atol=tolerance)
+        assert accumulator.participation_ratio() == pytest.approx(participation_ratio(samples), rel=tolerance)
 
 
 # --------------------------------------------------------------------------------------- residuals

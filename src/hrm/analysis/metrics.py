@@ -69,18 +69,29 @@ def participation_ratio(samples: np.ndarray | torch.Tensor) -> float:
 
 
 class CovarianceAccumulator:
-    """Running sum and outer-product sum of samples, so a PR over many puzzles needs O(dim^2) memory only."""
+    """Running sums of samples and their outer products, so a PR over many puzzles needs O(dim^2) memory only.
 
-    def __init__(self, dim: int):
+    Samples are taken relative to a shift (the first batch's mean) so that the sums stay small and the
+    products can run in float32 (fast on long trajectories) while the totals are kept in float64.
+    """
+
+    def __init__(self, dim: int, matmul_dtype: torch.dtype = torch.float32):
         self.count = 0
+        self.matmul_dtype = matmul_dtype
+        self.shift: torch.Tensor | None = None
         self.total = torch.zeros(dim, dtype=torch.float64)
         self.outer = torch.zeros(dim, dim, dtype=torch.float64)
 
     def add(self, samples: torch.Tensor) -> None:
         x = torch.as_tensor(samples).reshape(-1, self.total.shape[0]).to(torch.float64)
+        if x.shape[0] == 0:
+            return
+        if self.shift is None:
+            self.shift = x.mean(0)
+        centred = (x - self.shift).to(self.matmul_dtype)
         self.count += x.shape[0]
-        self.total += x.sum(0)
-        self.outer += x.T @ x
+        self.total += centred.sum(0).to(torch.float64)
+        self.outer += (centred.T @ centred).to(torch.float64)
 
     def covariance(self) -> torch.Tensor:
         if self.count < 2:
