@@ -131,6 +131,29 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+class NpyStream:
+    """Writes a `.npy` of known shape by appending row blocks; `close` checks every row was written."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype):
+        self.path, self.shape, self.dtype = path, tuple(shape), dtype
+        self.rows = 0
+        self.handle = open(path, "wb")
+        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": self.shape}
+        np.lib.format.write_array_header_1_0(self.handle, header)
+
+    def write(self, block: np.ndarray) -> None:
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        if block.shape[1:] != self.shape[1:] or self.rows + block.shape[0] > self.shape[0]:
+            raise ValueError(f"block {block.shape} does not fit {self.path.name} {self.shape} at row {self.rows}")
+        self.handle.write(block.data)
+        self.rows += block.shape[0]
+
+    def close(self) -> None:
+        self.handle.close()
+        if self.rows != self.shape[0]:
+            raise ValueError(f"{self.path.name}: wrote {self.rows} of {self.shape[0]} rows")
+
+
 class SplitWriter:
     """Writes the sets of one split into `split_dir`; `dataset.json` is written last by `finish`."""
 
@@ -139,11 +162,11 @@ class SplitWriter:
         self.split_dir.mkdir(parents=True, exist_ok=True)
         self.set_names: list[str] = []
 
-    def token_array(self, set_name: str, key: str, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
-        """A writable memory-mapped `.npy` for `inputs` or `labels`, for sets too big to hold twice in RAM."""
+    def stream_array(self, set_name: str, key: str, shape: tuple[int, ...], dtype) -> "NpyStream":
+        """An `.npy` written block by block (rows in order), for sets too big to build in RAM."""
         if set_name not in self.set_names:
             self.set_names.append(set_name)
-        return np.lib.format.open_memmap(_array_path(self.split_dir, set_name, key), mode="w+", dtype=dtype, shape=shape)
+        return NpyStream(_array_path(self.split_dir, set_name, key), shape, np.dtype(dtype))
 
     def write_set(self, set_name: str, arrays: Mapping[str, np.ndarray]) -> None:
         """Write whichever of the five arrays `arrays` holds (index arrays as int32, like the original)."""
