@@ -98,3 +98,20 @@ def test_participation_ratio_curve_and_several_fixed_points(tmp_path):
         assert sum(puzzle["answer_sizes"]) == 5 == len(puzzle["perturbations"])
         assert 1 <= puzzle["num_distinct_answers"] == len(puzzle["answer_correct"]) <= 5
         assert puzzle["answer_sizes"] == sorted(puzzle["answer_sizes"], reverse=True)
+
+
+def test_cli_draws_the_evaluators_calibration_report(tmp_path):
+    from hrm.evaluation.calibration import calibration_report
+
+    data = sudoku_dataset(tmp_path / "sudoku", count=2)
+    ckpt = checkpoint(tmp_path, data, seq_len=81, vocab_size=11)
+    results = tmp_path / "results.json"
+    confidence, correct = [0.9, 0.8, 0.2, 0.95, 0.1], [1, 1, 0, 0, 0]
+    results.write_text(json.dumps({"calibration": calibration_report(confidence, correct, 5)}))
+    out = tmp_path / "out"
+    assert main(["calibration", f"checkpoint={ckpt}", f"eval_results={results}", f"out={out}"]) == 0
+    report = _check_outputs(out, ["halting_calibration.png"])
+    calibration = report["halting_calibration"]
+    assert calibration["count"] == 5 and [b["count"] for b in calibration["bins"]] == [1, 1, 0, 0, 3]
+    assert calibration["bins"][2]["accuracy"] is None  # empty bins carry no numbers
+    assert main(["calibration", f"checkpoint={ckpt}", f"eval_results={tmp_path / 'missing.json'}"]) == 1

@@ -8,6 +8,7 @@ unknowns, fixed-points, calibration. Keys of this tool are listed in USAGE; any 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import torch
 
 from hrm.analysis.data import Examples, load_examples, puzzle_from_string
+from hrm.analysis.metrics import calibration_from_evaluator
 from hrm.analysis.report import ANALYSES, AnalysisOptions, run_analyses
 from hrm.analysis.tasks import TASKS, AnalysisError, detect_task
 from hrm.analysis.trace import hrm_inner
@@ -34,13 +36,14 @@ USAGE = """usage: python -m hrm.analysis [all|boards,residuals,pca,errors,qvalue
   device=auto|cpu|cuda|mps
   num_puzzles=4          puzzles traced in full (boards, residuals, PCA, error curves, Q-values)
   split=test             dataset split for every analysis;  calibration_puzzles=256  examples for calibration
+  eval_results=PATH      draw the calibration of evaluate.py's results.json instead of computing it here
   num_segments=N         segments to run (default halt_max_steps; more = inference-time scaling)
   pr_puzzles=32 unknown_puzzles=16 perturb_puzzles=6 num_perturbations=16 max_panels=16
   unknowns=1,2,3,5,10    unknown-cell counts;  seed=0  tolerance=0.01  untrained=true  chunk_size=4
 Any other key=value overrides the checkpoint's config (e.g. arch.forward_dtype=float32)."""
 
 OWN_KEYS = {"checkpoint", "puzzle", "puzzle_file", "solution", "task", "out", "device", "num_puzzles", "split",
-            "calibration_puzzles", "set"}
+            "calibration_puzzles", "set", "eval_results"}
 OPTION_FIELDS = {f.name: f for f in dataclasses.fields(AnalysisOptions)}
 
 logger = logging.getLogger("hrm.analysis")
@@ -109,6 +112,18 @@ def _int_key(own: dict[str, str], key: str, default: int) -> int:
         raise AnalysisError(f"{key}={own[key]!r} must be an integer") from None
 
 
+def read_evaluator_calibration(path: Path) -> dict:
+    """The `calibration` section of evaluate.py's results.json, in the analysis layout."""
+    try:
+        results = json.loads(path.read_text())
+        return calibration_from_evaluator(results["calibration"])
+    except FileNotFoundError:
+        raise AnalysisError(f"eval_results={path} does not exist; run evaluate.py first or drop eval_results") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise AnalysisError(f"eval_results={path} has no readable calibration section ({type(err).__name__}: {err}); "
+                            "pass the results.json written by evaluate.py") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -159,7 +174,8 @@ def _run(argv: list[str]) -> int:
     out_dir = Path(own["out"]) if own.get("out") else default_out
     context = {"checkpoint": own["checkpoint"], "data_path": str(data_path), "split": split, "device": str(device),
                "overrides": overrides, "options": dataclasses.asdict(options)}
-    report = run_analyses(model, task, traced, pool, out_dir, analyses, options, context=context)
+    calibration = read_evaluator_calibration(Path(own["eval_results"])) if "eval_results" in own else None
+    report = run_analyses(model, task, traced, pool, out_dir, analyses, options, context=context, calibration_report=calibration)
     print(f"wrote {len(report.figures)} figures and analysis.json to {out_dir}")
     for name in report.figures:
         print(f"  {name}")

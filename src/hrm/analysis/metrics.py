@@ -189,13 +189,24 @@ def halting_calibration(confidence: np.ndarray, correct: np.ndarray, num_bins: i
         from hrm.evaluation.calibration import calibration_report
     except ImportError:
         return _local_calibration(confidence, correct, num_bins)
-    report = calibration_report(confidence, correct, num_bins)
-    bins = [{"low": row["bin_low"], "high": row["bin_high"], "count": row["count"],
-             "mean_confidence": safe_float(row["mean_confidence"]), "accuracy": safe_float(row["accuracy"])}
+    result = calibration_from_evaluator(calibration_report(confidence, correct, num_bins))
+    result["computed_by"] = "hrm.evaluation.calibration"
+    return result
+
+
+def calibration_from_evaluator(report: dict) -> dict:
+    """The evaluator's calibration report (`calibration` in evaluate.py's results.json) in this module's layout."""
+    bins = [{"low": row["bin_low"], "high": row["bin_high"], "count": int(row["count"]),
+             "mean_confidence": safe_float(row["mean_confidence"]) if row["count"] else None,
+             "accuracy": safe_float(row["accuracy"]) if row["count"] else None}
             for row in report["reliability"]]
-    return {"bins": bins, "ece": safe_float(report["ece"]), "pearson_r": safe_float(report["pearson_r"]),
-            "mean_confidence": safe_float(report["mean_confidence"]), "accuracy": safe_float(report["exact_accuracy"]),
-            "count": int(report["count"]), "computed_by": "hrm.evaluation.calibration"}
+    return {"bins": bins, "ece": _maybe_float(report.get("ece")), "pearson_r": _maybe_float(report.get("pearson_r")),
+            "mean_confidence": _maybe_float(report.get("mean_confidence")), "accuracy": _maybe_float(report.get("exact_accuracy")),
+            "count": int(report["count"])}
+
+
+def _maybe_float(value) -> float | None:
+    return None if value is None else safe_float(value)
 
 
 def _local_calibration(confidence: np.ndarray, correct: np.ndarray, num_bins: int) -> dict:

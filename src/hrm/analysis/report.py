@@ -96,11 +96,14 @@ def _board_figures(report: AnalysisReport, trace: Trace, summary: dict, task: st
 
 def run_analyses(model: nn.Module, task: str, traced: Examples, pool: Examples | None, out_dir: str | Path,
                  analyses: tuple[str, ...] = ANALYSES, options: AnalysisOptions | None = None,
-                 vocab_size: int | None = None, context: dict | None = None) -> AnalysisReport:
+                 vocab_size: int | None = None, context: dict | None = None,
+                 calibration_report: dict | None = None) -> AnalysisReport:
     """Run `analyses` and write their figures and `analysis.json` into `out_dir`.
 
     `traced`: the few puzzles whose full traces are drawn; `pool`: a larger set (e.g. the test split) for
     the participation ratio, near-solved puzzles and calibration (None: those use `traced` or are skipped).
+    `calibration_report`: the evaluator's calibration numbers (`metrics.calibration_from_evaluator`), drawn
+    instead of being computed here.
     """
     options = options or AnalysisOptions()
     unknown = sorted(set(analyses) - set(ANALYSES))
@@ -173,7 +176,10 @@ def run_analyses(model: nn.Module, task: str, traced: Examples, pool: Examples |
         report.figure(plots.plot_fixed_points(data, report.out_dir / "fixed_points.png"))
 
     if "calibration" in analyses:
-        if pool is None or not (pool.labels != -100).any():
+        if calibration_report is not None:
+            report.numbers["halting_calibration"] = calibration_report
+            report.figure(plots.plot_calibration(calibration_report, report.out_dir / "halting_calibration.png"))
+        elif pool is None or not (pool.labels != -100).any():
             report.note("halting calibration skipped: it needs labelled test examples (give data_path=...)")
         else:
             data = calibration_from_runs(model, pool, num_segments=options.num_segments)
