@@ -19,7 +19,8 @@ def canvas(grid: np.ndarray) -> np.ndarray:
 
 
 def name(task: str, transform_id: int, colour_map: list[int]) -> str:
-    return f"{task}|||t{transform_id}|||{''.join(map(str, colour_map))}"
+    """The dataset builder's naming of an augmented copy."""
+    return f"{task}_t{transform_id}_{''.join(map(str, colour_map))}"
 
 
 @pytest.mark.parametrize("transform_id", range(8))
@@ -31,20 +32,22 @@ def test_inverse_augmentation_round_trip(transform_id):
     assert aug.task_id == "abc" and aug.transform_id == transform_id
     transformed = aug.apply(grid)
     assert np.array_equal(aug.invert(transformed), grid)
-    assert np.array_equal(arc.dihedral(arc.dihedral(grid, transform_id), arc.INVERSE_DIHEDRAL[transform_id]), grid)
+    legacy = arc.parse_puzzle_name(f"abc|||t{transform_id}|||{''.join(map(str, colour_map))}")
+    assert legacy == aug
 
 
 def test_dihedral_ids_in_spec_order():
     g = np.array([[1, 2], [3, 4]])
-    assert arc.dihedral(g, 1).tolist() == [[2, 4], [1, 3]]  # rot90 counter-clockwise
-    assert arc.dihedral(g, 4).tolist() == [[2, 1], [4, 3]]
-    assert arc.dihedral(g, 5).tolist() == [[3, 4], [1, 2]]
-    assert arc.dihedral(g, 6).tolist() == [[1, 3], [2, 4]]
-    assert arc.dihedral(g, 7).tolist() == [[4, 2], [3, 1]]  # rot90 then flip left-right
+    assert arc.Augmentation('x', 1).apply(g).tolist() == [[2, 4], [1, 3]]  # rot90 counter-clockwise
+    assert arc.Augmentation('x', 4).apply(g).tolist() == [[2, 1], [4, 3]]
+    assert arc.Augmentation('x', 5).apply(g).tolist() == [[3, 4], [1, 2]]
+    assert arc.Augmentation('x', 6).apply(g).tolist() == [[1, 3], [2, 4]]
+    assert arc.Augmentation('x', 7).apply(g).tolist() == [[4, 2], [3, 1]]  # rot90 then flip left-right
 
 
 def test_plain_names_and_crop():
     assert arc.parse_puzzle_name("007bbfb7") == arc.Augmentation("007bbfb7")
+    assert arc.parse_puzzle_name("a_b_t3_0123456789") == arc.Augmentation("a_b", 3)
     grid = np.array([[0, 1, 2], [3, 4, 5]])
     assert np.array_equal(arc.crop_grid(canvas(grid)), grid)
     full = np.full((30, 30), 7)
@@ -105,3 +108,40 @@ def test_submission_two_attempts_and_fewer_candidates(tmp_path):
     assert sub["t2"] == [{"attempt_1": [[0]], "attempt_2": [[0]]}]
     path = arc.write_submission(tmp_path / "submission.json", items)
     assert json.loads(path.read_text()) == sub
+
+
+def test_reference_outputs_and_missing_test_inputs():
+    items = [arc.ArcTestInput("t1", 0, [(np.array([[1]]), 0.5)], truth=np.array([[9]]))]
+    merged = arc.attach_reference(items, {"t1": {"test": [{"input": [[0]], "output": [[1]]}, {"input": [[0]], "output": [[2]]}]}})
+    assert len(merged) == 2 and merged[0].truth.tolist() == [[1]]
+    scores = arc.score(merged, ks=(1, 2))
+    assert scores["pass@2"] == 0.5 and scores["num_test_inputs"] == 2
+    assert arc.submission(merged)["t1"][1] == {"attempt_1": [[0]], "attempt_2": [[0]]}
+
+
+def test_builder_dataset_labels_score_perfectly(tmp_path):
+    """The dataset builder's names, transforms and canvases, undone by the scorer: its labels as
+    predictions must vote the true outputs of test_puzzles.json to the top."""
+    from hrm.data.arc import build_arc
+    from hrm.data.format import read_identifiers, read_split
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "raw" / "evaluation"
+    folder.mkdir(parents=True)
+    for task in ("aaa", "bbb"):
+        def pair(h, w):
+            grid = rng.integers(0, 10, (h, w))
+            return {"input": grid.tolist(), "output": np.rot90(grid).tolist()}
+        (folder / f"{task}.json").write_text(json.dumps({"train": [pair(3, 4), pair(2, 2)], "test": [pair(3, 5), pair(4, 2)]}))
+    build_arc([str(tmp_path / "raw")], tmp_path / "arc", num_aug=4, seed=0, progress=False)
+    meta, sets = read_split(tmp_path / "arc", "test")
+    data = sets["all"]
+    ids = data.puzzle_identifiers[data.example_puzzle_ids()]
+    labels = np.asarray(data.labels).astype(np.int64)
+    items = arc.collect_test_inputs(read_identifiers(tmp_path / "arc"), ids, labels, np.zeros(len(ids)), labels)
+    reference = json.loads((tmp_path / "arc" / "test_puzzles.json").read_text())
+    for item in items:
+        assert item.truth.tolist() == reference[item.task_id]["test"][item.test_index]["output"]
+    scores = arc.score(arc.attach_reference(items, reference))
+    assert scores["num_tasks"] == 2 and scores["num_test_inputs"] == 4 and scores["pass@1"] == 1.0
+    assert max(len(item.predictions) for item in items) == 5  # the original plus 4 augmented copies

@@ -114,7 +114,7 @@ def test_arc_voting_end_to_end(tmp_path):
     rng = np.random.default_rng(0)
     names, identifiers, inputs, labels = ["<blank>"], [], [], []
     for task in ("taskA", "taskB"):
-        for copy, suffix in enumerate(["", "|||t1|||0234567891", "|||t6|||0123456789"]):
+        for copy, suffix in enumerate(["", "_t1_0234567891", "|||t6|||0123456789"]):
             names.append(task + suffix)
             identifiers.append(len(names) - 1)
             for _ in range(1 + (task == "taskA")):  # taskA has two test inputs

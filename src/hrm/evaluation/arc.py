@@ -19,31 +19,14 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from hrm.checkpoint import atomic_write_bytes
+from hrm.data.arc import apply_augmentation, parse_aug_name, undo_augmentation
 
 PASS_AT_K = (1, 2, 5, 10, 100, 1000)
 CANVAS = 30
 COLOUR_OFFSET = 2  # colours 0..9 are tokens 2..11; 0 is padding, 1 the end-of-grid marker
 NUM_COLOURS = 10
-NAME_SEPARATOR = "|||"  # augmented puzzle names: <task>|||t<dihedral id>|||<colour map digits>
-INVERSE_DIHEDRAL = (0, 3, 2, 1, 4, 5, 6, 7)
-
-
-def dihedral(grid: np.ndarray, transform_id: int) -> np.ndarray:
-    """The 8 symmetries of the square in id order: identity, rot90, rot180, rot270, flip left-right,
-    flip up-down, transpose, anti-transpose (rot90 then flip left-right)."""
-    if transform_id == 0:
-        return grid
-    if transform_id in (1, 2, 3):
-        return np.rot90(grid, k=transform_id)
-    if transform_id == 4:
-        return np.fliplr(grid)
-    if transform_id == 5:
-        return np.flipud(grid)
-    if transform_id == 6:
-        return grid.T
-    if transform_id == 7:
-        return np.fliplr(np.rot90(grid, k=1))
-    raise ValueError(f"dihedral transform id must be 0..7, got {transform_id}")
+IDENTITY_COLOURS = tuple(range(NUM_COLOURS))
+LEGACY_SEPARATOR = "|||"  # also accepted: `<task>|||t<dihedral id>|||<colour map digits>`
 
 
 @dataclass(frozen=True)
@@ -52,34 +35,35 @@ class Augmentation:
 
     task_id: str
     transform_id: int = 0
-    colour_map: tuple[int, ...] = tuple(range(NUM_COLOURS))
+    colour_map: tuple[int, ...] = IDENTITY_COLOURS
 
     def invert(self, grid: np.ndarray) -> np.ndarray:
-        inverse_colours = np.argsort(np.asarray(self.colour_map))
-        return np.ascontiguousarray(inverse_colours[dihedral(grid, INVERSE_DIHEDRAL[self.transform_id])])
+        return np.ascontiguousarray(undo_augmentation(np.asarray(grid), self.transform_id, np.asarray(self.colour_map))).astype(np.int64)
 
     def apply(self, grid: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(dihedral(np.asarray(self.colour_map)[grid], self.transform_id))
+        return np.ascontiguousarray(apply_augmentation(np.asarray(grid), self.transform_id, np.asarray(self.colour_map))).astype(np.int64)
 
 
 def parse_puzzle_name(name: str) -> Augmentation:
-    """`task` (the original copy) or `task|||t<id>|||<10 colour digits>` (an augmented copy)."""
-    parts = name.split(NAME_SEPARATOR)
-    if len(parts) < 3:
-        return Augmentation(task_id=name)
-    transform, colours = parts[-2], parts[-1]
-    task_id = NAME_SEPARATOR.join(parts[:-2])
-    if not (transform.startswith("t") and transform[1:].isdigit() and len(colours) == NUM_COLOURS and colours.isdigit()):
-        return Augmentation(task_id=name)
-    colour_map = tuple(int(c) for c in colours)
-    if sorted(colour_map) != list(range(NUM_COLOURS)) or int(transform[1:]) > 7:
-        raise ValueError(f"puzzle name {name!r} has an invalid augmentation suffix")
-    return Augmentation(task_id=task_id, transform_id=int(transform[1:]), colour_map=colour_map)
+    """The dataset builder's names (`task` or `task_t<id>_<10 colour digits>`, see `hrm.data.arc`), and
+    the `task|||t<id>|||<digits>` form."""
+    parts = name.split(LEGACY_SEPARATOR)
+    if len(parts) >= 3 and parts[-2][:1] == "t" and parts[-2][1:].isdigit() and len(parts[-1]) == NUM_COLOURS and parts[-1].isdigit():
+        colour_map = tuple(int(c) for c in parts[-1])
+        transform_id = int(parts[-2][1:])
+        if sorted(colour_map) != list(IDENTITY_COLOURS) or transform_id > 7:
+            raise ValueError(f"puzzle name {name!r} has an invalid augmentation suffix")
+        return Augmentation(LEGACY_SEPARATOR.join(parts[:-2]), transform_id, colour_map)
+    task_id, transform_id, colour_map = parse_aug_name(name)
+    return Augmentation(task_id, int(transform_id), tuple(int(c) for c in colour_map))
 
 
 def crop_grid(tokens: np.ndarray) -> np.ndarray:
     """The grid at the canvas' top-left, as colours 0..9: the largest top-left rectangle of colour
-    tokens, each row no wider than the rows above it (a row stops at its first marker or pad)."""
+    tokens, each row no wider than the rows above it (a row stops at its first marker or pad).
+
+    This is the original's scoring crop; for well-formed grids it equals `hrm.data.arc.crop_grid`,
+    and for ragged predictions it keeps the largest rectangle rather than the first row's width."""
     canvas = np.asarray(tokens).reshape(CANVAS, CANVAS)
     is_colour = (canvas >= COLOUR_OFFSET) & (canvas < COLOUR_OFFSET + NUM_COLOURS)
     best_area, best_shape = 0, (0, 0)
@@ -158,12 +142,28 @@ def collect_test_inputs(identifier_names: Sequence[str], puzzle_identifiers: np.
         item = groups.setdefault((augmentation.task_id, test_index), ArcTestInput(augmentation.task_id, test_index))
         grid = crop_grid(preds[row])
         item.predictions.append((augmentation.invert(grid) if grid.size else grid, float(confidences[row])))
-        if labels is not None and (item.truth is None or augmentation.transform_id == 0 and augmentation.colour_map == tuple(range(NUM_COLOURS))):
+        if labels is not None and (item.truth is None or augmentation.transform_id == 0 and augmentation.colour_map == IDENTITY_COLOURS):
             label = np.where(np.asarray(labels[row]) < 0, 0, labels[row])
             truth = crop_grid(label)
             if truth.size:
                 item.truth = augmentation.invert(truth)
     return list(groups.values())
+
+
+def attach_reference(test_inputs: Sequence[ArcTestInput], reference: dict) -> list[ArcTestInput]:
+    """Take the true outputs from the original tasks (`test_puzzles.json`: task -> {"test": [{"input",
+    "output"}]}) and add test inputs that got no prediction, so they count as misses."""
+    by_key = {(item.task_id, item.test_index): item for item in test_inputs}
+    merged = list(test_inputs)
+    for task_id, task in reference.items():
+        for test_index, pair in enumerate(task.get("test", [])):
+            item = by_key.get((task_id, test_index))
+            if item is None:
+                item = ArcTestInput(task_id, test_index)
+                merged.append(item)
+            if "output" in pair:
+                item.truth = np.asarray(pair["output"], dtype=np.int64)
+    return merged
 
 
 def score(test_inputs: Sequence[ArcTestInput], ks: Sequence[int] = PASS_AT_K) -> dict:

@@ -14,6 +14,7 @@ is ARC; Augmented HRM when `permutes>1` or `checkpoints=` is given (Sudoku and M
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import os
 import re
@@ -428,6 +429,9 @@ def score_arc(cfg: EvalConfig, split: TestSplit, rows: dict[str, np.ndarray]) ->
         test_inputs += arc_scoring.collect_test_inputs(
             split.identifier_names, rows["puzzle_identifiers"][mine], rows["preds"][mine], rows["q_halt_logits"][mine],
             rows["labels"][mine], blank_identifier_id=split.metadata.blank_identifier_id)
+    reference_path = Path(split.data_path) / "test_puzzles.json"
+    if reference_path.is_file():
+        test_inputs = arc_scoring.attach_reference(test_inputs, json.loads(reference_path.read_text()))
     scores = arc_scoring.score(test_inputs)
     submission = Path(cfg.submission) if cfg.submission else Path(cfg.output).with_name("submission.json")
     arc_scoring.write_submission(submission, test_inputs)
