@@ -27,7 +27,8 @@ def _run_act(model, batch, segments):
     return carry, calls
 
 
-@pytest.mark.parametrize("arch", [dict(), dict(pos_encodings="learned", puzzle_emb_ndim=0, H_cycles=3, L_cycles=1)])
+@pytest.mark.parametrize("arch", [dict(), dict(pos_encodings="learned", puzzle_emb_ndim=0, H_cycles=3, L_cycles=1),
+                                  dict(H_cycles=1, L_cycles=2, halt_max_steps=1)])
 def test_trace_reproduces_the_models_forward(arch):
     model, _ = tiny_hrm(**arch)
     halt_max_steps = model.config.halt_max_steps
