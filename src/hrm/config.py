@@ -94,6 +94,13 @@ class PretrainConfig(BaseModel):
     compile: Union[Literal["auto"], bool] = "auto"
     wandb_mode: Literal["online", "offline", "disabled"] = "online"
     resume: str | None = None
+    cpu_forward_dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # CPU has no fast bf16 kernels
+    checkpoint_every_steps: int | None = Field(None, gt=0)  # resumable checkpoint every N steps
+    checkpoint_keep_last: int | None = Field(None, gt=0)  # keep only the newest K checkpoints
+    max_steps: int | None = Field(None, gt=0)  # stop early (resumable), e.g. for a time-limited job
+    nonfinite_loss: Literal["stop", "skip"] = "stop"
+    log_interval: int = Field(1, gt=0)
+    data_workers: Union[Literal["auto"], int] = "auto"
 
 
 def format_validation_error(err: ValidationError, prefix: str = "") -> str:

@@ -1,0 +1,20 @@
+"""Train HRM (or a baseline) on a puzzle dataset: `python pretrain.py [key=value ...]`.
+
+Configs live in configs/ (cfg_pretrain.yaml, arch/, experiment/); under `torchrun --nproc-per-node N`
+each process trains on its slice of the global batch. The loop itself is `hrm.training.trainer`.
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from hrm.training.cli import check_command_line, run_from_hydra
+
+
+@hydra.main(config_path="configs", config_name="cfg_pretrain", version_base=None)
+def launch(cfg: DictConfig) -> None:
+    run_from_hydra(cfg)
+
+
+if __name__ == "__main__":
+    check_command_line()
+    launch()

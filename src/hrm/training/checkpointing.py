@@ -1,0 +1,209 @@
+"""Resumable training checkpoints that survive a kill, beside the original's model-only `step_N` files.
+
+A checkpoint folder (`checkpoint_path`) holds, per saved step N:
+- `step_N`: the model's state dict (the original's format; `hrm.load_model` and the original's tools read it),
+- `train_state_N/`: everything else needed to continue exactly: `trainer.pt` (both optimisers, step,
+  data position, schedule length, the config and dataset shapes it ran with) and `rank_R.pt` per process
+  (the ACT carry of its slice of the batch and its RNG states).
+Every file is written to a temporary name and renamed; `train_state_N/` is assembled under a hidden name
+and renamed last, so its presence means the whole checkpoint is complete. `all_config.yaml` and the
+model source sit beside them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from hrm.checkpoint import atomic_write_bytes, clean_state_dict, save_model_checkpoint
+from hrm.config import PretrainConfig
+from hrm.errors import CheckpointError
+from hrm.models.act import ACTCarry
+from hrm.training.distributed import DistributedContext
+
+logger = logging.getLogger(__name__)
+
+TRAIN_STATE_PREFIX = "train_state_"
+TRAINER_FILE = "trainer.pt"
+FORMAT_VERSION = 1
+_TRAIN_STATE_DIR = re.compile(rf"^{TRAIN_STATE_PREFIX}(\d+)$")
+_STEP_FILE = re.compile(r"^step_(\d+)(_all_preds\.\d+)?$")
+
+
+def rank_file(rank: int) -> str:
+    return f"rank_{rank}.pt"
+
+
+def carry_to_state(carry: ACTCarry | None) -> dict[str, Any] | None:
+    """The ACT carry as nested dicts of tensors (loadable with `weights_only=True`)."""
+    if carry is None:
+        return None
+    inner = {field.name: getattr(carry.inner_carry, field.name) for field in dataclasses.fields(carry.inner_carry)}
+    return {"inner": inner, "steps": carry.steps, "halted": carry.halted, "current_data": dict(carry.current_data)}
+
+
+def carry_from_state(state: dict[str, Any] | None, template: ACTCarry | None, device: torch.device) -> ACTCarry | None:
+    """Rebuild a carry saved by `carry_to_state`, using `template` (an `initial_carry`) for the inner type."""
+    if state is None or template is None:
+        return None
+    inner_type = type(template.inner_carry)
+    inner = inner_type(**{key: value.to(device) for key, value in state["inner"].items()})
+    return ACTCarry(
+        inner_carry=inner,
+        steps=state["steps"].to(device),
+        halted=state["halted"].to(device),
+        current_data={key: value.to(device) for key, value in state["current_data"].items()},
+    )
+
+
+def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    elif device.type == "mps":
+        state["mps"] = torch.mps.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+    elif device.type == "mps" and "mps" in state:
+        torch.mps.set_rng_state(state["mps"])
+
+
+def check_finite(model: nn.Module, step: int) -> None:
+    """Refuse to write weights containing NaN or inf: a poisoned checkpoint would be worse than none."""
+    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"not saving step {step}: {name} holds NaN or inf values; the last good checkpoint is kept")
+
+
+def _barrier(ctx: DistributedContext) -> None:
+    if ctx.distributed:
+        dist.barrier()
+
+
+def save_training_checkpoint(
+    ctx: DistributedContext,
+    directory: Path,
+    step: int,
+    model: nn.Module,
+    config: PretrainConfig,
+    optimizers: list[torch.optim.Optimizer],
+    trainer_state: dict[str, Any],
+    carry: ACTCarry | None,
+    keep_last: int | None = None,
+) -> Path:
+    """Write `step_N` and `train_state_N/` (every rank calls this); returns the train-state folder."""
+    directory = Path(directory)
+    final = directory / f"{TRAIN_STATE_PREFIX}{step}"
+    staging = directory / f".{TRAIN_STATE_PREFIX}{step}.partial"
+    check_finite(model, step)
+    if ctx.is_main:
+        save_model_checkpoint(model, config, directory, step)
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+    _barrier(ctx)
+
+    per_rank = {"carry": carry_to_state(carry), "rng": rng_state(ctx.device)}
+    atomic_write_bytes(staging / rank_file(ctx.rank), lambda handle: torch.save(per_rank, handle))
+    if ctx.is_main:
+        shared = dict(trainer_state)
+        shared.update(format=FORMAT_VERSION, step=step, world_size=ctx.world_size,
+                      optimizers=[optimizer.state_dict() for optimizer in optimizers])
+        atomic_write_bytes(staging / TRAINER_FILE, lambda handle: torch.save(shared, handle))
+    _barrier(ctx)
+
+    if ctx.is_main:
+        if final.exists():
+            shutil.rmtree(final)
+        staging.rename(final)
+        logger.info("saved checkpoint %s (weights: %s)", final, directory / f"step_{step}")
+        if keep_last is not None:
+            prune_checkpoints(directory, keep_last)
+    _barrier(ctx)
+    return final
+
+
+def saved_steps(directory: Path) -> list[int]:
+    """Steps with a complete training state in `directory`, oldest first."""
+    if not directory.is_dir():
+        return []
+    return sorted(int(match.group(1)) for path in directory.iterdir()
+                  if (match := _TRAIN_STATE_DIR.match(path.name)) and path.is_dir())
+
+
+def prune_checkpoints(directory: Path, keep_last: int) -> None:
+    """Delete the weights, training state and saved outputs of all but the newest `keep_last` steps."""
+    steps = sorted(set(saved_steps(directory)) | {
+        int(match.group(1)) for path in directory.iterdir() if (match := _STEP_FILE.match(path.name))
+    })
+    for step in steps[:-keep_last] if keep_last > 0 else []:
+        shutil.rmtree(directory / f"{TRAIN_STATE_PREFIX}{step}", ignore_errors=True)
+        for path in directory.glob(f"step_{step}*"):
+            if _STEP_FILE.match(path.name) and int(_STEP_FILE.match(path.name).group(1)) == step:
+                path.unlink(missing_ok=True)
+        logger.info("removed checkpoint of step %d (checkpoint_keep_last=%d)", step, keep_last)
+
+
+def find_resume_state(resume: str, checkpoint_path: Path) -> Path | None:
+    """The `train_state_N` folder that `resume` names (`auto`: the newest in `checkpoint_path`, or None)."""
+    if resume == "auto":
+        steps = saved_steps(checkpoint_path)
+        return checkpoint_path / f"{TRAIN_STATE_PREFIX}{steps[-1]}" if steps else None
+    path = Path(resume)
+    if path.is_dir() and _TRAIN_STATE_DIR.match(path.name):
+        chosen = path
+    elif path.is_dir():
+        steps = saved_steps(path)
+        if not steps:
+            raise CheckpointError(f"resume={resume}: no {TRAIN_STATE_PREFIX}N folder in {path}; it holds no resumable checkpoint")
+        chosen = path / f"{TRAIN_STATE_PREFIX}{steps[-1]}"
+    elif path.is_file() and (match := re.match(r"^step_(\d+)$", path.name)):
+        chosen = path.parent / f"{TRAIN_STATE_PREFIX}{match.group(1)}"
+        if not chosen.is_dir():
+            raise CheckpointError(f"resume={resume}: {path.name} holds only weights (no {chosen.name}/ beside it), so the run cannot continue exactly")
+    else:
+        raise CheckpointError(f"resume={resume}: no such checkpoint folder or step_N file")
+    if not (chosen / TRAINER_FILE).is_file():
+        raise CheckpointError(f"resume={resume}: {chosen / TRAINER_FILE} is missing; the checkpoint is incomplete")
+    return chosen
+
+
+def _load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for truncated or foreign files
+        raise CheckpointError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
+
+
+def load_training_state(state_dir: Path, rank: int, world_size: int) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any] | None]:
+    """(trainer state, model state dict, this rank's state or None when the world size changed)."""
+    trainer_state = _load(state_dir / TRAINER_FILE)
+    if not isinstance(trainer_state, dict) or trainer_state.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{state_dir / TRAINER_FILE} is not a training state of this version")
+    step = trainer_state["step"]
+    weights = state_dir.parent / f"step_{step}"
+    if not weights.is_file():
+        raise CheckpointError(f"{weights} is missing; the training state {state_dir.name} needs the weights saved with it")
+    model_state = clean_state_dict(_load(weights))
+    rank_state = None
+    if trainer_state["world_size"] == world_size:
+        rank_state = _load(state_dir / rank_file(rank))
+    else:
+        logger.warning(
+            "resuming a %d-process run with %d processes: the ACT carry and RNG streams restart, so the "
+            "continuation is not bit-identical", trainer_state["world_size"], world_size,
+        )
+    return trainer_state, model_state, rank_state

@@ -1,0 +1,112 @@
+"""Command-line glue for `pretrain.py`: Hydra config -> validated `PretrainConfig` -> training.
+
+Every user mistake ends as one line `error: <message>` and exit status 2: Hydra's own override errors
+(checked up front by composing the config once), interpolation errors, pydantic validation errors and
+the trainer's dataset/checkpoint errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from hrm.config import PretrainConfig, validate_config
+from hrm.errors import ConfigError, HRMError
+
+logger = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
+CONFIG_NAME = "cfg_pretrain"
+
+
+_NOT_IN_STRUCT = re.compile(r"Could not override '([^']+)'")
+
+
+def one_line(err: BaseException) -> str:
+    """An exception and its causes as one line (Hydra spreads its messages over several lines)."""
+    text = "\n".join(str(e) for e in _chain(err))
+    unknown = _NOT_IN_STRUCT.search(text)
+    if unknown and "not in struct" in text:
+        key = unknown.group(1)
+        return f"{key}: unknown config key (check its spelling; see configs/cfg_pretrain.yaml; to add a new key use +{key}=...)"
+    text = text.split("Config search path")[0]
+    text = re.sub(r"Available options in '([^']+)':\s*((?:\n\s*\S+)+)",
+                  lambda m: f"available options in '{m.group(1)}': " + ", ".join(m.group(2).split()), text)
+    parts: list[str] = []
+    for line in text.splitlines():
+        line = line.strip().rstrip(".")
+        if line and not line.startswith(("full_key:", "object_type=", "Set the environment variable")) and line not in parts:
+            parts.append(line)
+    return "; ".join(parts) or type(err).__name__
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    chain = []
+    current: BaseException | None = err
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__
+    return chain
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def compose_config(overrides: Sequence[str], config_dir: Path = CONFIG_DIR, config_name: str = CONFIG_NAME) -> DictConfig:
+    """The config that `pretrain.py <overrides>` would get, composed with Hydra's API."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+        return compose(config_name=config_name, overrides=list(overrides))
+
+
+def check_command_line(argv: Sequence[str] | None = None, config_dir: Path = CONFIG_DIR) -> None:
+    """Compose and validate the config before Hydra starts, so mistakes are one-line errors.
+
+    Hydra flags (`--help`, `-m`, `--cfg`...) and `hydra.*` overrides are left to Hydra itself.
+    """
+    from hydra.errors import HydraException
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(arg.startswith("-") for arg in argv):
+        return
+    overrides = [arg for arg in argv if not arg.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    try:
+        cfg = compose_config(overrides, config_dir)
+        to_pretrain_config(cfg)
+    except (HydraException, OmegaConfBaseException) as err:
+        fail(one_line(err))
+    except HRMError as err:
+        fail(str(err))
+
+
+def to_pretrain_config(cfg: DictConfig | dict[str, Any]) -> PretrainConfig:
+    """Resolve interpolations and validate every key and value (one-line ConfigError on failure)."""
+    try:
+        data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    except OmegaConfBaseException as err:
+        raise ConfigError(one_line(err)) from None
+    data.pop("hydra", None)
+    return validate_config(data)
+
+
+def run_from_hydra(cfg: DictConfig) -> None:
+    """The body of the Hydra app: validate, train, and turn HRMErrors into one-line exits."""
+    from hrm.training.trainer import run_training
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        logging.getLogger().setLevel(logging.WARNING)
+    try:
+        config = to_pretrain_config(cfg)
+        run_training(config)
+    except HRMError as err:
+        fail(str(err))

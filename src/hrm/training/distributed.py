@@ -1,0 +1,100 @@
+"""Process-group setup for `torchrun`: NCCL on CUDA, gloo elsewhere; plain single-process runs need nothing.
+
+Multi-node runs work the same way: torchrun sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR for every
+process, e.g. `torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 pretrain.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from hrm.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
+    """`auto` picks CUDA, then MPS, then CPU; an explicit device that is missing is a config error."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            requested = "cuda"
+        elif torch.backends.mps.is_available():
+            requested = "mps"
+        else:
+            requested = "cpu"
+    if requested == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device=cuda but no CUDA device is visible; use device=auto or device=cpu")
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    if requested == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError("device=mps but MPS is not available on this machine; use device=auto or device=cpu")
+        return torch.device("mps")
+    if requested == "cpu":
+        return torch.device("cpu")
+    raise ConfigError(f"device={requested!r} is unknown; use auto, cuda, mps or cpu")
+
+
+def init_distributed(requested_device: str) -> DistributedContext:
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE set), else run alone."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(requested_device, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        init_kwargs: dict[str, Any] = {"backend": backend}
+        if device.type == "cuda":
+            init_kwargs["device_id"] = device
+        dist.init_process_group(**init_kwargs)
+        logger.info("rank %d of %d joined the %s process group on %s", rank, world_size, backend, device)
+    elif dist.is_initialized():
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+    return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def shutdown_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def broadcast_object(value: Any, ctx: DistributedContext) -> Any:
+    """Rank 0's `value` on every rank (e.g. a randomly generated run name)."""
+    if not ctx.distributed:
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0, device=ctx.device if ctx.device.type == "cuda" else None)
+    return holder[0]
+
+
+def any_rank(flag: bool, ctx: DistributedContext) -> bool:
+    """True when `flag` is True on any rank (stop requests, so that every rank stops together)."""
+    if not ctx.distributed:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)

@@ -1,0 +1,480 @@
+"""The training loop behind `pretrain.py` (spec sections 4-6).
+
+Deep supervision: the ACT carry persists across batches, every call is one segment with its own loss and
+one optimiser step (Adam-atan2 for the weights, sign-SGD for the puzzle embedding, both under the
+warm-up/cosine schedule). Training runs in chunks of `eval_interval` epochs; each chunk ends with an
+evaluation and (with `checkpoint_every_eval`) a checkpoint. Under torchrun, rank 0's initial weights are
+broadcast, gradients are summed over ranks and metric sums reduced onto rank 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from torch import nn
+from tqdm import tqdm
+
+import hrm.models
+from hrm.checkpoint import atomic_write_bytes, check_state_dict, write_config
+from hrm.config import PretrainConfig, validate_config
+from hrm.data.format import read_split
+from hrm.data.metadata import PuzzleDatasetMetadata
+from hrm.data.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
+from hrm.errors import ConfigError, DatasetError, HRMError
+from hrm.evaluation.runner import evaluate
+from hrm.models.act import ACTCarry
+from hrm.models.registry import build_model
+from hrm.training.checkpointing import (
+    carry_from_state,
+    find_resume_state,
+    load_training_state,
+    save_training_checkpoint,
+    set_rng_state,
+)
+from hrm.training.distributed import DistributedContext, any_rank, broadcast_object, init_distributed, shutdown_distributed
+from hrm.training.flops import peak_flops, training_flops_per_example
+from hrm.training.naming import default_checkpoint_path, default_project_name, default_run_name
+from hrm.training.optimizers import SignSGDSparse, make_adam_atan2
+from hrm.training.schedule import cosine_schedule_with_warmup_lr_lambda, total_training_steps
+from hrm.training.tracking import RunLogger
+
+logger = logging.getLogger(__name__)
+
+EVAL_OUTPUT_KEYS = ("inputs", "labels", "puzzle_identifiers", "logits", "preds", "q_halt_logits", "q_continue_logits")
+MAX_CONSECUTIVE_SKIPS = 20
+_SAMPLE_ROWS = 4096  # rows per set checked against the vocabulary before training
+
+
+class NonFiniteLossError(HRMError):
+    """The loss or a gradient became NaN or inf."""
+
+
+@dataclass
+class Progress:
+    """Where the run stands: optimiser steps done and the data position (chunk, batches consumed in it)."""
+
+    step: int = 0
+    chunk_index: int = 0
+    batches_done: int = 0
+    skipped_steps: int = 0
+
+
+def dataset_shapes(metadata: PuzzleDatasetMetadata) -> dict[str, int]:
+    return {"vocab_size": metadata.vocab_size, "seq_len": metadata.seq_len, "num_puzzle_identifiers": metadata.num_puzzle_identifiers}
+
+
+def check_dataset(data_path: str) -> tuple[PuzzleDatasetMetadata, PuzzleDatasetMetadata]:
+    """Both splits exist, agree on shapes, and their tokens and identifiers fit the metadata."""
+    if not Path(data_path).is_dir():
+        raise DatasetError(f"data_path={data_path} does not exist; build the dataset first (see dataset/) or fix data_path")
+    metas = {}
+    for split in ("train", "test"):
+        if not (Path(data_path) / split / "dataset.json").is_file():
+            raise DatasetError(f"{data_path} has no {split} split ({split}/dataset.json); rebuild the dataset")
+        meta, sets = read_split(data_path, split)
+        for set_name, puzzle_set in sets.items():
+            rows = np.concatenate([puzzle_set.inputs[:_SAMPLE_ROWS], puzzle_set.inputs[-_SAMPLE_ROWS:]]) if puzzle_set.num_examples else np.zeros((0,), np.int64)
+            if rows.size and (rows.max() >= meta.vocab_size or rows.min() < 0):
+                raise DatasetError(f"{data_path}/{split}/{set_name}: tokens up to {rows.max()} but vocab_size={meta.vocab_size} in dataset.json")
+            ids = np.asarray(puzzle_set.puzzle_identifiers)
+            if ids.size and ids.max() >= meta.num_puzzle_identifiers:
+                raise DatasetError(f"{data_path}/{split}/{set_name}: puzzle identifier {ids.max()} >= num_puzzle_identifiers={meta.num_puzzle_identifiers}")
+        metas[split] = meta
+    for key in ("vocab_size", "seq_len", "num_puzzle_identifiers"):
+        if getattr(metas["train"], key) != getattr(metas["test"], key):
+            raise DatasetError(f"{data_path}: train and test splits disagree on {key} ({getattr(metas['train'], key)} vs {getattr(metas['test'], key)}); rebuild the dataset")
+    return metas["train"], metas["test"]
+
+
+def resolve_names(config: PretrainConfig, ctx: DistributedContext, saved: dict[str, Any] | None) -> PretrainConfig:
+    """Fill project_name, run_name and checkpoint_path as the original does (from a resumed run if any)."""
+    updates: dict[str, Any] = {}
+    saved = saved or {}
+    project = config.project_name or saved.get("project_name") or default_project_name(config.data_path)
+    run = config.run_name or saved.get("run_name") or broadcast_object(default_run_name(config.arch.name), ctx)
+    updates.update(project_name=project, run_name=run)
+    updates["checkpoint_path"] = config.checkpoint_path or saved.get("checkpoint_path") or default_checkpoint_path(project, run)
+    return config.model_copy(update=updates)
+
+
+def effective_arch(config: PretrainConfig, device: torch.device) -> PretrainConfig:
+    """On CPU the model runs in `cpu_forward_dtype` (bf16 matmuls are slow there); recorded in the config."""
+    if device.type != "cpu":
+        return config
+    arch = dict(config.arch.model_dump())
+    if arch.get("forward_dtype", "bfloat16") == config.cpu_forward_dtype:
+        return config
+    arch["forward_dtype"] = config.cpu_forward_dtype
+    logger.info("CPU run: model dtype %s (cpu_forward_dtype)", config.cpu_forward_dtype)
+    data = config.model_dump()
+    data["arch"] = arch
+    return validate_config(data)
+
+
+class StopRequest:
+    """SIGTERM/SIGUSR1 (preemption notices) ask the loop to checkpoint and stop at the next step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        logger.warning("received signal %d: saving a checkpoint and stopping after this step", signum)
+        self.requested = True
+
+    def install(self) -> None:
+        for signum in (signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
+            if signum is not None:
+                with contextlib.suppress(ValueError):  # not the main thread
+                    self._previous[signum] = signal.signal(signum, self._handle)
+
+    def uninstall(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+class Trainer:
+    def __init__(self, config: PretrainConfig, ctx: DistributedContext):
+        self.ctx = ctx
+        self.device = ctx.device
+        if config.eval_interval is not None and config.epochs % config.eval_interval != 0:
+            raise ConfigError(f"epochs={config.epochs} must be a multiple of eval_interval={config.eval_interval}")
+        if config.global_batch_size % ctx.world_size != 0:
+            raise ConfigError(f"global_batch_size={config.global_batch_size} must be divisible by the number of processes ({ctx.world_size})")
+        unknown = [key for key in config.eval_save_outputs if key not in EVAL_OUTPUT_KEYS]
+        if unknown:
+            raise ConfigError(f"eval_save_outputs: {unknown[0]!r} is not an output; choose from {', '.join(EVAL_OUTPUT_KEYS)}")
+
+        self.train_meta, self.test_meta = check_dataset(config.data_path)
+
+        resume_dir = None
+        saved_config: dict[str, Any] | None = None
+        if config.resume is not None:
+            base = None
+            if config.checkpoint_path:
+                base = Path(config.checkpoint_path)
+            elif config.run_name:
+                base = Path(default_checkpoint_path(config.project_name or default_project_name(config.data_path), config.run_name))
+            if config.resume == "auto" and base is None:
+                raise ConfigError("resume=auto needs checkpoint_path (or run_name) to know which run to continue")
+            resume_dir = find_resume_state(config.resume, base or Path("."))
+            if resume_dir is None:
+                logger.info("resume=auto: no checkpoint in %s yet, starting from scratch", base)
+            else:
+                saved_config = yaml.safe_load((resume_dir.parent / "all_config.yaml").read_text()) if (resume_dir.parent / "all_config.yaml").is_file() else None
+                if config.checkpoint_path is None:
+                    config = config.model_copy(update={"checkpoint_path": str(resume_dir.parent)})
+
+        config = resolve_names(config, ctx, saved_config)
+        self.config = effective_arch(config, self.device)
+        self.checkpoint_dir = Path(self.config.checkpoint_path)
+        self.epochs_per_chunk = self.config.eval_interval or self.config.epochs
+        self.num_chunks = self.config.epochs // self.epochs_per_chunk
+        self.total_steps = total_training_steps(self.config.epochs, self.train_meta.total_groups,
+                                                self.train_meta.mean_puzzle_examples, self.config.global_batch_size)
+        if self.total_steps < 1:
+            raise DatasetError(
+                f"no training step fits: {self.train_meta.total_groups} groups x {self.config.epochs} epochs give fewer "
+                f"examples than global_batch_size={self.config.global_batch_size}; lower global_batch_size or raise epochs"
+            )
+
+        self.train_data = PuzzleDataset(PuzzleDatasetConfig(
+            seed=self.config.seed, dataset_path=self.config.data_path, global_batch_size=self.config.global_batch_size,
+            test_set_mode=False, epochs_per_iter=self.epochs_per_chunk, rank=ctx.rank, num_replicas=ctx.world_size), split="train")
+        self.test_data = PuzzleDataset(PuzzleDatasetConfig(
+            seed=self.config.seed, dataset_path=self.config.data_path, global_batch_size=self.config.global_batch_size,
+            test_set_mode=True, epochs_per_iter=1, rank=ctx.rank, num_replicas=ctx.world_size), split="test")
+
+        torch.manual_seed(self.config.seed + ctx.rank)
+        with torch.device(self.device):
+            self.model = build_model(self.config.arch, batch_size=self.config.global_batch_size // ctx.world_size,
+                                     **dataset_shapes(self.train_meta))
+        self.model.to(self.device)
+        if ctx.distributed:
+            with torch.no_grad():
+                for tensor in list(self.model.parameters()) + list(self.model.buffers()):
+                    dist.broadcast(tensor, src=0)
+        self.num_params = sum(p.numel() for p in self.model.parameters())
+
+        self.optimizers: list[torch.optim.Optimizer] = [
+            make_adam_atan2(self.model.parameters(), lr=0.0, betas=(self.config.beta1, self.config.beta2),
+                            weight_decay=self.config.weight_decay)
+        ]
+        self.base_lrs = [self.config.lr]
+        puzzle_emb = self.model.model.puzzle_emb
+        if puzzle_emb is not None:
+            self.optimizers.append(SignSGDSparse(puzzle_emb, lr=0.0, weight_decay=self.config.puzzle_emb_weight_decay,
+                                                 world_size=ctx.world_size))
+            self.base_lrs.append(self.config.puzzle_emb_lr)
+
+        self.progress = Progress()
+        self.carry: ACTCarry | None = None
+        self.wandb_run_id: str | None = None
+        self.last_saved_step = -1
+        if resume_dir is not None:
+            self._restore(resume_dir)
+
+        use_compile = self.config.compile if self.config.compile != "auto" else self.device.type == "cuda"
+        self.forward_model = torch.compile(self.model, dynamic=False) if use_compile else self.model
+        self.flops_per_example = training_flops_per_example(self.model)
+        self.peak_flops = peak_flops(self.device)
+        self.stop = StopRequest()
+
+    # ----------------------------------------------------------------------------------- resume
+    def _restore(self, state_dir: Path) -> None:
+        trainer_state, model_state, rank_state = load_training_state(state_dir, self.ctx.rank, self.ctx.world_size)
+        saved_shapes = trainer_state.get("dataset", {})
+        for key, value in dataset_shapes(self.train_meta).items():
+            if key in saved_shapes and saved_shapes[key] != value:
+                raise DatasetError(
+                    f"the dataset at {self.config.data_path} has {key}={value} but the checkpoint {state_dir} was trained with "
+                    f"{key}={saved_shapes[key]}; resume with the run's own data_path"
+                )
+        if trainer_state.get("global_batch_size", self.config.global_batch_size) != self.config.global_batch_size:
+            raise ConfigError(
+                f"global_batch_size={self.config.global_batch_size} differs from the resumed run's "
+                f"{trainer_state['global_batch_size']}; the data position would not match"
+            )
+        check_state_dict(self.model, model_state, state_dir.parent / f"step_{trainer_state['step']}")
+        self.model.load_state_dict(model_state, strict=True)
+        if len(trainer_state["optimizers"]) != len(self.optimizers):
+            raise ConfigError(f"the checkpoint {state_dir} has {len(trainer_state['optimizers'])} optimisers, this run {len(self.optimizers)}; arch.puzzle_emb_ndim differs")
+        for optimizer, state in zip(self.optimizers, trainer_state["optimizers"]):
+            optimizer.load_state_dict(state)
+        self.progress = Progress(**trainer_state["progress"])
+        self.wandb_run_id = trainer_state.get("wandb_run_id")
+        if rank_state is not None:
+            set_rng_state(rank_state["rng"], self.device)
+            if rank_state["carry"] is not None:
+                template = self.model.initial_carry({key: value for key, value in rank_state["carry"]["current_data"].items()})
+                self.carry = carry_from_state(rank_state["carry"], template, self.device)
+        self.last_saved_step = self.progress.step
+        logger.info("resumed from %s at step %d (chunk %d, batch %d)", state_dir, self.progress.step,
+                    self.progress.chunk_index, self.progress.batches_done)
+
+    def save_checkpoint(self) -> None:
+        if self.last_saved_step == self.progress.step:
+            return
+        trainer_state = {
+            "progress": vars(self.progress).copy(),
+            "total_steps": self.total_steps,
+            "global_batch_size": self.config.global_batch_size,
+            "dataset": dataset_shapes(self.train_meta),
+            "config": self.config.model_dump(),
+            "wandb_run_id": self.wandb_run_id,
+        }
+        save_training_checkpoint(self.ctx, self.checkpoint_dir, self.progress.step, self.model, self.config,
+                                 self.optimizers, trainer_state, self.carry, keep_last=self.config.checkpoint_keep_last)
+        self.last_saved_step = self.progress.step
+
+    def save_config_and_source(self) -> None:
+        """The resolved config (`all_config.yaml`) and the model's source code, beside the checkpoints."""
+        if not self.ctx.is_main:
+            return
+        write_config(self.config, self.checkpoint_dir)
+        source_dir = self.checkpoint_dir / "source"
+        source_dir.mkdir(parents=True, exist_ok=True)
+        for path in sorted(Path(hrm.models.__file__).parent.glob("*.py")):
+            shutil.copy2(path, source_dir / path.name)
+
+    # ------------------------------------------------------------------------------------ steps
+    def _reduce_gradients(self, loss: torch.Tensor) -> bool:
+        """Sum gradients over ranks (one flat buffer) and report whether loss and gradients are finite everywhere."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        local_bad = ~torch.isfinite(loss.detach().float())
+        puzzle_emb = self.model.model.puzzle_emb
+        if puzzle_emb is not None and puzzle_emb.local_weights is not None and puzzle_emb.local_weights.grad is not None:
+            local_bad = local_bad | ~torch.isfinite(puzzle_emb.local_weights.grad).all()
+        flat = torch.cat([g.reshape(-1).float() for g in grads] + [local_bad.float().reshape(1)])
+        if self.ctx.distributed:
+            dist.all_reduce(flat)
+            offset = 0
+            for param, grad in zip(params, grads):
+                count = grad.numel()
+                param.grad = flat[offset:offset + count].view_as(grad).to(grad.dtype)
+                offset += count
+        return bool(torch.isfinite(flat).all() and flat[-1] == 0)
+
+    def train_batch(self, batch: dict[str, torch.Tensor], global_effective_batch_size: int) -> dict[str, float] | None:
+        """One segment on one batch and one optimiser step; returns rank 0's metrics on logging steps."""
+        config = self.config
+        self.progress.step += 1
+        step = self.progress.step
+        batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
+        if self.carry is None:
+            self.carry = self.model.initial_carry(batch)
+        self.carry, loss, metrics, _, _ = self.forward_model(carry=self.carry, batch=batch, return_keys=[])
+        (loss / config.global_batch_size).backward()
+
+        if not self._reduce_gradients(loss):
+            return self._handle_nonfinite(loss)
+        self.consecutive_skips = 0
+
+        learning_rates = []
+        for optimizer, base_lr in zip(self.optimizers, self.base_lrs):
+            lr_this_step = cosine_schedule_with_warmup_lr_lambda(
+                step, base_lr=base_lr, num_warmup_steps=config.lr_warmup_steps,
+                num_training_steps=self.total_steps, min_ratio=config.lr_min_ratio)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_this_step
+            optimizer.step()
+            optimizer.zero_grad()
+            learning_rates.append(lr_this_step)
+
+        if step % config.log_interval != 0:
+            return None
+        keys = sorted(metrics)
+        values = torch.stack([metrics[key].detach().to(torch.float64) for key in keys])
+        if self.ctx.distributed:
+            dist.reduce(values, dst=0)
+        if not self.ctx.is_main:
+            return None
+        reduced = dict(zip(keys, values.cpu().tolist()))
+        count = max(reduced.get("count", 0.0), 1.0)
+        logged = {f"train/{key}": value / (config.global_batch_size if key.endswith("loss") else count) for key, value in reduced.items()}
+        logged["train/lr"] = learning_rates[0]
+        return logged
+
+    def _handle_nonfinite(self, loss: torch.Tensor) -> None:
+        step = self.progress.step
+        last = f"the last checkpoint is {self.checkpoint_dir}/step_{self.last_saved_step}" if self.last_saved_step > 0 else "no checkpoint was written yet"
+        if self.config.nonfinite_loss == "stop" or self.consecutive_skips + 1 >= MAX_CONSECUTIVE_SKIPS:
+            for optimizer in self.optimizers:
+                optimizer.zero_grad()
+            reason = "" if self.config.nonfinite_loss == "stop" else f" {MAX_CONSECUTIVE_SKIPS} times in a row"
+            raise NonFiniteLossError(
+                f"non-finite loss or gradient at step {step}{reason} (local loss {loss.item():.4g}); training stopped without "
+                f"saving this state ({last}); lower lr, or set nonfinite_loss=skip to skip such steps"
+            )
+        logger.warning("step %d: non-finite loss or gradient; step skipped and the ACT carry restarted", step)
+        for optimizer in self.optimizers:
+            optimizer.zero_grad()
+        self.model.zero_grad(set_to_none=True)
+        self.carry = None
+        self.consecutive_skips += 1
+        self.progress.skipped_steps += 1
+        return None
+
+    def run_evaluation(self) -> dict[str, float] | None:
+        result = evaluate(self.model, iter(self.test_data), self.test_meta.sets, device=self.device,
+                          return_keys=self.config.eval_save_outputs, rank=self.ctx.rank,
+                          world_size=self.ctx.world_size, progress=True)
+        if self.config.eval_save_outputs and result.outputs:
+            path = self.checkpoint_dir / f"step_{self.progress.step}_all_preds.{self.ctx.rank}"
+            atomic_write_bytes(path, lambda handle: torch.save(result.outputs, handle))
+        if result.metrics is None:
+            return None
+        return {f"{set_name}/{key}": value for set_name, values in result.metrics.items()
+                for key, value in values.items() if key != "count"}
+
+    # ------------------------------------------------------------------------------------- loop
+    def _chunk_batches(self, chunk_index: int, skip: int) -> Iterator[tuple[str, dict[str, torch.Tensor], int]]:
+        workers = self.config.data_workers
+        if workers == "auto":
+            workers = 1 if self.device.type == "cuda" else 0
+        if workers == 0:
+            yield from self.train_data.iter_chunk(chunk_index, skip)
+            return
+        source = _ChunkView(self.train_data, chunk_index, skip)
+        # A private generator: the loader's worker seed must not consume the global RNG (exact resume).
+        loader = torch.utils.data.DataLoader(source, batch_size=None, num_workers=workers, prefetch_factor=8,
+                                             pin_memory=self.device.type == "cuda", generator=torch.Generator())
+        yield from loader
+
+    def train(self) -> dict[str, float] | None:
+        """Run (or continue) the whole training; returns the final evaluation metrics on rank 0."""
+        ctx, config = self.ctx, self.config
+        if ctx.is_main:
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            logger.info("run %r of project %r: %d parameters, %d steps, checkpoints in %s",
+                        config.run_name, config.project_name, self.num_params, self.total_steps, self.checkpoint_dir)
+        self.save_config_and_source()
+        tracker = RunLogger(enabled=ctx.is_main, mode=config.wandb_mode, project=config.project_name, name=config.run_name,
+                            config=config.model_dump(), run_id=self.wandb_run_id)
+        self.wandb_run_id = broadcast_object(tracker.run_id, ctx)
+        if self.progress.step == 0:
+            tracker.log({"num_params": self.num_params}, step=0)
+        tracker.set_summary("num_params", self.num_params)
+
+        self.stop.install()
+        self.consecutive_skips = 0
+        final_metrics = None
+        bar = tqdm(total=self.total_steps, initial=self.progress.step, desc="train", disable=not ctx.is_main, dynamic_ncols=True)
+        window_start, window_examples = time.perf_counter(), 0
+        try:
+            while self.progress.chunk_index < self.num_chunks:
+                chunk = self.progress.chunk_index
+                for _, batch, effective in self._chunk_batches(chunk, self.progress.batches_done):
+                    self.progress.batches_done += 1
+                    if self.progress.step >= self.total_steps:
+                        continue  # the sampler can yield a few batches past the planned step count
+                    logged = self.train_batch(batch, effective)
+                    window_examples += effective
+                    bar.update(1)
+                    if logged is not None:
+                        elapsed = max(time.perf_counter() - window_start, 1e-9)
+                        logged["train/examples_per_sec"] = window_examples / elapsed
+                        if self.peak_flops:
+                            logged["train/mfu"] = window_examples * self.flops_per_example / elapsed / (self.peak_flops * ctx.world_size)
+                        window_start, window_examples = time.perf_counter(), 0
+                        bar.set_postfix(loss=f"{logged.get('train/lm_loss', float('nan')):.3f}",
+                                        acc=f"{logged.get('train/exact_accuracy', float('nan')):.3f}")
+                        tracker.log(logged, step=self.progress.step)
+                    if self._should_stop():
+                        self.save_checkpoint()
+                        logger.info("stopped at step %d; continue with resume=auto checkpoint_path=%s", self.progress.step, self.checkpoint_dir)
+                        return None
+                    if config.checkpoint_every_steps and self.progress.step % config.checkpoint_every_steps == 0:
+                        self.save_checkpoint()
+
+                final_metrics = self.run_evaluation()
+                if final_metrics is not None:
+                    tracker.log(final_metrics, step=self.progress.step)
+                    logger.info("step %d evaluation: %s", self.progress.step,
+                                ", ".join(f"{k}={v:.4f}" for k, v in final_metrics.items() if k.endswith(("exact_accuracy", "/accuracy"))))
+                self.progress.chunk_index += 1
+                self.progress.batches_done = 0
+                if config.checkpoint_every_eval or self.progress.chunk_index == self.num_chunks:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+            self.stop.uninstall()
+            tracker.finish()
+        return final_metrics
+
+    def _should_stop(self) -> bool:
+        want = self.stop.requested or (self.config.max_steps is not None and self.progress.step >= self.config.max_steps)
+        return any_rank(want, self.ctx)
+
+
+class _ChunkView(torch.utils.data.IterableDataset):
+    """One training chunk as an iterable dataset, so a DataLoader worker can prefetch it."""
+
+    def __init__(self, dataset: PuzzleDataset, chunk_index: int, skip: int):
+        super().__init__()
+        self.dataset, self.chunk_index, self.skip = dataset, chunk_index, skip
+
+    def __iter__(self):
+        return self.dataset.iter_chunk(self.chunk_index, self.skip)
+
+
+def run_training(config: PretrainConfig) -> dict[str, float] | None:
+    """Train with `config` in this process (joining the torchrun group if launched by torchrun)."""
+    ctx = init_distributed(config.device)
+    try:
+        return Trainer(config, ctx).train()
+    finally:
+        shutdown_distributed()
