@@ -118,14 +118,16 @@ def solve_sudoku(tokens: np.ndarray, max_nodes: int = 200_000) -> np.ndarray | N
                     break
         if best < 0:
             return True
-        r, c, b = best // 9, best % 9, (best // 27) * 3 + (best % 9) // 3
+        units = ((rows, best // 9), (cols, best % 9), (boxes, (best // 27) * 3 + (best % 9) // 3))
         for v in best_options:
             bit = 1 << v
             board[best] = v
-            rows[r] |= bit; cols[c] |= bit; boxes[b] |= bit  # noqa: E702
+            for unit, index in units:
+                unit[index] |= bit
             if search():
                 return True
-            rows[r] ^= bit; cols[c] ^= bit; boxes[b] ^= bit  # noqa: E702
+            for unit, index in units:
+                unit[index] ^= bit
         board[best] = 0
         return False
 
