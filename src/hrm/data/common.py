@@ -45,6 +45,68 @@ def read_four_column_csv(path: str | Path, row_length: int | None, allowed_quest
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path} does not exist; --source-csv takes a folder with train.csv/test.csv or one CSV file")
+    result = _read_plain_csv_fast(path, row_length)
+    if result is None:
+        result = _read_csv_rows(path, row_length, allowed_question, what)
+    for name, array, allowed in (("question", result.questions, allowed_question), ("answer", result.answers, allowed_answer)):
+        ok = np.zeros(256, bool)
+        ok[np.frombuffer(allowed, np.uint8)] = True
+        bad = ~ok[array]
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise DatasetError(
+                f"{path}:{result.lines[row]}: {name} has {chr(array[row, col])!r} at position {col + 1}; allowed characters: {allowed.decode()!r}"
+            )
+    return result
+
+
+def _read_plain_csv_fast(path: Path, row_length: int | None) -> CsvPuzzles | None:
+    """Vectorised reading of the common case (no quotes, no blank lines, fixed-length grids, integer ratings).
+
+    Returns None for anything else, so the row-by-row reader can name the exact problem and line.
+    Reading the 3.8M-row Sudoku-Extreme train.csv this way takes seconds instead of a minute.
+    """
+    data = np.fromfile(path, dtype=np.uint8)
+    if data.size == 0 or np.any(data == ord('"')) or np.any(data == ord("\r")):
+        return None
+    if data[-1] != ord("\n"):
+        data = np.append(data, np.uint8(ord("\n")))
+    newlines = np.flatnonzero(data == ord("\n"))
+    starts = np.concatenate([[0], newlines[:-1] + 1])
+    first = bytes(data[starts[0]: newlines[0]]).decode("utf-8", "replace")
+    skip_header = [cell.strip().lower() for cell in first.split(",")] == list(CSV_COLUMNS)
+    commas = np.flatnonzero(data == ord(","))
+    line_of_comma = np.searchsorted(newlines, commas)
+    if np.any(np.bincount(line_of_comma, minlength=len(newlines)) != 3):
+        return None
+    commas = commas.reshape(-1, 3)[int(skip_header):]
+    starts, ends = starts[int(skip_header):], newlines[int(skip_header):]
+    if len(commas) == 0:
+        return None
+    question_len = commas[:, 1] - commas[:, 0] - 1
+    length = int(question_len[0]) if row_length is None else row_length
+    side = int(round(length**0.5))
+    if side * side != length or np.any(question_len != length) or np.any(commas[:, 2] - commas[:, 1] - 1 != length):
+        return None
+    rating_len = ends - commas[:, 2] - 1
+    if np.any(rating_len < 1) or np.any(rating_len > 9):
+        return None
+    windows = np.lib.stride_tricks.sliding_window_view(data, length)  # row i = data[i : i + length], no copy
+    questions = windows[commas[:, 0] + 1]
+    answers = windows[commas[:, 1] + 1]
+    digit_pos = np.arange(9)
+    padded = np.concatenate([data, np.zeros(9, np.uint8)])
+    digits = np.lib.stride_tricks.sliding_window_view(padded, 9)[commas[:, 2] + 1].astype(np.int64) - ord("0")
+    valid = digit_pos[None, :] < rating_len[:, None]
+    if np.any(valid & ((digits < 0) | (digits > 9))):
+        return None
+    powers = 10 ** np.clip(rating_len[:, None] - 1 - digit_pos[None, :], 0, None)
+    ratings = (np.where(valid, digits, 0) * powers).sum(axis=1)
+    lines = np.arange(len(commas), dtype=np.int64) + 1 + int(skip_header)
+    return CsvPuzzles(path, questions, answers, ratings, lines)
+
+
+def _read_csv_rows(path: Path, row_length: int | None, allowed_question: bytes, what: str) -> CsvPuzzles:
     questions: list[bytes] = []
     answers: list[bytes] = []
     ratings: list[int] = []
@@ -81,23 +143,13 @@ def read_four_column_csv(path: str | Path, row_length: int | None, allowed_quest
     if not questions:
         raise DatasetError(f"{path} holds no {what} rows")
     n = len(questions)
-    result = CsvPuzzles(
+    return CsvPuzzles(
         path,
         np.frombuffer(b"".join(questions), dtype=np.uint8).reshape(n, row_length),
         np.frombuffer(b"".join(answers), dtype=np.uint8).reshape(n, row_length),
         np.asarray(ratings, dtype=np.int64),
         np.asarray(lines, dtype=np.int64),
     )
-    for name, array, allowed in (("question", result.questions, allowed_question), ("answer", result.answers, allowed_answer)):
-        ok = np.zeros(256, bool)
-        ok[np.frombuffer(allowed, np.uint8)] = True
-        bad = ~ok[array]
-        if bad.any():
-            row, col = np.argwhere(bad)[0]
-            raise DatasetError(
-                f"{path}:{result.lines[row]}: {name} has {chr(array[row, col])!r} at position {col + 1}; allowed characters: {allowed.decode()!r}"
-            )
-    return result
 
 
 def csv_sources(source: str | Path) -> dict[str, Path]:

@@ -7,7 +7,12 @@ copies at once, so Sudoku-Extreme-1k with 1000 augmentations builds in a few sec
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import logging
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,12 +51,12 @@ class SudokuPuzzles:
 
 def grid_rule_violations(grids: np.ndarray) -> np.ndarray:
     """For complete grids `[N, 81]`, a bool `[N, 27]`: which rows, columns and boxes are not 1..9 once each."""
-    boards = np.asarray(grids).reshape(-1, 9, 9).astype(np.int64)
-    boxes = boards.reshape(-1, 3, 3, 3, 3).transpose(0, 1, 3, 2, 4).reshape(-1, 9, 9)
-    units = np.concatenate([boards, boards.transpose(0, 2, 1), boxes], axis=1)  # [N, 27, 9]
-    seen = np.zeros(units.shape[:2] + (10,), bool)
-    np.put_along_axis(seen, units, True, axis=2)
-    return ~seen[:, :, 1:].all(axis=2)
+    bits = np.left_shift(np.uint16(1), np.asarray(grids).reshape(-1, 9, 9).astype(np.uint16))
+    boxes = bits.reshape(-1, 3, 3, 3, 3).transpose(0, 1, 3, 2, 4).reshape(-1, 9, 9)
+    seen = np.concatenate(
+        [np.bitwise_or.reduce(bits, axis=2), np.bitwise_or.reduce(bits, axis=1), np.bitwise_or.reduce(boxes, axis=2)], axis=1
+    )
+    return seen != 0x3FE  # nine cells holding all of 1..9 hold each exactly once
 
 
 def is_valid_solution(puzzles: np.ndarray, solutions: np.ndarray) -> np.ndarray:
@@ -72,10 +77,11 @@ def from_csv_rows(rows: CsvPuzzles) -> SudokuPuzzles:
     puzzles[puzzles == ord(".")] = ord("0")
     puzzles -= ord("0")
     solutions = rows.answers - np.uint8(ord("0"))
-    violations = grid_rule_violations(solutions)
-    if violations.any():
-        row, unit = np.argwhere(violations)[0]
-        raise DatasetError(f"{rows.path}:{rows.lines[row]}: the answer breaks a Sudoku rule in {_unit_name(int(unit))}")
+    for start in range(0, len(solutions), _BLOCK):  # in blocks: the check's temporaries are ~300 bytes per row
+        violations = grid_rule_violations(solutions[start: start + _BLOCK])
+        if violations.any():
+            row, unit = np.argwhere(violations)[0]
+            raise DatasetError(f"{rows.path}:{rows.lines[start + row]}: the answer breaks a Sudoku rule in {_unit_name(int(unit))}")
     disagree = (puzzles != 0) & (puzzles != solutions)
     if disagree.any():
         row, cell = np.argwhere(disagree)[0]
@@ -89,48 +95,89 @@ def read_sudoku_csv(path: str | Path) -> SudokuPuzzles:
     return from_csv_rows(read_four_column_csv(path, SEQ_LEN, b".0123456789", b"123456789", "Sudoku"))
 
 
-def generate_sudokus(n: int, seed: int, min_difficulty: int | None = None, progress: bool = True) -> SudokuPuzzles:
-    """`n` puzzles with a unique solution, each rated by the guesses of the singles-only solver."""
-    rng = np.random.Generator(np.random.Philox(seed=seed))
-    puzzles, solutions, ratings = [], [], []
+def _generate_one(task: tuple[int, int, int | None]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Puzzle number `index` of a seeded run: its own generator, so the result does not depend on the workers."""
+    seed, index, min_difficulty = task
+    rng = np.random.Generator(np.random.Philox(np.random.SeedSequence([seed, index])))
+    while True:
+        puzzle, solution, rating = sudoku_solver.generate_puzzle(rng)
+        if min_difficulty is None or rating >= min_difficulty:
+            return puzzle, solution, rating
+
+
+def generate_sudokus(n: int, seed: int, min_difficulty: int | None = None, progress: bool = True, workers: int | None = None) -> SudokuPuzzles:
+    """`n` puzzles with a unique solution, each rated by the guesses of the singles-only solver.
+
+    Puzzle `i` depends only on `(seed, i)`, so any number of worker processes gives the same puzzles.
+    """
+    tasks = [(seed, index, min_difficulty) for index in range(n)]
+    workers = min(workers or os.cpu_count() or 1, max(1, n // 16))
+    made = []
     with tqdm(total=n, desc="generating Sudokus", unit="puzzle", disable=not progress) as bar:
-        while len(puzzles) < n:
-            puzzle, solution, rating = sudoku_solver.generate_puzzle(rng)
-            if min_difficulty is not None and rating < min_difficulty:
-                continue
-            puzzles.append(puzzle)
-            solutions.append(solution)
-            ratings.append(rating)
-            bar.update(1)
+        if workers > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for item in pool.map(_generate_one, tasks, chunksize=8):
+                    made.append(item)
+                    bar.update(1)
+        else:
+            for task in tasks:
+                made.append(_generate_one(task))
+                bar.update(1)
     if n == 0:
         return SudokuPuzzles(np.zeros((0, 81), np.uint8), np.zeros((0, 81), np.uint8), np.zeros(0, np.int64))
+    puzzles, solutions, ratings = zip(*made)
     return SudokuPuzzles(np.stack(puzzles), np.stack(solutions), np.asarray(ratings, np.int64))
+
+
+@functools.lru_cache(maxsize=None)
+def _all_permutations(size: int) -> np.ndarray:
+    """Every permutation of 0..size-1 (`[size!, size]` uint8), so a uniform draw is one integer per copy."""
+    flat = itertools.chain.from_iterable(itertools.permutations(range(size)))
+    return np.fromiter(flat, dtype=np.uint8, count=math.factorial(size) * size).reshape(-1, size)
+
+
+def _random_permutations(rng: np.random.Generator, shape: tuple[int, ...], size: int) -> np.ndarray:
+    table = _all_permutations(size)
+    return table[rng.integers(0, table.shape[0], size=shape)]
 
 
 def random_transforms(rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
     """`count` random validity-preserving transforms: (source cell per output cell `[count, 81]`, digit map `[count, 10]`)."""
     digit_map = np.zeros((count, 10), np.uint8)
-    digit_map[:, 1:] = np.argsort(rng.random((count, 9)), axis=1) + 1
+    digit_map[:, 1:] = _random_permutations(rng, (count,), 9) + 1
     transpose = rng.random(count) < 0.5
 
     def line_permutation() -> np.ndarray:
-        bands = np.argsort(rng.random((count, 3)), axis=1)
-        inner = np.argsort(rng.random((count, 3, 3)), axis=2)
+        bands = _random_permutations(rng, (count,), 3)
+        inner = _random_permutations(rng, (count, 3), 3)
         return (3 * bands[:, :, None] + inner).reshape(count, 9)
 
     rows, cols = line_permutation(), line_permutation()
     row_of = rows[:, :, None]  # output row r reads source line rows[r]
     col_of = cols[:, None, :]
-    plain = row_of * 9 + col_of
-    transposed = col_of * 9 + row_of
-    source_cell = np.where(transpose[:, None, None], transposed, plain).reshape(count, 81).astype(np.uint8)
+    plain = row_of * np.uint8(9) + col_of
+    transposed = col_of * np.uint8(9) + row_of
+    source_cell = np.where(transpose[:, None, None], transposed, plain).reshape(count, 81)
     return source_cell, digit_map
+
+
+def _gather_rows(table: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """`table[i, index[i, j]]` for every i, j, through one flat fancy index."""
+    rows, width = table.shape
+    return table.reshape(-1)[np.arange(rows, dtype=np.intp)[:, None] * width + index]
 
 
 def apply_transforms(grids: np.ndarray, source_cell: np.ndarray, digit_map: np.ndarray) -> np.ndarray:
     """Apply per-row transforms to grids `[count, 81]` (0 stays 0)."""
-    moved = np.take_along_axis(grids, source_cell.astype(np.intp), axis=1)
-    return np.take_along_axis(digit_map, moved.astype(np.intp), axis=1)
+    return _gather_rows(digit_map, _gather_rows(np.ascontiguousarray(grids), source_cell))
+
+
+def _transform_pairs(puzzles: np.ndarray, solutions: np.ndarray, source_cell: np.ndarray, digit_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`apply_transforms` for puzzles and their solutions at once (the puzzle is the solution where not blank)."""
+    flat_index = np.arange(len(source_cell), dtype=np.intp)[:, None] * 81 + source_cell
+    new_solutions = _gather_rows(digit_map, solutions.reshape(-1)[flat_index])
+    given = (puzzles != 0).reshape(-1)[flat_index]
+    return np.where(given, new_solutions, np.uint8(0)), new_solutions
 
 
 def add_hints(rng: np.random.Generator, puzzles: np.ndarray, solutions: np.ndarray) -> np.ndarray:
@@ -167,8 +214,7 @@ def build_split_arrays(
             augmented = copy > 0
             if augmented.any():
                 source_cell, digit_map = random_transforms(rng, int(augmented.sum()))
-                puzzles[augmented] = apply_transforms(puzzles[augmented], source_cell, digit_map)
-                solutions[augmented] = apply_transforms(solutions[augmented], source_cell, digit_map)
+                puzzles[augmented], solutions[augmented] = _transform_pairs(puzzles[augmented], solutions[augmented], source_cell, digit_map)
             rows = index * per_copy
             inputs[rows] = puzzles + 1
             labels[rows] = solutions + 1
@@ -200,8 +246,8 @@ def sudoku_metadata(num_groups: int) -> PuzzleDatasetMetadata:
     )
 
 
-def load_sources(args: argparse.Namespace) -> dict[str, SudokuPuzzles]:
-    """The train and test puzzles from whichever source the flags name."""
+def load_sources(args: argparse.Namespace) -> dict[str, SudokuPuzzles | CsvPuzzles]:
+    """The train and test puzzles from whichever source the flags name (CSV rows are checked once selected)."""
     if args.generate is not None:
         if args.generate < 1:
             raise DatasetError(f"--generate needs a positive number of puzzles, got {args.generate}")
@@ -213,10 +259,13 @@ def load_sources(args: argparse.Namespace) -> dict[str, SudokuPuzzles]:
     if args.source_csv is not None:
         found = csv_sources(args.source_csv)
         if "file" in found:
-            rows = read_four_column_csv(found["file"], SEQ_LEN, b".0123456789", b"123456789", "Sudoku")
-            return {split: from_csv_rows(part) for split, part in split_single_file(rows, args.seed, args.test_fraction).items()}
-        return {split: read_sudoku_csv(path) for split, path in found.items()}
-    return {split: read_sudoku_csv(hub_download(args.source_repo, f"{split}.csv", OFFLINE_HINT)) for split in ("train", "test")}
+            return split_single_file(_read_rows(found["file"]), args.seed, args.test_fraction)
+        return {split: _read_rows(path) for split, path in found.items()}
+    return {split: _read_rows(hub_download(args.source_repo, f"{split}.csv", OFFLINE_HINT)) for split in ("train", "test")}
+
+
+def _read_rows(path) -> CsvPuzzles:
+    return read_four_column_csv(path, SEQ_LEN, b".0123456789", b"123456789", "Sudoku")
 
 
 def build(args: argparse.Namespace) -> BuildSummary:
@@ -235,6 +284,8 @@ def build(args: argparse.Namespace) -> BuildSummary:
                 data = data.select(np.sort(rng.choice(len(data), args.subsample_size, replace=False)))
             if len(data) == 0:
                 raise DatasetError(f"no {split} puzzles left (check --min-difficulty / --subsample-size)")
+            if isinstance(data, CsvPuzzles):
+                data = from_csv_rows(data)  # rules and givens are checked on the rows that go into the dataset
             is_train = split == "train"
             arrays = build_split_arrays(data, args.num_aug if is_train else 0, args.hint and is_train, rng)
             writer = SplitWriter(stage / split)
