@@ -78,8 +78,9 @@ class ArcTask:
 # ---------------------------------------------------------------- undoing augmentations
 
 
-def aug_name(base: str, dihedral_id: int, colour_map: np.ndarray) -> str:
-    return f"{base}_t{dihedral_id}_{''.join(str(int(c)) for c in colour_map)}"
+def aug_name(base: str, dihedral_id: int, colour_map) -> str:
+    digits = (np.asarray(colour_map, np.uint8) + np.uint8(ord("0"))).tobytes().decode()
+    return f"{base}_t{int(dihedral_id)}_{digits}"
 
 
 def parse_aug_name(name: str) -> tuple[str, int, np.ndarray]:
@@ -385,7 +386,8 @@ def _encode_task(plan: _Plan, pairs: list[Pair], rng: np.random.Generator, trans
             row_off[still] = 0
             col_off[still] = 0
         for canvas, per_tid, template in zip((inputs, labels), shapes, templates):
-            values = np.take_along_axis(plan.maps, template[plan.tids].astype(np.intp), axis=1)
+            flat_index = np.arange(copies, dtype=np.intp)[:, None] * 10 + template[plan.tids]
+            values = plan.maps.reshape(-1)[flat_index]
             for swap in (False, True):
                 chosen = np.flatnonzero(swapped == swap)
                 if chosen.size:
@@ -449,24 +451,24 @@ def build_arc(sources: list[str], output_dir: str | Path, num_aug: int = 1000, s
     if num_aug < 0:
         raise DatasetError(f"--num-aug must be >= 0, got {num_aug}")
     names: dict[str, int] = {BLANK_IDENTIFIER_NAME: 0}
+    transforms: list[dict | None] = [None]
     plans: list[_Plan] = []
     for task in tqdm(tasks, desc="augmenting tasks", unit="task", disable=not progress, mininterval=1.0):
         tids, maps = choose_augmentations(task, num_aug, _task_rng(seed, task))
         identifiers = np.empty(len(tids), np.int32)
         for k, (tid, colour_map) in enumerate(zip(tids, maps)):
-            name = task.name if k == 0 else aug_name(task.name, int(tid), colour_map)
+            name = task.name if k == 0 else aug_name(task.name, tid, colour_map)
             identifiers[k] = names.setdefault(name, len(names))
+            if identifiers[k] == len(transforms):
+                transforms.append({"name": task.name, "dihedral": int(tid), "colour_map": colour_map.tolist()})
         plans.append(_Plan(task, tids, maps, identifiers))
     num_identifiers = len(names)
     with staged_directory(Path(output_dir)) as stage:
         for split in ("train", "test"):
             counts = _write_split(stage, split, plans, seed, num_identifiers, progress)
             summary.add_split(split, *counts)
-        ordered = sorted(names, key=names.get)
+        ordered = list(names)  # insertion order is id order
         write_identifiers(stage, ordered)
-        transforms = [None] + [
-            {"name": base, "dihedral": tid, "colour_map": colour_map.tolist()} for base, tid, colour_map in map(parse_aug_name, ordered[1:])
-        ]
         _write_text(stage / TRANSFORMS_FILE, json.dumps(transforms))
         test_puzzles = {plan.task.name: plan.task.to_json() for plan in plans if plan.task.pairs_for("test")}
         _write_text(stage / TEST_PUZZLES_FILE, json.dumps(test_puzzles))

@@ -194,6 +194,11 @@ def generate_mazes(n: int, size: int = 30, min_path_len: int = 110, seed: int = 
     )
 
 
+def default_min_path_len(size: int) -> int:
+    """Maze-Hard's threshold (more than 110 path cells at 30x30), scaled by the maze's area."""
+    return int(110 * size * size / 900)
+
+
 def build_split_arrays(mazes: Mazes, augment: bool) -> dict[str, np.ndarray]:
     """Each maze is a group; with `augment` its 8 dihedral copies are the group's puzzles (one example each)."""
     copies = NUM_DIHEDRAL if augment else 1
@@ -228,7 +233,7 @@ def load_sources(args: argparse.Namespace) -> dict[str, Mazes]:
     if args.generate is not None:
         if args.generate < 1:
             raise DatasetError(f"--generate needs a positive number of mazes, got {args.generate}")
-        min_len = args.min_difficulty if args.min_difficulty is not None else 0
+        min_len = args.min_difficulty if args.min_difficulty is not None else default_min_path_len(args.size)
         num_test = args.test_size if args.test_size is not None else args.generate
         return {
             "train": generate_mazes(args.generate, args.size, min_len, args.seed, progress=True),
@@ -282,7 +287,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--test-size", type=int, default=None, help="test mazes to generate with --generate (default N)")
     p.add_argument("--test-fraction", type=float, default=0.1, help="share of a single --source-csv file used as test")
     p.add_argument("--min-difficulty", type=int, default=None,
-                   help="generated: path must have more than this many cells; CSV: keep rows with rating >= this")
+                   help="generated: the path must have more than this many cells (default 110 at 30x30, scaled by area); "
+                        "CSV: keep rows with rating >= this")
     p.add_argument("--subsample-size", type=int, default=None)
     p.add_argument("--aug", action="store_true", help="add the 8 dihedral copies of every training maze")
     p.add_argument("--seed", type=int, default=0)
