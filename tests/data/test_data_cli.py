@@ -87,6 +87,8 @@ def test_maze_generate_cli_with_aug(tmp_path, capsys):
     assert test["all"].num_examples == 2
     labels = np.asarray(test["all"].labels)
     assert ((labels == 5).sum(axis=1) > 8).all()
+    train_inputs = {row.tobytes() for row in np.asarray(train["all"].inputs)}
+    assert not any(row.tobytes() in train_inputs for row in np.asarray(test["all"].inputs))
 
 
 def test_arc_cli_rejects_missing_default_folders(tmp_path, capsys, monkeypatch):

@@ -171,21 +171,34 @@ def generate_maze(rng: np.random.Generator, side: int, min_path_len: int, loop_f
     return None
 
 
-def generate_mazes(n: int, size: int = 30, min_path_len: int = 110, seed: int = 0, progress: bool = False) -> Mazes:
-    """`n` mazes of `size` x `size` whose start-to-goal shortest path is unique and has more than `min_path_len` cells."""
+def generate_mazes(n: int, size: int = 30, min_path_len: int = 110, seed: int = 0, progress: bool = False,
+                   exclude: set[bytes] | None = None) -> Mazes:
+    """`n` distinct mazes of `size` x `size` whose start-to-goal shortest path is unique and has more than
+    `min_path_len` cells; mazes whose question is in `exclude` (e.g. the train split's) are skipped."""
     if size < 5:
         raise DatasetError(f"--size must be at least 5, got {size}")
     rng = np.random.Generator(np.random.Philox(seed=seed))
+    seen = set(exclude or ())
     questions, answers, ratings = [], [], []
-    for _ in tqdm(range(n), desc=f"generating {size}x{size} mazes", unit="maze", disable=not progress):
-        made = generate_maze(rng, size, min_path_len)
-        if made is None:
-            raise DatasetError(
-                f"found no {size}x{size} maze with a unique shortest path longer than {min_path_len} cells; lower --min-difficulty or raise --size"
-            )
-        questions.append(made[0])
-        answers.append(made[1])
-        ratings.append(made[2])
+    repeats = 0
+    with tqdm(total=n, desc=f"generating {size}x{size} mazes", unit="maze", disable=not progress) as bar:
+        while len(questions) < n:
+            made = generate_maze(rng, size, min_path_len)
+            if made is None:
+                raise DatasetError(
+                    f"found no {size}x{size} maze with a unique shortest path longer than {min_path_len} cells; lower --min-difficulty or raise --size"
+                )
+            key = made[0].tobytes()
+            if key in seen:
+                repeats += 1
+                if repeats > 100 + n:
+                    raise DatasetError(f"too few distinct {size}x{size} mazes for {n} more; raise --size or ask for fewer")
+                continue
+            seen.add(key)
+            questions.append(made[0])
+            answers.append(made[1])
+            ratings.append(made[2])
+            bar.update(1)
     shape = (0, size, size)
     return Mazes(
         np.stack(questions) if questions else np.zeros(shape, np.uint8),
@@ -235,10 +248,10 @@ def load_sources(args: argparse.Namespace) -> dict[str, Mazes]:
             raise DatasetError(f"--generate needs a positive number of mazes, got {args.generate}")
         min_len = args.min_difficulty if args.min_difficulty is not None else default_min_path_len(args.size)
         num_test = args.test_size if args.test_size is not None else args.generate
-        return {
-            "train": generate_mazes(args.generate, args.size, min_len, args.seed, progress=True),
-            "test": generate_mazes(num_test, args.size, min_len, args.seed + 1_000_003, progress=True),
-        }
+        train = generate_mazes(args.generate, args.size, min_len, args.seed, progress=True)
+        # no test maze is a train maze or one of its dihedral copies
+        exclude = {np.ascontiguousarray(dihedral_transform(q, t)).tobytes() for q in train.questions for t in range(NUM_DIHEDRAL)}
+        return {"train": train, "test": generate_mazes(num_test, args.size, min_len, args.seed + 1_000_003, progress=True, exclude=exclude)}
     if args.source_csv is not None:
         found = csv_sources(args.source_csv)
         if "file" in found:
