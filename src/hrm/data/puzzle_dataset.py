@@ -48,35 +48,37 @@ def sample_chunk_batches(
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield `(example_ids, puzzle_ids)` of each full global batch of one chunk.
 
-    Groups are shuffled once per epoch; each group in turn contributes one random puzzle and random
-    distinct examples of it (as many as still fit in the batch); an incomplete last batch is dropped.
+    Groups are shuffled once per epoch and the epochs are concatenated; each group in turn contributes one
+    random puzzle and random distinct examples of it (as many as still fit in the batch); the incomplete
+    last batch of the chunk is dropped. Epochs are drawn one at a time, so memory stays per-epoch.
     """
     puzzle_indices = np.asarray(puzzle_indices, dtype=np.int64)
     group_indices = np.asarray(group_indices, dtype=np.int64)
     num_groups = group_indices.shape[0] - 1
     if num_groups == 0:
         return
-    order = np.concatenate([rng.permutation(num_groups) for _ in range(num_epochs)])
-    puzzle_of_step = rng.integers(group_indices[order], group_indices[order + 1])
-    sizes = puzzle_indices[puzzle_of_step + 1] - puzzle_indices[puzzle_of_step]
-    ends = np.cumsum(sizes)
-    start = 0
-    consumed = 0  # examples offered by steps before `start`
-    while start < order.shape[0]:
-        stop = int(np.searchsorted(ends, consumed + global_batch_size, side="left")) + 1
-        if stop > order.shape[0]:
-            return  # the last, incomplete batch is dropped
-        steps = np.arange(start, stop)
-        puzzles = puzzle_of_step[steps]
-        take = sizes[steps].copy()
-        take[-1] -= int(ends[stop - 1] - consumed - global_batch_size)
-        if np.all(sizes[steps] == 1):
-            example_ids = puzzle_indices[puzzles]
-        else:
-            example_ids = _pick_examples(rng, puzzle_indices, puzzles, sizes[steps], take)
-        yield example_ids, np.repeat(puzzles, take)
-        consumed = int(ends[stop - 1])
-        start = stop
+    pending_puzzles = np.zeros(0, np.int64)  # groups of earlier epochs not yet in a batch
+    for _ in range(num_epochs):
+        order = rng.permutation(num_groups)
+        puzzles = np.concatenate([pending_puzzles, rng.integers(group_indices[order], group_indices[order + 1])])
+        sizes = puzzle_indices[puzzles + 1] - puzzle_indices[puzzles]
+        ends = np.cumsum(sizes)
+        start, consumed = 0, 0  # consumed: examples offered by the steps before `start`
+        while True:
+            stop = int(np.searchsorted(ends, consumed + global_batch_size, side="left")) + 1
+            if stop > puzzles.shape[0]:
+                break  # not enough left in this epoch: carry over to the next one (or drop at the end)
+            chosen, chosen_sizes = puzzles[start:stop], sizes[start:stop]
+            take = chosen_sizes.copy()
+            take[-1] -= int(ends[stop - 1] - consumed - global_batch_size)
+            if np.all(chosen_sizes == 1):
+                example_ids = puzzle_indices[chosen]
+            else:
+                example_ids = _pick_examples(rng, puzzle_indices, chosen, chosen_sizes, take)
+            yield example_ids, np.repeat(chosen, take)
+            consumed = int(ends[stop - 1])
+            start = stop
+        pending_puzzles = puzzles[start:]
 
 
 def _pick_examples(rng: np.random.Generator, puzzle_indices: np.ndarray, puzzles: np.ndarray, sizes: np.ndarray, take: np.ndarray) -> np.ndarray:
