@@ -303,7 +303,7 @@ def parser() -> argparse.ArgumentParser:
                    help="generated: the path must have more than this many cells (default 110 at 30x30, scaled by area); "
                         "CSV: keep rows with rating >= this")
     p.add_argument("--subsample-size", type=int, default=None)
-    p.add_argument("--aug", action="store_true", help="add the 8 dihedral copies of every training maze")
+    p.add_argument("--aug", action=argparse.BooleanOptionalAction, default=False, help="add the 8 dihedral copies of every training maze")
     p.add_argument("--seed", type=int, default=0)
     return p
 

@@ -309,7 +309,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--subsample-size", type=int, default=None)
     p.add_argument("--min-difficulty", type=int, default=None, help="keep puzzles with rating >= this")
     p.add_argument("--num-aug", type=int, default=0)
-    p.add_argument("--hint", action="store_true", help="add an easier copy after every training example (Augmented HRM)")
+    p.add_argument("--hint", action=argparse.BooleanOptionalAction, default=False, help="add an easier copy after every training example (Augmented HRM)")
     p.add_argument("--seed", type=int, default=0)
     return p
 
