@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from hrm.data import arc, inspect, maze, sudoku
 from hrm.data.common import run_cli

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from hrm.data.augment import DIHEDRAL_INVERSE, NUM_DIHEDRAL, dihedral_transform, inverse_colour_map
 from hrm.data.common import BuildSummary
-from hrm.data.format import BLANK_IDENTIFIER_NAME, SplitWriter, staged_directory, write_identifiers, _write_text
+from hrm.data.format import BLANK_IDENTIFIER_NAME, SplitWriter, staged_directory, write_identifiers, write_text_atomic
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import DatasetError
 
@@ -469,9 +469,9 @@ def build_arc(sources: list[str], output_dir: str | Path, num_aug: int = 1000, s
             summary.add_split(split, *counts)
         ordered = list(names)  # insertion order is id order
         write_identifiers(stage, ordered)
-        _write_text(stage / TRANSFORMS_FILE, json.dumps(transforms))
+        write_text_atomic(stage / TRANSFORMS_FILE, json.dumps(transforms))
         test_puzzles = {plan.task.name: plan.task.to_json() for plan in plans if plan.task.pairs_for("test")}
-        _write_text(stage / TEST_PUZZLES_FILE, json.dumps(test_puzzles))
+        write_text_atomic(stage / TEST_PUZZLES_FILE, json.dumps(test_puzzles))
     summary.difficulty["all"] = np.array([len(plan.tids) - 1 for plan in plans])
     return summary
 

@@ -125,7 +125,7 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -185,7 +185,7 @@ class SplitWriter:
             for key in ARRAY_KEYS:
                 if not _array_path(self.split_dir, set_name, key).is_file():
                     raise DatasetError(f"set {set_name!r} lacks its {key} array in {self.split_dir}")
-        _write_text(self.split_dir / "dataset.json", json.dumps(metadata.model_dump()))
+        write_text_atomic(self.split_dir / "dataset.json", json.dumps(metadata.model_dump()))
 
 
 def write_dataset(output_dir: str | Path, split: str, sets: Mapping[str, Mapping[str, np.ndarray]], metadata: PuzzleDatasetMetadata) -> Path:
@@ -204,7 +204,7 @@ def write_dataset(output_dir: str | Path, split: str, sets: Mapping[str, Mapping
 
 
 def write_identifiers(output_dir: str | Path, names: list[str]) -> None:
-    _write_text(Path(output_dir) / IDENTIFIERS_FILE, json.dumps(names))
+    write_text_atomic(Path(output_dir) / IDENTIFIERS_FILE, json.dumps(names))
 
 
 @contextlib.contextmanager
