@@ -181,3 +181,18 @@ def test_augmented_protocol_end_to_end(tmp_path):
 
     act = results_of(tmp_path, f"checkpoint={tmp_path / 'run' / 'step_10'}", "permutes=2", "halt=act", name="act.json")
     assert act["augmented"]["all"]["passes"] == 20 and act["metrics"]["all"]["steps"] <= 2
+
+
+def test_published_checkpoint_layout(tmp_path, run):
+    """A file called `checkpoint` with torch.compile's `_orig_mod.` keys, as the original publishes."""
+    _, checkpoint = run
+    published = tmp_path / "published"
+    published.mkdir()
+    state = torch.load(checkpoint, weights_only=True)
+    torch.save({f"_orig_mod.{key}": value for key, value in state.items()}, published / "checkpoint")
+    (published / "all_config.yaml").write_text((checkpoint.parent / "all_config.yaml").read_text())
+    ours = results_of(tmp_path, f"checkpoint={checkpoint}", "save_outputs=[preds]", name="ours.json")
+    theirs = results_of(tmp_path, f"checkpoint={published / 'checkpoint'}", "save_outputs=[preds]", name="theirs.json")
+    assert theirs["metrics"] == ours["metrics"]
+    saved = torch.load(published / "step_0_all_preds.0", weights_only=True)
+    assert torch.equal(saved["preds"], torch.load(checkpoint.parent / "step_12_all_preds.0", weights_only=True)["preds"])

@@ -346,8 +346,10 @@ def run_augmented(cfg: EvalConfig, models: Sequence[nn.Module], split: TestSplit
 
 
 def outputs_path(checkpoint_file: Path, rank: int) -> Path:
-    """The original's layout: `<checkpoint dir>/<step_N>_all_preds.<rank>`."""
-    return checkpoint_file.parent / f"{checkpoint_file.name}_all_preds.{rank}"
+    """The original's layout: `<checkpoint dir>/step_<N>_all_preds.<rank>`, N from a `step_N` file name
+    and 0 for other names (the published checkpoints are files called `checkpoint`)."""
+    match = _STEP_NAME.match(checkpoint_file.name)
+    return checkpoint_file.parent / f"step_{int(match.group(1)) if match else 0}_all_preds.{rank}"
 
 
 def save_outputs(path: Path, outputs: dict[str, torch.Tensor]) -> None:
