@@ -258,6 +258,7 @@ def _dihedral_sources(height: int, width: int) -> tuple[np.ndarray, tuple[tuple[
 _WEIGHTS_LO = (_WEIGHTS & _U64(0xFFFFFFFF)).astype(np.float64)
 _WEIGHTS_HI = (_WEIGHTS >> _U64(32)).astype(np.float64)
 
+
 def _colour_signatures(grid: np.ndarray) -> np.ndarray:
     """`[8, 11]`: per dihedral id, the summed position weights of each colour, plus a shape term.
 

@@ -32,6 +32,7 @@ OFFLINE_HINT = "use --source-csv DIR_OR_FILE (train.csv/test.csv with source,que
 SEQ_LEN = 81
 VOCAB_SIZE = 11  # pad 0, blank 1, digits 2..10
 _BLOCK = 1 << 16  # copies transformed per step; bounds the temporary index arrays
+_MAX_TRIES_PER_PUZZLE = 2000
 
 
 @dataclass
@@ -99,10 +100,14 @@ def _generate_one(task: tuple[int, int, int | None]) -> tuple[np.ndarray, np.nda
     """Puzzle number `index` of a seeded run: its own generator, so the result does not depend on the workers."""
     seed, index, min_difficulty = task
     rng = np.random.Generator(np.random.Philox(np.random.SeedSequence([seed, index])))
-    while True:
+    for _ in range(_MAX_TRIES_PER_PUZZLE):
         puzzle, solution, rating = sudoku_solver.generate_puzzle(rng)
         if min_difficulty is None or rating >= min_difficulty:
             return puzzle, solution, rating
+    raise DatasetError(
+        f"no generated Sudoku reached --min-difficulty {min_difficulty} in {_MAX_TRIES_PER_PUZZLE} tries; "
+        "only about 1% of generated puzzles need more than about 35 guesses, use a lower value"
+    )
 
 
 def generate_sudokus(n: int, seed: int, min_difficulty: int | None = None, progress: bool = True, workers: int | None = None) -> SudokuPuzzles:
