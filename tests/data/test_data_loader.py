@@ -43,6 +43,20 @@ def test_failed_build_leaves_no_dataset(tmp_path):
     assert not target.exists() and list(tmp_path.iterdir()) == []
 
 
+def test_output_over_a_folder_that_is_not_a_dataset_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(DatasetError, match="does not look like a dataset"):
+        with staged_directory(tmp_path):
+            pass
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+    previous = tmp_path / "built"
+    (previous / "train").mkdir(parents=True)
+    (previous / "train" / "dataset.json").write_text("{}")
+    with staged_directory(previous) as stage:
+        (stage / "new").write_text("x")
+    assert [p.name for p in previous.iterdir()] == ["new"]  # an earlier build is replaced as a whole
+
+
 def test_inconsistent_indices_are_a_dataset_error(tmp_path):
     arrays = write_original_layout(tmp_path, "train", [[2, 1]])
     np.save(tmp_path / "train" / "all__puzzle_indices.npy", np.array([0, 2, 5], np.int32))

@@ -211,6 +211,8 @@ def write_identifiers(output_dir: str | Path, names: list[str]) -> None:
 def staged_directory(target: str | Path) -> Iterator[Path]:
     """Yield a hidden staging folder beside `target`; on success it replaces `target`, on error it is removed."""
     target = Path(target)
+    if target.exists() and not _replaceable(target):
+        raise DatasetError(f"{target} exists and does not look like a dataset; choose another --output-dir or remove it yourself")
     target.parent.mkdir(parents=True, exist_ok=True)
     stage = target.parent / f".{target.name}.partial-{os.getpid()}"
     if stage.exists():
@@ -227,6 +229,14 @@ def staged_directory(target: str | Path) -> Iterator[Path]:
     os.replace(stage, target)
     if old.exists():
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _replaceable(path: Path) -> bool:
+    """An earlier build (dataset or split folder) or an empty folder: safe to replace with a new build."""
+    if not path.is_dir():
+        return False
+    markers = (IDENTIFIERS_FILE, "dataset.json", "train/dataset.json", "test/dataset.json")
+    return any((path / marker).is_file() for marker in markers) or not any(path.iterdir())
 
 
 def directory_size(path: str | Path) -> int:
