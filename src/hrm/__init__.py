@@ -5,15 +5,15 @@ from hrm.errors import HRMError
 __version__ = "0.1.0"
 __all__ = ["load_model", "save_model_checkpoint", "PretrainConfig", "HRMError", "__version__"]
 
-# Imported on first use, so tools that need no torch (the dataset builders) start fast and small.
-_LAZY = {"load_model": "hrm.checkpoint", "save_model_checkpoint": "hrm.checkpoint", "PretrainConfig": "hrm.config"}
-
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+    """Import the torch-dependent API on first use, so the dataset builders start without torch."""
+    if name in ("load_model", "save_model_checkpoint"):
+        from hrm import checkpoint
 
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
+        return getattr(checkpoint, name)
+    if name == "PretrainConfig":
+        from hrm.config import PretrainConfig
+
+        return PretrainConfig
     raise AttributeError(f"module 'hrm' has no attribute {name!r}")
