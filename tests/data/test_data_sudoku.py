@@ -135,3 +135,11 @@ def test_answer_disagreeing_with_givens_is_rejected(tmp_path):
     _write_csv(path, [row])
     with pytest.raises(DatasetError, match="disagrees with the given"):
         sudoku.read_sudoku_csv(path)
+
+
+def test_non_utf8_bytes_are_reported_with_their_line(tmp_path):
+    path = tmp_path / "train.csv"
+    row = _good_row(2)
+    path.write_bytes(("source,question,answer,rating\n" + ",".join(map(str, row)) + "\n").encode() + b"x,\xff\xfe,1,2\n")
+    with pytest.raises(DatasetError, match=r"train.csv:3: not UTF-8"):
+        sudoku.read_sudoku_csv(path)

@@ -160,7 +160,9 @@ def task_from_json(name: str, subset: str, origin: str, data) -> ArcTask:
 
 def _read_json(path: Path):
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{path}: byte {err.start} is not UTF-8; a task file must be JSON text") from None
     except json.JSONDecodeError as err:
         raise DatasetError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
 

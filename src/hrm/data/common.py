@@ -106,6 +106,29 @@ def _read_plain_csv_fast(path: Path, row_length: int | None) -> CsvPuzzles | Non
     return CsvPuzzles(path, questions, answers, ratings, lines)
 
 
+def _rows_or_error(reader, path: Path):
+    """The reader's rows; undecodable bytes or broken quoting become a one-line error with the line."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except UnicodeDecodeError:
+            raise DatasetError(f"{path}:{_first_undecodable_line(path)}: not UTF-8 text; the source must be a plain CSV file") from None
+        except csv.Error as err:
+            raise DatasetError(f"{path}:{reader.line_num}: malformed CSV ({err})") from None
+        yield row
+
+
+def _first_undecodable_line(path: Path) -> int:
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return data.count(b"\n", 0, err.start) + 1
+    return 1
+
+
 def _read_csv_rows(path: Path, row_length: int | None, allowed_question: bytes, what: str) -> CsvPuzzles:
     questions: list[bytes] = []
     answers: list[bytes] = []
@@ -113,7 +136,7 @@ def _read_csv_rows(path: Path, row_length: int | None, allowed_question: bytes, 
     lines: list[int] = []
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
-        for row in reader:
+        for row in _rows_or_error(reader, path):
             line = reader.line_num
             if line == 1 and [cell.strip().lower() for cell in row] == list(CSV_COLUMNS):
                 continue
