@@ -144,7 +144,7 @@ def grid_from_json(value, where: str) -> np.ndarray:
 
 
 def task_from_json(name: str, subset: str, origin: str, data) -> ArcTask:
-    if not isinstance(data, dict) or "train" not in data or "test" not in data:
+    if not isinstance(data, dict) or not isinstance(data.get("train"), list) or not isinstance(data.get("test"), list):
         raise DatasetError(f"{origin}: task {name} needs 'train' and 'test' lists of {{input, output}} pairs")
     task = ArcTask(name, subset, origin)
     for kind in ("train", "test"):
@@ -173,11 +173,15 @@ def load_kaggle(challenges: Path, subset: str) -> list[ArcTask]:
     if not solutions_path.is_file():
         raise DatasetError(f"{challenges} has no {solutions_path.name} beside it; test outputs are needed to build a dataset")
     tasks_json, solutions = _read_json(challenges), _read_json(solutions_path)
+    if not isinstance(tasks_json, dict) or not isinstance(solutions, dict):
+        raise DatasetError(f"{challenges} and {solutions_path.name} must each map task ids to tasks / solution lists")
     tasks = []
     for name in sorted(tasks_json):
         data = tasks_json[name]
+        if not isinstance(data, dict) or not isinstance(data.get("test"), list) or not all(isinstance(p, dict) for p in data["test"]):
+            raise DatasetError(f"{challenges}: task {name} needs 'train' and 'test' lists of pairs")
         outputs = solutions.get(name)
-        if outputs is None or len(outputs) != len(data.get("test", [])):
+        if not isinstance(outputs, list) or len(outputs) != len(data["test"]):
             raise DatasetError(f"{solutions_path}: task {name} needs one solution per test input")
         merged = {"train": data.get("train", []), "test": [dict(pair, output=out) for pair, out in zip(data["test"], outputs)]}
         tasks.append(task_from_json(name, subset, str(challenges), merged))
