@@ -56,7 +56,7 @@ def tiny_overrides(data_path: Path, checkpoint_path: Path, *extra: str) -> list[
     return [
         f"data_path={data_path}", f"checkpoint_path={checkpoint_path}", "global_batch_size=8", "epochs=4",
         "eval_interval=2", "lr=1e-2", "puzzle_emb_lr=1e-2", "lr_warmup_steps=2", "wandb_mode=disabled",
-        "device=cpu", "project_name=tests", "run_name=tiny", *TINY_ARCH, *extra,
+        "device=cpu", "cpu_forward_dtype=float32", "project_name=tests", "run_name=tiny", *TINY_ARCH, *extra,
     ]
 
 

@@ -41,6 +41,15 @@ def test_run_writes_original_layout_and_loads(tiny_dataset, tmp_path):
     assert any(not torch.equal(before[k], v) for k, v in weights(ckpt / "step_12").items())
 
 
+def test_bfloat16_cpu_run_records_its_dtype(tiny_dataset, tmp_path):
+    ckpt = tmp_path / "run"
+    metrics = run_training(tiny_config(tiny_dataset, ckpt, "cpu_forward_dtype=bfloat16", "epochs=2", "eval_interval=2"))
+    assert metrics["all/lm_loss"] == metrics["all/lm_loss"]  # finite, not NaN
+    assert yaml.safe_load((ckpt / "all_config.yaml").read_text())["arch"]["forward_dtype"] == "bfloat16"
+    model, _ = load_model(ckpt)
+    assert model.model.inner.H_init.dtype == torch.bfloat16
+
+
 def test_stopped_and_resumed_run_equals_uninterrupted(tiny_dataset, tmp_path):
     # Exploration on: the resumed run must also restore the RNG state and the ACT carry.
     extra = ("arch.halt_exploration_prob=0.5", "checkpoint_every_eval=false")

@@ -109,15 +109,31 @@ def resolve_names(config: PretrainConfig, ctx: DistributedContext, saved: dict[s
     return config.model_copy(update=updates)
 
 
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with bf16 instructions (AVX512-BF16, AMX), where bf16 training steps are faster than float32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def cpu_dtype(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    return "bfloat16" if cpu_has_native_bf16() else "float32"
+
+
 def effective_arch(config: PretrainConfig, device: torch.device) -> PretrainConfig:
-    """On CPU the model runs in `cpu_forward_dtype` (bf16 matmuls are slow there); recorded in the config."""
+    """On CPU the model runs in `cpu_forward_dtype` (bf16 is slow without bf16 instructions); recorded in the config."""
     if device.type != "cpu":
         return config
+    dtype = cpu_dtype(config.cpu_forward_dtype)
     arch = dict(config.arch.model_dump())
-    if arch.get("forward_dtype", "bfloat16") == config.cpu_forward_dtype:
+    if arch.get("forward_dtype", "bfloat16") == dtype:
         return config
-    arch["forward_dtype"] = config.cpu_forward_dtype
-    logger.info("CPU run: model dtype %s (cpu_forward_dtype)", config.cpu_forward_dtype)
+    arch["forward_dtype"] = dtype
+    logger.info("CPU run: model dtype %s (cpu_forward_dtype=%s)", dtype, config.cpu_forward_dtype)
     data = config.model_dump()
     data["arch"] = arch
     return validate_config(data)
