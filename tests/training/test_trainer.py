@@ -157,3 +157,21 @@ def test_wandb_offline_run_holds_the_metrics(tiny_dataset, tmp_path):
     for name in (b"train/lm_loss", b"train/exact_accuracy", b"train/lr", b"train/examples_per_sec", b"num_params",
                  b"all/exact_accuracy", b"tiny"):
         assert name in data, name
+
+
+def test_sigterm_saves_a_resumable_checkpoint_and_stops(tiny_dataset, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    original = Trainer.train_batch
+
+    def train_batch(self, batch, size):
+        if self.progress.step == 4:  # a preemption notice arrives during step 5
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, batch, size)
+
+    monkeypatch.setattr(Trainer, "train_batch", train_batch)
+    ckpt = tmp_path / "run"
+    assert run_training(tiny_config(tiny_dataset, ckpt)) is None
+    assert saved_steps(ckpt) == [5]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed again
