@@ -98,6 +98,10 @@ def test_bad_input_is_one_line_before_compute(tmp_path, run, capsys, monkeypatch
     (tmp_path / "empty").mkdir()
     assert "no step_N" in _fails(capsys, monkeypatch, f"checkpoint={tmp_path / 'empty'}")
     assert "checkpoint=PATH" in _fails(capsys, monkeypatch)
+    lonely = tmp_path / "no-config"
+    lonely.mkdir()
+    (lonely / "step_3").write_bytes(checkpoint.read_bytes())
+    assert "all_config.yaml is missing" in _fails(capsys, monkeypatch, f"checkpoint={lonely}")
     assert "save_outputs" in _fails(capsys, monkeypatch, f"checkpoint={checkpoint}", "save_outputs=[everything]")
     assert "no test split" in _fails(capsys, monkeypatch, f"checkpoint={checkpoint}", f"data_path={tmp_path / 'nodata'}")
 
