@@ -176,3 +176,23 @@ def test_task_detection_and_bad_permutes():
         aug.resolve_task("sudoku", 11, 81, 10)
     with pytest.raises(Exception, match="task=sudoku or task=maze"):
         aug.resolve_task("auto", 7, 12, 2)
+
+
+def test_verifiers_accept_the_builders_answers():
+    """Cross-check against the dataset builders: every generated answer passes its verifier, and its
+    start/goal-swapped or digit-shifted version round-trips."""
+    from hrm.data.maze import generate_mazes, to_tokens
+    from hrm.data.sudoku import generate_sudokus
+
+    mazes = generate_mazes(6, size=9, min_path_len=8, seed=0)
+    for question, answer in zip(to_tokens(mazes.questions), to_tokens(mazes.answers)):
+        question, answer = np.asarray(question, np.int64), np.asarray(answer, np.int64)
+        assert aug.maze_is_shortest_path(question, answer)
+        swapped = aug.swap_maze_ends(torch.tensor(answer), 1).numpy()
+        assert aug.maze_is_shortest_path(aug.swap_maze_ends(torch.tensor(question), 1).numpy(), swapped)
+    sudokus = generate_sudokus(3, seed=0, progress=False)
+    for puzzle, solution in zip(sudokus.puzzles.astype(np.int64) + 1, sudokus.solutions.astype(np.int64) + 1):
+        assert aug.sudoku_is_valid_solution(puzzle, solution)
+        for k in (1, 5):
+            assert aug.sudoku_is_valid_solution(aug.shift_sudoku_digits(torch.tensor(puzzle), k).numpy(),
+                                                aug.shift_sudoku_digits(torch.tensor(solution), k).numpy())
