@@ -68,16 +68,15 @@ class AnalysisReport:
 
 def step_titles(trace: Trace, steps: list[int], curves: dict) -> list[str]:
     """`s3 H2 L1` (segment, high-level cycle, low-level step, 1-based) and the step's error figure."""
-    titles = []
     metric = "rule_violations" if "rule_violations" in curves else "token_errors"
+    show_error = metric == "rule_violations" or bool((trace.labels != -100).any())
+    label = "viol" if metric == "rule_violations" else "err"
+    titles = []
     for step in steps:
         segment, within = divmod(step, trace.steps_per_segment)
         h, l = divmod(within, trace.L_cycles)
         title = f"s{segment + 1} H{h + 1} L{l + 1}"
-        has_figure = metric == "rule_violations" or (trace.labels != -100).any()
-        titles.append(title)
-        if has_figure:
-            titles[-1] += f" | {'viol' if metric == 'rule_violations' else 'err'} {int(curves[metric][step])}"
+        titles.append(f"{title} | {label} {int(curves[metric][step])}" if show_error else title)
     return titles
 
 
