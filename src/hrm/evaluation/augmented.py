@@ -193,7 +193,16 @@ def select_majority(passes: Sequence[Pass]) -> Pass | None:
 
 
 def select_verified(passes: Sequence[Pass], inputs: np.ndarray, verify: Callable[[np.ndarray, np.ndarray], bool]) -> Pass | None:
-    verified = [p for p in passes if p.counted and verify(inputs, p.prediction)]
+    """The majority among counted passes whose answer passes `verify` (each distinct answer checked once)."""
+    checked: dict[bytes, bool] = {}
+    verified = []
+    for item in passes:
+        if item.counted:
+            key = np.ascontiguousarray(item.prediction).tobytes()
+            if key not in checked:
+                checked[key] = verify(inputs, item.prediction)
+            if checked[key]:
+                verified.append(item)
     return majority(verified) if verified else select_majority(passes)
 
 
