@@ -71,3 +71,22 @@ def _interleave(per_rank: list[torch.Tensor], global_batch: int) -> torch.Tensor
             pieces.append(rows[offsets[r]:offsets[r] + local])
             offsets[r] += local
     return torch.cat(pieces)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_processes_equal_one_augmented(tmp_path):
+    from tests.evaluation.test_cli import sudoku_dataset
+
+    data = sudoku_dataset(tmp_path / "sudoku", count=13)
+    checkpoint = make_checkpoint(tmp_path / "run", data, step=3, q_scale=1.0, q_seed=1, halt_max_steps=2, global_batch_size=6)
+    common = [f"checkpoints=[{checkpoint}]", "permutes=3", "progress=false", "save_outputs=[]"]
+    from hrm.evaluation.cli import main
+
+    assert main([*common, f"output={tmp_path / 'one.json'}"]) == 0
+    mp.spawn(_worker, args=(2, _free_port(), [*common, f"output={tmp_path / 'two.json'}"]), nprocs=2)
+    one = json.loads((tmp_path / "one.json").read_text())
+    two = json.loads((tmp_path / "two.json").read_text())
+    assert two["augmented"]["all"]["num_puzzles"] == 13
+    for section in ("augmented", "metrics", "calibration"):
+        np.testing.assert_allclose(_numbers(two[section]), _numbers(one[section]), rtol=1e-5, atol=1e-6, err_msg=section)
