@@ -40,7 +40,7 @@ from hrm.evaluation import augmented
 from hrm.evaluation.act_refill import evaluate_act, segment_trace
 from hrm.evaluation.calibration import calibration_report, format_calibration
 from hrm.evaluation.data import ExampleSource, TestSplit, indexed_batches, load_test_split, rank_rows
-from hrm.evaluation.metrics import TABLE_METRICS, example_metrics, metric_sums
+from hrm.evaluation.metrics import example_metrics, metric_sums
 from hrm.evaluation.report import format_key_values, format_metrics_table, format_sweep_table, write_json
 from hrm.evaluation.runner import evaluate, reduce_metric_sums
 from hrm.models.registry import model_config
