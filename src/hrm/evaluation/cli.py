@@ -31,7 +31,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from hrm.checkpoint import read_checkpoint_config, read_state_dict, resolve_checkpoint_path, load_model
+from hrm.checkpoint import atomic_write_bytes, load_model, read_checkpoint_config, read_state_dict, resolve_checkpoint_path
 from hrm.config import PretrainConfig, validate_config
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError
@@ -353,8 +353,6 @@ def outputs_path(checkpoint_file: Path, rank: int) -> Path:
 
 
 def save_outputs(path: Path, outputs: dict[str, torch.Tensor]) -> None:
-    from hrm.checkpoint import atomic_write_bytes
-
     atomic_write_bytes(path, lambda handle: torch.save(outputs, handle))
 
 
