@@ -104,12 +104,16 @@ def plot_maze_steps(inputs: np.ndarray, step_preds: np.ndarray, labels: np.ndarr
         board = np.where(predicted_path & (board == MAZE_OPEN), MAZE_PATH, board)
         ax.imshow(board.reshape(side, side), cmap=MAZE_COLOURS, vmin=0, vmax=5, interpolation="nearest")
         off_path = predicted_path & (labels != -100) & (labels != MAZE_PATH)
-        if off_path.any():
-            r, c = np.divmod(np.flatnonzero(off_path), side)
-            ax.scatter(c, r, s=4, color="#ff7f0e", marker="s")
+        missed = ~predicted_path & (labels == MAZE_PATH)
+        for cells, style in ((off_path, dict(s=4, color="#ff7f0e", marker="s")),
+                             (missed, dict(s=10, facecolors="none", edgecolors="#1f77b4", marker="s", linewidths=0.8))):
+            if cells.any():
+                r, c = np.divmod(np.flatnonzero(cells), side)
+                ax.scatter(c, r, **style)
         ax.set_title(title, fontsize=7)
         ax.axis("off")
-    fig.suptitle("Predicted path per step (green: start, red: goal, blue: path, orange: off the true path)", fontsize=9)
+    fig.suptitle("Predicted path per step (green: start, red: goal, blue: path, orange dot: off the true path, "
+                 "hollow square: true path cell missed)", fontsize=9)
     return save_figure(fig, path)
 
 
