@@ -20,8 +20,6 @@ from omegaconf.errors import OmegaConfBaseException
 from hrm.config import PretrainConfig, validate_config
 from hrm.errors import ConfigError, HRMError
 
-logger = logging.getLogger(__name__)
-
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
 CONFIG_NAME = "cfg_pretrain"
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import shutil
 import signal
 import time
@@ -23,7 +22,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
-from torch import nn
 from tqdm import tqdm
 
 import hrm.models
