@@ -92,19 +92,25 @@ def parse_aug_name(name: str) -> tuple[str, int, np.ndarray]:
 
 
 def crop_grid(tokens: np.ndarray) -> np.ndarray:
-    """The colour grid (0..9) in a 30x30 token canvas placed at the top left, cut at the end-of-grid markers.
+    """The colour grid (0..9) at the top left of a 30x30 token canvas, cut at the end-of-grid markers.
 
-    Rows run until the first row that starts with a non-colour token; columns until the first non-colour
-    token of the first row; a canvas with no colour at the top left gives an empty grid.
+    The largest top-left rectangle of colour tokens in which no row is wider than the rows above it
+    (a row stops at its first marker or pad): the original's scoring crop. For a well-formed grid this
+    is exactly the grid; for a ragged prediction it keeps the largest rectangle.
     """
     canvas = np.asarray(tokens).reshape(GRID_SIZE, GRID_SIZE)
-    is_colour = canvas >= COLOUR_OFFSET
-    width = int(np.argmin(is_colour[0])) if not is_colour[0].all() else GRID_SIZE
-    if width == 0:
-        return np.zeros((0, 0), np.uint8)
-    rows_ok = is_colour[:, :width].all(axis=1)
-    height = int(np.argmin(rows_ok)) if not rows_ok.all() else GRID_SIZE
-    return (canvas[:height, :width] - COLOUR_OFFSET).astype(np.uint8)
+    is_colour = (canvas >= COLOUR_OFFSET) & (canvas < COLOUR_OFFSET + 10)
+    best_area, best_shape = 0, (0, 0)
+    width = GRID_SIZE
+    for row in range(GRID_SIZE):
+        stops = np.flatnonzero(~is_colour[row, :width])
+        width = int(stops[0]) if stops.size else width
+        if width == 0:
+            break
+        if (row + 1) * width > best_area:
+            best_area, best_shape = (row + 1) * width, (row + 1, width)
+    rows, cols = best_shape
+    return (canvas[:rows, :cols] - COLOUR_OFFSET).astype(np.uint8)
 
 
 def undo_augmentation(grid: np.ndarray, dihedral_id: int, colour_map: np.ndarray) -> np.ndarray:

@@ -19,11 +19,9 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from hrm.checkpoint import atomic_write_bytes
-from hrm.data.arc import apply_augmentation, parse_aug_name, undo_augmentation
+from hrm.data.arc import apply_augmentation, crop_grid, parse_aug_name, undo_augmentation
 
 PASS_AT_K = (1, 2, 5, 10, 100, 1000)
-CANVAS = 30
-COLOUR_OFFSET = 2  # colours 0..9 are tokens 2..11; 0 is padding, 1 the end-of-grid marker
 NUM_COLOURS = 10
 IDENTITY_COLOURS = tuple(range(NUM_COLOURS))
 LEGACY_SEPARATOR = "|||"  # also accepted: `<task>|||t<dihedral id>|||<colour map digits>`
@@ -56,27 +54,6 @@ def parse_puzzle_name(name: str) -> Augmentation:
         return Augmentation(LEGACY_SEPARATOR.join(parts[:-2]), transform_id, colour_map)
     task_id, transform_id, colour_map = parse_aug_name(name)
     return Augmentation(task_id, int(transform_id), tuple(int(c) for c in colour_map))
-
-
-def crop_grid(tokens: np.ndarray) -> np.ndarray:
-    """The grid at the canvas' top-left, as colours 0..9: the largest top-left rectangle of colour
-    tokens, each row no wider than the rows above it (a row stops at its first marker or pad).
-
-    This is the original's scoring crop; for well-formed grids it equals `hrm.data.arc.crop_grid`,
-    and for ragged predictions it keeps the largest rectangle rather than the first row's width."""
-    canvas = np.asarray(tokens).reshape(CANVAS, CANVAS)
-    is_colour = (canvas >= COLOUR_OFFSET) & (canvas < COLOUR_OFFSET + NUM_COLOURS)
-    best_area, best_shape = 0, (0, 0)
-    width = CANVAS
-    for row in range(CANVAS):
-        stops = np.flatnonzero(~is_colour[row, :width])
-        width = int(stops[0]) if stops.size else width
-        if width == 0:
-            break
-        if (row + 1) * width > best_area:
-            best_area, best_shape = (row + 1) * width, (row + 1, width)
-    rows, cols = best_shape
-    return canvas[:rows, :cols].astype(np.int64) - COLOUR_OFFSET
 
 
 @dataclass
