@@ -32,7 +32,7 @@ USAGE = """usage: python -m hrm.analysis [all|boards,residuals,pca,errors,qvalue
                          maze rows joined by | (chars '# SGo'), or an ARC grid as JSON
   puzzle_file=PATH       the same, read from a file;  solution=TEXT  its answer (Sudoku: solved if absent)
   task=auto|sudoku|maze|arc|generic   (auto: from vocab_size/seq_len)
-  out=DIR                output folder (default analysis/<checkpoint folder name>)
+  out=DIR                output folder (default outputs/analysis/<checkpoint folder name>)
   device=auto|cpu|cuda|mps
   num_puzzles=4          puzzles traced in full (boards, residuals, PCA, error curves, Q-values)
   split=test             dataset split for every analysis;  calibration_puzzles=256  examples for calibration
@@ -170,7 +170,7 @@ def _run(argv: list[str]) -> int:
         raise AnalysisError(f"the puzzle has {traced.inputs.shape[1]} cells but the model expects seq_len={inner.config.seq_len}")
 
     checkpoint = Path(own["checkpoint"]).resolve()
-    default_out = Path("analysis") / (checkpoint.parent.name if checkpoint.is_file() else checkpoint.name)
+    default_out = Path("outputs") / "analysis" / (checkpoint.parent.name if checkpoint.is_file() else checkpoint.name)
     out_dir = Path(own["out"]) if own.get("out") else default_out
     context = {"checkpoint": own["checkpoint"], "data_path": str(data_path), "split": split, "device": str(device),
                "overrides": overrides, "options": dataclasses.asdict(options)}
