@@ -4,6 +4,8 @@ Configs live in configs/ (cfg_pretrain.yaml, arch/, experiment/); under `torchru
 each process trains on its slice of the global batch. The loop itself is `hrm.training.trainer`.
 """
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
@@ -16,5 +18,5 @@ def launch(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    check_command_line()
+    check_command_line(config_dir=Path(__file__).resolve().parent / "configs")
     launch()
