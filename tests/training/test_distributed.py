@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_config, tiny_overrides
+from training_helpers import tiny_config, tiny_overrides
 from hrm.training.trainer import run_training
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import make_dataset, tiny_config
+from training_helpers import make_dataset, tiny_config
 from hrm.checkpoint import load_model
 from hrm.errors import CheckpointError, DatasetError
 from hrm.training.checkpointing import saved_steps
