@@ -94,7 +94,7 @@ class PretrainConfig(BaseModel):
     compile: Union[Literal["auto"], bool] = "auto"
     wandb_mode: Literal["online", "offline", "disabled"] = "online"
     resume: str | None = None
-    cpu_forward_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 where the CPU has bf16 instructions
+    cpu_forward_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"  # auto: bf16 where the CPU has bf16 instructions
     checkpoint_every_steps: int | None = Field(None, gt=0)  # resumable checkpoint every N steps
     checkpoint_keep_last: int | None = Field(None, gt=0)  # keep only the newest K checkpoints
     max_steps: int | None = Field(None, gt=0)  # stop early (resumable), e.g. for a time-limited job

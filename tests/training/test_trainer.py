@@ -175,3 +175,18 @@ def test_sigterm_saves_a_resumable_checkpoint_and_stops(tiny_dataset, tmp_path, 
     assert run_training(tiny_config(tiny_dataset, ckpt)) is None
     assert saved_steps(ckpt) == [5]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed again
+
+
+@pytest.mark.parametrize("arch_dtype, cpu_setting, native_bf16, expected", [
+    ("bfloat16", "float32", True, "float32"),    # the default: exact agreement across process counts
+    ("bfloat16", "auto", True, "bfloat16"),      # auto: bf16 where the CPU has bf16 instructions
+    ("bfloat16", "auto", False, "float32"),
+    ("float32", "auto", True, "float32"),        # auto never lowers an explicit float32 model
+])
+def test_cpu_model_dtype(tiny_dataset, tmp_path, monkeypatch, arch_dtype, cpu_setting, native_bf16, expected):
+    from hrm.training import trainer
+
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: native_bf16)
+    config = tiny_config(tiny_dataset, tmp_path, f"arch.forward_dtype={arch_dtype}", f"cpu_forward_dtype={cpu_setting}")
+    assert trainer.effective_arch(config, torch.device("cpu")).arch.model_extra["forward_dtype"] == expected
+    assert trainer.effective_arch(config, torch.device("cuda")).arch.model_extra["forward_dtype"] == arch_dtype

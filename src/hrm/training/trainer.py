@@ -123,12 +123,19 @@ def cpu_dtype(requested: str) -> str:
 
 
 def effective_arch(config: PretrainConfig, device: torch.device) -> PretrainConfig:
-    """On CPU the model runs in `cpu_forward_dtype` (bf16 is slow without bf16 instructions); recorded in the config."""
+    """On CPU the model runs in `cpu_forward_dtype` instead of arch.forward_dtype; recorded in the saved config.
+
+    float32 (default) makes 1-process and N-process runs agree to float tolerance; `auto` takes bfloat16
+    where the CPU has bf16 instructions (1.2-1.6x faster steps here) and float32 elsewhere.
+    """
     if device.type != "cpu":
         return config
-    dtype = cpu_dtype(config.cpu_forward_dtype)
     arch = dict(config.arch.model_dump())
-    if arch.get("forward_dtype", "bfloat16") == dtype:
+    requested = arch.get("forward_dtype", "bfloat16")
+    if requested == "float32" and config.cpu_forward_dtype == "auto":
+        return config  # auto never lowers a float32 model to bf16
+    dtype = cpu_dtype(config.cpu_forward_dtype)
+    if requested == dtype:
         return config
     arch["forward_dtype"] = dtype
     logger.info("CPU run: model dtype %s (cpu_forward_dtype=%s)", dtype, config.cpu_forward_dtype)
