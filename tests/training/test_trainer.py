@@ -190,3 +190,10 @@ def test_cpu_model_dtype(tiny_dataset, tmp_path, monkeypatch, arch_dtype, cpu_se
     config = tiny_config(tiny_dataset, tmp_path, f"arch.forward_dtype={arch_dtype}", f"cpu_forward_dtype={cpu_setting}")
     assert trainer.effective_arch(config, torch.device("cpu")).arch.model_extra["forward_dtype"] == expected
     assert trainer.effective_arch(config, torch.device("cuda")).arch.model_extra["forward_dtype"] == arch_dtype
+
+
+def test_loader_worker_gives_the_same_run(tiny_dataset, tmp_path):
+    # CUDA runs prefetch batches in a DataLoader worker; the batches (and so the run) must not change.
+    run_training(tiny_config(tiny_dataset, tmp_path / "inline", "epochs=2", "eval_interval=2", "data_workers=0"))
+    run_training(tiny_config(tiny_dataset, tmp_path / "worker", "epochs=2", "eval_interval=2", "data_workers=1"))
+    assert_same_weights(tmp_path / "inline" / "step_6", tmp_path / "worker" / "step_6")

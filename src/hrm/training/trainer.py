@@ -174,6 +174,8 @@ class Trainer:
             raise ConfigError(f"epochs={config.epochs} must be a multiple of eval_interval={config.eval_interval}")
         if config.global_batch_size % ctx.world_size != 0:
             raise ConfigError(f"global_batch_size={config.global_batch_size} must be divisible by the number of processes ({ctx.world_size})")
+        if config.data_workers != "auto" and config.data_workers < 0:
+            raise ConfigError(f"data_workers={config.data_workers} must be auto or a number of processes >= 0")
         unknown = [key for key in config.eval_save_outputs if key not in EVAL_OUTPUT_KEYS]
         if unknown:
             raise ConfigError(f"eval_save_outputs: {unknown[0]!r} is not an output; choose from {', '.join(EVAL_OUTPUT_KEYS)}")
