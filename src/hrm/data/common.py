@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import logging
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
-from hrm.data.format import directory_size, format_bytes
+from hrm.data.format import SplitWriter, directory_size, format_bytes
 from hrm.errors import DatasetError, HRMError
 
 logger = logging.getLogger(__name__)
@@ -238,6 +239,28 @@ class BuildSummary:
         for split, values in self.difficulty.items():
             lines.extend(difficulty_histogram(values, f"{self.difficulty_label} ({split} originals)"))
         return "\n".join(lines)
+
+
+def write_split(stage: Path, split: str, arrays: dict[str, np.ndarray], metadata_for: Callable[[int], Any],
+                summary: BuildSummary, ratings: np.ndarray) -> None:
+    """Write a split's one set (`all`) with its metadata, and record it in the build summary."""
+    writer = SplitWriter(stage / split)
+    writer.write_set("all", arrays)
+    num_groups = len(arrays["group_indices"]) - 1
+    writer.finish(metadata_for(num_groups))
+    summary.add_split(split, len(arrays["inputs"]), len(arrays["puzzle_identifiers"]), num_groups)
+    summary.difficulty[split] = ratings
+
+
+def add_source_arguments(parser: argparse.ArgumentParser, noun: str, default_repo: str, default_test_size: str) -> None:
+    """The source flags the Sudoku and maze builders share: hub repo, local CSV, offline generator."""
+    parser.add_argument("--source-repo", default=default_repo, help="Hugging Face dataset repo (needs network and huggingface_hub)")
+    parser.add_argument("--source-csv", default=None, help="folder with train.csv/test.csv, or one CSV (split by --test-fraction)")
+    parser.add_argument("--generate", type=int, default=None, metavar="N", help=f"generate N train {noun} offline")
+    parser.add_argument("--test-size", type=int, default=None, help=f"test {noun} to generate with --generate (default {default_test_size})")
+    parser.add_argument("--test-fraction", type=float, default=0.1, help="share of a single --source-csv file used as test")
+    parser.add_argument("--subsample-size", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
 
 
 def difficulty_histogram(values: np.ndarray, title: str, bins: int = 8, width: int = 40) -> list[str]:

@@ -18,8 +18,17 @@ import numpy as np
 from tqdm import tqdm
 
 from hrm.data.augment import NUM_DIHEDRAL, dihedral_transform
-from hrm.data.common import BuildSummary, CsvPuzzles, csv_sources, hub_download, read_four_column_csv, split_single_file
-from hrm.data.format import BLANK_IDENTIFIER_NAME, SplitWriter, staged_directory, write_identifiers
+from hrm.data.common import (
+    BuildSummary,
+    CsvPuzzles,
+    add_source_arguments,
+    csv_sources,
+    hub_download,
+    read_four_column_csv,
+    split_single_file,
+    write_split,
+)
+from hrm.data.format import BLANK_IDENTIFIER_NAME, staged_directory, write_identifiers
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import DatasetError
 
@@ -280,12 +289,8 @@ def build(args: argparse.Namespace) -> BuildSummary:
             if len(mazes) == 0:
                 raise DatasetError(f"no {split} mazes left (check --min-difficulty / --subsample-size)")
             arrays = build_split_arrays(mazes, args.aug and split == "train")
-            writer = SplitWriter(stage / split)
-            writer.write_set("all", arrays)
-            num_groups = len(arrays["group_indices"]) - 1
-            writer.finish(maze_metadata(arrays["inputs"].shape[1], num_groups))
-            summary.add_split(split, len(arrays["inputs"]), len(arrays["puzzle_identifiers"]), num_groups)
-            summary.difficulty[split] = mazes.ratings
+            seq_len = arrays["inputs"].shape[1]
+            write_split(stage, split, arrays, lambda groups: maze_metadata(seq_len, groups), summary, mazes.ratings)
         write_identifiers(stage, [BLANK_IDENTIFIER_NAME])
     return summary
 
@@ -293,18 +298,12 @@ def build(args: argparse.Namespace) -> BuildSummary:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Build a Maze-Hard dataset (from the hub, a CSV, or generated offline).")
     p.add_argument("--output-dir", default="data/maze-30x30-hard-1k")
-    p.add_argument("--source-repo", default=DEFAULT_REPO, help="Hugging Face dataset repo (needs network and huggingface_hub)")
-    p.add_argument("--source-csv", default=None, help="folder with train.csv/test.csv, or one CSV (split by --test-fraction)")
-    p.add_argument("--generate", type=int, default=None, metavar="N", help="generate N train mazes offline")
+    add_source_arguments(p, "mazes", DEFAULT_REPO, default_test_size="N")
     p.add_argument("--size", type=int, default=30, help="side of generated mazes (5 or more)")
-    p.add_argument("--test-size", type=int, default=None, help="test mazes to generate with --generate (default N)")
-    p.add_argument("--test-fraction", type=float, default=0.1, help="share of a single --source-csv file used as test")
     p.add_argument("--min-difficulty", type=int, default=None,
                    help="generated: the path must have more than this many cells (default 110 at 30x30, scaled by area); "
                         "CSV: keep rows with rating >= this")
-    p.add_argument("--subsample-size", type=int, default=None)
     p.add_argument("--aug", action=argparse.BooleanOptionalAction, default=False, help="add the 8 dihedral copies of every training maze")
-    p.add_argument("--seed", type=int, default=0)
     return p
 
 

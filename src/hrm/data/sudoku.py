@@ -20,8 +20,17 @@ import numpy as np
 from tqdm import tqdm
 
 from hrm.data import sudoku_solver
-from hrm.data.common import BuildSummary, CsvPuzzles, csv_sources, hub_download, read_four_column_csv, split_single_file
-from hrm.data.format import SplitWriter, staged_directory, write_identifiers, BLANK_IDENTIFIER_NAME
+from hrm.data.common import (
+    BuildSummary,
+    CsvPuzzles,
+    add_source_arguments,
+    csv_sources,
+    hub_download,
+    read_four_column_csv,
+    split_single_file,
+    write_split,
+)
+from hrm.data.format import BLANK_IDENTIFIER_NAME, staged_directory, write_identifiers
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import DatasetError
 
@@ -293,12 +302,7 @@ def build(args: argparse.Namespace) -> BuildSummary:
                 data = from_csv_rows(data)  # rules and givens are checked on the rows that go into the dataset
             is_train = split == "train"
             arrays = build_split_arrays(data, args.num_aug if is_train else 0, args.hint and is_train, rng)
-            writer = SplitWriter(stage / split)
-            writer.write_set("all", arrays)
-            num_groups = len(arrays["group_indices"]) - 1
-            writer.finish(sudoku_metadata(num_groups))
-            summary.add_split(split, len(arrays["inputs"]), len(arrays["puzzle_identifiers"]), num_groups)
-            summary.difficulty[split] = data.ratings
+            write_split(stage, split, arrays, sudoku_metadata, summary, data.ratings)
         write_identifiers(stage, [BLANK_IDENTIFIER_NAME])
     return summary
 
@@ -306,16 +310,10 @@ def build(args: argparse.Namespace) -> BuildSummary:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Build a Sudoku-Extreme dataset (from the hub, a CSV, or generated offline).")
     p.add_argument("--output-dir", default="data/sudoku-extreme-full")
-    p.add_argument("--source-repo", default=DEFAULT_REPO, help="Hugging Face dataset repo (needs network and huggingface_hub)")
-    p.add_argument("--source-csv", default=None, help="folder with train.csv/test.csv, or one CSV (split by --test-fraction)")
-    p.add_argument("--generate", type=int, default=None, metavar="N", help="generate N train puzzles offline")
-    p.add_argument("--test-size", type=int, default=None, help="test puzzles to generate with --generate (default N/10)")
-    p.add_argument("--test-fraction", type=float, default=0.1, help="share of a single --source-csv file used as test")
-    p.add_argument("--subsample-size", type=int, default=None)
+    add_source_arguments(p, "puzzles", DEFAULT_REPO, default_test_size="N/10")
     p.add_argument("--min-difficulty", type=int, default=None, help="keep puzzles with rating >= this")
     p.add_argument("--num-aug", type=int, default=0)
     p.add_argument("--hint", action=argparse.BooleanOptionalAction, default=False, help="add an easier copy after every training example (Augmented HRM)")
-    p.add_argument("--seed", type=int, default=0)
     return p
 
 
