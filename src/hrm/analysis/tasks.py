@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 
+from hrm.data.arc import crop_grid, place_on_canvas
 from hrm.errors import HRMError
 
 TASKS = ("sudoku", "maze", "arc", "generic")
@@ -21,7 +22,6 @@ SUDOKU_BLANK = 1
 SUDOKU_DIGIT_TOKENS = range(2, 11)
 MAZE_CHARS = "# SGo"
 MAZE_WALL, MAZE_OPEN, MAZE_START, MAZE_GOAL, MAZE_PATH = 1, 2, 3, 4, 5
-ARC_EOS = 1
 ARC_COLOUR_OFFSET = 2
 
 
@@ -153,42 +153,21 @@ def parse_maze(text: str) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ ARC
 
 
-def parse_arc_grid(text: str, canvas: int = 30) -> np.ndarray:
+def parse_arc_grid(text: str) -> np.ndarray:
     """An ARC grid as JSON (`[[0,1],[2,3]]`) placed on the 30x30 canvas with its end-of-grid markers."""
     try:
         grid = np.array(json.loads(text), dtype=np.int64)
     except (json.JSONDecodeError, ValueError, TypeError):
         grid = None
-    if grid is None or grid.ndim != 2 or grid.shape[0] > canvas or grid.shape[1] > canvas or grid.min() < 0 or grid.max() > 9:
+    if grid is None or grid.ndim != 2 or grid.shape[0] > 30 or grid.shape[1] > 30 or grid.min() < 0 or grid.max() > 9:
         raise AnalysisError("an ARC puzzle is a JSON list of rows of colours 0-9, at most 30x30, e.g. puzzle=[[0,1],[1,0]]")
-    out = np.zeros((canvas, canvas), dtype=np.int64)
-    h, w = grid.shape
-    out[:h, :w] = grid + ARC_COLOUR_OFFSET
-    if h < canvas:
-        out[h, :w] = ARC_EOS
-    if w < canvas:
-        out[:h, w] = ARC_EOS
-    return out.reshape(-1)
+    origin = np.zeros(1, dtype=np.int64)
+    return place_on_canvas(grid[None], origin, origin)[0].astype(np.int64)
 
 
-def crop_arc_grid(tokens: np.ndarray, canvas: int = 30) -> np.ndarray:
-    """The colour grid (values 0..9) in the top-left of a canvas, cut at the end-of-grid markers.
-
-    Any token that is not a colour ends the grid, so a badly formed prediction still crops to something.
-    """
-    board = np.asarray(tokens).reshape(canvas, canvas)
-    is_colour = (board >= ARC_COLOUR_OFFSET) & (board <= ARC_COLOUR_OFFSET + 9)
-    width = int(np.argmin(np.append(is_colour[0], False)))
-    height = int(np.argmin(np.append(is_colour[:, 0], False)))
-    if width == 0 or height == 0:
-        return np.zeros((0, 0), dtype=np.int64)
-    block = is_colour[:height, :width]
-    # Shrink to the largest top-left rectangle that is entirely colour.
-    for r in range(height):
-        if not block[r].all():
-            height = r
-            break
-    return board[:height, :width] - ARC_COLOUR_OFFSET
+def crop_arc_grid(tokens: np.ndarray) -> np.ndarray:
+    """The colour grid (values 0..9) at the top left of a canvas: the scorer's crop, as int64."""
+    return crop_grid(tokens).astype(np.int64)
 
 
 # -------------------------------------------------------------------------------------- perturbations
