@@ -108,7 +108,7 @@ def dataset_shapes(config: PretrainConfig, state: dict[str, torch.Tensor]) -> di
             meta = PuzzleDatasetMetadata.load(Path(config.data_path) / split)
         except HRMError:
             continue
-        return {"vocab_size": meta.vocab_size, "seq_len": meta.seq_len, "num_puzzle_identifiers": meta.num_puzzle_identifiers}
+        return meta.model_shapes()
 
     shapes: dict[str, int] = {}
     if "model.inner.embed_tokens.embedding_weight" in state:

@@ -34,5 +34,9 @@ class PuzzleDatasetMetadata(BaseModel):
             first = str(err).splitlines()[0]
             raise DatasetError(f"{path} is not valid dataset metadata ({first})") from None
 
+    def model_shapes(self) -> dict[str, int]:
+        """The sizes a model takes from its data: vocab_size, seq_len, num_puzzle_identifiers."""
+        return {"vocab_size": self.vocab_size, "seq_len": self.seq_len, "num_puzzle_identifiers": self.num_puzzle_identifiers}
+
     def to_json(self) -> str:
         return json.dumps(self.model_dump(), indent=2)

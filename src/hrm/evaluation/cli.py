@@ -160,8 +160,7 @@ def setup_distributed(preference: str) -> tuple[int, int, torch.device]:
 def check_dataset_fits(checkpoint_file: Path, config: PretrainConfig, meta: PuzzleDatasetMetadata, overrides: Sequence[str]) -> None:
     """The test split's vocabulary, sequence length and identifier count against the checkpoint."""
     state = read_state_dict(checkpoint_file)
-    arch = model_config(config.arch, batch_size=1, seq_len=meta.seq_len, vocab_size=meta.vocab_size,
-                        num_puzzle_identifiers=meta.num_puzzle_identifiers)
+    arch = model_config(config.arch, batch_size=1, **meta.model_shapes())
     fits: list[tuple[str, int, int | None]] = []
     embed = state.get("model.inner.embed_tokens.embedding_weight")
     fits.append(("vocab_size", meta.vocab_size, None if embed is None else int(embed.shape[0])))

@@ -69,10 +69,6 @@ class Progress:
     skipped_steps: int = 0
 
 
-def dataset_shapes(metadata: PuzzleDatasetMetadata) -> dict[str, int]:
-    return {"vocab_size": metadata.vocab_size, "seq_len": metadata.seq_len, "num_puzzle_identifiers": metadata.num_puzzle_identifiers}
-
-
 def check_dataset(data_path: str) -> tuple[PuzzleDatasetMetadata, PuzzleDatasetMetadata]:
     """Both splits exist, agree on shapes, and their tokens and identifiers fit the metadata."""
     if not Path(data_path).is_dir():
@@ -223,7 +219,7 @@ class Trainer:
         torch.manual_seed(self.config.seed + ctx.rank)
         with torch.device(self.device):
             self.model = build_model(self.config.arch, batch_size=self.config.global_batch_size // ctx.world_size,
-                                     **dataset_shapes(self.train_meta))
+                                     **self.train_meta.model_shapes())
         self.model.to(self.device)
         if ctx.distributed:
             with torch.no_grad():
@@ -259,7 +255,7 @@ class Trainer:
     def _restore(self, state_dir: Path) -> None:
         trainer_state, model_state, rank_state = load_training_state(state_dir, self.ctx.rank, self.ctx.world_size)
         saved_shapes = trainer_state.get("dataset", {})
-        for key, value in dataset_shapes(self.train_meta).items():
+        for key, value in self.train_meta.model_shapes().items():
             if key in saved_shapes and saved_shapes[key] != value:
                 raise DatasetError(
                     f"the dataset at {self.config.data_path} has {key}={value} but the checkpoint {state_dir} was trained with "
@@ -294,7 +290,7 @@ class Trainer:
             "progress": vars(self.progress).copy(),
             "total_steps": self.total_steps,
             "global_batch_size": self.config.global_batch_size,
-            "dataset": dataset_shapes(self.train_meta),
+            "dataset": self.train_meta.model_shapes(),
             "config": self.config.model_dump(),
             "wandb_run_id": self.wandb_run_id,
         }
