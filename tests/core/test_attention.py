@@ -48,10 +48,11 @@ def test_auto_prefers_flash3_then_flash2_then_sdpa(fake_flash):
     assert attn.resolve_backend("auto", CUDA, torch.bfloat16) == "sdpa"
 
 
-def test_auto_is_sdpa_off_cuda_and_in_float32(fake_flash):
+def test_auto_off_cuda_is_math_for_16_bit_cpu_and_sdpa_otherwise(fake_flash):
     install, _ = fake_flash
     install()
-    assert attn.resolve_backend("auto", CPU, torch.bfloat16) == "sdpa"
+    assert attn.resolve_backend("auto", CPU, torch.bfloat16) == "math"
+    assert attn.resolve_backend("auto", CPU, torch.float32) == "sdpa"
     assert attn.resolve_backend("auto", MPS, torch.float16) == "sdpa"
     assert attn.resolve_backend("auto", CUDA, torch.float32) == "sdpa"
 
@@ -99,3 +100,15 @@ def test_flash_gets_batch_seq_heads_dim_and_sdpa_heads_first(fake_flash, monkeyp
     assert seen == [(2, 3, 5, 4)]  # [batch, heads, seq, dim]
     assert out.shape == (2, 5, 3, 4)
     torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_math_backend_equals_sdpa_values_and_gradients(causal):
+    q, k, v = (torch.randn(3, 7, 2, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    grads = []
+    for backend in ("sdpa", "math"):
+        out = attn.attention(q, k, v, backend=backend, causal=causal)
+        weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)
+        grads.append((out.detach(), *torch.autograd.grad((out * weights).sum(), (q, k, v))))
+    for expected, got in zip(*grads):
+        torch.testing.assert_close(got, expected)

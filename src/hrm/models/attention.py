@@ -1,8 +1,10 @@
-"""Attention kernels: FlashAttention 3, FlashAttention 2 or PyTorch SDPA, chosen once per device/dtype.
+"""Attention kernels: FlashAttention 3, FlashAttention 2, PyTorch SDPA or plain matmuls, chosen once per device/dtype.
 
 The original hard-requires FlashAttention. Here `attn_backend: auto` picks FlashAttention 3, then 2,
-then SDPA; FlashAttention only runs on CUDA with fp16/bf16, so CPU, MPS and float32 always get SDPA.
-All backends take and return [batch, seq, heads, head_dim]; SDPA is fed [batch, heads, seq, head_dim].
+then SDPA on CUDA; FlashAttention only runs there with fp16/bf16. On CPU, 16-bit activations get `math`
+(softmax(QK^T / sqrt(d)) V as two matmuls, softmax in float32): PyTorch's fused CPU kernel is about 3.6x
+slower in bf16 forward+backward at the short sequences of these puzzles (scripts/bench_attention.py).
+All backends take and return [batch, seq, heads, head_dim].
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import torch.nn.functional as F
 
 from hrm.errors import ConfigError
 
-AttentionBackend = Literal["auto", "flash3", "flash2", "sdpa"]
-ATTENTION_BACKENDS: tuple[str, ...] = ("auto", "flash3", "flash2", "sdpa")
+AttentionBackend = Literal["auto", "flash3", "flash2", "sdpa", "math"]
+ATTENTION_BACKENDS: tuple[str, ...] = ("auto", "flash3", "flash2", "sdpa", "math")
 
 # Module providing `flash_attn_func` for each flash backend (FA3 ships as `flash_attn_interface`).
 _FLASH_MODULES = {"flash3": "flash_attn_interface", "flash2": "flash_attn"}
@@ -60,6 +62,8 @@ def resolve_backend(requested: str, device: torch.device, dtype: torch.dtype) ->
             for candidate in ("flash3", "flash2"):
                 if load_flash_function(candidate) is not None:
                     return candidate
+        if device.type == "cpu" and dtype in _FLASH_DTYPES:
+            return "math"
         return "sdpa"
     if requested in _FLASH_MODULES:
         if device.type != "cuda":
@@ -82,6 +86,21 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = 
     if chosen == "sdpa":
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal)
         return out.transpose(1, 2)
+    if chosen == "math":
+        return math_attention(q, k, v, causal=causal)
     out = load_flash_function(chosen)(q, k, v, causal=causal)
     # FlashAttention 3 returns (out, softmax_lse) in some versions.
     return out[0] if isinstance(out, tuple) else out
+
+
+def math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False) -> torch.Tensor:
+    """softmax(QK^T / sqrt(head_dim)) V with explicit matmuls and a float32 softmax, like the fused kernels."""
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+    scores = q @ k.transpose(-1, -2)
+    scores = scores.to(torch.promote_types(scores.dtype, torch.float32)) * q.shape[-1] ** -0.5
+    if causal:
+        length = scores.shape[-1]
+        mask = torch.ones(length, length, dtype=torch.bool, device=scores.device).triu(1)
+        scores = scores.masked_fill(mask, float("-inf"))
+    weights = scores.softmax(dim=-1).to(v.dtype)
+    return (weights @ v).transpose(1, 2)

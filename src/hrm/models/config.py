@@ -29,7 +29,7 @@ class ModelConfig(BaseModel):
     rms_norm_eps: float = 1e-5
     rope_theta: float = 10000.0
     forward_dtype: ForwardDtype = "bfloat16"
-    attn_backend: Literal["auto", "flash3", "flash2", "sdpa"] = "auto"
+    attn_backend: Literal["auto", "flash3", "flash2", "sdpa", "math"] = "auto"
     causal: bool = False
 
     # Outer loop (adaptive computation time): the same for every architecture.
