@@ -28,6 +28,7 @@ from hrm.data.format import write_dataset, write_identifiers
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.evaluation.cli import EvalConfig, run
 from hrm.models.registry import build_model
+from hrm.training.distributed import resolve_device
 
 SMALL_ARCH = dict(hidden_size=64, num_heads=4, expansion=4.0, H_layers=1, L_layers=1, H_cycles=2, L_cycles=2,
                   puzzle_emb_ndim=0, halt_max_steps=8, halt_exploration_prob=0.1, forward_dtype="float32")
@@ -119,18 +120,14 @@ def main() -> None:
     overrides = [f"data_path={args.data_path}"] if args.data_path else []
     checkpoint = args.checkpoint
     if checkpoint is None:
-        from hrm.evaluation.cli import choose_device
-
         data = write_sudoku_dataset(work / "data", train=20000, test=args.test_examples, max_blanks=args.max_blanks, seed=0, box=args.box)
-        checkpoint = str(train_small_model(data, work / "run", args.train_steps, args.train_batch_size, choose_device(args.device, 0), seed=0))
+        checkpoint = str(train_small_model(data, work / "run", args.train_steps, args.train_batch_size, resolve_device(args.device), seed=0))
 
     figures = {}
     for halt in ("max", "act"):
         cfg = EvalConfig(checkpoint=checkpoint, halt=halt, batch_size=args.batch_size, device=args.device, save_outputs=[],
                          progress=False, output=str(work / f"results_{halt}.json"))
-        from hrm.evaluation.cli import setup_distributed
-
-        _, _, device = setup_distributed(cfg.device)
+        device = resolve_device(cfg.device)
         results = run(cfg, overrides, 0, 1, device)
         row = results["metrics"]["all"] if "all" in results["metrics"] else next(iter(results["metrics"].values()))
         figures[halt] = {"examples_per_second": results["timing"]["examples_per_second"], "exact_accuracy": row["exact_accuracy"],

@@ -408,11 +408,8 @@ def free_tcp_port():
 
 @pytest.mark.distributed
 def test_sign_sgd_two_ranks_apply_the_update_of_the_union_batch(tmp_path):
-    # fork (as DataLoader workers do) skips re-importing torch in each child; spawn where fork is missing.
-    start_method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    mp.start_processes(
-        _distributed_worker, args=(free_tcp_port(), str(tmp_path)), nprocs=2, join=True, start_method=start_method
-    )
+    # spawn, not fork: a forked child cannot run autograd once the parent has (CUDA tests earlier in the session).
+    mp.start_processes(_distributed_worker, args=(free_tcp_port(), str(tmp_path)), nprocs=2, join=True, start_method="spawn")
     rank_tables = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
     assert torch.equal(rank_tables[0], rank_tables[1])
 

@@ -27,7 +27,7 @@ def run(tmp_path):
 
 def results_of(tmp_path, *args, name="results.json"):
     output = tmp_path / name
-    assert cli.main([f"output={output}", "progress=false", *args]) == 0
+    assert cli.main([f"output={output}", "progress=false", "device=cpu", *args]) == 0  # compared with CPU references
     return json.loads(output.read_text())
 
 

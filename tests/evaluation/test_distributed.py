@@ -32,7 +32,7 @@ def _free_port() -> int:
 def test_two_processes_equal_one(tmp_path, halt):
     data = random_dataset(tmp_path / "data", num_examples=27, num_identifiers=6)
     checkpoint = make_checkpoint(tmp_path / "run", data, step=3, q_scale=1.0, global_batch_size=8)
-    common = [f"checkpoint={checkpoint}", f"halt={halt}", "progress=false", "halt_max_steps_sweep=[2,4]",
+    common = [f"checkpoint={checkpoint}", f"halt={halt}", "progress=false", "device=cpu", "halt_max_steps_sweep=[2,4]",
               "save_outputs=[inputs,preds,q_halt_logits]"]
     from hrm.evaluation.cli import main
 
@@ -80,7 +80,7 @@ def test_two_processes_equal_one_augmented(tmp_path):
 
     data = sudoku_dataset(tmp_path / "sudoku", count=13)
     checkpoint = make_checkpoint(tmp_path / "run", data, step=3, q_scale=1.0, q_seed=1, halt_max_steps=2, global_batch_size=6)
-    common = [f"checkpoints=[{checkpoint}]", "permutes=3", "progress=false", "save_outputs=[]"]
+    common = [f"checkpoints=[{checkpoint}]", "permutes=3", "progress=false", "device=cpu", "save_outputs=[]"]
     from hrm.evaluation.cli import main
 
     assert main([*common, f"output={tmp_path / 'one.json'}"]) == 0

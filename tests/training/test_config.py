@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from hrm.training.cli import check_command_line, compose_config, to_pretrain_config
 from hrm.training.naming import default_checkpoint_path, default_project_name, default_run_name
@@ -116,3 +117,18 @@ def test_paper_model_size():
     cfg = config("+experiment=sudoku_extreme_1k")
     model = build_model(cfg.arch, batch_size=2, seq_len=81, vocab_size=11, num_puzzle_identifiers=1)
     assert sum(p.numel() for p in model.parameters()) == 27_275_266
+
+
+def test_device_resolution_per_local_rank(monkeypatch):
+    from hrm.errors import ConfigError
+    from hrm.training.distributed import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto", local_rank=1) == torch.device("cuda", 1)
+    assert resolve_device("cuda:0", local_rank=1) == torch.device("cuda", 0)
+    with pytest.raises(ConfigError, match=r"LOCAL_RANK=2 .* 2 CUDA device\(s\); launch at most 2 per node \(torchrun --nproc-per-node 2\)"):
+        resolve_device("cuda", local_rank=2)
+    with pytest.raises(ConfigError, match="unknown"):
+        resolve_device("tpu")
+    assert resolve_device("cpu", local_rank=5) == torch.device("cpu")

@@ -44,6 +44,7 @@ from hrm.evaluation.metrics import example_metrics, metric_sums
 from hrm.evaluation.report import format_key_values, format_metrics_table, format_sweep_table, write_json
 from hrm.evaluation.runner import evaluate, reduce_metric_sums
 from hrm.models.registry import model_config
+from hrm.training.distributed import init_distributed
 
 logger = logging.getLogger("hrm.evaluate")
 
@@ -121,37 +122,6 @@ def expand_checkpoints(config: EvalConfig) -> list[Path]:
         else:
             files.append(resolve_checkpoint_path(item))
     return files
-
-
-def choose_device(preference: str, local_rank: int) -> torch.device:
-    if preference != "auto":
-        try:
-            device = torch.device(preference)
-        except RuntimeError:
-            raise ConfigError(f"device={preference!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("device=cuda but no CUDA device is available; use device=auto or device=cpu")
-        if device.type == "cuda" and device.index is None:
-            device = torch.device("cuda", local_rank)
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def setup_distributed(preference: str) -> tuple[int, int, torch.device]:
-    """(rank, world_size, device); joins the process group when launched by torchrun."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = choose_device(preference, local_rank)
-    if world_size > 1 and not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return rank, world_size, device
 
 
 # ---------------------------------------------------------------- checks before compute
@@ -465,7 +435,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(message)s")
     try:
         cfg, overrides = parse_args(argv)
-        rank, world_size, device = setup_distributed(cfg.device)
+        ctx = init_distributed(cfg.device)
+        rank, world_size, device = ctx.rank, ctx.world_size, ctx.device
         results = run(cfg, overrides, rank, world_size, device)
         if results is not None:
             write_json(cfg.output, results)

@@ -36,7 +36,11 @@ class DistributedContext:
 
 
 def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
-    """`auto` picks CUDA, then MPS, then CPU; an explicit device that is missing is a config error."""
+    """`auto` picks CUDA, then MPS, then CPU; `cuda` is this process's GPU (cuda:LOCAL_RANK).
+
+    A missing device, or more processes on a node than it has GPUs, is a one-line config error (NCCL would
+    otherwise fail later with "Duplicate GPU detected").
+    """
     if requested == "auto":
         if torch.cuda.is_available():
             requested = "cuda"
@@ -44,17 +48,26 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
             requested = "mps"
         else:
             requested = "cpu"
-    if requested == "cuda":
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise ConfigError(f"device={requested!r} is unknown; use auto, cuda, cuda:N, mps or cpu") from None
+    if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError("device=cuda but no CUDA device is visible; use device=auto or device=cpu")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    if requested == "mps":
+        count = torch.cuda.device_count()
+        index = local_rank if device.index is None else device.index
+        if index >= count:
+            raise ConfigError(f"process with LOCAL_RANK={local_rank} needs cuda:{index} but this node has {count} CUDA "
+                              f"device(s); launch at most {count} per node (torchrun --nproc-per-node {count}) or use device=cpu")
+        return torch.device("cuda", index)
+    if device.type == "mps":
         if not torch.backends.mps.is_available():
             raise ConfigError("device=mps but MPS is not available on this machine; use device=auto or device=cpu")
-        return torch.device("mps")
-    if requested == "cpu":
-        return torch.device("cpu")
-    raise ConfigError(f"device={requested!r} is unknown; use auto, cuda, mps or cpu")
+        return device
+    if device.type == "cpu":
+        return device
+    raise ConfigError(f"device={requested!r} is unknown; use auto, cuda, cuda:N, mps or cpu")
 
 
 def init_distributed(requested_device: str) -> DistributedContext:
