@@ -197,3 +197,29 @@ def test_loader_worker_gives_the_same_run(tiny_dataset, tmp_path):
     run_training(tiny_config(tiny_dataset, tmp_path / "inline", "epochs=2", "eval_interval=2", "data_workers=0"))
     run_training(tiny_config(tiny_dataset, tmp_path / "worker", "epochs=2", "eval_interval=2", "data_workers=1"))
     assert_same_weights(tmp_path / "inline" / "step_6", tmp_path / "worker" / "step_6")
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_with_loader_workers_still_saves(tiny_dataset, tmp_path):
+    # Schedulers and `timeout` signal every process of the job: the loader worker must not die before the main
+    # process has saved its checkpoint.
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from training_helpers import tiny_overrides
+
+    repo = Path(__file__).resolve().parents[2]
+    ckpt = tmp_path / "run"
+    overrides = tiny_overrides(tiny_dataset, ckpt, "epochs=4000", "eval_interval=4000", "data_workers=1")
+    process = subprocess.Popen([sys.executable, str(repo / "pretrain.py"), *overrides], cwd=tmp_path, start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:
+        if "attention backend" in line:  # logged by the first training step
+            break
+    os.killpg(process.pid, signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, output
+    assert "received signal 15" in output
+    assert len(saved_steps(ckpt)) == 1

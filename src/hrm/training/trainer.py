@@ -410,7 +410,8 @@ class Trainer:
         source = _ChunkView(self.train_data, chunk_index, skip)
         # A private generator: the loader's worker seed must not consume the global RNG (exact resume).
         loader = torch.utils.data.DataLoader(source, batch_size=None, num_workers=workers, prefetch_factor=8,
-                                             pin_memory=self.device.type == "cuda", generator=torch.Generator())
+                                             pin_memory=self.device.type == "cuda", generator=torch.Generator(),
+                                             worker_init_fn=_ignore_stop_signals)
         yield from loader
 
     def train(self) -> dict[str, float] | None:
@@ -433,6 +434,7 @@ class Trainer:
         final_metrics = None
         bar = tqdm(total=self.total_steps, initial=self.progress.step, desc="train", disable=not ctx.is_main, dynamic_ncols=True)
         window_start, window_examples = time.perf_counter(), 0
+        throughput: dict[str, float] = {}
         try:
             while self.progress.chunk_index < self.num_chunks:
                 chunk = self.progress.chunk_index
@@ -449,6 +451,7 @@ class Trainer:
                         if self.peak_flops:
                             logged["train/mfu"] = window_examples * self.flops_per_example / elapsed / (self.peak_flops * ctx.world_size)
                         window_start, window_examples = time.perf_counter(), 0
+                        throughput = {k: logged[k] for k in ("train/examples_per_sec", "train/mfu") if k in logged}
                         bar.set_postfix(loss=f"{logged.get('train/lm_loss', float('nan')):.3f}",
                                         acc=f"{logged.get('train/exact_accuracy', float('nan')):.3f}")
                         tracker.log(logged, step=self.progress.step)
@@ -462,8 +465,9 @@ class Trainer:
                 final_metrics = self.run_evaluation()
                 if final_metrics is not None:
                     tracker.log(final_metrics, step=self.progress.step)
+                    shown = {k: v for k, v in final_metrics.items() if k.endswith(("exact_accuracy", "/accuracy"))}
                     logger.info("step %d evaluation: %s", self.progress.step,
-                                ", ".join(f"{k}={v:.4f}" for k, v in final_metrics.items() if k.endswith(("exact_accuracy", "/accuracy"))))
+                                ", ".join(f"{k}={v:.4f}" for k, v in {**shown, **throughput}.items()))
                 self.progress.chunk_index += 1
                 self.progress.batches_done = 0
                 if config.checkpoint_every_eval or self.progress.chunk_index == self.num_chunks:
@@ -477,6 +481,16 @@ class Trainer:
     def _should_stop(self) -> bool:
         want = self.stop.requested or (self.config.max_steps is not None and self.progress.step >= self.config.max_steps)
         return any_rank(want, self.ctx)
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers leave SIGTERM/SIGINT to the main process, which saves a checkpoint and then stops them.
+
+    Schedulers (and `timeout`) signal the whole process group; a worker that died of it would otherwise crash
+    the main process before it could save.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class _ChunkView(torch.utils.data.IterableDataset):
