@@ -1,7 +1,7 @@
-"""The CPU quickstart: build a small maze dataset, train a small HRM on it, evaluate, print the accuracy.
+"""The CPU quickstart: build a small 6x6 Sudoku dataset, train a small HRM on it, evaluate, print the accuracy.
 
 Every stage is the ordinary tool a researcher would run by hand (printed before it runs):
-`dataset/build_maze_dataset.py --generate ...`, `pretrain.py +experiment=quickstart`, then the shared
+`dataset/build_mini_sudoku_dataset.py --generate ...`, `pretrain.py +experiment=quickstart`, then the shared
 evaluation pass on the final checkpoint in checkpoints/quickstart/.
 """
 
@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DATA_DIR = "data/quickstart-maze"
+DATA_DIR = "data/quickstart-sudoku6"
 CHECKPOINT_DIR = "checkpoints/quickstart"
-BUILD_ARGS = ["--generate", "8000", "--test-size", "500", "--size", "9", "--min-difficulty", "8", "--seed", "0"]
+BUILD_ARGS = ["--generate", "50000", "--test-size", "1000", "--seed", "0"]
 
 
 def run(command: list[str]) -> None:
@@ -27,7 +27,7 @@ def run(command: list[str]) -> None:
 
 
 def evaluate_checkpoint(checkpoint_dir: str) -> dict[str, float]:
-    """Held-out metrics of the newest checkpoint in `checkpoint_dir` (every test maze, run to halt_max_steps)."""
+    """Held-out metrics of the newest checkpoint in `checkpoint_dir` (every test puzzle, run to halt_max_steps)."""
     import torch
 
     from hrm.checkpoint import load_model
@@ -50,13 +50,13 @@ def main() -> None:
     python = sys.executable
 
     if not (REPO / DATA_DIR / "test" / "dataset.json").is_file():
-        run([python, "dataset/build_maze_dataset.py", "--output-dir", DATA_DIR, *BUILD_ARGS])
+        run([python, "dataset/build_mini_sudoku_dataset.py", "--output-dir", DATA_DIR, *BUILD_ARGS])
     shutil.rmtree(REPO / CHECKPOINT_DIR, ignore_errors=True)  # the quickstart's own folder: start fresh
     run([python, "pretrain.py", "+experiment=quickstart", *args.overrides])
 
     metrics = evaluate_checkpoint(CHECKPOINT_DIR)
     minutes = (time.perf_counter() - started) / 60
-    print(f"\nHeld-out exact accuracy: {100 * metrics['exact_accuracy']:.1f}% of {int(metrics['count'])} unseen mazes "
+    print(f"\nHeld-out exact accuracy: {100 * metrics['exact_accuracy']:.1f}% of {int(metrics['count'])} unseen 6x6 Sudoku puzzles "
           f"(token accuracy {100 * metrics['accuracy']:.1f}%); checkpoint {CHECKPOINT_DIR}/, {minutes:.1f} min in all")
 
 

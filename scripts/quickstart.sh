@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's main command: set up .venv (if needed), build a small maze dataset offline, train a small
+# The README's main command: set up .venv (if needed), build a small 6x6 Sudoku dataset offline, train a small
 # HRM on CPU for a few minutes, evaluate the final checkpoint and print its held-out exact accuracy.
 # Extra arguments are training overrides, e.g. `bash scripts/quickstart.sh device=cuda`.
 set -euo pipefail
