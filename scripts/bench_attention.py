@@ -9,9 +9,9 @@ in bfloat16 backward there, so 16-bit CPU runs use the plain-matmul `math` backe
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+from bench_common import seconds_per_call
 
 from hrm.models.attention import attention
 
@@ -23,15 +23,8 @@ def time_backend(backend: str, dtype: torch.dtype, args: argparse.Namespace) -> 
 
     def step() -> None:
         attention(q, k, v, backend=backend).float().sum().backward()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
 
-    for _ in range(args.warmup):
-        step()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    return (time.perf_counter() - start) / args.steps
+    return seconds_per_call(step, device, args.warmup, args.steps)
 
 
 def main() -> None:

@@ -9,9 +9,9 @@ and examples/s for each variant; this is how `cpu_forward_dtype: float32` was ch
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+from bench_common import seconds_per_call
 
 from hrm.config import ArchConfig
 from hrm.models.registry import build_model
@@ -42,15 +42,8 @@ def time_variant(args: argparse.Namespace, dtype: str, compiled: bool) -> float:
         (loss / args.batch).backward()
         optimizer.step()
         optimizer.zero_grad()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
 
-    for _ in range(args.warmup):
-        step()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    return (time.perf_counter() - start) / args.steps
+    return seconds_per_call(step, device, args.warmup, args.steps)
 
 
 def main() -> None:
