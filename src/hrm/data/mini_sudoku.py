@@ -41,7 +41,8 @@ _DIGIT_BITS = (1 << np.arange(SIDE)).astype(np.uint8)
 
 def candidate_masks(grids: np.ndarray) -> np.ndarray:
     """Bit d-1 of a blank cell's mask is set when digit d is not yet in its row, column or box (filled cells: 0)."""
-    bits = np.where(grids > 0, np.left_shift(1, grids.astype(np.int64) - 1, where=grids > 0, out=np.zeros(grids.shape, np.int64)), 0)
+    digits = grids.astype(np.int64)
+    bits = np.where(digits > 0, 1 << np.maximum(digits - 1, 0), 0)
     used = np.bitwise_or.reduce(bits[:, UNITS], axis=2)  # [N, units]
     taken = used[:, _ROW] | used[:, SIDE + _COL] | used[:, 2 * SIDE + _BOX]
     return np.where(grids == 0, ~taken & _FULL, 0).astype(np.uint8)
