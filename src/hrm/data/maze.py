@@ -22,13 +22,14 @@ from hrm.data.common import (
     BuildSummary,
     CsvPuzzles,
     add_source_arguments,
+    check_counts,
     csv_sources,
     hub_download,
     read_four_column_csv,
     split_single_file,
     write_split,
 )
-from hrm.data.format import BLANK_IDENTIFIER_NAME, staged_directory, write_identifiers
+from hrm.data.format import BLANK_IDENTIFIER_NAME, check_output_dir, staged_directory, write_identifiers
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import DatasetError
 
@@ -276,6 +277,8 @@ def load_sources(args: argparse.Namespace) -> dict[str, Mazes]:
 
 
 def build(args: argparse.Namespace) -> BuildSummary:
+    check_counts(args)
+    check_output_dir(args.output_dir)
     summary = BuildSummary("Maze", Path(args.output_dir), difficulty_label="path length")
     sources = load_sources(args)
     rng = np.random.Generator(np.random.Philox(seed=args.seed))

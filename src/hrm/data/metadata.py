@@ -7,7 +7,16 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from hrm.errors import DatasetError
+from hrm.errors import DatasetError, one_line
+
+
+def _first_problem(err: ValidationError) -> str:
+    """The first field error of a validation, naming the field (pydantic's own first line names only the class)."""
+    problem = err.errors()[0]
+    field = ".".join(str(part) for part in problem["loc"]) or "?"
+    if problem["type"] == "missing":
+        return f"the field {field!r} is missing"
+    return f"the field {field!r}: {problem['msg'].lower()} (got {problem.get('input')!r})"
 
 
 class PuzzleDatasetMetadata(BaseModel):
@@ -29,10 +38,15 @@ class PuzzleDatasetMetadata(BaseModel):
         if not path.is_file():
             raise DatasetError(f"no dataset metadata at {path}; build the dataset first (see dataset/) or fix data_path")
         try:
-            return cls(**json.loads(path.read_text()))
-        except (json.JSONDecodeError, ValidationError, TypeError) as err:
-            first = str(err).splitlines()[0]
-            raise DatasetError(f"{path} is not valid dataset metadata ({first})") from None
+            data = json.loads(path.read_text())
+        except (ValueError, OSError) as err:
+            raise DatasetError(f"{path} is not readable JSON ({one_line(err)}); rebuild the dataset") from None
+        if not isinstance(data, dict):
+            raise DatasetError(f"{path} must hold a JSON object of dataset metadata, found {type(data).__name__}")
+        try:
+            return cls(**data)
+        except ValidationError as err:
+            raise DatasetError(f"{path} is not valid dataset metadata: {_first_problem(err)}") from None
 
     def model_shapes(self) -> dict[str, int]:
         """The sizes a model takes from its data: vocab_size, seq_len, num_puzzle_identifiers."""

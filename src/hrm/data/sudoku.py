@@ -24,13 +24,14 @@ from hrm.data.common import (
     BuildSummary,
     CsvPuzzles,
     add_source_arguments,
+    check_counts,
     csv_sources,
     hub_download,
     read_four_column_csv,
     split_single_file,
     write_split,
 )
-from hrm.data.format import BLANK_IDENTIFIER_NAME, staged_directory, write_identifiers
+from hrm.data.format import BLANK_IDENTIFIER_NAME, check_output_dir, staged_directory, write_identifiers
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import DatasetError
 
@@ -285,6 +286,8 @@ def _read_rows(path) -> CsvPuzzles:
 def build(args: argparse.Namespace) -> BuildSummary:
     if args.num_aug < 0:
         raise DatasetError(f"--num-aug must be >= 0, got {args.num_aug}")
+    check_counts(args)
+    check_output_dir(args.output_dir)
     summary = BuildSummary("Sudoku", Path(args.output_dir), difficulty_label="rating")
     sources = load_sources(args)
     rng = np.random.Generator(np.random.Philox(seed=args.seed))
