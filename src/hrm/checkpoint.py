@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -20,7 +22,7 @@ from torch import nn
 
 from hrm.config import PretrainConfig, apply_overrides, validate_config
 from hrm.data.metadata import PuzzleDatasetMetadata
-from hrm.errors import CheckpointError, HRMError
+from hrm.errors import CheckpointError, HRMError, one_line
 from hrm.models.registry import build_model
 
 logger = logging.getLogger(__name__)
@@ -71,8 +73,8 @@ def read_checkpoint_config(checkpoint_file: Path, overrides: Iterable[str] = ())
         raise CheckpointError(f"{config_path} is missing; a checkpoint needs the {CONFIG_FILE} written beside it at training time")
     try:
         data = yaml.safe_load(config_path.read_text())
-    except yaml.YAMLError as err:
-        raise CheckpointError(f"{config_path} is not valid YAML ({str(err).splitlines()[0]})") from None
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as err:
+        raise CheckpointError(f"{config_path} is not valid YAML ({one_line(err)})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{config_path} does not hold a config mapping")
     return validate_config(apply_overrides(data, overrides))
@@ -89,11 +91,38 @@ def clean_state_dict(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     return cleaned
 
 
-def read_state_dict(checkpoint_file: Path) -> dict[str, torch.Tensor]:
+def load_weights_only(path: str | Path) -> Any:
+    """`torch.load(path, weights_only=True)` on the CPU; every failure is a one-line CheckpointError.
+
+    torch's own message for a file holding other Python objects advises retrying with weights_only=False,
+    which would run whatever code the file carries; this project never does, so the message says so instead.
+    """
+    path = Path(path)
     try:
-        state = torch.load(checkpoint_file, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for corrupt or non-tensor files
-        raise CheckpointError(f"cannot read checkpoint {checkpoint_file}: {str(err).splitlines()[0]}") from None
+        size = path.stat().st_size
+    except OSError as err:
+        raise CheckpointError(f"cannot read {path}: {one_line(err)}") from None
+    if size == 0:
+        raise CheckpointError(f"cannot read {path}: the file is empty (0 bytes), not a checkpoint; it was not written completely, use another checkpoint")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. torch's pickle-protocol warning would add lines to the one-line error
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"cannot read {path}: it is not a checkpoint this project can read safely (it holds Python objects "
+                              "other than tensors, and checkpoints are only ever loaded as data, weights_only=True); use a "
+                              "checkpoint written by training") from None
+    except OSError as err:
+        raise CheckpointError(f"cannot read {path}: {one_line(err)}") from None
+    except Exception as err:  # torch raises many types (RuntimeError, EOFError, KeyError) for truncated or foreign files
+        reason = one_line(err).split(". ")[0]
+        detail = "" if "weights_only" in reason else f" ({type(err).__name__}: {reason})"
+        raise CheckpointError(f"cannot read {path}: it is not a checkpoint this project can read (truncated, corrupt or not a "
+                              f"PyTorch file){detail}; use another checkpoint") from None
+
+
+def read_state_dict(checkpoint_file: Path) -> dict[str, torch.Tensor]:
+    state = load_weights_only(checkpoint_file)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # a full training checkpoint of this project
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -33,8 +34,8 @@ from torch import nn
 
 from hrm.checkpoint import atomic_write_bytes, load_model, read_checkpoint_config, read_state_dict, resolve_checkpoint_path
 from hrm.config import PretrainConfig, validate_config
-from hrm.data.metadata import PuzzleDatasetMetadata
-from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError
+from hrm.data.metadata import PuzzleDatasetMetadata, check_benchmark
+from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError, error_line, one_line
 from hrm.evaluation import arc as arc_scoring
 from hrm.evaluation import augmented
 from hrm.evaluation.act_refill import evaluate_act, segment_trace
@@ -44,6 +45,7 @@ from hrm.evaluation.metrics import example_metrics, metric_sums
 from hrm.evaluation.report import format_key_values, format_metrics_table, format_sweep_table, write_json
 from hrm.evaluation.runner import evaluate, reduce_metric_sums
 from hrm.models.registry import model_config
+from hrm.paths import check_output_file
 from hrm.training.distributed import init_distributed
 
 logger = logging.getLogger("hrm.evaluate")
@@ -95,7 +97,7 @@ def parse_args(argv: Sequence[str]) -> tuple[EvalConfig, list[str]]:
     try:
         values = OmegaConf.to_container(OmegaConf.from_dotlist(own), resolve=True)
     except OmegaConfBaseException as err:
-        raise ConfigError(f"cannot parse arguments: {str(err).splitlines()[0]}") from None
+        raise ConfigError(f"cannot parse arguments: {one_line(err)}") from None
     config = validate_config(values, EvalConfig)
     unknown = sorted(set(config.save_outputs) - SAVABLE_OUTPUTS)
     if unknown:
@@ -332,9 +334,9 @@ def run(cfg: EvalConfig, overrides: Sequence[str], rank: int, world_size: int, d
         raise ConfigError("halt_max_steps_sweep does not combine with the Augmented-HRM protocol (permutes=, checkpoints=); run them separately")
     if not is_augmented and len(checkpoint_files) > 1:
         raise ConfigError("several checkpoints need the Augmented-HRM protocol: pass them as checkpoints=[...]")
-    if rank == 0:
-        for file in checkpoint_files:
-            logger.info("evaluating checkpoint %s", file)
+    check_output_file(cfg.output, f"output={cfg.output}")
+    if cfg.submission:
+        check_output_file(cfg.submission, f"submission={cfg.submission}")
 
     model, config, split = load_checked(checkpoint_files[0], device, overrides)
     models = [model] + [load_checked(file, device, overrides, data_path=config.data_path)[0] for file in checkpoint_files[1:]]
@@ -342,9 +344,13 @@ def run(cfg: EvalConfig, overrides: Sequence[str], rank: int, world_size: int, d
     if global_batch_size % world_size:
         raise ConfigError(f"batch_size {global_batch_size} must be a multiple of the number of processes ({world_size})")
     meta = split.metadata
+    check_before_compute(cfg, split, checkpoint_files[0], rank)
     task = augmented.detect_task(meta.vocab_size, meta.seq_len) if cfg.task == "auto" else cfg.task
     if is_augmented:
         augmented.resolve_task(cfg.task, meta.vocab_size, meta.seq_len, cfg.permutes)  # fail before compute
+    if rank == 0:
+        for file in checkpoint_files:
+            logger.info("evaluating checkpoint %s", file)
 
     results: dict[str, Any] = {
         "checkpoint": str(checkpoint_files[0]), "data_path": config.data_path, "halt": cfg.halt,
@@ -365,8 +371,11 @@ def run(cfg: EvalConfig, overrides: Sequence[str], rank: int, world_size: int, d
         results["protocol"] = "plain"
         if saved:
             path = outputs_path(checkpoint_files[0], rank)
-            save_outputs(path, saved)
-            logger.info("rank %d: saved %s to %s", rank, ", ".join(saved), path)
+            try:
+                save_outputs(path, saved)
+                logger.info("rank %d: saved %s to %s", rank, ", ".join(saved), path)
+            except OSError as err:  # keep going: the metrics are still written, then the exit status is 2
+                results.setdefault("write_errors", []).append(f"cannot write the save_outputs file {path} ({one_line(err)})")
         sweep = run_sweep(cfg, model, split, global_batch_size, device, rank, world_size) if cfg.halt_max_steps_sweep else None
         keep = records if task == "arc" else {k: v for k, v in records.items() if k in ("set", "index", "valid", "exact", "confidence")}
         gathered = gather_to_rank0(keep, world_size)
@@ -389,6 +398,34 @@ def run(cfg: EvalConfig, overrides: Sequence[str], rank: int, world_size: int, d
     return results
 
 
+def check_before_compute(cfg: EvalConfig, split: TestSplit, checkpoint_file: Path, rank: int) -> None:
+    """What would otherwise fail only after the compute: an empty test split, a task the data is not,
+    and output files that cannot be written."""
+    meta = split.metadata
+    if sum(puzzle_set.num_examples for puzzle_set in split.sets.values()) == 0:
+        raise DatasetError(f"the test split of {split.data_path} holds no examples, so there is nothing to evaluate; "
+                           "rebuild the dataset with test puzzles (ARC: include evaluation tasks)")
+    check_benchmark(cfg.task, meta.vocab_size, meta.seq_len, f"the dataset at {split.data_path}")
+    is_arc = cfg.task == "arc" or (cfg.task == "auto" and augmented.detect_task(meta.vocab_size, meta.seq_len) == "arc")
+    if is_arc and not cfg.submission:
+        submission = Path(cfg.output).with_name("submission.json")
+        check_output_file(submission, f"the submission file {submission} (beside output=)")
+    if cfg.save_outputs:
+        saved = outputs_path(checkpoint_file, rank)
+        check_output_file(saved, f"the save_outputs file {saved}")
+
+
+def save_results(path: str | Path, results: dict) -> Path:
+    """Write results.json; if that fails after all the compute, keep the results in a temporary file instead."""
+    try:
+        return write_json(path, results)
+    except OSError as err:
+        fd, fallback = tempfile.mkstemp(prefix="hrm-results-", suffix=".json")
+        os.close(fd)
+        write_json(fallback, results)
+        raise HRMError(f"cannot write {path} ({one_line(err)}); the results were saved to {fallback} instead") from None
+
+
 def score_arc(cfg: EvalConfig, split: TestSplit, rows: dict[str, np.ndarray]) -> dict:
     if split.identifier_names is None:
         raise DatasetError(f"{split.data_path}/identifiers.json is missing; ARC voting needs the puzzle names (rebuild the dataset)")
@@ -403,8 +440,11 @@ def score_arc(cfg: EvalConfig, split: TestSplit, rows: dict[str, np.ndarray]) ->
         test_inputs = arc_scoring.attach_reference(test_inputs, json.loads(reference_path.read_text()))
     scores = arc_scoring.score(test_inputs)
     submission = Path(cfg.submission) if cfg.submission else Path(cfg.output).with_name("submission.json")
-    arc_scoring.write_submission(submission, test_inputs)
-    scores["submission"] = str(submission)
+    try:
+        arc_scoring.write_submission(submission, test_inputs)
+        scores["submission"] = str(submission)
+    except OSError as err:  # the scores are still written, then the exit status is 2
+        scores["submission_error"] = f"cannot write the submission {submission} ({one_line(err)})"
     return scores
 
 
@@ -439,11 +479,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         rank, world_size, device = ctx.rank, ctx.world_size, ctx.device
         results = run(cfg, overrides, rank, world_size, device)
         if results is not None:
-            write_json(cfg.output, results)
             print_results(results)
+            save_results(cfg.output, results)
             print(f"results written to {cfg.output}")
-    except HRMError as err:
-        print(f"error: {err}", file=sys.stderr)
+            failed = results.get("write_errors", []) + [results.get("arc", {}).get("submission_error")]
+            if any(failed):
+                raise HRMError(f"{next(f for f in failed if f)}; the other results are in {cfg.output}")
+    except (HRMError, OSError) as err:
+        print(error_line(err), file=sys.stderr)
         return 2
     finally:
         if dist.is_initialized():
