@@ -60,7 +60,7 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         chosen = latest_step_file(path)
-        logger.info("using the latest checkpoint in %s: %s", path, chosen.name)
+        logger.debug("using the latest checkpoint in %s: %s", path, chosen.name)  # CLIs name the file once their checks pass
         return chosen
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")

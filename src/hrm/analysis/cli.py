@@ -20,7 +20,7 @@ from hrm.analysis.metrics import calibration_from_evaluator
 from hrm.analysis.report import ANALYSES, AnalysisOptions, run_analyses
 from hrm.analysis.tasks import TASKS, AnalysisError, detect_task
 from hrm.analysis.trace import hrm_inner
-from hrm.checkpoint import load_model
+from hrm.checkpoint import load_model, resolve_checkpoint_path
 from hrm.data.metadata import check_benchmark
 from hrm.errors import HRMError, error_line, one_line
 from hrm.paths import check_output_folder
@@ -176,7 +176,7 @@ def _run(argv: list[str]) -> int:
     if task == "auto":
         task = detect_task(inner.config.vocab_size, inner.config.seq_len)
     check_benchmark(task, inner.config.vocab_size, inner.config.seq_len, f"the model of {own['checkpoint']}")
-    logger.info("task %s, device %s, model %s", task, device, type(inner).__name__)
+    logger.info("checkpoint %s: task %s, device %s, model %s", resolve_checkpoint_path(own["checkpoint"]), task, device, type(inner).__name__)
 
     split = own.get("split", "test")
     pool: Examples | None = None

@@ -13,7 +13,7 @@ import numpy as np
 
 from hrm.data.format import PuzzleSet, directory_size, format_bytes, read_identifiers, read_split
 from hrm.data.metadata import PuzzleDatasetMetadata
-from hrm.errors import HRMError
+from hrm.errors import DatasetError, HRMError, error_line
 
 SUDOKU_SYMBOLS = " .123456789"  # token -> character (pad, blank, digits)
 MAZE_SYMBOLS = "?# SGo"
@@ -122,9 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="draw random examples with this seed (default: the first ones)")
     args = parser.parse_args(argv)
     try:
+        if args.num_examples < 0:
+            raise DatasetError(f"--num-examples must be 0 or more, got {args.num_examples}")
         print(describe(args.dataset_dir, args.split, args.num_examples, args.seed))
-    except HRMError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (HRMError, OSError) as err:
+        print(error_line(err), file=sys.stderr)
         return 2
     return 0
 
