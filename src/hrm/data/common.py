@@ -296,6 +296,13 @@ def check_counts(args: argparse.Namespace) -> None:
             raise DatasetError(f"--{flag.replace('_', '-')} needs a positive number, got {value}")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with a usage mistake reported like every other error: one `error:` line, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def run_cli(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> int:
     """Run a builder's main; an HRMError or a system error (disk full, permissions) becomes one line
     `error: <message>` on stderr and exit status 2; Ctrl-C and SIGTERM leave nothing behind either."""

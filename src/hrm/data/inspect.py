@@ -5,12 +5,12 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from hrm.data.common import OneLineParser
 from hrm.data.format import PuzzleSet, directory_size, format_bytes, read_identifiers, read_split
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import DatasetError, HRMError, error_line
@@ -115,7 +115,7 @@ def _examples(kind: str, puzzle_set: PuzzleSet, names: list[str], count: int, se
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Show a puzzle dataset's metadata and draw a few examples.")
+    parser = OneLineParser(description="Show a puzzle dataset's metadata and draw a few examples.")
     parser.add_argument("dataset_dir")
     parser.add_argument("--split", default="train", choices=["train", "test"])
     parser.add_argument("-n", "--num-examples", type=int, default=3)

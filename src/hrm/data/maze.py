@@ -21,6 +21,7 @@ from hrm.data.augment import NUM_DIHEDRAL, dihedral_transform
 from hrm.data.common import (
     BuildSummary,
     CsvPuzzles,
+    OneLineParser,
     add_source_arguments,
     check_counts,
     csv_sources,
@@ -299,7 +300,7 @@ def build(args: argparse.Namespace) -> BuildSummary:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Build a Maze-Hard dataset (from the hub, a CSV, or generated offline).")
+    p = OneLineParser(description="Build a Maze-Hard dataset (from the hub, a CSV, or generated offline).")
     p.add_argument("--output-dir", default="data/maze-30x30-hard-1k")
     add_source_arguments(p, "mazes", DEFAULT_REPO, default_test_size="N")
     p.add_argument("--size", type=int, default=30, help="side of generated mazes (5 or more)")

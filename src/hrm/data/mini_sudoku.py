@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hrm.data.common import BuildSummary, write_split
+from hrm.data.common import BuildSummary, OneLineParser, write_split
 from hrm.data.format import BLANK_IDENTIFIER_NAME, check_output_dir, staged_directory, write_identifiers
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import DatasetError
@@ -178,7 +178,7 @@ def build(args: argparse.Namespace) -> BuildSummary:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Build a 6x6 Sudoku dataset (2x3 boxes) offline, rated by rounds of singles.")
+    p = OneLineParser(description="Build a 6x6 Sudoku dataset (2x3 boxes) offline, rated by rounds of singles.")
     p.add_argument("--output-dir", default="data/mini-sudoku")
     p.add_argument("--generate", type=int, default=50000, metavar="N", help="train puzzles to generate")
     p.add_argument("--test-size", type=int, default=1000, help="test puzzles to generate (never in train)")

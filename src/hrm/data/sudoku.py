@@ -23,6 +23,7 @@ from hrm.data import sudoku_solver
 from hrm.data.common import (
     BuildSummary,
     CsvPuzzles,
+    OneLineParser,
     add_source_arguments,
     check_counts,
     csv_sources,
@@ -311,7 +312,7 @@ def build(args: argparse.Namespace) -> BuildSummary:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Build a Sudoku-Extreme dataset (from the hub, a CSV, or generated offline).")
+    p = OneLineParser(description="Build a Sudoku-Extreme dataset (from the hub, a CSV, or generated offline).")
     p.add_argument("--output-dir", default="data/sudoku-extreme-full")
     add_source_arguments(p, "puzzles", DEFAULT_REPO, default_test_size="N/10")
     p.add_argument("--min-difficulty", type=int, default=None, help="keep puzzles with rating >= this")
