@@ -235,7 +235,7 @@ def check_output_dir(target: str | Path) -> None:
 
 def earlier_build_files(folder: Path) -> list[str] | None:
     """The files a builder wrote into `folder` before builds had a manifest: recognised by a valid
-    `dataset.json` (in the folder itself, or in `train/` or `test/`), whose sets name the arrays; None if none."""
+    `dataset.json` (in the folder itself, or in `train/` or `test/`) with every array of its sets; None if none."""
     files: list[str] = []
     for split in (".", "train", "test"):
         split_dir = folder / split
@@ -244,8 +244,10 @@ def earlier_build_files(folder: Path) -> list[str] | None:
         except DatasetError:
             continue
         prefix = "" if split == "." else f"{split}/"
-        files.append(f"{prefix}dataset.json")
-        files += [f"{prefix}{set_name}__{key}.npy" for set_name in metadata.sets for key in ARRAY_KEYS]
+        arrays = [f"{prefix}{set_name}__{key}.npy" for set_name in metadata.sets for key in ARRAY_KEYS]
+        if not all((folder / name).is_file() for name in arrays):
+            continue  # a dataset.json without its arrays is no evidence of a build
+        files += [f"{prefix}dataset.json", *arrays]
     if not files:
         return None
     return files + [name for name in BUILD_TOP_FILES if (folder / name).is_file()]

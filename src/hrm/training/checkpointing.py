@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from hrm.checkpoint import atomic_write_bytes, clean_state_dict, save_model_checkpoint
+from hrm.checkpoint import atomic_write_bytes, clean_state_dict, load_weights_only, save_model_checkpoint
 from hrm.config import PretrainConfig
 from hrm.errors import CheckpointError
 from hrm.models.act import ACTCarry
@@ -182,10 +182,7 @@ def find_resume_state(resume: str, checkpoint_path: Path) -> Path | None:
 
 
 def _load(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
+    return load_weights_only(path)  # one-line CheckpointError for empty, truncated or code-carrying files
 
 
 def load_training_state(state_dir: Path, rank: int, world_size: int) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any] | None]:
