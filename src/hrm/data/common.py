@@ -289,11 +289,17 @@ def difficulty_histogram(values: np.ndarray, title: str, bins: int = 8, width: i
 
 
 def check_counts(args: argparse.Namespace) -> None:
-    """The size flags the Sudoku and maze builders share must be positive when given."""
+    """The size flags the Sudoku and maze builders share must be positive when given, the seed not negative."""
     for flag in ("generate", "test_size", "subsample_size"):
         value = getattr(args, flag, None)
         if value is not None and value < 1:
             raise DatasetError(f"--{flag.replace('_', '-')} needs a positive number, got {value}")
+    check_seed(args.seed)
+
+
+def check_seed(seed: int) -> None:
+    if seed < 0:
+        raise DatasetError(f"--seed must be 0 or more, got {seed}")
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hrm.data.common import BuildSummary, OneLineParser, write_split
+from hrm.data.common import BuildSummary, OneLineParser, check_seed, write_split
 from hrm.data.format import BLANK_IDENTIFIER_NAME, check_output_dir, staged_directory, write_identifiers
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import DatasetError
@@ -164,6 +164,7 @@ def build(args: argparse.Namespace) -> BuildSummary:
         raise DatasetError(f"--generate and --test-size must be positive, got {args.generate} and {args.test_size}")
     if not 1 <= args.min_blanks <= args.max_blanks < SEQ_LEN:
         raise DatasetError(f"need 1 <= --min-blanks <= --max-blanks < {SEQ_LEN}, got {args.min_blanks} and {args.max_blanks}")
+    check_seed(args.seed)
     check_output_dir(args.output_dir)
     blanks = (args.min_blanks, args.max_blanks)
     summary = BuildSummary("Mini Sudoku 6x6", Path(args.output_dir), difficulty_label="rounds of singles")
