@@ -205,10 +205,11 @@ def staged_output(target: str | Path, recognise: Recogniser | None = None) -> It
     build's files in `target` (other files stay), on any error or signal nothing in `target` changes."""
     target = Path(target)
     check_output_dir(target, recognise)
-    clean_leftovers(target)
+    placed = target.absolute()  # `--output-dir .` stages beside the current folder, not inside it
+    clean_leftovers(placed)
     tag = f"{_host()}-{os.getpid()}"
-    stage = target.parent / f".{target.name}.partial-{tag}"
-    trash = target.parent / f".{target.name}.old-{tag}"
+    stage = placed.parent / f".{placed.name}.partial-{tag}"
+    trash = placed.parent / f".{placed.name}.old-{tag}"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         stage.mkdir()
