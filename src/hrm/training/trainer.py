@@ -87,6 +87,7 @@ def first_token_outside(array: np.ndarray, vocab_size: int, allowed: tuple[int, 
         rows = np.asarray(array[start:start + block])
         if rows.size == 0 or (rows.min() >= 0 and rows.max() < vocab_size):
             continue
+        rows = rows.astype(np.int64)  # so that allowed values outside the dtype's range compare correctly
         bad = (rows < 0) | (rows >= vocab_size)
         for value in allowed:
             bad &= rows != value
@@ -96,11 +97,11 @@ def first_token_outside(array: np.ndarray, vocab_size: int, allowed: tuple[int, 
     return None
 
 
-def check_dataset(data_path: str) -> tuple[PuzzleDatasetMetadata, PuzzleDatasetMetadata]:
-    """Both splits exist, agree on shapes, and their tokens and identifiers fit the metadata."""
+def check_dataset(data_path: str) -> tuple[PuzzleDatasetMetadata, PuzzleDatasetMetadata, int]:
+    """Both splits exist, agree on shapes, and their tokens and identifiers fit the metadata; also the test examples' count."""
     if not Path(data_path).is_dir():
         raise DatasetError(f"data_path={data_path} does not exist; build the dataset first (see dataset/) or fix data_path")
-    metas = {}
+    metas, counts = {}, {}
     for split in ("train", "test"):
         if not (Path(data_path) / split / "dataset.json").is_file():
             raise DatasetError(f"{data_path} has no {split} split ({split}/dataset.json); rebuild the dataset")
@@ -116,13 +117,15 @@ def check_dataset(data_path: str) -> tuple[PuzzleDatasetMetadata, PuzzleDatasetM
                         f"vocab_size={meta.vocab_size} in {split}/dataset.json; rebuild the dataset or fix vocab_size"
                     )
             ids = np.asarray(puzzle_set.puzzle_identifiers)
-            if ids.size and ids.max() >= meta.num_puzzle_identifiers:
-                raise DatasetError(f"{data_path}/{split}/{set_name}: puzzle identifier {ids.max()} >= num_puzzle_identifiers={meta.num_puzzle_identifiers}")
+            if ids.size and (ids.max() >= meta.num_puzzle_identifiers or ids.min() < 0):
+                bad_id = ids.max() if ids.max() >= meta.num_puzzle_identifiers else ids.min()
+                raise DatasetError(f"{data_path}/{split}/{set_name}: puzzle identifier {bad_id} outside 0..num_puzzle_identifiers-1 (num_puzzle_identifiers={meta.num_puzzle_identifiers})")
         metas[split] = meta
+        counts[split] = sum(puzzle_set.num_examples for puzzle_set in sets.values())
     for key in ("vocab_size", "seq_len", "num_puzzle_identifiers"):
         if getattr(metas["train"], key) != getattr(metas["test"], key):
             raise DatasetError(f"{data_path}: train and test splits disagree on {key} ({getattr(metas['train'], key)} vs {getattr(metas['test'], key)}); rebuild the dataset")
-    return metas["train"], metas["test"]
+    return metas["train"], metas["test"], counts["test"]
 
 
 def resolve_names(config: PretrainConfig, ctx: DistributedContext, saved: dict[str, Any] | None) -> PretrainConfig:
@@ -221,8 +224,7 @@ class Trainer:
         if unknown:
             raise ConfigError(f"eval_save_outputs: {unknown[0]!r} is not an output; choose from {', '.join(EVAL_OUTPUT_KEYS)}")
 
-        self.train_meta, self.test_meta = check_dataset(config.data_path)
-        self.test_examples = sum(puzzle_set.num_examples for puzzle_set in read_split(config.data_path, "test")[1].values())
+        self.train_meta, self.test_meta, self.test_examples = check_dataset(config.data_path)
         if self.test_examples == 0:
             logger.warning("the test split of %s is empty: training runs without evaluations (no eval metrics are logged)", config.data_path)
 
@@ -466,7 +468,10 @@ class Trainer:
                           world_size=self.ctx.world_size, progress=self.config.progress != "off")
         if self.config.eval_save_outputs and result.outputs:
             path = self.checkpoint_dir / f"step_{self.progress.step}_all_preds.{self.ctx.rank}"
-            atomic_write_bytes(path, lambda handle: torch.save(result.outputs, handle))
+            try:
+                atomic_write_bytes(path, lambda handle: torch.save(result.outputs, handle))
+            except (OSError, RuntimeError) as err:
+                raise self._write_error(path.name, err) from None
         if result.metrics is None:
             return None
         return {f"{set_name}/{key}": value for set_name, values in result.metrics.items()
