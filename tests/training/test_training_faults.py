@@ -199,7 +199,7 @@ def test_checkpoint_path_that_is_a_file(tiny_dataset, tmp_path, capsys):
     assert_one_line_error(code, err, "is a file, not a folder")
     assert target.read_text() == "mine"
     code, err = cli(capsys, *tiny_overrides(tiny_dataset, target / "run"))
-    assert_one_line_error(code, err, "checkpoint_path")
+    assert_one_line_error(code, err, "cannot use checkpoint_path", "Not a directory")
     assert target.read_text() == "mine"
 
 
@@ -233,7 +233,7 @@ def test_second_run_into_a_busy_checkpoint_path_stops(tiny_dataset, tmp_path, ca
             assert_one_line_error(code, err, "in use by another training run", f"pid {os.getpid()}")
     finally:
         lock.release()
-    assert sorted(p.name for p in ckpt.iterdir()) == []
+    assert not ckpt.exists()  # the lock removes the folder it created for nothing
 
 
 def test_new_run_into_a_finished_runs_folder_stops_unless_resuming(tiny_dataset, tmp_path, capsys):
@@ -264,6 +264,19 @@ def test_invalid_hyperparameters_are_refused(tiny_dataset, tmp_path, capsys, ove
     code, err = cli(capsys, *tiny_overrides(tiny_dataset, tmp_path / "run", override))
     assert_one_line_error(code, err, needle)
     assert not (tmp_path / "run").exists()
+
+
+def test_bad_progress_variable_is_refused_before_anything_is_written(tiny_dataset, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HRM_PROGRESS", "sometimes")
+    code, err = cli(capsys, *tiny_overrides(tiny_dataset, tmp_path / "run"))
+    assert_one_line_error(code, err, "HRM_PROGRESS='sometimes'")
+    assert not (tmp_path / "run").exists()
+
+
+def test_data_path_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "data").write_text("not a dataset")
+    code, err = cli(capsys, *tiny_overrides(tmp_path / "data", tmp_path / "run"))
+    assert_one_line_error(code, err, "is a file, not a dataset folder")
 
 
 # 13 ------------------------------------------------------------------------------------------------ Ctrl-C

@@ -2,7 +2,8 @@
 
 The lock is an `fcntl.flock` on `<checkpoint_path>/.hrm_run.lock`. The kernel drops it when the holder exits,
 however it dies (even SIGKILL), so a stale lock never blocks a later run; the file only records who holds it
-(pid, host, start time) for the error message, and is removed when the run ends.
+(pid, host, start time) for the error message, and is removed when the run ends (with the folder itself
+if the lock created it and the run wrote nothing into it, e.g. when it failed before training).
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ class RunLock:
     def __init__(self, directory: Path):
         self.path = Path(directory) / LOCK_FILE
         self._fd: int | None = None
+        self._created_folder = False
 
     def acquire(self) -> None:
         """Take the lock, or raise a one-line CheckpointError naming the run that holds it."""
+        self._created_folder = not self.path.parent.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -53,6 +56,8 @@ class RunLock:
             return
         try:
             self.path.unlink(missing_ok=True)
+            if self._created_folder and not any(self.path.parent.iterdir()):
+                self.path.parent.rmdir()
         finally:
             os.close(self._fd)
             self._fd = None

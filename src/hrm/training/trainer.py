@@ -33,7 +33,7 @@ from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError
 from hrm.evaluation.runner import evaluate
 from hrm.models.act import ACTCarry
 from hrm.models.registry import build_model
-from hrm.progress import configured, progress_bar
+from hrm.progress import configured, progress_bar, resolve_mode
 from hrm.training.checkpointing import (
     LoadedState,
     carry_from_state,
@@ -100,7 +100,8 @@ def first_token_outside(array: np.ndarray, vocab_size: int, allowed: tuple[int, 
 def check_dataset(data_path: str) -> tuple[PuzzleDatasetMetadata, PuzzleDatasetMetadata, int]:
     """Both splits exist, agree on shapes, and their tokens and identifiers fit the metadata; also the test examples' count."""
     if not Path(data_path).is_dir():
-        raise DatasetError(f"data_path={data_path} does not exist; build the dataset first (see dataset/) or fix data_path")
+        problem = "is a file, not a dataset folder" if Path(data_path).exists() else "does not exist"
+        raise DatasetError(f"data_path={data_path} {problem}; build the dataset first (see dataset/) or fix data_path")
     metas, counts = {}, {}
     for split in ("train", "test"):
         if not (Path(data_path) / split / "dataset.json").is_file():
@@ -224,6 +225,7 @@ class Trainer:
         if unknown:
             raise ConfigError(f"eval_save_outputs: {unknown[0]!r} is not an output; choose from {', '.join(EVAL_OUTPUT_KEYS)}")
 
+        resolve_mode(config.progress)  # a bad HRM_PROGRESS is an error before anything is written
         self.train_meta, self.test_meta, self.test_examples = check_dataset(config.data_path)
         if self.test_examples == 0:
             logger.warning("the test split of %s is empty: training runs without evaluations (no eval metrics are logged)", config.data_path)
