@@ -299,15 +299,17 @@ def test_ctrl_c_saves_and_exits_with_one_line(tiny_dataset, tmp_path, capsys, mo
 
 
 @pytest.mark.slow
-def test_ctrl_c_in_a_real_process(tiny_dataset, tmp_path):
+@pytest.mark.parametrize("workers", [0, 1])
+def test_ctrl_c_in_a_real_process(tiny_dataset, tmp_path, workers):
+    # A terminal's Ctrl-C signals the whole process group, loader workers included.
     ckpt = tmp_path / "run"
-    overrides = tiny_overrides(tiny_dataset, ckpt, "epochs=4000", "eval_interval=4000", "progress=lines")
+    overrides = tiny_overrides(tiny_dataset, ckpt, "epochs=4000", "eval_interval=4000", "progress=lines", f"data_workers={workers}")
     process = subprocess.Popen([sys.executable, str(REPO / "pretrain.py"), *overrides], cwd=tmp_path, env=subprocess_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     for line in process.stdout:
         if "attention backend" in line:  # logged by the first training step
             break
-    process.send_signal(signal.SIGINT)
+    os.killpg(process.pid, signal.SIGINT)
     _, err = process.communicate(timeout=120)
     assert_one_line_error(process.returncode, err, "interrupted (Ctrl-C)", status=130)
     assert len(saved_steps(ckpt)) == 1 and leftovers(ckpt) == []
