@@ -368,3 +368,14 @@ def test_progress_lines_are_bounded(monkeypatch, caplog):
     lines = [record.getMessage() for record in caplog.records]
     assert len(lines) == 20 and lines[-1].startswith("work 1000/1000 (100%) loss=0.123")  # one line per 5%
     assert max(len(line) for line in lines) < 300
+
+
+def test_training_state_of_the_wrong_structure_is_one_line(tiny_dataset, tmp_path, capsys):
+    ckpt = tmp_path / "run"
+    assert cli(capsys, *tiny_overrides(tiny_dataset, ckpt, "max_steps=2"))[0] == 0
+    path = ckpt / "train_state_2" / "trainer.pt"
+    state = torch.load(path, weights_only=True)
+    state["progress"] = {"steps_done": 2}  # a readable file whose content does not fit
+    torch.save(state, path)
+    code, err = cli(capsys, *tiny_overrides(tiny_dataset, ckpt, "resume=auto"))
+    assert_one_line_error(code, err, "train_state_2 is damaged")

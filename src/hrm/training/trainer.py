@@ -298,7 +298,12 @@ class Trainer:
         self.wandb_run_id: str | None = None
         self.last_saved_step = -1
         if resumed is not None:
-            self._restore(*resumed)
+            try:
+                self._restore(*resumed)
+            except HRMError:
+                raise
+            except (KeyError, TypeError, ValueError, RuntimeError) as err:  # a readable file of the wrong structure
+                raise CheckpointError(f"{resumed[0]} is damaged or was not written by this trainer ({first_line(err)})") from None
 
         use_compile = self.config.compile if self.config.compile != "auto" else self.device.type == "cuda"
         self.forward_model = torch.compile(self.model, dynamic=False) if use_compile else self.model
