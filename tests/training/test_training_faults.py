@@ -174,7 +174,11 @@ def test_disk_full_while_saving_is_one_line_and_leaves_nothing(tiny_dataset, tmp
     monkeypatch.setattr(torch, "save", full_disk)
     code, err = cli(capsys, *tiny_overrides(tiny_dataset, ckpt))
     assert_one_line_error(code, err, "cannot write the checkpoint of step 6", "resume=auto")
-    assert leftovers(ckpt) == [] and saved_steps(ckpt) == []
+    assert leftovers(ckpt) == [] and saved_steps(ckpt) == [] and not (ckpt / "step_6").exists()
+    monkeypatch.setattr(torch, "save", real_save)  # space freed: the advised command continues
+    code, err = cli(capsys, *tiny_overrides(tiny_dataset, ckpt, "resume=auto"))
+    assert code == 0, err
+    assert saved_steps(ckpt) == [6, 12]
 
 
 def test_garbage_all_config_under_resume_auto_continues(tiny_dataset, tmp_path, capsys):
@@ -379,3 +383,13 @@ def test_training_state_of_the_wrong_structure_is_one_line(tiny_dataset, tmp_pat
     torch.save(state, path)
     code, err = cli(capsys, *tiny_overrides(tiny_dataset, ckpt, "resume=auto"))
     assert_one_line_error(code, err, "train_state_2 is damaged")
+
+
+def test_resume_auto_after_a_kill_during_the_first_save_starts_over(tiny_dataset, tmp_path, capsys):
+    # SIGKILL between writing step_N and renaming train_state_N into place leaves weights without a state.
+    ckpt = tmp_path / "run"
+    assert cli(capsys, *tiny_overrides(tiny_dataset, ckpt, "max_steps=2"))[0] == 0
+    os.rename(ckpt / "train_state_2", ckpt / ".train_state_2.partial")
+    code, err = cli(capsys, *tiny_overrides(tiny_dataset, ckpt, "resume=auto"))
+    assert code == 0, err
+    assert saved_steps(ckpt) == [6, 12] and leftovers(ckpt) == []

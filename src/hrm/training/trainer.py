@@ -358,7 +358,10 @@ class Trainer:
             save_training_checkpoint(self.ctx, self.checkpoint_dir, self.progress.step, self.model, self.config,
                                      self.optimizers, trainer_state, self.carry, keep_last=self.config.checkpoint_keep_last)
         except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError of its zip writer
-            raise self._write_error(f"the checkpoint of step {self.progress.step}", err) from None
+            step = self.progress.step
+            if self.ctx.is_main and not (self.checkpoint_dir / f"train_state_{step}").is_dir():
+                (self.checkpoint_dir / f"step_{step}").unlink(missing_ok=True)  # a checkpoint is all or nothing
+            raise self._write_error(f"the checkpoint of step {step}", err) from None
         self.last_saved_step = self.progress.step
 
     def _write_error(self, what: str, err: BaseException) -> CheckpointError:
@@ -523,7 +526,10 @@ class Trainer:
                 resuming_here = self.resumed_from is not None and self.resumed_from.parent.resolve() == self.checkpoint_dir.resolve()
                 existing = sorted(saved_steps(self.checkpoint_dir)) or sorted(
                     int(path.name[5:]) for path in self.checkpoint_dir.glob("step_*") if path.name[5:].isdigit())
-                if existing and not resuming_here:
+                if existing and not resuming_here and self.config.resume == "auto":
+                    logger.warning("resume=auto: %s holds weights (step_%d) but no training state to resume; starting from "
+                                   "scratch beside them", self.checkpoint_dir, existing[-1])
+                elif existing and not resuming_here:
                     raise CheckpointError(
                         f"checkpoint_path={self.checkpoint_dir} already holds checkpoints of another run (step_{existing[-1]}); "
                         "continue that run with resume=auto, or choose another checkpoint_path (delete the folder to start over)"
