@@ -7,7 +7,8 @@ A checkpoint folder (`checkpoint_path`) holds, per saved step N:
   (the ACT carry of its slice of the batch and its RNG states).
 Every file is written to a temporary name and renamed; `train_state_N/` is assembled under a hidden name
 and renamed last, so its presence means the whole checkpoint is complete. `all_config.yaml` and the
-model source sit beside them.
+model source sit beside them. A kill mid-save leaves only hidden temporaries (`.step_N.*.tmp`,
+`.train_state_N.partial/`), which `remove_leftovers` deletes when the next run starts.
 """
 
 from __future__ import annotations
@@ -160,11 +161,8 @@ def prune_checkpoints(directory: Path, keep_last: int) -> None:
     remove_leftovers(directory)
 
 
-def find_resume_state(resume: str, checkpoint_path: Path) -> Path | None:
-    """The `train_state_N` folder that `resume` names (`auto`: the newest in `checkpoint_path`, or None)."""
-    if resume == "auto":
-        steps = saved_steps(checkpoint_path)
-        return checkpoint_path / f"{TRAIN_STATE_PREFIX}{steps[-1]}" if steps else None
+def find_resume_state(resume: str) -> Path:
+    """The `train_state_N` folder that an explicit `resume=<folder or step_N file>` names (`auto`: see load_resume_state)."""
     path = Path(resume)
     if path.is_dir() and _TRAIN_STATE_DIR.match(path.name):
         chosen = path
@@ -260,7 +258,7 @@ def load_resume_state(resume: str, base: Path, ctx: DistributedContext) -> tuple
         if failures:
             raise CheckpointError(f"resume=auto: no intact checkpoint in {base} ({failures[0]}); delete the folder or choose another checkpoint_path to start over")
         return None
-    state_dir = find_resume_state(resume, base)
+    state_dir = find_resume_state(resume)
     loaded, error = _try_load(state_dir, ctx)
     if loaded is None:
         raise CheckpointError(f"{error}{_intact_advice(state_dir, ctx)}")
