@@ -1,11 +1,12 @@
 """Progress reporting that reads well both in a terminal and in a log file.
 
 Three modes: `bar` (a tqdm bar, for terminals), `lines` (plain log lines such as
-`train 1200/14062 (9%) loss=0.512 acc=0.301 | 12.3 it/s | elapsed 0:01:37 | eta 0:17:25`, one every
+`train 1200/14062 (9%) loss=0.512 acc=0.301 | 12.3 step/s | elapsed 0:01:37 | eta 0:17:25`, one every
 `HRM_PROGRESS_INTERVAL` seconds (default 60) or 5% of the total, whichever comes first, plus a last one)
 and `off`. The mode is, in order: the one a caller configures (`pretrain.py progress=...`), the
-`HRM_PROGRESS` environment variable, else `auto`: a bar when stderr is a terminal (or in a notebook), lines otherwise
-(SLURM, nohup, `> log 2>&1`), so that redirected logs never fill with carriage-return-joined bars.
+`HRM_PROGRESS` environment variable, else `auto`: a bar when stdout and stderr are both a terminal (or in a
+notebook), lines otherwise (SLURM, nohup, `> log 2>&1`), so that redirected logs never fill with
+carriage-return-joined bars and always hold the loss history.
 Lines go through `logging` (logger `hrm.progress`, level INFO), so they land wherever the program's log goes.
 """
 
@@ -41,7 +42,8 @@ def resolve_mode(mode: str | None = None) -> str:
         if value not in MODES:
             raise ConfigError(f"{source}={value!r} is not a progress mode; choose one of {', '.join(MODES)}")
         return value
-    return "bar" if _isatty(sys.stderr) or "ipykernel" in sys.modules else "lines"  # notebooks render bars
+    terminal = _isatty(sys.stderr) and _isatty(sys.stdout)  # either redirected: the log file gets the lines
+    return "bar" if terminal or "ipykernel" in sys.modules else "lines"  # notebooks render bars
 
 
 def _isatty(stream: Any) -> bool:

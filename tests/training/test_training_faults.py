@@ -345,11 +345,16 @@ def test_progress_off_writes_nothing(tiny_dataset, tmp_path, capsys, caplog):
 
 
 def test_progress_mode_choice(monkeypatch):
+    from hrm import progress
     from hrm.errors import ConfigError
     from hrm.progress import configured, resolve_mode
 
     monkeypatch.delenv("HRM_PROGRESS", raising=False)
     assert resolve_mode() == "lines"  # pytest captures stderr: not a terminal
+    monkeypatch.setattr(progress, "_isatty", lambda stream: True)
+    assert resolve_mode() == "bar"
+    monkeypatch.setattr(progress, "_isatty", lambda stream: stream is sys.stderr)  # `> train.log`: stdout redirected
+    assert resolve_mode() == "lines"
     monkeypatch.setenv("HRM_PROGRESS", "off")
     assert resolve_mode() == "off" and resolve_mode("bar") == "bar"  # an explicit setting beats the variable
     with configured("lines"):
