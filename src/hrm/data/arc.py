@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from hrm.progress import progress_bar
 
 from hrm.data.augment import DIHEDRAL_INVERSE, NUM_DIHEDRAL, dihedral_transform, inverse_colour_map
 from hrm.data.common import BuildSummary, OneLineParser, check_seed
@@ -425,7 +425,7 @@ def _write_split(stage: Path, split: str, plans: list[_Plan], seed: int, num_ide
     puzzle_indices = np.zeros(num_puzzles + 1, np.int64)
     group_indices = np.zeros(len(used) + 1, np.int64)
     example_row, puzzle_row = 0, 0
-    for group, (plan, pairs) in enumerate(tqdm(used, desc=f"writing {split}", unit="task", disable=not progress, mininterval=1.0)):
+    for group, (plan, pairs) in enumerate(progress_bar(used, desc=f"writing {split}", unit="task", disable=not progress, mininterval=1.0)):
         copies, per_copy = len(plan.tids), len(pairs)
         task_inputs, task_labels = _encode_task(plan, pairs, _task_rng(seed + (1 if translate else 2), plan.task), translate)
         inputs.write(task_inputs)
@@ -481,7 +481,7 @@ def build_arc(sources: list[str], output_dir: str | Path, num_aug: int = 1000, s
     names: dict[str, int] = {BLANK_IDENTIFIER_NAME: 0}
     transforms: list[dict | None] = [None]
     plans: list[_Plan] = []
-    for task in tqdm(tasks, desc="augmenting tasks", unit="task", disable=not progress, mininterval=1.0):
+    for task in progress_bar(tasks, desc="augmenting tasks", unit="task", disable=not progress, mininterval=1.0):
         tids, maps = choose_augmentations(task, num_aug, _task_rng(seed, task))
         identifiers = np.empty(len(tids), np.int32)
         for k, (tid, colour_map) in enumerate(zip(tids, maps)):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from hrm.progress import progress_bar
 
 from hrm.data.augment import NUM_DIHEDRAL, dihedral_transform
 from hrm.data.common import (
@@ -192,7 +192,7 @@ def generate_mazes(n: int, size: int = 30, min_path_len: int = 110, seed: int = 
     seen = set(exclude or ())
     questions, answers, ratings = [], [], []
     repeats = 0
-    with tqdm(total=n, desc=f"generating {size}x{size} mazes", unit="maze", disable=not progress) as bar:
+    with progress_bar(total=n, desc=f"generating {size}x{size} mazes", unit="maze", disable=not progress) as bar:
         while len(questions) < n:
             made = generate_maze(rng, size, min_path_len)
             if made is None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from hrm.progress import progress_bar
 
 from hrm.data import sudoku_solver
 from hrm.data.common import (
@@ -129,7 +129,7 @@ def generate_sudokus(n: int, seed: int, min_difficulty: int | None = None, progr
     tasks = [(seed, index, min_difficulty) for index in range(n)]
     workers = min(workers or os.cpu_count() or 1, max(1, n // 16))
     made = []
-    with tqdm(total=n, desc="generating Sudokus", unit="puzzle", disable=not progress) as bar:
+    with progress_bar(total=n, desc="generating Sudokus", unit="puzzle", disable=not progress) as bar:
         if workers > 1:
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 for item in pool.map(_generate_one, tasks, chunksize=8):
@@ -220,7 +220,7 @@ def build_split_arrays(
     inputs = np.empty((total, SEQ_LEN), np.uint8)
     labels = np.empty((total, SEQ_LEN), np.uint8)
     # row layout: original i, copy j, (plain, hint) -> ((i * copies) + j) * per_copy + h
-    with tqdm(total=n * copies, desc="augmenting", unit="grid", disable=not progress) as bar:
+    with progress_bar(total=n * copies, desc="augmenting", unit="grid", disable=not progress) as bar:
         for start in range(0, n * copies, _BLOCK):
             stop = min(start + _BLOCK, n * copies)
             index = np.arange(start, stop)

@@ -10,6 +10,7 @@ broadcast, gradients are summed over ranks and metric sums reduced onto rank 0.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import shutil
 import signal
@@ -21,30 +22,32 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 import torch.distributed as dist
-import yaml
-from tqdm import tqdm
 
 import hrm.models
 from hrm.checkpoint import atomic_write_bytes, check_state_dict, write_config
 from hrm.config import PretrainConfig, validate_config
-from hrm.data.format import read_split
+from hrm.data.format import IGNORE_LABEL, read_split
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.data.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
-from hrm.errors import ConfigError, DatasetError, HRMError
+from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError, one_line
 from hrm.evaluation.runner import evaluate
 from hrm.models.act import ACTCarry
 from hrm.models.registry import build_model
+from hrm.progress import configured, progress_bar, resolve_mode
 from hrm.training.checkpointing import (
+    LoadedState,
     carry_from_state,
-    find_resume_state,
-    load_training_state,
+    load_resume_state,
+    remove_leftovers,
     save_training_checkpoint,
+    saved_steps,
     set_rng_state,
 )
 from hrm.training.distributed import DistributedContext, any_rank, broadcast_object, init_distributed, shutdown_distributed
 from hrm.training.flops import peak_flops, training_flops_per_example
 from hrm.training.naming import default_checkpoint_path, default_project_name, default_run_name
 from hrm.training.optimizers import SignSGDSparse, make_adam_atan2
+from hrm.training.run_lock import RunLock
 from hrm.training.schedule import cosine_schedule_with_warmup_lr_lambda, total_training_steps
 from hrm.training.tracking import RunLogger
 
@@ -52,11 +55,15 @@ logger = logging.getLogger(__name__)
 
 EVAL_OUTPUT_KEYS = ("inputs", "labels", "puzzle_identifiers", "logits", "preds", "q_halt_logits", "q_continue_logits")
 MAX_CONSECUTIVE_SKIPS = 20
-_SAMPLE_ROWS = 4096  # rows per set checked against the vocabulary before training
+_CHECK_ELEMENTS = 1 << 24  # tokens per block when every row is checked against the vocabulary
 
 
 class NonFiniteLossError(HRMError):
     """The loss or a gradient became NaN or inf."""
+
+
+class TrainingInterrupted(HRMError):
+    """Ctrl-C stopped the run after its checkpoint was saved (the message says where and how to continue)."""
 
 
 @dataclass
@@ -69,27 +76,56 @@ class Progress:
     skipped_steps: int = 0
 
 
-def check_dataset(data_path: str) -> tuple[PuzzleDatasetMetadata, PuzzleDatasetMetadata]:
-    """Both splits exist, agree on shapes, and their tokens and identifiers fit the metadata."""
+def first_token_outside(array: np.ndarray, vocab_size: int, allowed: tuple[int, ...] = ()) -> tuple[int, int, int] | None:
+    """(row, position, token) of the first token of a 2-D (memory-mapped) array outside [0, vocab_size) and `allowed`.
+
+    Every row is read, a block of rows at a time, so memory stays bounded on large memory-mapped arrays.
+    """
+    block = max(1, _CHECK_ELEMENTS // max(1, array.shape[1] if array.ndim == 2 else 1))
+    for start in range(0, array.shape[0], block):
+        rows = np.asarray(array[start:start + block])
+        if rows.size == 0 or (rows.min() >= 0 and rows.max() < vocab_size):
+            continue
+        rows = rows.astype(np.int64)  # so that allowed values outside the dtype's range compare correctly
+        bad = (rows < 0) | (rows >= vocab_size)
+        for value in allowed:
+            bad &= rows != value
+        if bad.any():
+            row, column = np.argwhere(bad.reshape(rows.shape[0], -1))[0]
+            return start + int(row), int(column), int(rows.reshape(rows.shape[0], -1)[row, column])
+    return None
+
+
+def check_dataset(data_path: str) -> tuple[PuzzleDatasetMetadata, PuzzleDatasetMetadata, int]:
+    """Both splits exist, agree on shapes, and their tokens and identifiers fit the metadata; also the test examples' count."""
     if not Path(data_path).is_dir():
-        raise DatasetError(f"data_path={data_path} does not exist; build the dataset first (see dataset/) or fix data_path")
-    metas = {}
+        problem = "is a file, not a dataset folder" if Path(data_path).exists() else "does not exist"
+        raise DatasetError(f"data_path={data_path} {problem}; build the dataset first (see dataset/) or fix data_path")
+    metas, counts = {}, {}
     for split in ("train", "test"):
         if not (Path(data_path) / split / "dataset.json").is_file():
             raise DatasetError(f"{data_path} has no {split} split ({split}/dataset.json); rebuild the dataset")
         meta, sets = read_split(data_path, split)
+        label_extra = tuple(value for value in (meta.ignore_label_id, IGNORE_LABEL) if value is not None)
         for set_name, puzzle_set in sets.items():
-            rows = np.concatenate([puzzle_set.inputs[:_SAMPLE_ROWS], puzzle_set.inputs[-_SAMPLE_ROWS:]]) if puzzle_set.num_examples else np.zeros((0,), np.int64)
-            if rows.size and (rows.max() >= meta.vocab_size or rows.min() < 0):
-                raise DatasetError(f"{data_path}/{split}/{set_name}: tokens up to {rows.max()} but vocab_size={meta.vocab_size} in dataset.json")
+            for key, array, extra in (("inputs", puzzle_set.inputs, ()), ("labels", puzzle_set.labels, label_extra)):
+                bad = first_token_outside(array, meta.vocab_size, extra)
+                if bad is not None:
+                    row, column, token = bad
+                    raise DatasetError(
+                        f"{data_path}/{split}/{set_name}__{key}.npy: row {row} position {column} holds token {token}, outside "
+                        f"vocab_size={meta.vocab_size} in {split}/dataset.json; rebuild the dataset or fix vocab_size"
+                    )
             ids = np.asarray(puzzle_set.puzzle_identifiers)
-            if ids.size and ids.max() >= meta.num_puzzle_identifiers:
-                raise DatasetError(f"{data_path}/{split}/{set_name}: puzzle identifier {ids.max()} >= num_puzzle_identifiers={meta.num_puzzle_identifiers}")
+            if ids.size and (ids.max() >= meta.num_puzzle_identifiers or ids.min() < 0):
+                bad_id = ids.max() if ids.max() >= meta.num_puzzle_identifiers else ids.min()
+                raise DatasetError(f"{data_path}/{split}/{set_name}: puzzle identifier {bad_id} outside 0..num_puzzle_identifiers-1 (num_puzzle_identifiers={meta.num_puzzle_identifiers})")
         metas[split] = meta
+        counts[split] = sum(puzzle_set.num_examples for puzzle_set in sets.values())
     for key in ("vocab_size", "seq_len", "num_puzzle_identifiers"):
         if getattr(metas["train"], key) != getattr(metas["test"], key):
             raise DatasetError(f"{data_path}: train and test splits disagree on {key} ({getattr(metas['train'], key)} vs {getattr(metas['test'], key)}); rebuild the dataset")
-    return metas["train"], metas["test"]
+    return metas["train"], metas["test"], counts["test"]
 
 
 def resolve_names(config: PretrainConfig, ctx: DistributedContext, saved: dict[str, Any] | None) -> PretrainConfig:
@@ -141,18 +177,30 @@ def effective_arch(config: PretrainConfig, device: torch.device) -> PretrainConf
 
 
 class StopRequest:
-    """SIGTERM/SIGUSR1 (preemption notices) ask the loop to checkpoint and stop at the next step."""
+    """SIGTERM/SIGUSR1 (preemption notices) and Ctrl-C ask the loop to checkpoint and stop at the next step.
+
+    A second Ctrl-C restores Python's own handler, so a third one aborts at once (without saving).
+    """
 
     def __init__(self) -> None:
         self.requested = False
+        self.interrupted = False
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum, frame) -> None:
-        logger.warning("received signal %d: saving a checkpoint and stopping after this step", signum)
+        if signum == signal.SIGINT:
+            if self.interrupted:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                logger.warning("Ctrl-C again: press it once more to abort without saving")
+                return
+            self.interrupted = True
+            logger.warning("Ctrl-C: saving a checkpoint and stopping after this step")
+        else:
+            logger.warning("received signal %d: saving a checkpoint and stopping after this step", signum)
         self.requested = True
 
     def install(self) -> None:
-        for signum in (signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
+        for signum in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None)):
             if signum is not None:
                 with contextlib.suppress(ValueError):  # not the main thread
                     self._previous[signum] = signal.signal(signum, self._handle)
@@ -176,9 +224,12 @@ class Trainer:
         if unknown:
             raise ConfigError(f"eval_save_outputs: {unknown[0]!r} is not an output; choose from {', '.join(EVAL_OUTPUT_KEYS)}")
 
-        self.train_meta, self.test_meta = check_dataset(config.data_path)
+        resolve_mode(config.progress)  # a bad HRM_PROGRESS is an error before anything is written
+        self.train_meta, self.test_meta, self.test_examples = check_dataset(config.data_path)
+        if self.test_examples == 0:
+            logger.warning("the test split of %s is empty: training runs without evaluations (no eval metrics are logged)", config.data_path)
 
-        resume_dir = None
+        resumed = None
         saved_config: dict[str, Any] | None = None
         if config.resume is not None:
             base = None
@@ -188,17 +239,20 @@ class Trainer:
                 base = Path(default_checkpoint_path(config.project_name or default_project_name(config.data_path), config.run_name))
             if config.resume == "auto" and base is None:
                 raise ConfigError("resume=auto needs checkpoint_path (or run_name) to know which run to continue")
-            resume_dir = find_resume_state(config.resume, base or Path("."))
-            if resume_dir is None:
+            resumed = load_resume_state(config.resume, base or Path("."), ctx)
+            if resumed is None:
                 logger.info("resume=auto: no checkpoint in %s yet, starting from scratch", base)
             else:
-                saved_config = yaml.safe_load((resume_dir.parent / "all_config.yaml").read_text()) if (resume_dir.parent / "all_config.yaml").is_file() else None
+                saved_config = resumed[1][0].get("config")  # the resolved config the run saved (as in all_config.yaml)
                 if config.checkpoint_path is None:
-                    config = config.model_copy(update={"checkpoint_path": str(resume_dir.parent)})
+                    config = config.model_copy(update={"checkpoint_path": str(resumed[0].parent)})
 
-        config = resolve_names(config, ctx, saved_config)
+        config = resolve_names(config, ctx, saved_config if isinstance(saved_config, dict) else None)
         self.config = effective_arch(config, self.device)
         self.checkpoint_dir = Path(self.config.checkpoint_path)
+        if self.checkpoint_dir.exists() and not self.checkpoint_dir.is_dir():
+            raise ConfigError(f"checkpoint_path={self.checkpoint_dir} is a file, not a folder; choose a folder for the checkpoints")
+        self.resumed_from = resumed[0] if resumed is not None else None
         self.epochs_per_chunk = self.config.eval_interval or self.config.epochs
         self.num_chunks = self.config.epochs // self.epochs_per_chunk
         self.total_steps = total_training_steps(self.config.epochs, self.train_meta.total_groups,
@@ -242,8 +296,13 @@ class Trainer:
         self.carry: ACTCarry | None = None
         self.wandb_run_id: str | None = None
         self.last_saved_step = -1
-        if resume_dir is not None:
-            self._restore(resume_dir)
+        if resumed is not None:
+            try:
+                self._restore(*resumed)
+            except HRMError:
+                raise
+            except (KeyError, TypeError, ValueError, RuntimeError) as err:  # a readable file of the wrong structure
+                raise CheckpointError(f"{resumed[0]} is damaged or was not written by this trainer ({one_line(err)})") from None
 
         use_compile = self.config.compile if self.config.compile != "auto" else self.device.type == "cuda"
         self.forward_model = torch.compile(self.model, dynamic=False) if use_compile else self.model
@@ -252,8 +311,8 @@ class Trainer:
         self.stop = StopRequest()
 
     # ----------------------------------------------------------------------------------- resume
-    def _restore(self, state_dir: Path) -> None:
-        trainer_state, model_state, rank_state = load_training_state(state_dir, self.ctx.rank, self.ctx.world_size)
+    def _restore(self, state_dir: Path, loaded: LoadedState) -> None:
+        trainer_state, model_state, rank_state = loaded
         saved_shapes = trainer_state.get("dataset", {})
         for key, value in self.train_meta.model_shapes().items():
             if key in saved_shapes and saved_shapes[key] != value:
@@ -294,19 +353,42 @@ class Trainer:
             "config": self.config.model_dump(),
             "wandb_run_id": self.wandb_run_id,
         }
-        save_training_checkpoint(self.ctx, self.checkpoint_dir, self.progress.step, self.model, self.config,
-                                 self.optimizers, trainer_state, self.carry, keep_last=self.config.checkpoint_keep_last)
+        try:
+            save_training_checkpoint(self.ctx, self.checkpoint_dir, self.progress.step, self.model, self.config,
+                                     self.optimizers, trainer_state, self.carry, keep_last=self.config.checkpoint_keep_last)
+        except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError of its zip writer
+            step = self.progress.step
+            if self.ctx.is_main and not (self.checkpoint_dir / f"train_state_{step}").is_dir():
+                (self.checkpoint_dir / f"step_{step}").unlink(missing_ok=True)  # a checkpoint is all or nothing
+            raise self._write_error(f"the checkpoint of step {step}", err) from None
         self.last_saved_step = self.progress.step
+
+    def _write_error(self, what: str, err: BaseException) -> CheckpointError:
+        """A failed write as one line (a full disk said as such); the partial files are removed."""
+        if self.ctx.is_main:
+            remove_leftovers(self.checkpoint_dir)
+        full = getattr(err, "errno", None) == errno.ENOSPC
+        with contextlib.suppress(OSError):
+            full = full or shutil.disk_usage(self.checkpoint_dir).free < (64 << 20)
+        reason = "the disk is full" if full else one_line(err)
+        last = f"step_{self.last_saved_step} is the last complete checkpoint" if self.last_saved_step > 0 else "no checkpoint was saved yet"
+        return CheckpointError(
+            f"cannot write {what} into {self.checkpoint_dir} ({reason}); {last}; free space or choose another "
+            "checkpoint_path, then continue with resume=auto"
+        )
 
     def save_config_and_source(self) -> None:
         """The resolved config (`all_config.yaml`) and the model's source code, beside the checkpoints."""
         if not self.ctx.is_main:
             return
-        write_config(self.config, self.checkpoint_dir)
-        source_dir = self.checkpoint_dir / "source"
-        source_dir.mkdir(parents=True, exist_ok=True)
-        for path in sorted(Path(hrm.models.__file__).parent.glob("*.py")):
-            shutil.copy2(path, source_dir / path.name)
+        try:
+            write_config(self.config, self.checkpoint_dir)
+            source_dir = self.checkpoint_dir / "source"
+            source_dir.mkdir(parents=True, exist_ok=True)
+            for path in sorted(Path(hrm.models.__file__).parent.glob("*.py")):
+                shutil.copy2(path, source_dir / path.name)
+        except OSError as err:
+            raise self._write_error("the run's config and source", err) from None
 
     # ------------------------------------------------------------------------------------ steps
     def _reduce_gradients(self, loss: torch.Tensor) -> bool:
@@ -388,12 +470,17 @@ class Trainer:
         return None
 
     def run_evaluation(self) -> dict[str, float] | None:
+        if self.test_examples == 0:
+            return None
         result = evaluate(self.model, iter(self.test_data), self.test_meta.sets, device=self.device,
                           return_keys=self.config.eval_save_outputs, rank=self.ctx.rank,
-                          world_size=self.ctx.world_size, progress=True)
+                          world_size=self.ctx.world_size, progress=self.config.progress != "off")
         if self.config.eval_save_outputs and result.outputs:
             path = self.checkpoint_dir / f"step_{self.progress.step}_all_preds.{self.ctx.rank}"
-            atomic_write_bytes(path, lambda handle: torch.save(result.outputs, handle))
+            try:
+                atomic_write_bytes(path, lambda handle: torch.save(result.outputs, handle))
+            except (OSError, RuntimeError) as err:
+                raise self._write_error(path.name, err) from None
         if result.metrics is None:
             return None
         return {f"{set_name}/{key}": value for set_name, values in result.metrics.items()
@@ -415,10 +502,52 @@ class Trainer:
         yield from loader
 
     def train(self) -> dict[str, float] | None:
-        """Run (or continue) the whole training; returns the final evaluation metrics on rank 0."""
+        """Run (or continue) the whole training; returns the final evaluation metrics on rank 0.
+
+        Rank 0 holds the checkpoint folder's lock throughout; Ctrl-C saves a checkpoint and raises
+        `TrainingInterrupted`.
+        """
+        lock = self._claim_checkpoint_dir()
+        try:
+            with configured(self.config.progress):
+                return self._train()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _claim_checkpoint_dir(self) -> RunLock | None:
+        """Lock the checkpoint folder (rank 0), refuse one holding another run's checkpoints, clean stale partial saves."""
+        lock, problem = None, None
+        if self.ctx.is_main:
+            lock = RunLock(self.checkpoint_dir)
+            try:
+                lock.acquire()
+                resuming_here = self.resumed_from is not None and self.resumed_from.parent.resolve() == self.checkpoint_dir.resolve()
+                existing = sorted(saved_steps(self.checkpoint_dir)) or sorted(
+                    int(path.name[5:]) for path in self.checkpoint_dir.glob("step_*") if path.name[5:].isdigit())
+                if existing and not resuming_here and self.config.resume == "auto":
+                    logger.warning("resume=auto: %s holds weights (step_%d) but no training state to resume; starting from "
+                                   "scratch beside them", self.checkpoint_dir, existing[-1])
+                elif existing and not resuming_here:
+                    raise CheckpointError(
+                        f"checkpoint_path={self.checkpoint_dir} already holds checkpoints of another run (step_{existing[-1]}); "
+                        "continue that run with resume=auto, or choose another checkpoint_path (delete the folder to start over)"
+                    )
+                remove_leftovers(self.checkpoint_dir)
+            except HRMError as err:
+                problem = str(err)
+            except OSError as err:
+                problem = f"cannot use checkpoint_path={self.checkpoint_dir}: {one_line(err)}"
+            if problem is not None:
+                lock.release()
+        problem = broadcast_object(problem, self.ctx)
+        if problem is not None:
+            raise CheckpointError(problem)
+        return lock
+
+    def _train(self) -> dict[str, float] | None:
         ctx, config = self.ctx, self.config
         if ctx.is_main:
-            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
             logger.info("run %r of project %r: %d parameters, %d steps, checkpoints in %s",
                         config.run_name, config.project_name, self.num_params, self.total_steps, self.checkpoint_dir)
         self.save_config_and_source()
@@ -432,7 +561,7 @@ class Trainer:
         self.stop.install()
         self.consecutive_skips = 0
         final_metrics = None
-        bar = tqdm(total=self.total_steps, initial=self.progress.step, desc="train", disable=not ctx.is_main, dynamic_ncols=True)
+        bar = progress_bar(total=self.total_steps, initial=self.progress.step, desc="train", unit="step", disable=not ctx.is_main, dynamic_ncols=True)
         window_start, window_examples = time.perf_counter(), 0
         throughput: dict[str, float] = {}
         try:
@@ -457,7 +586,10 @@ class Trainer:
                         tracker.log(logged, step=self.progress.step)
                     if self._should_stop():
                         self.save_checkpoint()
-                        logger.info("stopped at step %d; continue with resume=auto checkpoint_path=%s", self.progress.step, self.checkpoint_dir)
+                        where = f"continue with resume=auto checkpoint_path={self.checkpoint_dir}"
+                        if self.stop.interrupted:
+                            raise TrainingInterrupted(f"interrupted (Ctrl-C) at step {self.progress.step}; checkpoint saved; {where}")
+                        logger.info("stopped at step %d; %s", self.progress.step, where)
                         return None
                     if config.checkpoint_every_steps and self.progress.step % config.checkpoint_every_steps == 0:
                         self.save_checkpoint()
@@ -494,14 +626,21 @@ def _ignore_stop_signals(worker_id: int) -> None:
 
 
 class _ChunkView(torch.utils.data.IterableDataset):
-    """One training chunk as an iterable dataset, so a DataLoader worker can prefetch it."""
+    """One training chunk as an iterable dataset, so DataLoader workers can prefetch it.
+
+    With N workers, worker k yields only batches k, k+N, k+2N, ... of the chunk (after the `skip` already
+    consumed); the DataLoader takes one batch from each worker in turn, so the stream is exactly the inline one.
+    """
 
     def __init__(self, dataset: PuzzleDataset, chunk_index: int, skip: int):
         super().__init__()
         self.dataset, self.chunk_index, self.skip = dataset, chunk_index, skip
 
     def __iter__(self):
-        return self.dataset.iter_chunk(self.chunk_index, self.skip)
+        info = torch.utils.data.get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        batches = self.dataset.iter_chunk(self.chunk_index, self.skip)
+        return (item for index, item in enumerate(batches) if index % num_workers == worker)
 
 
 def run_training(config: PretrainConfig) -> dict[str, float] | None:
