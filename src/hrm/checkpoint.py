@@ -108,7 +108,10 @@ def load_weights_only(path: str | Path) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. torch's pickle-protocol warning would add lines to the one-line error
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as err:
+        if "unsupported global" not in str(err).lower():  # garbage bytes, not a file carrying code
+            raise CheckpointError(f"cannot read {path}: it is corrupt, not a checkpoint this project can read (truncated or "
+                                  "damaged); use another checkpoint") from None
         raise CheckpointError(f"cannot read {path}: it is not a checkpoint this project can read safely (it holds Python objects "
                               "other than tensors, and checkpoints are only ever loaded as data, weights_only=True); use a "
                               "checkpoint written by training") from None

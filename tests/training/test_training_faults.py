@@ -148,7 +148,7 @@ def test_only_checkpoint_empty_is_one_line(tiny_dataset, tmp_path, capsys):
     assert cli(capsys, *tiny_overrides(tiny_dataset, ckpt, "max_steps=2"))[0] == 0
     (ckpt / "train_state_2" / "trainer.pt").write_bytes(b"")
     code, err = cli(capsys, *tiny_overrides(tiny_dataset, ckpt, "resume=auto"))
-    assert_one_line_error(code, err, "trainer.pt is empty (0 bytes)", "no intact checkpoint")
+    assert_one_line_error(code, err, "trainer.pt: the file is empty (0 bytes)", "no intact checkpoint")
     assert (ckpt / "step_2").is_file()  # nothing deleted
 
 
@@ -157,7 +157,7 @@ def test_explicit_corrupt_state_points_to_the_intact_one(tiny_dataset, tmp_path,
     _stopped_run(tiny_dataset, ckpt, capsys)
     (ckpt / "step_4").write_bytes(b"\x00" * 10)
     code, err = cli(capsys, *tiny_overrides(tiny_dataset, ckpt, f"resume={ckpt / 'train_state_4'}"))
-    assert_one_line_error(code, err, "step_4 is corrupt", f"resume={ckpt / 'train_state_2'}")
+    assert_one_line_error(code, err, "step_4: it is corrupt", f"resume={ckpt / 'train_state_2'}")
     assert "weights_only=False" not in err
 
 
