@@ -19,7 +19,7 @@ def truncated_normal_std_correction(lower: float = -2.0, upper: float = 2.0) -> 
     """Standard deviation of a unit normal truncated to [lower, upper] (about 0.88 at +-2).
 
     Drawing with `std / correction` gives samples whose *true* std is `std`, as JAX and Flax do.
-    The arithmetic follows the original's order term by term, so the scale (and every weight) is bit-identical.
+    The arithmetic follows the original's order term by term, so the scale is bit-identical to the original's.
     """
     sqrt2 = math.sqrt(2.0)
     mass = (math.erf(upper / sqrt2) - math.erf(lower / sqrt2)) / 2
