@@ -115,7 +115,6 @@ def test_thirty_steps_of_pretrain_match_the_original(tmp_path, monkeypatch):
         assert logged[step] == pytest.approx(loss, rel=1e-5), step
 
 
-@pytest.mark.slow
 def test_torch_randomness_is_consumed_as_in_the_original_loop(tmp_path):
     # Exploration on and three chunk boundaries crossed: the ACT exploration draws must see the CPU generator as the
     # original leaves it (its data loaders each draw a base seed when first iterated). With the stream shifted by one
