@@ -1,8 +1,10 @@
 """Model checkpoints in the original's layout: `<dir>/step_N` (a state dict) beside `<dir>/all_config.yaml`.
 
-`load_model` reads checkpoints written by this project or by the original code (including
-torch.compile's `_orig_mod.` key prefixes and the published HRM checkpoints); `save_model_checkpoint`
-writes files the original code can load. Checkpoints are data: they are read with `weights_only=True`.
+`load_model` reads checkpoints written by this project or by the original code (with or without
+torch.compile's `_orig_mod.` key prefixes, and the published HRM checkpoints); `save_model_checkpoint`
+writes them as the original's compiled training does (every key prefixed `_orig_mod.`), which is what the
+original's `evaluate.py` and the tools built on it load on their default path (torch.compile on); their
+`DISABLE_COMPILE` fallback strips the prefix. Checkpoints are data: they are read with `weights_only=True`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from hrm.models.registry import build_model
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "all_config.yaml"
+COMPILED_PREFIX = "_orig_mod."  # torch.compile's wrapper adds it to every key of the wrapped model
 _STEP_FILE = re.compile(r"^step_(\d+)$")
 
 
@@ -84,7 +87,7 @@ def clean_state_dict(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Drop wrapper prefixes (`_orig_mod.` from torch.compile, `module.` from DDP) from the keys."""
     cleaned = {}
     for key, value in state.items():
-        key = key.replace("_orig_mod.", "")
+        key = key.replace(COMPILED_PREFIX, "")
         while key.startswith("module."):
             key = key[len("module."):]
         cleaned[key] = value
@@ -194,9 +197,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", overrides: 
 
 
 def save_model_checkpoint(model: nn.Module, config: PretrainConfig, directory: str | Path, step: int) -> Path:
-    """Write `<directory>/step_<step>` and `all_config.yaml` atomically, in the original's layout."""
+    """Write `<directory>/step_<step>` and `all_config.yaml` atomically, in the original's layout.
+
+    The keys carry the `_orig_mod.` prefix, as the original's (compiled) training writes them, whether or not
+    `model` is compiled here.
+    """
     directory = Path(directory)
-    state = clean_state_dict(model.state_dict())
+    state = {COMPILED_PREFIX + key: value for key, value in clean_state_dict(model.state_dict()).items()}
     path = directory / f"step_{step}"
     atomic_write_bytes(path, lambda handle: torch.save(state, handle))
     write_config(config, directory)

@@ -1,7 +1,8 @@
 """Resumable training checkpoints that survive a kill, beside the original's model-only `step_N` files.
 
 A checkpoint folder (`checkpoint_path`) holds, per saved step N:
-- `step_N`: the model's state dict (the original's format; `hrm.load_model` and the original's tools read it),
+- `step_N`: the model's state dict as the original's compiled training writes it (keys prefixed `_orig_mod.`;
+  `hrm.load_model` and the original's tools read it, the latter with torch.compile on or off),
 - `train_state_N/`: everything else needed to continue exactly: `trainer.pt` (both optimisers, step,
   data position, schedule length, the config and dataset shapes it ran with) and `rank_R.pt` per process
   (the ACT carry of its slice of the batch and its RNG states).

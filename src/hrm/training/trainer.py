@@ -567,6 +567,8 @@ class Trainer:
         try:
             while self.progress.chunk_index < self.num_chunks:
                 chunk = self.progress.chunk_index
+                if chunk == 0 and self.progress.batches_done == 0:
+                    draw_loader_seed()  # as the original's training loader, when first iterated
                 for _, batch, effective in self._chunk_batches(chunk, self.progress.batches_done):
                     self.progress.batches_done += 1
                     if self.progress.step >= self.total_steps:
@@ -594,6 +596,8 @@ class Trainer:
                     if config.checkpoint_every_steps and self.progress.step % config.checkpoint_every_steps == 0:
                         self.save_checkpoint()
 
+                if chunk == 0:
+                    draw_loader_seed()  # as the original's evaluation loader, when first iterated
                 final_metrics = self.run_evaluation()
                 if final_metrics is not None:
                     tracker.log(final_metrics, step=self.progress.step)
@@ -613,6 +617,15 @@ class Trainer:
     def _should_stop(self) -> bool:
         want = self.stop.requested or (self.config.max_steps is not None and self.progress.step >= self.config.max_steps)
         return any_rank(want, self.ctx)
+
+
+def draw_loader_seed() -> None:
+    """Consume the CPU generator as the original's data loaders do: each draws its workers' base seed when first
+    iterated (once, as its workers persist), the training loader before step 1, the evaluation loader before the
+    first evaluation. On CPU the ACT exploration draws come from this generator, so these two draws keep a CPU
+    run on the original's stream; on accelerators they change nothing.
+    """
+    torch.empty((), dtype=torch.int64).random_()
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
