@@ -95,7 +95,7 @@ class Case:
         if shapes["seq_len"] > 100:
             shapes["seq_len"] = DRY_ARC_SEQ_LEN
         arch = {**self.arch, **{key: value for key, value in DRY_ARCH.items() if key in self.arch}}
-        return replace(self, arch=arch, batch=DRY_BATCH, shapes=shapes, compile=False, budget_s=0.2)
+        return replace(self, arch=arch, batch=DRY_BATCH, shapes=shapes, compile=False, budget_s=0.05)
 
 
 # The registry of cases, most important first (a run that runs out of time drops the last ones).
