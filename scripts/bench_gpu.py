@@ -7,7 +7,8 @@ Every case of `CASES` runs in turn through the project's own code: training case
 `hrm.training.trainer.Trainer.train_batch` (forward, backward, finiteness check, Adam-atan2 and sign-SGD
 steps, per-step metrics) on random batches of the real shapes; evaluation cases run the evaluator's loops
 (`halt=max`: `hrm.evaluation.runner.evaluate`, `halt=act`: slot refill, Augmented HRM: 9 perturbations).
-Each gives examples/s, step time (one training call, or one batch of examples in evaluation), MFU against
+Each gives examples/s (Augmented HRM: puzzles, each `permutes` passes), step time (one training call, or one
+batch of rows in evaluation), MFU against
 the GPU's dense bf16 peak (`hrm.training.flops`) and peak memory; the table is printed in markdown and
 written with the environment to a JSON. Cases whose architecture the model registry does not know are
 reported `not available`; cases that fail are reported with their error and the run goes on; cases that no
@@ -42,6 +43,7 @@ from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import ConfigError
 from hrm.evaluation import augmented
 from hrm.evaluation.act_refill import evaluate_act
+from hrm.evaluation.batching import MAX_ROWS, auto_rows
 from hrm.evaluation.data import TensorExamples
 from hrm.evaluation.runner import evaluate
 from hrm.models.attention import auto_backend
@@ -88,6 +90,7 @@ class Case:
     compile: bool = False
     halt: str = "max"
     permutes: int = 1
+    auto_batch: bool = False  # eval: `batch_size=auto` (hrm.evaluation.batching), at most `batch` rows
     budget_s: float = 10.0  # timed seconds (after warm-up and compilation)
 
     def tiny(self) -> "Case":
@@ -108,6 +111,9 @@ CASES: list[Case] = [
     Case("HRM Sudoku eval halt=act b768", "eval", PAPER_HRM, 768, SUDOKU, halt="act"),
     Case("HRM Sudoku eval Augmented permutes=9 b768", "eval", PAPER_HRM, 768, SUDOKU, halt="augmented", permutes=9),
     Case("HRM ARC train b768 compiled", "train", PAPER_HRM, 768, ARC, compile=True),
+    Case("HRM Sudoku eval halt=act batch=auto", "eval", PAPER_HRM, MAX_ROWS, SUDOKU, halt="act", auto_batch=True),
+    Case("HRM Sudoku eval Augmented permutes=9 batch=auto", "eval", PAPER_HRM, MAX_ROWS, SUDOKU, halt="augmented", permutes=9,
+         auto_batch=True),
     # TRM (issue 8): one line per case; `not available` until the model registry knows TRM_ARCH_NAME.
     Case("TRM Sudoku MLP train b768 compiled", "train", TRM_SUDOKU_MLP, 768, SUDOKU, compile=True),
     Case("TRM ARC attention train b768 compiled", "train", TRM_ARC_ATTENTION, 768, ARC, compile=True),
@@ -198,15 +204,17 @@ def bench_eval(case: Case, device: torch.device, work: Path, row: Row) -> None:
     model.to(device).eval()
     row.seq_len = model.model.inner.total_len
     generator = torch.Generator().manual_seed(0)
+    if case.auto_batch:
+        pool = TensorExamples(random_batch(case, min(case.batch, 1024), "cpu", generator))
+        case = replace(case, batch=auto_rows(model, pool, device, limit=case.batch))
+        row.batch = case.batch
     run = eval_protocol(case, model, device)
-    run(TensorExamples(random_batch(case, case.batch, "cpu", generator)))  # warm-up: one batch
-    sync(device)
+    per_batch = max(1, case.batch // case.permutes)  # examples whose passes fill one batch
     started = time.perf_counter()
-    segments = run(TensorExamples(random_batch(case, case.batch, "cpu", generator)))
+    run(TensorExamples(random_batch(case, per_batch, "cpu", generator)))  # warm-up, and the size of the timed run
     sync(device)
-    one_batch = time.perf_counter() - started
-    rounds = max(1, min(8, int(case.budget_s / max(one_batch, 1e-9))))
-    examples = TensorExamples(random_batch(case, case.batch * rounds, "cpu", generator))
+    rounds = max(1, min(8, int(case.budget_s / max(time.perf_counter() - started, 1e-9))))
+    examples = TensorExamples(random_batch(case, per_batch * rounds, "cpu", generator))
     sync(device)
     started = time.perf_counter()
     segments = run(examples)
