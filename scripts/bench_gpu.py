@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from bench_common import seconds_per_call
 
@@ -91,6 +92,7 @@ class Case:
     halt: str = "max"
     permutes: int = 1
     auto_batch: bool = False  # eval: `batch_size=auto` (hrm.evaluation.batching), at most `batch` rows
+    profile: bool = False  # train: after timing, a torch.profiler table of a few steps beside the JSON
     budget_s: float = 10.0  # timed seconds (after warm-up and compilation)
 
     def tiny(self) -> "Case":
@@ -103,7 +105,7 @@ class Case:
 
 # The registry of cases, most important first (a run that runs out of time drops the last ones).
 CASES: list[Case] = [
-    Case("HRM Sudoku train b768 compiled", "train", PAPER_HRM, 768, SUDOKU, compile=True),
+    Case("HRM Sudoku train b768 compiled", "train", PAPER_HRM, 768, SUDOKU, compile=True, profile=True),
     Case("HRM Sudoku train b384 compiled", "train", PAPER_HRM, 384, SUDOKU, compile=True),
     Case("HRM Sudoku train b768 eager", "train", PAPER_HRM, 768, SUDOKU),
     Case("HRM Sudoku train b384 eager", "train", PAPER_HRM, 384, SUDOKU),
@@ -171,7 +173,7 @@ def write_tiny_dataset(root: Path, case: Case) -> Path:
 # ---------------------------------------------------------------------------------------------- cases
 
 
-def bench_training(case: Case, device: torch.device, work: Path, row: Row) -> None:
+def bench_training(case: Case, device: torch.device, work: Path, row: Row, profile_dir: Path | None = None) -> None:
     """Seconds per `Trainer.train_batch` call, the loop `pretrain.py` runs (log_interval=1, its default)."""
     data = write_tiny_dataset(work / "data", case)
     config = validate_config(dict(arch=case.arch, data_path=str(data), global_batch_size=case.batch, epochs=100_000,
@@ -195,6 +197,26 @@ def bench_training(case: Case, device: torch.device, work: Path, row: Row) -> No
     row.extra["parameters"] = trainer.num_params
     row.seq_len = trainer.model.model.inner.total_len
     set_mfu(row, training_flops_per_example(trainer.model), device)
+    if case.profile and profile_dir is not None:
+        row.extra["profile"] = str(profile_steps(step, device, profile_dir / f"profile_{slug(case.name)}.txt"))
+
+
+def profile_steps(step: Callable[[], None], device: torch.device, path: Path, steps: int = 3) -> Path:
+    """Where the time of a few steps goes: torch.profiler's operator table (host syncs show as aten::item,
+    aten::is_nonzero, cudaStreamSynchronize), sorted by device time on CUDA."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        sync(device)
+    sort_by = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{steps} steps\n" + prof.key_averages().table(sort_by=sort_by, row_limit=40))
+    return path
+
+
+def slug(name: str) -> str:
+    return "".join(char if char.isalnum() else "_" for char in name.lower()).strip("_")
 
 
 def bench_eval(case: Case, device: torch.device, work: Path, row: Row) -> None:
@@ -275,7 +297,7 @@ def registry_knows(name: str) -> bool:
     return True
 
 
-def run_case(case: Case, device: torch.device) -> Row:
+def run_case(case: Case, device: torch.device, profile_dir: Path | None = None) -> Row:
     row = Row(case.name, compiled=case.compile, batch=case.batch, seq_len=case.shapes["seq_len"])
     if not registry_knows(case.arch["name"]):
         row.status = "not available"
@@ -290,7 +312,10 @@ def run_case(case: Case, device: torch.device) -> Row:
     torch.manual_seed(0)
     try:
         with tempfile.TemporaryDirectory(prefix="hrm-bench-gpu-") as work:
-            (bench_training if case.kind == "train" else bench_eval)(case, device, Path(work), row)
+            if case.kind == "train":
+                bench_training(case, device, Path(work), row, profile_dir)
+            else:
+                bench_eval(case, device, Path(work), row)
     except torch.cuda.OutOfMemoryError:
         row.status = "out of memory"
     except Exception as err:  # a failing case is a finding to report; the other cases still run
@@ -335,7 +360,7 @@ def markdown_table(rows: list[Row]) -> str:
 
 
 def run_all(cases: list[Case], device: torch.device, budget_s: float, dry_run: bool = False,
-            on_row: Callable[[list[Row]], None] | None = None) -> list[Row]:
+            on_row: Callable[[list[Row]], None] | None = None, profile_dir: Path | None = None) -> list[Row]:
     """Run the cases in order; a case starts only if the remaining budget covers its timed seconds plus warm-up.
     `on_row` sees the rows so far after each case (the JSON is rewritten, so a killed run keeps its rows)."""
     deadline = time.monotonic() + budget_s
@@ -350,7 +375,7 @@ def run_all(cases: list[Case], device: torch.device, budget_s: float, dry_run: b
             continue
         case = replace(case, budget_s=min(case.budget_s, remaining / 3))
         started = time.monotonic()
-        rows.append(run_case(case, device))
+        rows.append(run_case(case, device, profile_dir))
         logger.info("%s: %s in %.0f s", case.name, rows[-1].status, time.monotonic() - started)
         if on_row is not None:
             on_row(rows)
@@ -371,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, default=420.0, help="wall-clock seconds for all cases together")
     parser.add_argument("--cases", default=None, help="comma-separated substrings: only cases whose name contains one")
     parser.add_argument("--out", default="outputs/gpu_check/bench.json")
+    parser.add_argument("--no-profile", action="store_true", help="skip the torch.profiler table of the profiled case")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     device = torch.device(args.device or ("cpu" if args.dry_run else "cuda"))
@@ -384,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         torch.set_num_threads(1)  # tiny ops: threads only wait on each other (and on a shared machine, on other jobs)
     env = environment(device)
-    rows = run_all(cases, device, args.budget_s, dry_run=args.dry_run, on_row=lambda rows: write_report(Path(args.out), rows, env))
+    rows = run_all(cases, device, args.budget_s, dry_run=args.dry_run, on_row=lambda rows: write_report(Path(args.out), rows, env),
+                   profile_dir=None if args.no_profile else Path(args.out).parent)
     write_report(Path(args.out), rows, env)
     print(f"{env.get('gpu', device)}, torch {env['torch']}" + (" (dry run: tiny sizes, not figures)" if args.dry_run else ""))
     print(markdown_table(rows))

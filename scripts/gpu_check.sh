@@ -4,8 +4,8 @@
 #
 #   bash scripts/gpu_check.sh [--out DIR] [--cases SUBSTRINGS] [--dry-run]
 #
-# Writes DIR/gpu_check.log (everything printed), DIR/cuda_tests.log, DIR/bench.json and DIR/bench.md (the
-# markdown table); DIR defaults to outputs/gpu_check/<UTC time>. --dry-run skips setup and the CUDA tests and
+# Writes DIR/gpu_check.log (everything printed), DIR/cuda_tests.log, DIR/bench.json, DIR/bench.md (the
+# markdown table) and DIR/profile_*.txt (torch.profiler's table of the paper Sudoku training step); DIR defaults to outputs/gpu_check/<UTC time>. --dry-run skips setup and the CUDA tests and
 # runs the benchmark's code on CPU at tiny sizes. HRM_GPU_CHECK_SECONDS sets the overall limit (default 570),
 # HRM_PYTHON the interpreter (default .venv/bin/python). Every stage has a time limit; a stage that fails or
 # runs out of time is reported and the next one still runs. Exit status: 0 when every stage passed.

@@ -43,6 +43,8 @@ def test_dry_run_runs_every_case_and_writes_table_and_json(bench, tmp_path, caps
         if case.kind == "eval":
             assert row["segments_per_example"] == pytest.approx(2.0)  # tiny halt_max_steps, Q-head never halts
     assert report["environment"]["device"] == "cpu"
+    profiled = [row for row in report["rows"] if "profile" in row["extra"]]
+    assert len(profiled) == 1 and "Self CPU" in Path(profiled[0]["extra"]["profile"]).read_text()
     table = capsys.readouterr().out
     assert table.count("\n| ") == len(bench.CASES) + 1 and "| case | status | examples/s | step ms | MFU | peak GiB |" in table
 
