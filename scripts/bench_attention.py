@@ -1,21 +1,31 @@
 """Time the attention backends at the quick start's and the paper's shapes, forward only and forward+backward.
 
     .venv/bin/python scripts/bench_attention.py --device cpu --threads 2 --repeats 3
+    .venv/bin/python scripts/bench_attention.py --checkpoint checkpoints/run/step_N --permutes 9   # halting flips
 
 These figures are behind `attn_backend: auto` (src/hrm/models/attention.py, `MEASURED_AUTO`): for each
 device, dtype and pass (`inference`: a call without gradient, as in evaluation and the no-grad cycles of a
 training step; `training`: forward+backward) the fastest backend over the shapes wins. Every backend is
 timed `--repeats` times, interleaved, and the best (least disturbed) time is shown, since shared machines are
 noisy. The last column is the backend `auto` picks now, so a table that disagrees shows at a glance.
+
+With `--checkpoint`, it instead evaluates that checkpoint's test split (Augmented-HRM passes, `halt=max`) in
+bfloat16 with each backend and counts the halting decisions (`q_halt > q_continue` at the last segment) that
+differ from float32 SDPA, with the largest float32 margin |q_halt - q_continue| among them: bf16 rounding
+flips only near-ties, and which near-ties depends on the kernel.
 """
 
 from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import torch
 from bench_common import seconds_per_call
 
+from hrm.checkpoint import load_model
+from hrm.evaluation import augmented
+from hrm.evaluation.data import ExampleSource, load_test_split
 from hrm.models.attention import attention, auto_backend, load_flash_function
 
 # name -> (batch, sequence incl. puzzle positions, heads, head_dim); the batch is overridable (CPU: small).
@@ -49,6 +59,31 @@ def candidates(device: torch.device, dtype: torch.dtype) -> list[str]:
     return found
 
 
+def halting_flips(args: argparse.Namespace) -> None:
+    """Halting decisions of a checkpoint under each backend in bf16, against float32 SDPA."""
+    variants = {"float32 sdpa": ("float32", "sdpa"), "bfloat16 sdpa": ("bfloat16", "sdpa"), "bfloat16 math": ("bfloat16", "math")}
+    decisions, margins = {}, None
+    for label, (dtype, backend) in variants.items():
+        model, config = load_model(args.checkpoint, args.device, [f"arch.forward_dtype={dtype}", f"arch.attn_backend={backend}"])
+        split = load_test_split(config.data_path)
+        meta = split.metadata
+        task = augmented.resolve_task("auto", meta.vocab_size, meta.seq_len, args.permutes)
+        puzzle_set = next(iter(split.sets.values()))
+        rows = np.arange(min(puzzle_set.num_examples, args.examples))
+        passes = augmented.PerturbedExamples(ExampleSource(puzzle_set, meta, rows), task, args.permutes)
+        out = augmented.run_passes(model, passes, args.batch or 256, "max", args.device)
+        decisions[label] = out["q_halt_logits"] > out["q_continue_logits"]
+        if margins is None:
+            margins = (out["q_halt_logits"] - out["q_continue_logits"]).abs()
+    reference = decisions["float32 sdpa"]
+    print(f"{args.checkpoint}: {reference.numel()} halting decisions ({len(rows)} examples x {args.permutes} perturbations)")
+    for label, decided in decisions.items():
+        flipped = decided != reference
+        worst = f", largest float32 margin among them {margins[flipped].max():.4f}" if flipped.any() else ""
+        print(f"{label:14s}: {int(flipped.sum())} differ from float32 sdpa{worst}")
+    print(f"bfloat16 sdpa vs math: {int((decisions['bfloat16 sdpa'] != decisions['bfloat16 math']).sum())} differ")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -59,9 +94,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="timings per backend (interleaved); the best is shown")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--checkpoint", default=None, help="count halting flips of this checkpoint instead of timing")
+    parser.add_argument("--permutes", type=int, default=9)
+    parser.add_argument("--examples", type=int, default=300)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.checkpoint:
+        halting_flips(args)
+        return
     device = torch.device(args.device)
     print(f"device={args.device} threads={torch.get_num_threads()} torch={torch.__version__} steps={args.steps} repeats={args.repeats}")
     print("| shape (batch, seq, heads, dim) | dtype | pass | ms per call (best of repeats) | fastest | auto picks |")
