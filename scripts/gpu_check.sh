@@ -26,6 +26,7 @@ while [ $# -gt 0 ]; do
 done
 mkdir -p "$OUT_DIR"
 exec > >(tee "$OUT_DIR/gpu_check.log") 2>&1
+TEE_PID=$!
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 PY=${HRM_PYTHON:-.venv/bin/python}
 status=0
@@ -63,4 +64,6 @@ fi
 grep '^|' "$OUT_DIR/bench.txt" > "$OUT_DIR/bench.md" || true
 
 stage "done in ${SECONDS} s: results in $OUT_DIR"
+exec >&- 2>&-
+wait "$TEE_PID"  # the log is complete when the script returns
 exit $status
