@@ -29,6 +29,7 @@ exec > >(tee "$OUT_DIR/gpu_check.log") 2>&1
 TEE_PID=$!
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 PY=${HRM_PYTHON:-.venv/bin/python}
+[ -x "$PY" ] || command -v "$PY" >/dev/null || PY=python3  # no .venv (e.g. setup could not run): the machine's Python
 status=0
 
 left() { echo $((LIMIT - SECONDS)); }
