@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import nn
 
 from hrm.checkpoint import atomic_write_bytes, load_model, read_checkpoint_config, read_state_dict, resolve_checkpoint_path
@@ -39,6 +39,7 @@ from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError, err
 from hrm.evaluation import arc as arc_scoring
 from hrm.evaluation import augmented
 from hrm.evaluation.act_refill import evaluate_act, segment_trace
+from hrm.evaluation.batching import auto_global_batch_size
 from hrm.evaluation.calibration import calibration_report, format_calibration
 from hrm.evaluation.data import ExampleSource, TestSplit, indexed_batches, load_test_split, rank_rows
 from hrm.evaluation.metrics import example_metrics, metric_sums
@@ -66,7 +67,8 @@ class EvalConfig(BaseModel):
     output: str = "results.json"
     halt: Literal["max", "act"] = "max"
     halt_max_steps_sweep: list[int] = Field(default_factory=list)
-    batch_size: int | None = Field(None, gt=0, description="global evaluation batch size; default: the run's global_batch_size")
+    batch_size: PositiveInt | Literal["auto"] | None = Field(
+        None, description="global evaluation batch size; default: the run's global_batch_size; auto (halt=act, Augmented HRM): as large as memory allows")
     device: str = "auto"
     task: Literal["auto", "sudoku", "maze", "arc", "none"] = "auto"
     submission: str | None = None
@@ -338,9 +340,16 @@ def run(cfg: EvalConfig, overrides: Sequence[str], rank: int, world_size: int, d
     if cfg.submission:
         check_output_file(cfg.submission, f"submission={cfg.submission}")
 
+    if cfg.batch_size == "auto" and not is_augmented and cfg.halt != "act":
+        raise ConfigError("batch_size=auto works with halt=act and the Augmented-HRM protocol (permutes=, checkpoints=); "
+                          "give halt=max a number, or leave batch_size out for the run's global_batch_size")
+
     model, config, split = load_checked(checkpoint_files[0], device, overrides)
     models = [model] + [load_checked(file, device, overrides, data_path=config.data_path)[0] for file in checkpoint_files[1:]]
-    global_batch_size = cfg.batch_size or config.global_batch_size
+    if cfg.batch_size == "auto":
+        global_batch_size = auto_global_batch_size(model, split, device, world_size, passes=cfg.permutes if is_augmented else 1)
+    else:
+        global_batch_size = cfg.batch_size or config.global_batch_size
     if global_batch_size % world_size:
         raise ConfigError(f"batch_size {global_batch_size} must be a multiple of the number of processes ({world_size})")
     meta = split.metadata
@@ -355,6 +364,7 @@ def run(cfg: EvalConfig, overrides: Sequence[str], rank: int, world_size: int, d
     results: dict[str, Any] = {
         "checkpoint": str(checkpoint_files[0]), "data_path": config.data_path, "halt": cfg.halt,
         "halt_max_steps": model.config.halt_max_steps, "world_size": world_size, "device": str(device),
+        "batch_size": global_batch_size,
     }
     started = time.perf_counter()
     if is_augmented:

@@ -29,8 +29,8 @@ def _linear_params(module: nn.Module) -> int:
     return sum(p.numel() for name, p in module.named_parameters() if name.endswith("weight") and p.ndim == 2)
 
 
-def training_flops_per_example(model: nn.Module) -> float:
-    """FLOPs of one training call (one segment, forward + backward) for one example."""
+def _segment_flops(model: nn.Module) -> tuple[float, float] | None:
+    """(forward FLOPs of one segment, FLOPs of its part that carries gradient) per example; None if unknown."""
     config = model.config
     inner = model.model.inner
     tokens = inner.total_len
@@ -43,17 +43,30 @@ def training_flops_per_example(model: nn.Module) -> float:
     if isinstance(config, HRMConfig):
         low = stack(inner.L_level, config.L_layers)
         high = stack(inner.H_level, config.H_layers)
-        forward = config.H_cycles * config.L_cycles * low + config.H_cycles * high + heads
-        with_grad = low + high + heads
-    elif isinstance(config, TransformerConfig):
+        return config.H_cycles * config.L_cycles * low + config.H_cycles * high + heads, low + high + heads
+    if isinstance(config, TransformerConfig):
         forward = stack(inner.layers, config.num_layers) + heads
-        with_grad = forward
-    else:
+        return forward, forward
+    return None
+
+
+def training_flops_per_example(model: nn.Module) -> float:
+    """FLOPs of one training call (one segment, forward + backward) for one example."""
+    flops = _segment_flops(model)
+    if flops is None:
         return float("nan")
+    forward, with_grad = flops
+    config = model.config
     total = forward + 2 * with_grad
     if config.act_enabled and config.halt_max_steps > 1:
         total += forward  # the Q-target segment
     return float(total)
+
+
+def inference_flops_per_segment(model: nn.Module) -> float:
+    """FLOPs of one evaluation segment (forward only) for one example."""
+    flops = _segment_flops(model)
+    return float("nan") if flops is None else float(flops[0])
 
 
 def peak_flops(device: torch.device) -> float | None:

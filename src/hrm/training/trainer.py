@@ -392,21 +392,27 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ steps
     def _reduce_gradients(self, loss: torch.Tensor) -> bool:
-        """Sum gradients over ranks (one flat buffer) and report whether loss and gradients are finite everywhere."""
+        """Sum gradients over ranks (one flat buffer) and report whether loss and gradients are finite everywhere.
+
+        A single process has nothing to sum: it checks the gradients in place instead of copying them all
+        into the flat buffer first (the same verdict, one host synchronisation either way).
+        """
         params = [p for p in self.model.parameters() if p.requires_grad]
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         local_bad = ~torch.isfinite(loss.detach().float())
         puzzle_emb = self.model.model.puzzle_emb
         if puzzle_emb is not None and puzzle_emb.local_weights is not None and puzzle_emb.local_weights.grad is not None:
             local_bad = local_bad | ~torch.isfinite(puzzle_emb.local_weights.grad).all()
+        if not self.ctx.distributed:
+            grads = [p.grad for p in params if p.grad is not None]
+            return bool(~local_bad & all_finite(grads)) if grads else not bool(local_bad)
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         flat = torch.cat([g.reshape(-1).float() for g in grads] + [local_bad.float().reshape(1)])
-        if self.ctx.distributed:
-            dist.all_reduce(flat)
-            offset = 0
-            for param, grad in zip(params, grads):
-                count = grad.numel()
-                param.grad = flat[offset:offset + count].view_as(grad).to(grad.dtype)
-                offset += count
+        dist.all_reduce(flat)
+        offset = 0
+        for param, grad in zip(params, grads):
+            count = grad.numel()
+            param.grad = flat[offset:offset + count].view_as(grad).to(grad.dtype)
+            offset += count
         return bool(torch.isfinite(flat).all() and flat[-1] == 0)
 
     def train_batch(self, batch: dict[str, torch.Tensor], global_effective_batch_size: int) -> dict[str, float] | None:
@@ -626,6 +632,15 @@ def draw_loader_seed() -> None:
     run on the original's stream; on accelerators they change nothing.
     """
     torch.empty((), dtype=torch.int64).random_()
+
+
+def all_finite(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """A boolean tensor: every element of every tensor is finite. The max-abs norm of a tensor is NaN or inf
+    exactly when one of its elements is (NaN propagates through max), so one fused multi-tensor kernel decides."""
+    norms = torch._foreach_norm(tensors, float("inf"))
+    if len({norm.dtype for norm in norms}) > 1:
+        norms = [norm.float() for norm in norms]
+    return torch.isfinite(torch.stack(norms)).all()
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
