@@ -27,7 +27,7 @@ def test_halt_act_auto_equals_a_fixed_batch_and_reports_its_size(tmp_path):
 
 def test_augmented_auto_equals_a_fixed_batch(tmp_path):
     data = sudoku_dataset(tmp_path / "sudoku")
-    checkpoint = make_checkpoint(tmp_path / "run", data, q_scale=1.0, q_seed=1, halt_max_steps=2, global_batch_size=6)
+    checkpoint = make_checkpoint(tmp_path / "run", data, q_scale=1.0, q_seed=4, halt_max_steps=2, global_batch_size=6)
     fixed = results_of(tmp_path, f"checkpoint={checkpoint}", "permutes=3", "batch_size=4", name="fixed.json")
     auto = results_of(tmp_path, f"checkpoint={checkpoint}", "permutes=3", "batch_size=auto", name="auto.json")
     assert auto["batch_size"] == 30  # 10 puzzles x 3 perturbations
