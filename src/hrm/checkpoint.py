@@ -21,7 +21,7 @@ from torch import nn
 from hrm.config import PretrainConfig, apply_overrides, validate_config
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import CheckpointError, HRMError
-from hrm.models.registry import build_model
+from hrm.models.registry import build_model, seq_len_from_state
 
 logger = logging.getLogger(__name__)
 
@@ -103,23 +103,22 @@ def read_state_dict(checkpoint_file: Path) -> dict[str, torch.Tensor]:
 
 def dataset_shapes(config: PretrainConfig, state: dict[str, torch.Tensor]) -> dict[str, int]:
     """vocab_size, seq_len and num_puzzle_identifiers from the dataset, else from the weights."""
-    for split in ("train", "test"):
-        try:
-            meta = PuzzleDatasetMetadata.load(Path(config.data_path) / split)
-        except HRMError:
-            continue
-        return meta.model_shapes()
+    for data_path in dict.fromkeys([*config.train_data_paths, *config.test_data_paths]):
+        for split in ("train", "test"):
+            try:
+                meta = PuzzleDatasetMetadata.load(Path(data_path) / split)
+            except HRMError:
+                continue
+            return meta.model_shapes()
 
     shapes: dict[str, int] = {}
     if "model.inner.embed_tokens.embedding_weight" in state:
         shapes["vocab_size"] = state["model.inner.embed_tokens.embedding_weight"].shape[0]
     puzzle = state.get("model.inner.puzzle_emb.weights")
     shapes["num_puzzle_identifiers"] = puzzle.shape[0] if puzzle is not None else 1
-    pos = state.get("model.inner.embed_pos.embedding_weight")
-    if pos is not None:
-        extra = config.arch.model_extra or {}
-        hidden, ndim = extra.get("hidden_size", 512), extra.get("puzzle_emb_ndim", 512)
-        shapes["seq_len"] = pos.shape[0] - (-(ndim // -hidden))
+    seq_len = seq_len_from_state(config.arch, state)  # the architecture knows its prepended positions
+    if seq_len is not None:
+        shapes["seq_len"] = seq_len
     if "seq_len" not in shapes or "vocab_size" not in shapes:
         raise CheckpointError(
             f"no dataset metadata at data_path={config.data_path} and the weights do not fix seq_len; "
@@ -173,6 +172,8 @@ def save_model_checkpoint(model: nn.Module, config: PretrainConfig, directory: s
 
 def write_config(config: PretrainConfig, directory: str | Path) -> Path:
     path = Path(directory) / CONFIG_FILE
-    text = yaml.safe_dump(config.model_dump(), sort_keys=False).encode()
+    data = config.model_dump()
+    data["data_paths"] = config.train_data_paths  # TRM's code reads the datasets from this list
+    text = yaml.safe_dump(data, sort_keys=False).encode()
     atomic_write_bytes(path, lambda handle: handle.write(text))
     return path
