@@ -177,3 +177,28 @@ def write_config(config: PretrainConfig, directory: str | Path) -> Path:
     text = yaml.safe_dump(data, sort_keys=False).encode()
     atomic_write_bytes(path, lambda handle: handle.write(text))
     return path
+
+
+PUZZLE_EMB_KEY = "model.inner.puzzle_emb.weights"
+
+
+def load_initial_weights(model: nn.Module, path: str | Path) -> None:
+    """Initialise `model` from any checkpoint, ours or an original's (TRM's `load_checkpoint`).
+
+    A puzzle-embedding table of another shape (another dataset's identifiers) is replaced by the mean
+    of the checkpoint's rows in every row; every other tensor must match the model.
+    """
+    checkpoint_file = resolve_checkpoint_path(path)
+    state = read_state_dict(checkpoint_file)
+    expected = model.state_dict()
+    table = state.get(PUZZLE_EMB_KEY)
+    if table is not None and PUZZLE_EMB_KEY in expected and table.shape != expected[PUZZLE_EMB_KEY].shape:
+        target = expected[PUZZLE_EMB_KEY]
+        if table.shape[1:] != target.shape[1:]:
+            raise CheckpointError(f"load_checkpoint={path}: puzzle embedding width {tuple(table.shape[1:])} differs from the model's "
+                                  f"{tuple(target.shape[1:])}; set arch.puzzle_emb_ndim as in the run that wrote it")
+        logger.info("load_checkpoint: puzzle embedding %s -> %s, every row set to the checkpoint's mean row",
+                    tuple(table.shape), tuple(target.shape))
+        state = {**state, PUZZLE_EMB_KEY: table.to(torch.float32).mean(dim=0, keepdim=True).expand_as(target).to(target.dtype).clone()}
+    check_state_dict(model, state, checkpoint_file)
+    model.load_state_dict(state, strict=True)
