@@ -21,6 +21,7 @@ from torch import nn
 from hrm.config import PretrainConfig, apply_overrides, validate_config
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import CheckpointError, HRMError
+from hrm.hub import download_checkpoint, is_hub_path
 from hrm.models.registry import build_model, seq_len_from_state
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ def latest_step_file(directory: str | Path) -> Path:
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:
+    if is_hub_path(path):
+        return download_checkpoint(path)
     path = Path(path)
     if path.is_dir():
         chosen = latest_step_file(path)
