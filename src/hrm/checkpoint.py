@@ -104,9 +104,11 @@ def read_state_dict(checkpoint_file: Path) -> dict[str, torch.Tensor]:
     return clean_state_dict(state)
 
 
-def dataset_shapes(config: PretrainConfig, state: dict[str, torch.Tensor]) -> dict[str, int]:
-    """vocab_size, seq_len and num_puzzle_identifiers from the dataset, else from the weights."""
-    for data_path in dict.fromkeys([*config.train_data_paths, *config.test_data_paths]):
+def dataset_shapes(config: PretrainConfig, state: dict[str, torch.Tensor], beside: Path | None = None) -> dict[str, int]:
+    """vocab_size, seq_len and num_puzzle_identifiers from the dataset (its data_path(s), else a `data/`
+    dataset folder kept beside the checkpoint), else from the weights."""
+    candidates = [*config.train_data_paths, *config.test_data_paths] + ([beside / "data"] if beside is not None else [])
+    for data_path in dict.fromkeys(candidates):
         for split in ("train", "test"):
             try:
                 meta = PuzzleDatasetMetadata.load(Path(data_path) / split)
@@ -156,7 +158,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", overrides: 
     checkpoint_file = resolve_checkpoint_path(path)
     config = read_checkpoint_config(checkpoint_file, overrides)
     state = read_state_dict(checkpoint_file)
-    shapes = dataset_shapes(config, state)
+    shapes = dataset_shapes(config, state, beside=checkpoint_file.parent)
     model = build_model(config.arch, batch_size=config.global_batch_size, **shapes)
     check_state_dict(model, state, checkpoint_file)
     model.load_state_dict(state, strict=True)
