@@ -194,6 +194,7 @@ class Trainer:
             raise ConfigError(f"eval_save_outputs: {unknown[0]!r} is not an output; choose from {', '.join(EVAL_OUTPUT_KEYS)}")
 
         self.train_meta, self.test_meta = check_datasets(config.train_data_paths, config.test_data_paths)
+        self.evaluators = build_evaluators(config.evaluators, config.test_data_paths, self.test_meta.blank_identifier_id)
 
         resume_dir = None
         saved_config: dict[str, Any] | None = None
@@ -263,7 +264,6 @@ class Trainer:
             self.base_lrs.append(self.config.puzzle_emb_lr)
 
         self.ema = EMA(self.model, self.config.ema_rate) if self.config.ema else None
-        self.evaluators = build_evaluators(self.config.evaluators, self.config.test_data_paths, self.test_meta.blank_identifier_id)
 
         self.progress = Progress()
         self.carry: ACTCarry | None = None
