@@ -46,7 +46,8 @@ def download_checkpoint(path: str) -> Path:
     prefix = f"{subfolder}/" if subfolder else ""
     try:
         local = snapshot_download(repo_id, revision=revision,
-                                  allow_patterns=[f"{prefix}{CONFIG_FILE}", f"{prefix}step_*", f"{prefix}{PUBLISHED_WEIGHTS_FILE}"])
+                                  allow_patterns=[f"{prefix}{CONFIG_FILE}", f"{prefix}step_*", f"{prefix}{PUBLISHED_WEIGHTS_FILE}"],
+                                  ignore_patterns=[f"{prefix}step_*_*"])  # not the saved evaluation outputs
     except (LocalEntryNotFoundError, OfflineModeIsEnabled):
         raise CheckpointError(f"{path}: the repo {repo_id} is not in the Hugging Face cache and the Hub cannot be reached "
                               "(offline); download it once with network access, or unset HF_HUB_OFFLINE") from None

@@ -229,10 +229,12 @@ class Trainer:
 
         self.train_data = PuzzleDataset(PuzzleDatasetConfig(
             seed=self.config.seed, dataset_path=self.config.data_path, dataset_paths=self.config.train_data_paths,
-            global_batch_size=self.config.global_batch_size, test_set_mode=False, epochs_per_iter=self.epochs_per_chunk, rank=ctx.rank, num_replicas=ctx.world_size), split="train")
+            global_batch_size=self.config.global_batch_size, test_set_mode=False, epochs_per_iter=self.epochs_per_chunk,
+            rank=ctx.rank, num_replicas=ctx.world_size), split="train")
         self.test_data = PuzzleDataset(PuzzleDatasetConfig(
             seed=self.config.seed, dataset_path=self.config.data_path, dataset_paths=self.config.test_data_paths,
-            global_batch_size=self.config.global_batch_size, test_set_mode=True, epochs_per_iter=1, rank=ctx.rank, num_replicas=ctx.world_size), split="test")
+            global_batch_size=self.config.global_batch_size, test_set_mode=True, epochs_per_iter=1,
+            rank=ctx.rank, num_replicas=ctx.world_size), split="test")
 
         torch.manual_seed(self.config.seed + ctx.rank)
         with torch.device(self.device):
