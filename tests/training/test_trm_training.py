@@ -206,3 +206,13 @@ def test_trm_parameter_counts_as_trms_code_counts_them(preset, shapes, expected)
     with torch.device("meta"):
         model = build_model(config.arch, batch_size=1, **shapes)
     assert sum(p.numel() for p in model.parameters()) == expected
+
+
+def test_evaluator_rows_from_several_ranks_come_back_in_dataset_order():
+    """The test loader gives rank r slice r of every global batch; the evaluator needs the dataset order back."""
+    from hrm.training.trainer import interleave_rank_rows
+
+    rows = torch.arange(3 * 8).view(-1, 1)  # 3 global batches of 8, dataset order
+    local = 4
+    parts = [torch.cat([rows[batch * 8 + rank * local: batch * 8 + (rank + 1) * local] for batch in range(3)]) for rank in range(2)]
+    torch.testing.assert_close(interleave_rank_rows(parts, local), rows)

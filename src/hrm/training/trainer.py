@@ -457,8 +457,7 @@ class Trainer:
             dist.gather_object(outputs, gathered, dst=0)
             if not self.ctx.is_main:
                 return None
-            local = self.config.global_batch_size // self.ctx.world_size
-            outputs = {key: torch.stack([part[key].view(-1, local, *part[key].shape[1:]) for part in gathered], dim=1).flatten(0, 2)
+            outputs = {key: interleave_rank_rows([part[key] for part in gathered], self.config.global_batch_size // self.ctx.world_size)
                        for key in outputs}
         figures: dict[str, float] = {}
         for evaluator in self.evaluators:
@@ -532,7 +531,7 @@ class Trainer:
                 final_metrics = self.run_evaluation() if evaluate_now else None
                 if final_metrics is not None:
                     tracker.log(final_metrics, step=self.progress.step)
-                    shown = {k: v for k, v in final_metrics.items() if k.endswith(("exact_accuracy", "/accuracy"))}
+                    shown = {k: v for k, v in final_metrics.items() if k.endswith(("exact_accuracy", "/accuracy")) or "/pass@" in k}
                     logger.info("step %d evaluation: %s", self.progress.step,
                                 ", ".join(f"{k}={v:.4f}" for k, v in {**shown, **throughput}.items()))
                 self.progress.chunk_index += 1
@@ -548,6 +547,12 @@ class Trainer:
     def _should_stop(self) -> bool:
         want = self.stop.requested or (self.config.max_steps is not None and self.progress.step >= self.config.max_steps)
         return any_rank(want, self.ctx)
+
+
+def interleave_rank_rows(parts: list[torch.Tensor], local_batch_size: int) -> torch.Tensor:
+    """Rows of every rank back in dataset order: rank r holds slice r of each test batch (padded to equal size)."""
+    per_rank = [part.view(-1, local_batch_size, *part.shape[1:]) for part in parts]
+    return torch.stack(per_rank, dim=1).flatten(0, 2)
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
