@@ -216,3 +216,15 @@ def test_evaluator_rows_from_several_ranks_come_back_in_dataset_order():
     local = 4
     parts = [torch.cat([rows[batch * 8 + rank * local: batch * 8 + (rank + 1) * local] for batch in range(3)]) for rank in range(2)]
     torch.testing.assert_close(interleave_rank_rows(parts, local), rows)
+
+
+def test_either_spelling_points_a_saved_config_at_another_dataset():
+    from hrm.config import apply_overrides
+
+    saved = {"data_path": "a", "data_paths": ["a", "b"], "data_paths_test": ["a"]}
+    moved = validate_config(apply_overrides(saved, ["data_path=c"]))
+    assert (moved.data_path, moved.train_data_paths, moved.test_data_paths) == ("c", ["c"], ["c"])
+    listed = validate_config(apply_overrides({"data_path": "a"}, ["data_paths=[d,e]"]))
+    assert (listed.data_path, listed.train_data_paths) == ("d", ["d", "e"])
+    single = validate_config({"data_paths": ["x"]})
+    assert single.data_path == "x" and single.data_paths == [] and single.train_data_paths == ["x"]
