@@ -4,12 +4,13 @@ Configs live in configs/ (cfg_pretrain.yaml, arch/, experiment/); under `torchru
 each process trains on its slice of the global batch. The loop itself is `hrm.training.trainer`.
 """
 
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from hrm.training.cli import check_command_line, run_from_hydra
+from hrm.training.cli import accept_plus_for_existing_keys, check_command_line, run_from_hydra
 
 
 @hydra.main(config_path="configs", config_name="cfg_pretrain", version_base=None)
@@ -18,5 +19,6 @@ def launch(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = accept_plus_for_existing_keys(sys.argv[1:])
     check_command_line(config_dir=Path(__file__).resolve().parent / "configs")
     launch()

@@ -25,7 +25,8 @@ from torch import nn
 from hrm.config import PretrainConfig, apply_overrides, validate_config
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import CheckpointError, HRMError, one_line
-from hrm.models.registry import build_model
+from hrm.hub import download_checkpoint, is_hub_path
+from hrm.models.registry import build_model, seq_len_from_state
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ def latest_step_file(directory: str | Path) -> Path:
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:
+    if is_hub_path(path):
+        return download_checkpoint(path)
     path = Path(path)
     if path.is_dir():
         chosen = latest_step_file(path)
@@ -136,25 +139,26 @@ def read_state_dict(checkpoint_file: Path) -> dict[str, torch.Tensor]:
     return clean_state_dict(state)
 
 
-def dataset_shapes(config: PretrainConfig, state: dict[str, torch.Tensor]) -> dict[str, int]:
-    """vocab_size, seq_len and num_puzzle_identifiers from the dataset, else from the weights."""
-    for split in ("train", "test"):
-        try:
-            meta = PuzzleDatasetMetadata.load(Path(config.data_path) / split)
-        except HRMError:
-            continue
-        return meta.model_shapes()
+def dataset_shapes(config: PretrainConfig, state: dict[str, torch.Tensor], beside: Path | None = None) -> dict[str, int]:
+    """vocab_size, seq_len and num_puzzle_identifiers from the dataset (its data_path(s), else a `data/`
+    dataset folder kept beside the checkpoint), else from the weights."""
+    candidates = [*config.train_data_paths, *config.test_data_paths] + ([beside / "data"] if beside is not None else [])
+    for data_path in dict.fromkeys(candidates):
+        for split in ("train", "test"):
+            try:
+                meta = PuzzleDatasetMetadata.load(Path(data_path) / split)
+            except HRMError:
+                continue
+            return meta.model_shapes()
 
     shapes: dict[str, int] = {}
     if "model.inner.embed_tokens.embedding_weight" in state:
         shapes["vocab_size"] = state["model.inner.embed_tokens.embedding_weight"].shape[0]
     puzzle = state.get("model.inner.puzzle_emb.weights")
     shapes["num_puzzle_identifiers"] = puzzle.shape[0] if puzzle is not None else 1
-    pos = state.get("model.inner.embed_pos.embedding_weight")
-    if pos is not None:
-        extra = config.arch.model_extra or {}
-        hidden, ndim = extra.get("hidden_size", 512), extra.get("puzzle_emb_ndim", 512)
-        shapes["seq_len"] = pos.shape[0] - (-(ndim // -hidden))
+    seq_len = seq_len_from_state(config.arch, state)  # the architecture knows its prepended positions
+    if seq_len is not None:
+        shapes["seq_len"] = seq_len
     if "seq_len" not in shapes or "vocab_size" not in shapes:
         raise CheckpointError(
             f"no dataset metadata at data_path={config.data_path} and the weights do not fix seq_len; "
@@ -189,7 +193,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", overrides: 
     checkpoint_file = resolve_checkpoint_path(path)
     config = read_checkpoint_config(checkpoint_file, overrides)
     state = read_state_dict(checkpoint_file)
-    shapes = dataset_shapes(config, state)
+    shapes = dataset_shapes(config, state, beside=checkpoint_file.parent)
     model = build_model(config.arch, batch_size=config.global_batch_size, **shapes)
     check_state_dict(model, state, checkpoint_file)
     model.load_state_dict(state, strict=True)
@@ -212,6 +216,33 @@ def save_model_checkpoint(model: nn.Module, config: PretrainConfig, directory: s
 
 def write_config(config: PretrainConfig, directory: str | Path) -> Path:
     path = Path(directory) / CONFIG_FILE
-    text = yaml.safe_dump(config.model_dump(), sort_keys=False).encode()
+    data = config.model_dump()
+    data["data_paths"] = config.train_data_paths  # TRM's code reads the datasets from this list
+    text = yaml.safe_dump(data, sort_keys=False).encode()
     atomic_write_bytes(path, lambda handle: handle.write(text))
     return path
+
+
+PUZZLE_EMB_KEY = "model.inner.puzzle_emb.weights"
+
+
+def load_initial_weights(model: nn.Module, path: str | Path) -> None:
+    """Initialise `model` from any checkpoint, ours or an original's (TRM's `load_checkpoint`).
+
+    A puzzle-embedding table of another shape (another dataset's identifiers) is replaced by the mean
+    of the checkpoint's rows in every row; every other tensor must match the model.
+    """
+    checkpoint_file = resolve_checkpoint_path(path)
+    state = read_state_dict(checkpoint_file)
+    expected = model.state_dict()
+    table = state.get(PUZZLE_EMB_KEY)
+    if table is not None and PUZZLE_EMB_KEY in expected and table.shape != expected[PUZZLE_EMB_KEY].shape:
+        target = expected[PUZZLE_EMB_KEY]
+        if table.shape[1:] != target.shape[1:]:
+            raise CheckpointError(f"load_checkpoint={path}: puzzle embedding width {tuple(table.shape[1:])} differs from the model's "
+                                  f"{tuple(target.shape[1:])}; set arch.puzzle_emb_ndim as in the run that wrote it")
+        logger.info("load_checkpoint: puzzle embedding %s -> %s, every row set to the checkpoint's mean row",
+                    tuple(table.shape), tuple(target.shape))
+        state = {**state, PUZZLE_EMB_KEY: table.to(torch.float32).mean(dim=0, keepdim=True).expand_as(target).to(target.dtype).clone()}
+    check_state_dict(model, state, checkpoint_file)
+    model.load_state_dict(state, strict=True)

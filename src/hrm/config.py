@@ -62,11 +62,23 @@ class ArchConfig(BaseModel):
         return self
 
 
+class EvaluatorConfig(BaseModel):
+    """One entry of TRM's `evaluators` list: `name` (e.g. `arc@ARC`) plus that evaluator's options."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+
+
 class PretrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     arch: ArchConfig = Field(default_factory=ArchConfig)
     data_path: str = "data/arc-aug-1000"
+    # TRM's keys: several datasets trained together (data_path becomes the first; a one-entry list is
+    # stored as data_path alone); evaluation datasets (empty: the training ones).
+    data_paths: list[str] = Field(default_factory=list)
+    data_paths_test: list[str] = Field(default_factory=list)
 
     # Hyper-parameters of the original (spec sections 5-7).
     global_batch_size: int = Field(768, gt=0)
@@ -81,6 +93,14 @@ class PretrainConfig(BaseModel):
     weight_decay: float = Field(0.1, ge=0.0)
     puzzle_emb_weight_decay: float = Field(0.1, ge=0.0)
     puzzle_emb_lr: float = Field(1e-2, ge=0.0)
+
+    # TRM's training keys.
+    evaluators: list[EvaluatorConfig] = Field(default_factory=list)
+    load_checkpoint: str | None = None  # initial weights (a puzzle-embedding table of another shape becomes its mean row)
+    ema: bool = False
+    ema_rate: float = Field(0.999, ge=0.0, le=1.0)
+    freeze_weights: bool = False  # train only the puzzle embedding
+    min_eval_interval: int | None = Field(0, ge=0)  # no evaluation or checkpoint before this chunk index
 
     # Naming and outputs.
     project_name: str | None = None
@@ -102,6 +122,25 @@ class PretrainConfig(BaseModel):
     log_interval: int = Field(1, gt=0)
     data_workers: Union[Literal["auto"], int] = "auto"
     progress: Literal["auto", "bar", "lines", "off"] = "auto"  # auto: a bar on a terminal, log lines otherwise
+
+    @model_validator(mode="after")
+    def _first_dataset_is_data_path(self) -> "PretrainConfig":
+        """One canonical form: data_path is the first dataset; data_paths stays empty for a single one."""
+        if self.data_paths:
+            self.data_path = self.data_paths[0]
+            if len(self.data_paths) == 1:
+                self.data_paths = []
+        return self
+
+    @property
+    def train_data_paths(self) -> list[str]:
+        """The training datasets: `data_paths`, else `[data_path]`."""
+        return list(self.data_paths) or [self.data_path]
+
+    @property
+    def test_data_paths(self) -> list[str]:
+        """The evaluation datasets: `data_paths_test`, else the training ones."""
+        return list(self.data_paths_test) or self.train_data_paths
 
 
 def format_validation_error(err: ValidationError, prefix: str = "") -> str:
@@ -135,11 +174,19 @@ def validate_config(data: dict[str, Any], model: type[BaseModel] = PretrainConfi
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Apply Hydra-style `key=value` overrides (`+key=`/`++key=` accepted) to a plain config dict."""
+    """Apply Hydra-style `key=value` overrides (`+key=`/`++key=` accepted) to a plain config dict.
+
+    `data_path=` replaces a stored `data_paths` list (and `data_paths=` a stored `data_path`), so either
+    spelling points a saved run at another dataset.
+    """
     dotlist = []
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         dotlist.append(item.lstrip("+"))
+    keys = {item.split("=", 1)[0] for item in dotlist}
+    for given, stale in (("data_path", ("data_paths", "data_paths_test")), ("data_paths", ("data_path",))):
+        if given in keys:
+            data = {key: value for key, value in data.items() if key not in stale or key in keys}
     merged = OmegaConf.merge(OmegaConf.create(data), OmegaConf.from_dotlist(dotlist))
     return OmegaConf.to_container(merged, resolve=True)

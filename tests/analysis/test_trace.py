@@ -125,3 +125,38 @@ def test_untrained_copy_has_fresh_weights_of_the_same_shape():
     assert not torch.equal(trained_state["inner.q_head.weight"], fresh_state["inner.q_head.weight"])
     assert all(trained_state[k].shape == fresh_state[k].shape for k in trained_state)
     torch.testing.assert_close(untrained_copy(model, seed=3).state_dict()["inner.L_init"], fresh_state["inner.L_init"])
+
+
+TRM_ARCH = dict(name="recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1", hidden_size=32, num_heads=4, expansion=2,
+                H_cycles=2, L_cycles=3, L_layers=1, puzzle_emb_ndim=32, puzzle_emb_len=2, halt_max_steps=3,
+                halt_exploration_prob=0.0, forward_dtype="float32")
+
+
+@pytest.mark.parametrize("arch", [dict(pos_encodings="rope"), dict(mlp_t=True, pos_encodings="none"),
+                                  dict(name="recursive_reasoning.trm_singlez@TinyRecursiveReasoningModel_ACTV1")])
+def test_trm_trace_comes_from_the_models_own_forward(arch):
+    """The tracer records TRM's states through the model's hook: same carry, outputs and entry counts."""
+    cfg = validate_config({"arch": {**TRM_ARCH, **arch}})
+    model = build_model(cfg.arch, batch_size=3, seq_len=81, vocab_size=11, num_puzzle_identifiers=1).eval()
+    with torch.no_grad():
+        model.model.inner.q_head.weight.normal_(std=0.5)
+    batch = _batch()
+    carry, calls = _run_act(model, batch, 3)
+    trace = trace_batch(model, batch)
+    torch.testing.assert_close(trace.final_z_H, carry.inner_carry.z_H, rtol=0, atol=1e-6)
+    torch.testing.assert_close(trace.final_z_L, carry.inner_carry.z_L, rtol=0, atol=1e-6)
+    for segment, outputs in enumerate(calls):
+        np.testing.assert_allclose(trace.q_halt[segment], outputs["q_halt_logits"].numpy(), atol=1e-5)
+        np.testing.assert_array_equal(trace.would_halt[segment], (outputs["q_halt_logits"] > 0).numpy())  # TRM's rule
+    assert trace.z_L.shape[:2] == (3, 2 * 3) and trace.z_H.shape[:2] == (3, 2)
+    assert trace.z_H.shape[3] == 81 + 2
+    np.testing.assert_array_equal(trace.step_preds[:, -1], trace.segment_preds)
+    torch.testing.assert_close(trace.z_H[-1, -1], trace.final_z_H)
+    inner = model.model.inner
+    with torch.no_grad():  # the per-step view: the shared network's z_H update applied to the current states, decoded
+        if "singlez" in cfg.arch.name:  # one state (z_H is z_L); its closing update is `net(z_L)`
+            torch.testing.assert_close(trace.final_z_H, trace.final_z_L, rtol=0, atol=0)
+            expected = inner.heads(inner.L_level(trace.z_L[0, 1], 0, cos_sin=inner.cos_sin()))[0].argmax(-1)
+        else:
+            expected = inner.heads(inner.L_level(trace.z_H_init, trace.z_L[0, 1], cos_sin=inner.cos_sin()))[0].argmax(-1)
+    np.testing.assert_array_equal(trace.step_preds[0, 1], expected.numpy())

@@ -1,10 +1,10 @@
-"""Reasoning traces: every state of an HRM run, recorded without touching the training code path.
+"""Reasoning traces: every state of a recursive model's run (HRM, TRM), recorded from the model's own forward.
 
-The tracer replays the segment loop of `HRMInner.forward` with the model's own submodules (embedding,
-`L_level`, `H_level`, `heads`, `reset_carry`) under no_grad, so it computes exactly what the model
-computes (a test compares it with the model's forward) while recording z_L after every low-level update,
-z_H after every high-level update, the intermediate prediction `lm_head(H_level(z_H, z_L))` at every
-low-level step (decoded without storing the H update back) and the Q-values of every segment.
+The tracer runs the inner model's `forward` under no_grad with a hook (the model protocol of
+`hrm.models.act`) that sees z_L after every low-level update and z_H after every high-level update,
+so it records exactly what the model computes. At every low-level step it also decodes the
+intermediate prediction `decode_step(z_H, z_L)` (for HRM `lm_head(H_level(z_H, z_L))`, for TRM the
+same with the shared network), without storing that update back, and it keeps the Q-values of every segment.
 
 As in evaluation, the segments follow each other without a restart: sample b's carry runs through all
 `num_segments` segments (`halt_max_steps` by default, more for inference-time scaling). States are moved
@@ -22,8 +22,7 @@ import torch
 from torch import nn
 
 from hrm.analysis.tasks import AnalysisError
-from hrm.models.act import ACTModel
-from hrm.models.hrm import HRMInner
+from hrm.models.act import ACTModel, unwrap_act_model as _unwrap
 
 
 @dataclass
@@ -72,10 +71,12 @@ class Trace:
     def steps_per_segment(self) -> int:
         return self.H_cycles * self.L_cycles
 
+    halt_wanted: np.ndarray | None = None
+
     @property
     def would_halt(self) -> np.ndarray:
-        """[S, B] whether the Q-head asks to halt after each segment (q_halt > q_continue)."""
-        return self.q_halt > self.q_continue
+        """[S, B] whether the model asks to halt after each segment (its own `wants_halt`; HRM: q_halt > q_continue)."""
+        return self.halt_wanted if self.halt_wanted is not None else self.q_halt > self.q_continue
 
     @property
     def halt_confidence(self) -> np.ndarray:
@@ -109,26 +110,32 @@ def exact_match(preds: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 def unwrap_act_model(model: nn.Module) -> ACTModel:
     """The ACT model inside a loss head (`model.model`), or the model itself."""
-    inner_model = getattr(model, "model", model)
-    if not isinstance(inner_model, ACTModel):
-        raise AnalysisError(f"expected an ACT model or its loss head, got {type(model).__name__}")
-    return inner_model
+    try:
+        return _unwrap(model)
+    except TypeError:
+        raise AnalysisError(f"expected an ACT model or its loss head, got {type(model).__name__}") from None
 
 
-def hrm_inner(model: nn.Module) -> HRMInner:
-    inner = unwrap_act_model(model).inner
-    if not isinstance(inner, HRMInner):
+def traceable(model: nn.Module) -> ACTModel:
+    """The ACT model, if its architecture has z_H/z_L states to trace (its `segment_schedule` is set)."""
+    act = unwrap_act_model(model)
+    if act.segment_schedule is None:
         raise AnalysisError(
-            f"reasoning traces need the two-level HRM (arch.name=hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1); "
-            f"{type(inner).__name__} has no z_H/z_L states to trace"
+            f"reasoning traces need a recursive model with z_H/z_L states (the two-level HRM, TRM); "
+            f"{type(act).__name__} has no z_H/z_L states to trace"
         )
-    return inner
+    return act
+
+
+def hrm_inner(model: nn.Module) -> nn.Module:
+    """The inner model of a traceable architecture (its config, heads and states)."""
+    return traceable(model).inner
 
 
 def untrained_copy(model: nn.Module, seed: int = 0) -> ACTModel:
     """A freshly initialised model of the same architecture and size, on the same device, in eval mode."""
-    act = unwrap_act_model(model)
-    device = hrm_inner(act).H_init.device
+    act = traceable(model)
+    device = act.inner.L_init.device
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         fresh = type(act)(copy.deepcopy(act.config))
@@ -151,44 +158,42 @@ def trace_batch(model: nn.Module, batch: dict[str, torch.Tensor], num_segments: 
     keep_states=False keeps only outputs, Q-values and per-segment movement (cheap: for accuracy sweeps);
     decode_steps=False skips the intermediate predictions (one extra H_level call per low-level step).
     """
-    inner = hrm_inner(model)
+    act = traceable(model)
+    inner = act.inner
     cfg = inner.config
+    H_cycles, L_cycles = act.segment_schedule
     num_segments = num_segments or cfg.halt_max_steps
-    device = inner.H_init.device
+    device = inner.L_init.device
     batch = {key: torch.as_tensor(value).to(device) for key, value in batch.items()}
     batch_size = batch["inputs"].shape[0]
-    cos_sin = inner.cos_sin()
-    x = inner.embed(batch["inputs"], batch["puzzle_identifiers"])
     carry = inner.reset_carry(torch.ones(batch_size, dtype=torch.bool, device=device), inner.empty_carry(batch_size, device=device))
-    z_H, z_L = carry.z_H, carry.z_L
+    initial = carry
 
     z_H_steps: list[torch.Tensor] = []
     z_L_steps: list[torch.Tensor] = []
     step_preds: list[torch.Tensor] = []
-    segment_preds, q_halt, q_continue, delta_H, delta_L, norm_H = [], [], [], [], [], []
+
+    def record(kind: str, z_H: torch.Tensor, z_L: torch.Tensor) -> None:
+        if kind == "L":
+            if keep_states:
+                z_L_steps.append(_host(z_L, state_dtype))
+            if decode_steps:
+                step_preds.append(inner.decode_step(z_H, z_L).argmax(-1).to("cpu", torch.int16))
+        elif keep_states:
+            z_H_steps.append(_host(z_H, state_dtype))
+
+    segment_preds, q_halt, q_continue, halt_wanted, delta_H, delta_L, norm_H = [], [], [], [], [], [], []
     logits = None
     for _ in range(num_segments):
-        start_H, start_L = z_H, z_L
-        for _h in range(cfg.H_cycles):
-            for l_step in range(cfg.L_cycles):
-                z_L = inner.L_level(z_L, z_H + x, cos_sin=cos_sin)
-                if keep_states:
-                    z_L_steps.append(_host(z_L, state_dtype))
-                if decode_steps or l_step == cfg.L_cycles - 1:
-                    # The H update applied to the current states; kept only where the model applies it too.
-                    candidate_H = inner.H_level(z_H, z_L, cos_sin=cos_sin)
-                    if decode_steps:
-                        step_preds.append(inner.heads(candidate_H)[0].argmax(-1).to("cpu", torch.int16))
-            z_H = candidate_H
-            if keep_states:
-                z_H_steps.append(_host(z_H, state_dtype))
-        logits, (segment_q_halt, segment_q_continue) = inner.heads(z_H)
+        start = carry
+        carry, logits, (segment_q_halt, segment_q_continue) = inner(carry, batch, hook=record)
         segment_preds.append(logits.argmax(-1).to("cpu", torch.int16))
         q_halt.append(segment_q_halt.cpu())
         q_continue.append(segment_q_continue.cpu())
-        delta_H.append(_norm(z_H - start_H).cpu())
-        delta_L.append(_norm(z_L - start_L).cpu())
-        norm_H.append(_norm(z_H).cpu())
+        halt_wanted.append(act.wants_halt({"q_halt_logits": segment_q_halt, "q_continue_logits": segment_q_continue}).cpu())
+        delta_H.append(_norm(carry.z_H - start.z_H).cpu())
+        delta_L.append(_norm(carry.z_L - start.z_L).cpu())
+        norm_H.append(_norm(carry.z_H).cpu())
 
     def stacked(items: list[torch.Tensor], per_segment: int) -> torch.Tensor:
         tensor = torch.stack(items)
@@ -198,21 +203,22 @@ def trace_batch(model: nn.Module, batch: dict[str, torch.Tensor], num_segments: 
         inputs=batch["inputs"].cpu().numpy(),
         labels=batch["labels"].cpu().numpy() if "labels" in batch else np.full(tuple(batch["inputs"].shape), -100),
         puzzle_identifiers=batch["puzzle_identifiers"].cpu().numpy(),
-        H_cycles=cfg.H_cycles, L_cycles=cfg.L_cycles, puzzle_emb_len=inner.puzzle_emb_len,
+        H_cycles=H_cycles, L_cycles=L_cycles, puzzle_emb_len=act.puzzle_emb_len,
         halt_max_steps=cfg.halt_max_steps,
         segment_preds=torch.stack(segment_preds).numpy().astype(np.int64),
         q_halt=torch.stack(q_halt).numpy(), q_continue=torch.stack(q_continue).numpy(),
         segment_delta_H=torch.stack(delta_H).numpy(), segment_delta_L=torch.stack(delta_L).numpy(),
         segment_norm_H=torch.stack(norm_H).numpy(),
-        final_logits=logits.to("cpu", torch.float32), final_z_H=z_H.cpu(), final_z_L=z_L.cpu(),
+        final_logits=logits.to("cpu", torch.float32), final_z_H=carry.z_H.cpu(), final_z_L=carry.z_L.cpu(),
+        halt_wanted=torch.stack(halt_wanted).numpy(),
     )
     if decode_steps:
-        trace.step_preds = stacked(step_preds, cfg.H_cycles * cfg.L_cycles).numpy().astype(np.int64)
+        trace.step_preds = stacked(step_preds, H_cycles * L_cycles).numpy().astype(np.int64)
     if keep_states:
-        trace.z_H = stacked(z_H_steps, cfg.H_cycles)
-        trace.z_L = stacked(z_L_steps, cfg.H_cycles * cfg.L_cycles)
-        trace.z_H_init = _host(carry.z_H, state_dtype)
-        trace.z_L_init = _host(carry.z_L, state_dtype)
+        trace.z_H = stacked(z_H_steps, H_cycles)
+        trace.z_L = stacked(z_L_steps, H_cycles * L_cycles)
+        trace.z_H_init = _host(initial.z_H, state_dtype)
+        trace.z_L_init = _host(initial.z_L, state_dtype)
     return trace
 
 

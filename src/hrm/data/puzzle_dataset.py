@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
-from hrm.data.format import IGNORE_LABEL, PuzzleSet, read_split
+from hrm.data.combined import read_splits
+from hrm.data.format import IGNORE_LABEL, PuzzleSet
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import DatasetError
 
@@ -32,6 +33,7 @@ Batch = dict[str, torch.Tensor]
 class PuzzleDatasetConfig(BaseModel):
     seed: int
     dataset_path: str
+    dataset_paths: list[str] = []  # several datasets as one (TRM's data_paths); empty: [dataset_path]
     global_batch_size: int
     test_set_mode: bool
     epochs_per_iter: int
@@ -129,7 +131,9 @@ class PuzzleDataset(torch.utils.data.IterableDataset):
         super().__init__()
         self.config = config
         self.split = split
-        self.metadata: PuzzleDatasetMetadata = PuzzleDatasetMetadata.load(Path(config.dataset_path) / split)
+        self.paths = list(config.dataset_paths) or [config.dataset_path]
+        self.metadata: PuzzleDatasetMetadata = (PuzzleDatasetMetadata.load(Path(self.paths[0]) / split) if len(self.paths) == 1
+                                                else read_splits(self.paths, split)[0])
         if config.num_replicas < 1 or not 0 <= config.rank < config.num_replicas:
             raise DatasetError(f"rank {config.rank} is outside 0..num_replicas-1 (num_replicas={config.num_replicas})")
         if config.global_batch_size < 1 or config.global_batch_size % config.num_replicas != 0:
@@ -146,7 +150,7 @@ class PuzzleDataset(torch.utils.data.IterableDataset):
     def sets(self) -> dict[str, PuzzleSet]:
         """The arrays, opened (memory-mapped) on first use so worker processes open their own maps."""
         if self._sets is None:
-            _, self._sets = read_split(self.config.dataset_path, self.split)
+            _, self._sets = read_splits(self.paths, self.split)
         return self._sets
 
     def __iter__(self) -> Iterator[tuple[str, Batch, int]]:

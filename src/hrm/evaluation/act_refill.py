@@ -1,8 +1,8 @@
 """`halt=act`: every example stops when its Q-head says halt, and the next example takes its slot.
 
 The ACT wrapper already restarts halted samples with the data at their batch position on the next
-call; here the evaluator marks a slot halted as soon as `q_halt > q_continue` (or at
-`halt_max_steps`), puts the next queued example at that position, and keeps the batch full. An
+call; here the evaluator marks a slot halted as soon as the model's own halting rule says so
+(`wants_halt`: HRM `q_halt > q_continue`, TRM `q_halt > 0`) or at `halt_max_steps`, puts the next queued example at that position, and keeps the batch full. An
 example therefore costs exactly its own segments, however long its neighbours run. Once the queue is
 empty the batch shrinks to the running slots. In evaluation every sample is independent of the
 others in the batch, so an example's result equals what it gets when run alone.
@@ -24,17 +24,14 @@ from hrm.progress import progress_bar
 
 from hrm.evaluation.data import Examples
 from hrm.evaluation.metrics import ExampleMetrics, example_metrics
-from hrm.models.act import ACTCarry, ACTModel
+from hrm.models.act import ACTCarry, ACTModel, unwrap_act_model
 
 PER_EXAMPLE_KEYS = ("logits", "preds", "q_halt_logits", "q_continue_logits", "steps")
 
 
 def act_model_of(model: nn.Module) -> ACTModel:
     """The ACT model inside a loss head (or the model itself)."""
-    inner = getattr(model, "model", model)
-    if not isinstance(inner, ACTModel):
-        raise TypeError(f"expected an ACT model or a loss head around one, got {type(model).__name__}")
-    return inner
+    return unwrap_act_model(model)
 
 
 @contextlib.contextmanager
@@ -108,8 +105,7 @@ def evaluate_act(model: nn.Module, examples: Examples, batch_size: int, *, devic
                          for key, value in batch.items()}
 
             carry, outputs = act_model(carry=carry, batch=batch)
-            wants_halt = outputs["q_halt_logits"] > outputs["q_continue_logits"]
-            finished = carry.halted | wants_halt
+            finished = carry.halted | act_model.wants_halt(outputs)
             carry.halted = finished
 
             done_slots = torch.nonzero(finished.cpu()).flatten()
@@ -135,6 +131,7 @@ class SegmentTrace:
     metrics: list[ExampleMetrics]  # one per segment, steps = segment number
     q_halt_logits: torch.Tensor
     q_continue_logits: torch.Tensor
+    halt_wanted: torch.Tensor  # the model's own halting decision (`wants_halt`) after each segment
 
     def at_caps(self, cap: int, halt: str) -> ExampleMetrics:
         """The result with halt_max_steps = cap: at segment `cap` (halt=max), or at the first segment
@@ -142,7 +139,7 @@ class SegmentTrace:
         num_examples = self.q_halt_logits.shape[1]
         stop = torch.full((num_examples,), cap, dtype=torch.long)
         if halt == "act":
-            wants = (self.q_halt_logits[:cap] > self.q_continue_logits[:cap])
+            wants = self.halt_wanted[:cap]
             first = torch.where(wants.any(0), wants.to(torch.int8).argmax(0) + 1, cap)
             stop = torch.minimum(stop, first.long())
         fields = {}
@@ -158,7 +155,7 @@ def segment_trace(model: nn.Module, batch: dict[str, torch.Tensor], num_segments
     act_model = act_model_of(model)
     was_training = act_model.training
     act_model.eval()
-    per_step, q_halt, q_continue = [], [], []
+    per_step, q_halt, q_continue, halt_wanted = [], [], [], []
     try:
         with override_halt_max_steps(act_model, num_segments):
             carry = act_model.initial_carry(batch)
@@ -169,6 +166,7 @@ def segment_trace(model: nn.Module, batch: dict[str, torch.Tensor], num_segments
                 per_step.append(ExampleMetrics(**{f.name: getattr(rows, f.name).cpu() for f in dataclasses.fields(rows)}))
                 q_halt.append(outputs["q_halt_logits"].float().cpu())
                 q_continue.append(outputs["q_continue_logits"].float().cpu())
+                halt_wanted.append(act_model.wants_halt(outputs).cpu())
     finally:
         act_model.train(was_training)
-    return SegmentTrace(per_step, torch.stack(q_halt), torch.stack(q_continue))
+    return SegmentTrace(per_step, torch.stack(q_halt), torch.stack(q_continue), torch.stack(halt_wanted))

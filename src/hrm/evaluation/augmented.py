@@ -2,7 +2,7 @@
 
 Each test puzzle is evaluated as P perturbed copies (Sudoku: cyclic shifts of the digit tokens; Maze:
 start and goal swapped) by each of C checkpoints. A pass *counts* only when the Q-head wants to halt
-at its final step (`q_halt > q_continue`). Predictions are mapped back through the inverse
+at its final step (the model's own rule `wants_halt`: HRM `q_halt > q_continue`, TRM `q_halt > 0`). Predictions are mapped back through the inverse
 perturbation before they are compared or voted on.
 
 Scores reported per puzzle:
@@ -26,6 +26,7 @@ import torch
 
 from hrm.errors import ConfigError
 from hrm.evaluation.data import Examples
+from hrm.models.act import unwrap_act_model
 from hrm.models.losses import IGNORE_LABEL_ID
 
 SUDOKU_DIGIT_LOW, SUDOKU_DIGIT_HIGH, SUDOKU_BLANK = 2, 10, 1
@@ -331,7 +332,7 @@ def evaluate_chunk(models: Sequence[torch.nn.Module], source: Examples, task: Ta
     for checkpoint_index, model in enumerate(models):
         outputs = run_passes(model, perturbed, batch_size, halt, device)
         preds = task.unperturb(outputs["preds"].to(torch.int64), shifts).numpy()
-        counted = (outputs["q_halt_logits"] > outputs["q_continue_logits"]).tolist()
+        counted = unwrap_act_model(model).wants_halt(outputs).tolist()
         confidence = torch.sigmoid(outputs["q_halt_logits"].float()).tolist()
         for row in range(len(perturbed)):
             puzzles[row // permutes].passes.append(Pass(checkpoint_index, row % permutes, preds[row], confidence[row], counted[row]))

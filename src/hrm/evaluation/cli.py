@@ -45,7 +45,7 @@ from hrm.evaluation.data import ExampleSource, TestSplit, indexed_batches, load_
 from hrm.evaluation.metrics import example_metrics, metric_sums
 from hrm.evaluation.report import format_key_values, format_metrics_table, format_sweep_table, write_json
 from hrm.evaluation.runner import evaluate, reduce_metric_sums
-from hrm.models.registry import model_config
+from hrm.models.registry import seq_len_from_state
 from hrm.paths import check_output_file
 from hrm.training.distributed import init_distributed
 
@@ -134,14 +134,12 @@ def expand_checkpoints(config: EvalConfig) -> list[Path]:
 def check_dataset_fits(checkpoint_file: Path, config: PretrainConfig, meta: PuzzleDatasetMetadata, overrides: Sequence[str]) -> None:
     """The test split's vocabulary, sequence length and identifier count against the checkpoint."""
     state = read_state_dict(checkpoint_file)
-    arch = model_config(config.arch, batch_size=1, **meta.model_shapes())
     fits: list[tuple[str, int, int | None]] = []
     embed = state.get("model.inner.embed_tokens.embedding_weight")
     fits.append(("vocab_size", meta.vocab_size, None if embed is None else int(embed.shape[0])))
     puzzle = state.get("model.inner.puzzle_emb.weights")
     fits.append(("num_puzzle_identifiers", meta.num_puzzle_identifiers, None if puzzle is None else int(puzzle.shape[0])))
-    positions = state.get("model.inner.embed_pos.embedding_weight")
-    trained_seq_len = None if positions is None else int(positions.shape[0]) - arch.puzzle_emb_len
+    trained_seq_len = seq_len_from_state(config.arch, state)
     if trained_seq_len is None:
         trained_seq_len = _training_seq_len(checkpoint_file, config)
     fits.append(("seq_len", meta.seq_len, trained_seq_len))

@@ -54,20 +54,28 @@ class ModelConfig(BaseModel):
     def dtype(self) -> torch.dtype:
         return DTYPES[self.forward_dtype]
 
+
+def puzzle_positions_for(puzzle_emb_ndim: int, hidden_size: int) -> int:
+    """Positions a puzzle embedding of `puzzle_emb_ndim` numbers fills: ceil(puzzle_emb_ndim / hidden_size)."""
+    return -(puzzle_emb_ndim // -hidden_size)
+
+
+class WidthDerivedPuzzlePositions(ModelConfig):
+    """HRM's rule: the puzzle embedding takes exactly as many prepended positions as its width needs."""
+
     @property
     def puzzle_emb_len(self) -> int:
-        """Extra positions taken by the puzzle embedding: ceil(puzzle_emb_ndim / hidden_size)."""
-        return -(self.puzzle_emb_ndim // -self.hidden_size)
+        return puzzle_positions_for(self.puzzle_emb_ndim, self.hidden_size)
 
 
-class HRMConfig(ModelConfig):
+class HRMConfig(WidthDerivedPuzzlePositions):
     H_cycles: int = Field(2, ge=1)
     L_cycles: int = Field(2, ge=1)
     H_layers: int = Field(4, ge=0)
     L_layers: int = Field(4, ge=0)
 
 
-class TransformerConfig(ModelConfig):
+class TransformerConfig(WidthDerivedPuzzlePositions):
     """The paper's "direct prediction" baseline: one stack of `num_layers` blocks, run once per segment."""
 
     num_layers: int = Field(8, ge=1)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hrm.models.act import ACTModel
+from hrm.models.act import ACTModel, SegmentHook, linear_weight_count
 from hrm.models.config import HRMConfig, ModelConfig
 from hrm.models.layers import (
     CastedEmbedding,
@@ -120,7 +120,11 @@ class HRMInner(InputEmbedding):
         q_logits = self.q_head(z_H[:, 0]).to(torch.float32)
         return logits, (q_logits[..., 0], q_logits[..., 1])
 
-    def forward(self, carry: HRMInnerCarry, batch: dict[str, torch.Tensor]):
+    def decode_step(self, z_H: torch.Tensor, z_L: torch.Tensor) -> torch.Tensor:
+        """Logits of the H update applied to the current states, without storing it (the tracer's per-step view)."""
+        return self.heads(self.H_level(z_H, z_L, cos_sin=self.cos_sin()))[0]
+
+    def forward(self, carry: HRMInnerCarry, batch: dict[str, torch.Tensor], hook: SegmentHook | None = None):
         cfg = self.config
         cos_sin = self.cos_sin()
         x = self.embed(batch["inputs"], batch["puzzle_identifiers"])
@@ -131,11 +135,19 @@ class HRMInner(InputEmbedding):
                     if h_step == cfg.H_cycles - 1 and l_step == cfg.L_cycles - 1:
                         break
                     z_L = self.L_level(z_L, z_H + x, cos_sin=cos_sin)
+                    if hook is not None:
+                        hook("L", z_H, z_L)
                 if h_step < cfg.H_cycles - 1:
                     z_H = self.H_level(z_H, z_L, cos_sin=cos_sin)
+                    if hook is not None:
+                        hook("H", z_H, z_L)
         # The one-step gradient: only these two updates are differentiated.
         z_L = self.L_level(z_L, z_H + x, cos_sin=cos_sin)
+        if hook is not None:
+            hook("L", z_H, z_L)
         z_H = self.H_level(z_H, z_L, cos_sin=cos_sin)
+        if hook is not None:
+            hook("H", z_H, z_L)
         logits, q = self.heads(z_H)
         return HRMInnerCarry(z_H=z_H.detach(), z_L=z_L.detach()), logits, q
 
@@ -143,5 +155,24 @@ class HRMInner(InputEmbedding):
 class HierarchicalReasoningModel_ACTV1(ACTModel):
     """HRM in the ACT outer loop (the original's `hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1`)."""
 
+    names = ("hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1",)
     config_class = HRMConfig
     inner_class = HRMInner
+
+    @property
+    def segment_schedule(self) -> tuple[int, int]:
+        return self.config.H_cycles, self.config.L_cycles
+
+    def segment_flops(self) -> tuple[float, float]:
+        cfg, inner = self.config, self.inner
+        tokens = inner.total_len
+        attention = 4 * tokens * cfg.hidden_size  # per token per block: QK^T and AV
+
+        def stack(module: nn.Module, num_layers: int) -> float:
+            return tokens * (2 * linear_weight_count(module) + num_layers * attention)
+
+        heads = tokens * 2 * linear_weight_count(inner.lm_head) + 2 * linear_weight_count(inner.q_head)
+        low, high = stack(inner.L_level, cfg.L_layers), stack(inner.H_level, cfg.H_layers)
+        forward = cfg.H_cycles * cfg.L_cycles * low + cfg.H_cycles * high + heads
+        with_grad = low + high + heads  # the one-step gradient: backward costs twice these
+        return float(forward), float(with_grad)

@@ -59,6 +59,8 @@ class ACTLossHead(nn.Module):
     losses by the global batch size and the other metrics by `count`.
     """
 
+    names = ("losses@ACTLossHead",)
+
     def __init__(self, model: nn.Module, loss_type: str = "stablemax_cross_entropy"):
         super().__init__()
         if loss_type not in LOSS_FUNCTIONS:

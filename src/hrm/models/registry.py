@@ -1,28 +1,34 @@
-"""Explicit name -> class tables for architectures and loss heads.
+"""Explicit name -> class tables for architectures and loss heads, built from what each module declares.
 
-The names are the strings of the original's `arch.name` / `arch.loss.name`, so its `all_config.yaml`
-files resolve here, and ours resolve in the original (HRM only).
+Each architecture lists its own `names` (the originals' `arch.name` strings, so their `all_config.yaml`
+files resolve here, and ours resolve in the originals). Adding a model: append its class to ARCHITECTURES.
+This module does not import the training configuration; `arch` arguments only need `.name`, `.loss` and
+`.model_extra` (the user's model fields).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
-from hrm.config import ACT_LOSS_NAME, HRM_ARCH_NAME, TRANSFORMER_ARCH_NAME, ArchConfig
 from hrm.errors import ConfigError
 from hrm.models.act import ACTModel
 from hrm.models.config import ModelConfig
 from hrm.models.hrm import HierarchicalReasoningModel_ACTV1
 from hrm.models.losses import ACTLossHead
 from hrm.models.transformer import TransformerBaselineACT
+from hrm.models.trm import TinyRecursiveReasoningModel_ACTV1, TinyRecursiveReasoningModel_SingleZ
 
-MODELS: dict[str, type[ACTModel]] = {
-    HRM_ARCH_NAME: HierarchicalReasoningModel_ACTV1,
-    TRANSFORMER_ARCH_NAME: TransformerBaselineACT,
-}
-LOSS_HEADS: dict[str, type[nn.Module]] = {ACT_LOSS_NAME: ACTLossHead}
+ARCHITECTURES: tuple[type[ACTModel], ...] = (
+    HierarchicalReasoningModel_ACTV1,
+    TransformerBaselineACT,
+    TinyRecursiveReasoningModel_ACTV1,
+    TinyRecursiveReasoningModel_SingleZ,
+)
+MODELS: dict[str, type[ACTModel]] = {name: cls for cls in ARCHITECTURES for name in cls.names}
+LOSS_HEADS: dict[str, type[nn.Module]] = {name: ACTLossHead for name in ACTLossHead.names}
 
 
 def model_class(name: str) -> type[ACTModel]:
@@ -37,7 +43,7 @@ def loss_class(name: str) -> type[nn.Module]:
     return LOSS_HEADS[name]
 
 
-def model_config(arch: ArchConfig, *, batch_size: int, seq_len: int, vocab_size: int, num_puzzle_identifiers: int) -> ModelConfig:
+def model_config(arch: Any, *, batch_size: int, seq_len: int, vocab_size: int, num_puzzle_identifiers: int) -> ModelConfig:
     """The model's validated config: the user's `arch.*` fields plus the data-filled sizes."""
     cls = model_class(arch.name)
     fields: dict[str, Any] = dict(arch.model_extra or {})
@@ -45,7 +51,18 @@ def model_config(arch: ArchConfig, *, batch_size: int, seq_len: int, vocab_size:
                             num_puzzle_identifiers=num_puzzle_identifiers, **fields)
 
 
-def build_model(arch: ArchConfig, *, batch_size: int, seq_len: int, vocab_size: int, num_puzzle_identifiers: int) -> nn.Module:
+def puzzle_positions(arch: Any) -> int:
+    """Positions the architecture prepends for the puzzle embedding (independent of the data sizes)."""
+    return model_config(arch, batch_size=1, seq_len=1, vocab_size=1, num_puzzle_identifiers=1).puzzle_emb_len
+
+
+def seq_len_from_state(arch: Any, state: dict[str, torch.Tensor]) -> int | None:
+    """The training seq_len where the weights fix it (position tables, sequence-mixing MLPs), else None."""
+    positions = model_class(arch.name).positions_in_state(state)
+    return None if positions is None else positions - puzzle_positions(arch)
+
+
+def build_model(arch: Any, *, batch_size: int, seq_len: int, vocab_size: int, num_puzzle_identifiers: int) -> nn.Module:
     """The loss-head-wrapped model (`model.model.inner...`), as the original builds it."""
     from hrm.models.attention import check_backend_available
 

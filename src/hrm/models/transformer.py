@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hrm.models.act import ACTModel
+from hrm.models.act import ACTModel, SegmentHook, linear_weight_count
 from hrm.models.config import TransformerConfig
 from hrm.models.hrm import InputEmbedding
 from hrm.models.layers import PostNormBlock, ReasoningModule, trunc_normal_init_
@@ -43,7 +43,7 @@ class TransformerInner(InputEmbedding):
     def reset_carry(self, reset_flag: torch.Tensor, carry: TransformerCarry) -> TransformerCarry:
         return TransformerCarry(z_H=torch.where(reset_flag.view(-1, 1, 1), self.H_init, carry.z_H))
 
-    def forward(self, carry: TransformerCarry, batch: dict[str, torch.Tensor]):
+    def forward(self, carry: TransformerCarry, batch: dict[str, torch.Tensor], hook: SegmentHook | None = None):
         x = self.embed(batch["inputs"], batch["puzzle_identifiers"])
         z = self.layers(carry.z_H, x, cos_sin=self.cos_sin())
         logits = self.lm_head(z)[:, self.puzzle_emb_len:]
@@ -52,5 +52,13 @@ class TransformerInner(InputEmbedding):
 
 
 class TransformerBaselineACT(ACTModel):
+    names = ("hrm.transformer_baseline@TransformerBaselineACT",)
     config_class = TransformerConfig
     inner_class = TransformerInner
+
+    def segment_flops(self) -> tuple[float, float]:
+        cfg, inner = self.config, self.inner
+        tokens = inner.total_len
+        blocks = tokens * (2 * linear_weight_count(inner.layers) + cfg.num_layers * 4 * tokens * cfg.hidden_size)
+        forward = blocks + tokens * 2 * linear_weight_count(inner.lm_head) + 2 * linear_weight_count(inner.q_head)
+        return float(forward), float(forward)

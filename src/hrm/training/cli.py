@@ -60,6 +60,17 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
+def accept_plus_for_existing_keys(argv: Sequence[str]) -> list[str]:
+    """`+key=value` for a key our config already has becomes `key=value`.
+
+    TRM's README names runs with `+run_name=...` (its config lacks the key); Hydra refuses `+` for a key
+    that exists, and ours has `run_name`, so TRM's commands run unchanged. Config groups (`+experiment=`) stay.
+    """
+    known = set(PretrainConfig.model_fields)
+    return [arg[1:] if arg.startswith("+") and not arg.startswith("++") and arg[1:].split("=", 1)[0] in known else arg
+            for arg in argv]
+
+
 def compose_config(overrides: Sequence[str], config_dir: Path = CONFIG_DIR, config_name: str = CONFIG_NAME) -> DictConfig:
     """The config that `pretrain.py <overrides>` would get, composed with Hydra's API."""
     from hydra import compose, initialize_config_dir

@@ -1,9 +1,9 @@
 """Model FLOPs of one training step, for the examples/s and model-FLOPs-utilisation (MFU) figures.
 
-Counted analytically from the model's own modules: 2 FLOPs per multiply-add of every linear layer,
-plus the attention products (4 * length * hidden per token per block); backward costs twice the forward
-of the parts that carry gradient. The extra no-gradient segment that computes the Q-learning target in
-training counts too, since the model really runs it.
+Each architecture counts its own (`ACTModel.flops_per_example`), analytically from its modules: 2 FLOPs
+per multiply-add of every linear layer, plus the attention products (4 * length * hidden per token per
+block); backward costs twice the forward of the parts that carry gradient. The extra no-gradient segment
+that computes the Q-learning target in training counts too, where the model really runs it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 import torch
 from torch import nn
 
-from hrm.models.config import HRMConfig, TransformerConfig
+from hrm.models.act import unwrap_act_model
 
 logger = logging.getLogger(__name__)
 
@@ -25,48 +25,14 @@ PEAK_FLOPS = {
 }
 
 
-def _linear_params(module: nn.Module) -> int:
-    return sum(p.numel() for name, p in module.named_parameters() if name.endswith("weight") and p.ndim == 2)
-
-
-def _segment_flops(model: nn.Module) -> tuple[float, float] | None:
-    """(forward FLOPs of one segment, FLOPs of its part that carries gradient) per example; None if unknown."""
-    config = model.config
-    inner = model.model.inner
-    tokens = inner.total_len
-    attention = 4 * tokens * config.hidden_size  # per token per block: QK^T and AV
-
-    def stack(module: nn.Module, num_layers: int) -> float:
-        return tokens * (2 * _linear_params(module) + num_layers * attention)
-
-    heads = tokens * 2 * _linear_params(inner.lm_head) + 2 * _linear_params(inner.q_head)
-    if isinstance(config, HRMConfig):
-        low = stack(inner.L_level, config.L_layers)
-        high = stack(inner.H_level, config.H_layers)
-        return config.H_cycles * config.L_cycles * low + config.H_cycles * high + heads, low + high + heads
-    if isinstance(config, TransformerConfig):
-        forward = stack(inner.layers, config.num_layers) + heads
-        return forward, forward
-    return None
-
-
 def training_flops_per_example(model: nn.Module) -> float:
-    """FLOPs of one training call (one segment, forward + backward) for one example."""
-    flops = _segment_flops(model)
-    if flops is None:
-        return float("nan")
-    forward, with_grad = flops
-    config = model.config
-    total = forward + 2 * with_grad
-    if config.act_enabled and config.halt_max_steps > 1:
-        total += forward  # the Q-target segment
-    return float(total)
+    """FLOPs of one training call (one segment, forward + backward) for one example, as the model counts them."""
+    return unwrap_act_model(model).flops_per_example()
 
 
 def inference_flops_per_segment(model: nn.Module) -> float:
     """FLOPs of one evaluation segment (forward only) for one example."""
-    flops = _segment_flops(model)
-    return float("nan") if flops is None else float(flops[0])
+    return unwrap_act_model(model).inference_flops_per_segment()
 
 
 def peak_flops(device: torch.device) -> float | None:

@@ -24,8 +24,9 @@ import torch
 import torch.distributed as dist
 
 import hrm.models
-from hrm.checkpoint import atomic_write_bytes, check_state_dict, write_config
+from hrm.checkpoint import atomic_write_bytes, check_state_dict, load_initial_weights, write_config
 from hrm.config import PretrainConfig, validate_config
+from hrm.data.combined import read_splits
 from hrm.data.format import IGNORE_LABEL, read_split
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.data.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
@@ -44,6 +45,8 @@ from hrm.training.checkpointing import (
     set_rng_state,
 )
 from hrm.training.distributed import DistributedContext, any_rank, broadcast_object, init_distributed, shutdown_distributed
+from hrm.training.ema import EMA
+from hrm.training.evaluators import build_evaluators
 from hrm.training.flops import peak_flops, training_flops_per_example
 from hrm.training.naming import default_checkpoint_path, default_project_name, default_run_name
 from hrm.training.optimizers import SignSGDSparse, make_adam_atan2
@@ -126,6 +129,22 @@ def check_dataset(data_path: str) -> tuple[PuzzleDatasetMetadata, PuzzleDatasetM
         if getattr(metas["train"], key) != getattr(metas["test"], key):
             raise DatasetError(f"{data_path}: train and test splits disagree on {key} ({getattr(metas['train'], key)} vs {getattr(metas['test'], key)}); rebuild the dataset")
     return metas["train"], metas["test"], counts["test"]
+
+
+def check_datasets(train_paths: list[str], test_paths: list[str]) -> tuple[PuzzleDatasetMetadata, PuzzleDatasetMetadata, int]:
+    """Every dataset checked alone, then the combined train (`data_paths`) and test (`data_paths_test`) metadata,
+    and the number of test examples."""
+    checked = {path: check_dataset(path) for path in dict.fromkeys([*train_paths, *test_paths])}
+    test_examples = sum(checked[path][2] for path in test_paths)
+    if len(train_paths) == 1 and test_paths == train_paths:
+        train_meta, test_meta, _ = checked[train_paths[0]]
+        return train_meta, test_meta, test_examples
+    train_meta, test_meta = read_splits(train_paths, "train")[0], read_splits(test_paths, "test")[0]
+    for key in ("vocab_size", "seq_len", "num_puzzle_identifiers"):
+        if getattr(train_meta, key) != getattr(test_meta, key):
+            raise DatasetError(f"data_paths and data_paths_test disagree on {key} ({getattr(train_meta, key)} vs "
+                               f"{getattr(test_meta, key)}); list the same datasets, or leave data_paths_test empty")
+    return train_meta, test_meta, test_examples
 
 
 def resolve_names(config: PretrainConfig, ctx: DistributedContext, saved: dict[str, Any] | None) -> PretrainConfig:
@@ -225,9 +244,11 @@ class Trainer:
             raise ConfigError(f"eval_save_outputs: {unknown[0]!r} is not an output; choose from {', '.join(EVAL_OUTPUT_KEYS)}")
 
         resolve_mode(config.progress)  # a bad HRM_PROGRESS is an error before anything is written
-        self.train_meta, self.test_meta, self.test_examples = check_dataset(config.data_path)
+        self.train_meta, self.test_meta, self.test_examples = check_datasets(config.train_data_paths, config.test_data_paths)
         if self.test_examples == 0:
-            logger.warning("the test split of %s is empty: training runs without evaluations (no eval metrics are logged)", config.data_path)
+            logger.warning("the test split of %s is empty: training runs without evaluations (no eval metrics are logged)",
+                           ", ".join(config.test_data_paths))
+        self.evaluators = build_evaluators(config.evaluators, config.test_data_paths, self.test_meta.blank_identifier_id)
 
         resumed = None
         saved_config: dict[str, Any] | None = None
@@ -264,33 +285,44 @@ class Trainer:
             )
 
         self.train_data = PuzzleDataset(PuzzleDatasetConfig(
-            seed=self.config.seed, dataset_path=self.config.data_path, global_batch_size=self.config.global_batch_size,
-            test_set_mode=False, epochs_per_iter=self.epochs_per_chunk, rank=ctx.rank, num_replicas=ctx.world_size), split="train")
+            seed=self.config.seed, dataset_path=self.config.data_path, dataset_paths=self.config.train_data_paths,
+            global_batch_size=self.config.global_batch_size, test_set_mode=False, epochs_per_iter=self.epochs_per_chunk,
+            rank=ctx.rank, num_replicas=ctx.world_size), split="train")
         self.test_data = PuzzleDataset(PuzzleDatasetConfig(
-            seed=self.config.seed, dataset_path=self.config.data_path, global_batch_size=self.config.global_batch_size,
-            test_set_mode=True, epochs_per_iter=1, rank=ctx.rank, num_replicas=ctx.world_size), split="test")
+            seed=self.config.seed, dataset_path=self.config.data_path, dataset_paths=self.config.test_data_paths,
+            global_batch_size=self.config.global_batch_size, test_set_mode=True, epochs_per_iter=1,
+            rank=ctx.rank, num_replicas=ctx.world_size), split="test")
 
         torch.manual_seed(self.config.seed + ctx.rank)
         with torch.device(self.device):
             self.model = build_model(self.config.arch, batch_size=self.config.global_batch_size // ctx.world_size,
                                      **self.train_meta.model_shapes())
         self.model.to(self.device)
+        if self.config.load_checkpoint is not None:
+            load_initial_weights(self.model, self.config.load_checkpoint)
+        if self.config.freeze_weights:
+            if self.model.model.puzzle_emb is None:
+                raise ConfigError("freeze_weights=True trains only the puzzle embedding, but arch.puzzle_emb_ndim=0 gives none")
+            self.model.requires_grad_(False)  # no gradient is computed for the frozen weights
         if ctx.distributed:
             with torch.no_grad():
                 for tensor in list(self.model.parameters()) + list(self.model.buffers()):
                     dist.broadcast(tensor, src=0)
         self.num_params = sum(p.numel() for p in self.model.parameters())
 
-        self.optimizers: list[torch.optim.Optimizer] = [
-            make_adam_atan2(self.model.parameters(), lr=0.0, betas=(self.config.beta1, self.config.beta2),
-                            weight_decay=self.config.weight_decay)
-        ]
-        self.base_lrs = [self.config.lr]
+        self.optimizers: list[torch.optim.Optimizer] = []
+        self.base_lrs: list[float] = []
+        if not self.config.freeze_weights:
+            self.optimizers.append(make_adam_atan2(self.model.parameters(), lr=0.0, betas=(self.config.beta1, self.config.beta2),
+                                                   weight_decay=self.config.weight_decay))
+            self.base_lrs.append(self.config.lr)
         puzzle_emb = self.model.model.puzzle_emb
         if puzzle_emb is not None:
             self.optimizers.append(SignSGDSparse(puzzle_emb, lr=0.0, weight_decay=self.config.puzzle_emb_weight_decay,
                                                  world_size=ctx.world_size))
             self.base_lrs.append(self.config.puzzle_emb_lr)
+
+        self.ema = EMA(self.model, self.config.ema_rate) if self.config.ema else None
 
         self.progress = Progress()
         self.carry: ACTCarry | None = None
@@ -327,6 +359,12 @@ class Trainer:
             )
         check_state_dict(self.model, model_state, state_dir.parent / f"step_{trainer_state['step']}")
         self.model.load_state_dict(model_state, strict=True)
+        if self.ema is not None:
+            if "ema" not in trainer_state:
+                raise ConfigError(f"ema=True but the checkpoint {state_dir} was trained without EMA; resume with ema=False")
+            # step_N holds the averaged weights; the live ones and the average are in the training state.
+            self.model.load_state_dict(trainer_state["live_parameters"], strict=False)
+            self.ema.load_state_dict(trainer_state["ema"])
         if len(trainer_state["optimizers"]) != len(self.optimizers):
             raise ConfigError(f"the checkpoint {state_dir} has {len(trainer_state['optimizers'])} optimisers, this run {len(self.optimizers)}; arch.puzzle_emb_ndim differs")
         for optimizer, state in zip(self.optimizers, trainer_state["optimizers"]):
@@ -354,8 +392,14 @@ class Trainer:
             "wandb_run_id": self.wandb_run_id,
         }
         try:
-            save_training_checkpoint(self.ctx, self.checkpoint_dir, self.progress.step, self.model, self.config,
-                                     self.optimizers, trainer_state, self.carry, keep_last=self.config.checkpoint_keep_last)
+            with contextlib.ExitStack() as stack:
+                if self.ema is not None:
+                    trainer_state["ema"] = self.ema.state_dict()
+                    trainer_state["live_parameters"] = {name: value.detach().cpu().clone() for name, value in self.model.state_dict().items()
+                                                        if name in self.ema.shadow}
+                    stack.enter_context(self.ema.swapped_in(self.model))  # step_N gets the averaged weights
+                save_training_checkpoint(self.ctx, self.checkpoint_dir, self.progress.step, self.model, self.config,
+                                         self.optimizers, trainer_state, self.carry, keep_last=self.config.checkpoint_keep_last)
         except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError of its zip writer
             step = self.progress.step
             if self.ctx.is_main and not (self.checkpoint_dir / f"train_state_{step}").is_dir():
@@ -440,6 +484,8 @@ class Trainer:
             optimizer.step()
             optimizer.zero_grad()
             learning_rates.append(lr_this_step)
+        if self.ema is not None:
+            self.ema.update(self.model)
 
         if step % config.log_interval != 0:
             return None
@@ -452,7 +498,7 @@ class Trainer:
         reduced = dict(zip(keys, values.cpu().tolist()))
         count = max(reduced.get("count", 0.0), 1.0)
         logged = {f"train/{key}": value / (config.global_batch_size if key.endswith("loss") else count) for key, value in reduced.items()}
-        logged["train/lr"] = learning_rates[0]
+        logged["train/lr"] = learning_rates[0]  # the weights' lr (the puzzle embedding's with freeze_weights)
         return logged
 
     def _handle_nonfinite(self, loss: torch.Tensor) -> None:
@@ -476,21 +522,44 @@ class Trainer:
         return None
 
     def run_evaluation(self) -> dict[str, float] | None:
+        """Evaluate (with the EMA weights when ema=True), then run the evaluators on all ranks' outputs."""
         if self.test_examples == 0:
             return None
-        result = evaluate(self.model, iter(self.test_data), self.test_meta.sets, device=self.device,
-                          return_keys=self.config.eval_save_outputs, rank=self.ctx.rank,
-                          world_size=self.ctx.world_size, progress=self.config.progress != "off")
+        needed = {key for evaluator in self.evaluators for key in evaluator.required_outputs}
+        return_keys = list(dict.fromkeys([*self.config.eval_save_outputs, *sorted(needed)]))
+        with self.ema.swapped_in(self.model) if self.ema is not None else contextlib.nullcontext():
+            result = evaluate(self.model, iter(self.test_data), self.test_meta.sets, device=self.device,
+                              return_keys=return_keys, rank=self.ctx.rank, world_size=self.ctx.world_size,
+                              progress=self.config.progress != "off")
         if self.config.eval_save_outputs and result.outputs:
+            saved = {key: value for key, value in result.outputs.items() if key in self.config.eval_save_outputs}
             path = self.checkpoint_dir / f"step_{self.progress.step}_all_preds.{self.ctx.rank}"
             try:
-                atomic_write_bytes(path, lambda handle: torch.save(result.outputs, handle))
+                atomic_write_bytes(path, lambda handle: torch.save(saved, handle))
             except (OSError, RuntimeError) as err:
                 raise self._write_error(path.name, err) from None
+        figures = None
+        if self.evaluators:
+            figures = self._run_evaluators({key: result.outputs.get(key) for key in needed})
         if result.metrics is None:
             return None
-        return {f"{set_name}/{key}": value for set_name, values in result.metrics.items()
-                for key, value in values.items() if key != "count"}
+        metrics = {f"{set_name}/{key}": value for set_name, values in result.metrics.items()
+                   for key, value in values.items() if key != "count"}
+        return {**metrics, **(figures or {})}
+
+    def _run_evaluators(self, outputs: dict[str, torch.Tensor | None]) -> dict[str, float] | None:
+        """Gather every rank's rows on rank 0 in dataset order (each test batch is cut into equal rank slices)."""
+        if self.ctx.distributed:
+            gathered: list[Any] = [None] * self.ctx.world_size if self.ctx.is_main else None
+            dist.gather_object(outputs, gathered, dst=0)
+            if not self.ctx.is_main:
+                return None
+            outputs = {key: interleave_rank_rows([part[key] for part in gathered], self.config.global_batch_size // self.ctx.world_size)
+                       for key in outputs}
+        figures: dict[str, float] = {}
+        for evaluator in self.evaluators:
+            figures.update(evaluator(outputs))
+        return figures
 
     # ------------------------------------------------------------------------------------- loop
     def _chunk_batches(self, chunk_index: int, skip: int) -> Iterator[tuple[str, dict[str, torch.Tensor], int]]:
@@ -602,17 +671,18 @@ class Trainer:
                     if config.checkpoint_every_steps and self.progress.step % config.checkpoint_every_steps == 0:
                         self.save_checkpoint()
 
-                if chunk == 0:
+                evaluate_now = chunk >= (self.config.min_eval_interval or 0)
+                if evaluate_now and chunk == (self.config.min_eval_interval or 0):
                     draw_loader_seed()  # as the original's evaluation loader, when first iterated
-                final_metrics = self.run_evaluation()
+                final_metrics = self.run_evaluation() if evaluate_now else None
                 if final_metrics is not None:
                     tracker.log(final_metrics, step=self.progress.step)
-                    shown = {k: v for k, v in final_metrics.items() if k.endswith(("exact_accuracy", "/accuracy"))}
+                    shown = {k: v for k, v in final_metrics.items() if k.endswith(("exact_accuracy", "/accuracy")) or "/pass@" in k}
                     logger.info("step %d evaluation: %s", self.progress.step,
                                 ", ".join(f"{k}={v:.4f}" for k, v in {**shown, **throughput}.items()))
                 self.progress.chunk_index += 1
                 self.progress.batches_done = 0
-                if config.checkpoint_every_eval or self.progress.chunk_index == self.num_chunks:
+                if (config.checkpoint_every_eval and evaluate_now) or self.progress.chunk_index == self.num_chunks:
                     self.save_checkpoint()
         finally:
             bar.close()
@@ -641,6 +711,12 @@ def all_finite(tensors: list[torch.Tensor]) -> torch.Tensor:
     if len({norm.dtype for norm in norms}) > 1:
         norms = [norm.float() for norm in norms]
     return torch.isfinite(torch.stack(norms)).all()
+
+
+def interleave_rank_rows(parts: list[torch.Tensor], local_batch_size: int) -> torch.Tensor:
+    """Rows of every rank back in dataset order: rank r holds slice r of each test batch (padded to equal size)."""
+    per_rank = [part.view(-1, local_batch_size, *part.shape[1:]) for part in parts]
+    return torch.stack(per_rank, dim=1).flatten(0, 2)
 
 
 def _ignore_stop_signals(worker_id: int) -> None:

@@ -1,0 +1,72 @@
+"""Several datasets trained (or evaluated) as one: TRM's `data_paths`.
+
+The datasets must agree on everything a batch shares (seq_len, vocabulary, pad / ignore / blank ids, set
+names). Their identifier tables are stacked: dataset i's puzzle identifiers are shifted by the identifier
+counts of datasets 0..i-1, so every puzzle keeps its own embedding row (TRM's code does not shift them, so
+its later datasets reuse the rows of the earlier ones). Counts of identifiers and groups add up, and the
+mean examples per puzzle is weighted by each dataset's puzzle count. With several datasets, set `S` of
+dataset i is called `S<i>` (e.g. `all0`, `all1`); with one, names are unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from hrm.data.format import PuzzleSet, read_identifiers, read_split
+from hrm.data.metadata import PuzzleDatasetMetadata
+from hrm.errors import DatasetError
+
+SHARED_FIELDS = ("seq_len", "vocab_size", "pad_id", "ignore_label_id", "blank_identifier_id", "sets")
+
+
+def identifier_offsets(metas: Sequence[PuzzleDatasetMetadata]) -> list[int]:
+    """Where each dataset's identifiers start in the stacked table."""
+    return [int(sum(meta.num_puzzle_identifiers for meta in metas[:i])) for i in range(len(metas))]
+
+
+def read_splits(paths: Sequence[str | Path], split: str, mmap: bool = True) -> tuple[PuzzleDatasetMetadata, dict[str, PuzzleSet]]:
+    """One split of every dataset in `paths`, combined (one path: exactly `read_split`)."""
+    if len(paths) == 1:
+        return read_split(paths[0], split, mmap=mmap)
+    parts = [read_split(path, split, mmap=mmap) for path in paths]
+    metas = [meta for meta, _ in parts]
+    for path, meta in zip(paths[1:], metas[1:]):
+        for key in SHARED_FIELDS:
+            if getattr(meta, key) != getattr(metas[0], key):
+                raise DatasetError(f"data_paths: {path} has {key}={getattr(meta, key)!r} but {paths[0]} has "
+                                   f"{getattr(metas[0], key)!r}; datasets trained together must agree on {', '.join(SHARED_FIELDS)}")
+    sets: dict[str, PuzzleSet] = {}
+    puzzles = 0
+    weighted_examples = 0.0
+    for index, ((meta, dataset_sets), offset) in enumerate(zip(parts, identifier_offsets(metas))):
+        count = sum(puzzle_set.num_puzzles for puzzle_set in dataset_sets.values())
+        puzzles += count
+        weighted_examples += meta.mean_puzzle_examples * count
+        for set_name, puzzle_set in dataset_sets.items():
+            sets[f"{set_name}{index}"] = PuzzleSet(
+                inputs=puzzle_set.inputs, labels=puzzle_set.labels,
+                puzzle_identifiers=np.asarray(puzzle_set.puzzle_identifiers) + offset,
+                puzzle_indices=puzzle_set.puzzle_indices, group_indices=puzzle_set.group_indices,
+            )
+    metadata = metas[0].model_copy(update={
+        "num_puzzle_identifiers": sum(meta.num_puzzle_identifiers for meta in metas),
+        "total_groups": sum(meta.total_groups for meta in metas),
+        "mean_puzzle_examples": weighted_examples / max(puzzles, 1),
+        "sets": list(sets),
+    })
+    return metadata, sets
+
+
+def read_combined_identifiers(paths: Sequence[str | Path]) -> list[str]:
+    """The identifier names of the stacked table (each dataset's `identifiers.json`, in order)."""
+    names: list[str] = []
+    for path in paths:
+        metadata = PuzzleDatasetMetadata.load(Path(path) / "train") if (Path(path) / "train").is_dir() else None
+        own = read_identifiers(path)
+        if metadata is not None and len(own) < metadata.num_puzzle_identifiers:
+            own = own + [f"<unnamed {i}>" for i in range(len(own), metadata.num_puzzle_identifiers)]
+        names += own
+    return names

@@ -1,0 +1,72 @@
+"""The recursive-model protocol: registry names, no configuration <-> registry import cycle, model-owned sizes."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from hrm.config import validate_config
+from hrm.models.registry import ARCHITECTURES, MODELS, build_model, puzzle_positions, seq_len_from_state
+from hrm.training.flops import training_flops_per_example
+
+ARCHS = {
+    "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1": dict(H_layers=1, L_layers=1, H_cycles=2, L_cycles=2),
+    "hrm.transformer_baseline@TransformerBaselineACT": dict(num_layers=2),
+    "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1": dict(L_layers=1, H_cycles=2, L_cycles=2, puzzle_emb_len=3),
+    "recursive_reasoning.trm_singlez@TinyRecursiveReasoningModel_ACTV1": dict(L_layers=1, H_cycles=2, L_cycles=2),
+}
+COMMON = dict(hidden_size=32, num_heads=4, expansion=2, puzzle_emb_ndim=32, forward_dtype="float32", halt_max_steps=2)
+
+
+def test_every_architecture_registers_its_original_names():
+    assert set(MODELS) == set(ARCHS)
+    for cls in ARCHITECTURES:
+        assert cls.names and all(MODELS[name] is cls for name in cls.names)
+
+
+def test_registry_does_not_import_the_training_configuration():
+    code = "import sys, hrm.models.registry; print('hrm.config' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("name", list(ARCHS))
+def test_models_own_their_positions_and_flops(name):
+    cfg = validate_config({"arch": {"name": name, **COMMON, **ARCHS[name]}})
+    model = build_model(cfg.arch, batch_size=2, seq_len=9, vocab_size=5, num_puzzle_identifiers=3)
+    act = model.model
+    expected_positions = 3 if name.startswith("recursive_reasoning.trm@") else (16 if "trm" in name else 1)
+    assert act.puzzle_emb_len == puzzle_positions(cfg.arch) == expected_positions
+    assert act.inner.empty_carry(2).z_H.shape[1] == 9 + expected_positions
+    flops = training_flops_per_example(model)
+    assert flops > 0
+    # FLOPs grow with the work the model does per segment.
+    if "H_cycles" in ARCHS[name]:
+        more = validate_config({"arch": {"name": name, **COMMON, **ARCHS[name], "H_cycles": 4}})
+        bigger = build_model(more.arch, batch_size=2, seq_len=9, vocab_size=5, num_puzzle_identifiers=3)
+        assert training_flops_per_example(bigger) > flops
+
+
+def test_trm_flops_count_the_whole_last_cycle():
+    """TRM: H_cycles * (L_cycles + 1) network passes forward, the last L_cycles + 1 of them also backward."""
+    base = {"name": "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1", **COMMON, "L_layers": 1, "mlp_t": True,
+            "pos_encodings": "none", "puzzle_emb_len": 1}
+
+    def flops(**arch):
+        cfg = validate_config({"arch": {**base, **arch}})
+        return training_flops_per_example(build_model(cfg.arch, batch_size=1, seq_len=9, vocab_size=5, num_puzzle_identifiers=1))
+
+    one_pass = flops(H_cycles=2, L_cycles=1) - flops(H_cycles=1, L_cycles=1)  # one more no-grad cycle = 2 passes
+    assert flops(H_cycles=1, L_cycles=2) - flops(H_cycles=1, L_cycles=1) == pytest.approx(one_pass / 2 * 3)
+
+
+def test_seq_len_from_weights_is_asked_of_the_model():
+    cfg = validate_config({"arch": {"name": "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1", **COMMON,
+                                    "mlp_t": True, "pos_encodings": "none", "puzzle_emb_len": 3, "L_layers": 1}})
+    state = build_model(cfg.arch, batch_size=1, seq_len=9, vocab_size=5, num_puzzle_identifiers=1).state_dict()
+    assert seq_len_from_state(cfg.arch, state) == 9
+    hrm_cfg = validate_config({"arch": {**COMMON, "pos_encodings": "learned", "puzzle_emb_ndim": 40}})
+    hrm_state = build_model(hrm_cfg.arch, batch_size=1, seq_len=7, vocab_size=5, num_puzzle_identifiers=1).state_dict()
+    assert seq_len_from_state(hrm_cfg.arch, hrm_state) == 7
+    assert seq_len_from_state(validate_config({"arch": COMMON}).arch, {"x": torch.zeros(1)}) is None
