@@ -22,7 +22,7 @@ TRM = dict(name="recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1", H_c
 def trm_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("trm")
     data = sudoku_dataset(root / "sudoku")
-    for step, q_seed in ((10, 1), (20, 2)):
+    for step, q_seed in ((10, 4), (20, 2)):
         make_checkpoint(root / "run", data, step=step, seed=step, q_scale=1.0, q_seed=q_seed, global_batch_size=6, **TRM)
     return root, data
 

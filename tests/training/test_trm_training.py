@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from training_helpers import make_dataset, tiny_config
-from hrm.checkpoint import save_model_checkpoint
+from hrm.checkpoint import clean_state_dict, save_model_checkpoint
 from hrm.config import validate_config
 from hrm.data.combined import read_splits
 from hrm.data.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
@@ -26,7 +26,8 @@ TRM = ["arch=trm", "arch.hidden_size=32", "arch.num_heads=2", "arch.expansion=2"
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A saved step_N without the `_orig_mod.` prefix it is written with."""
+    return clean_state_dict(torch.load(path, map_location="cpu", weights_only=True))
 
 
 @pytest.fixture(scope="module")
