@@ -63,19 +63,29 @@ class AdaptConfig(BaseModel):
     progress: bool = True
 
 
+def split_task_ids(value: str) -> list[str]:
+    """`[a,b]` or `a,b` as strings, kept verbatim: ARC ids such as 00576224 must not become numbers."""
+    return [part.strip().strip("'\"") for part in value.strip().strip("[]").split(",") if part.strip()]
+
+
 def parse_args(argv: Sequence[str]) -> AdaptConfig:
-    items = []
+    items, task_ids = [], None
     for item in argv:
         if "=" not in item:
             raise ConfigError(f"argument {item!r} is not of the form key=value (e.g. checkpoint=checkpoints/run tasks=data/new output_dir=out)")
         key = item.split("=", 1)[0].lstrip("+")
         if key not in AdaptConfig.model_fields:
             raise ConfigError(f"{key}: unknown key; adapt.py keys are {', '.join(AdaptConfig.model_fields)}")
-        items.append(item.lstrip("+"))
+        if key == "task_ids":
+            task_ids = split_task_ids(item.split("=", 1)[1])
+        else:
+            items.append(item.lstrip("+"))
     try:
         values = OmegaConf.to_container(OmegaConf.from_dotlist(items), resolve=True)
     except OmegaConfBaseException as err:
         raise ConfigError(f"cannot parse arguments: {str(err).splitlines()[0]}") from None
+    if task_ids is not None:
+        values["task_ids"] = task_ids
     config = validate_config(values, AdaptConfig)
     for key in ("checkpoint", "tasks", "output_dir"):
         if getattr(config, key) is None:
