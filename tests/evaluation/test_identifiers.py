@@ -101,5 +101,7 @@ def test_blank_and_mean_run_on_identifiers_the_checkpoint_never_saw(checkpoint, 
     result = json.loads((tmp_path / "u.json").read_text())
     assert result["identifier_ablation"]["mean"]["metrics"]["all"]["count"] == 9
     assert main([*common, "puzzle_identifiers=shuffled", f"output={tmp_path / 'bad.json'}"]) == 2
+    assert "test puzzle identifier 9 is not among the checkpoint's 5 rows" in capsys.readouterr().err
+    assert main([*common, "puzzle_identifiers=as_is,blank", f"output={tmp_path / 'bad.json'}"]) == 2
     assert "num_puzzle_identifiers is 10 in the data but 5" in capsys.readouterr().err
     assert main([*common, "puzzle_identifiers=zero"]) == 2

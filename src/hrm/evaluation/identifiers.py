@@ -7,12 +7,12 @@ swapped out shows how much of the score comes from those memorised rows:
 - `blank`: every puzzle gets the blank identifier's row (what a never-seen puzzle gets);
 - `mean`: every puzzle gets the mean of all the checkpoint's rows (the row adaptation starts from);
 - `shuffled`: every test puzzle gets another test puzzle's row (a seeded random cyclic derangement of the
-  distinct identifiers in the test split).
+  distinct identifiers in the test split; they must be rows of the checkpoint's table).
 
 The checkpoint is never changed: the embedding table is swapped for a temporary one while a mode runs,
 and the puzzle identifiers in the data (which ARC voting needs to undo augmentations) stay as they are.
-`blank` and `mean` ignore the data's identifiers, so they also run on a dataset whose identifiers the
-checkpoint has never seen (e.g. held-out tasks with their own `identifiers.json`).
+Without `as_is`, the dataset's identifier count need not be the checkpoint's: `blank` and `mean` ignore
+the data's identifiers, so they run on held-out tasks with their own `identifiers.json`.
 """
 
 from __future__ import annotations
@@ -48,8 +48,11 @@ def parse_modes(value: str | Sequence[str]) -> list[str]:
 
 
 def needs_data_identifiers(modes: Sequence[str]) -> bool:
-    """True when some mode looks up the data's own identifiers (so they must exist in the checkpoint's table)."""
-    return any(mode not in DATA_FREE_MODES for mode in modes)
+    """True when `as_is` runs: the dataset's identifiers must then be the checkpoint's (the normal check).
+
+    `shuffled` alone only needs the test puzzles' ids to be rows of the table (checked when it runs).
+    """
+    return "as_is" in modes
 
 
 def test_identifiers(split: TestSplit) -> np.ndarray:
@@ -76,6 +79,9 @@ def ablation_table(weights: torch.Tensor, mode: str, split: TestSplit, seed: int
     table = weights.clone()
     if mode == "shuffled":
         ids = test_identifiers(split)
+        if ids.size and ids.max() >= weights.shape[0]:
+            raise ConfigError(f"puzzle_identifiers=shuffled: test puzzle identifier {int(ids.max())} is not among the checkpoint's "
+                              f"{weights.shape[0]} rows; use blank or mean on puzzles the checkpoint never saw")
         index = torch.as_tensor(ids, device=weights.device)
         table[index] = weights[torch.as_tensor(derangement(ids, seed), device=weights.device)]
     return table
