@@ -105,3 +105,32 @@ def test_blank_and_mean_run_on_identifiers_the_checkpoint_never_saw(checkpoint, 
     assert main([*common, "puzzle_identifiers=as_is,blank", f"output={tmp_path / 'bad.json'}"]) == 2
     assert "num_puzzle_identifiers is 10 in the data but 5" in capsys.readouterr().err
     assert main([*common, "puzzle_identifiers=zero"]) == 2
+
+
+def _worker(rank: int, world_size: int, port: int, args: list[str]) -> None:
+    import os
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    assert main(args) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_processes_equal_one(checkpoint, tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    checkpoint_file, _ = checkpoint
+    common = [f"checkpoint={checkpoint_file}", "progress=false", "device=cpu", "save_outputs=[]", "batch_size=4",
+              "puzzle_identifiers=shuffled,blank,mean"]
+    assert main([*common, f"output={tmp_path / 'one.json'}"]) == 0
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_worker, args=(2, port, [*common, f"output={tmp_path / 'two.json'}"]), nprocs=2)
+    one, two = (json.loads((tmp_path / name).read_text())["identifier_ablation"] for name in ("one.json", "two.json"))
+    for mode in ("shuffled", "blank", "mean"):
+        for key, value in one[mode]["metrics"]["all"].items():
+            assert two[mode]["metrics"]["all"][key] == pytest.approx(value, rel=1e-5), (mode, key)
