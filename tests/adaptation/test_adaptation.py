@@ -181,3 +181,15 @@ def test_two_processes_equal_one(seen_checkpoint, tmp_path):
     metrics = [json.loads((tmp_path / run / "results.json").read_text())["metrics"]["all"] for run in ("one", "two")]
     assert metrics[0]["count"] == metrics[1]["count"] == 8
     assert metrics[0]["exact_accuracy"] == pytest.approx(metrics[1]["exact_accuracy"])
+
+
+def test_checkpoint_whose_training_data_is_gone(tmp_path):
+    """A published checkpoint without its dataset (RoPE: the weights do not fix seq_len) still adapts."""
+    import shutil
+
+    seen = build_permutation_tasks(tmp_path / "gone", range(4), demos=2, queries=1)
+    checkpoint = make_checkpoint(tmp_path / "run", seen, step=1, global_batch_size=8)
+    shutil.rmtree(seen)
+    unseen = build_permutation_tasks(tmp_path / "unseen", range(10, 12), demos=4, queries=2)
+    assert _adapt(checkpoint, unseen, tmp_path / "out", "steps=2") == 0
+    assert resolve_checkpoint_path(tmp_path / "out").name == "step_2"

@@ -98,9 +98,16 @@ def checkpoint_shape(checkpoint_file: Path, config: PretrainConfig, state: dict[
     if table is None:
         raise CheckpointError(f"checkpoint {checkpoint_file} has no puzzle embedding (trained with arch.puzzle_emb_ndim=0): there is "
                               "nothing to adapt; use a checkpoint trained with puzzle identifiers")
-    shapes = dataset_shapes(config, state)
-    return CheckpointShape(vocab_size=int(shapes["vocab_size"]), seq_len=int(shapes["seq_len"]), num_rows=int(table.shape[0]),
-                           source=str(checkpoint_file))
+    try:
+        shapes = dataset_shapes(config, state)
+    except CheckpointError:  # the training data is not here and the weights do not fix seq_len (RoPE)
+        embed = state.get("model.inner.embed_tokens.embedding_weight")
+        if embed is None:
+            raise
+        shapes = {"vocab_size": embed.shape[0], "seq_len": None}
+        logger.info("the training data of %s is not at %s: the sequence length is taken from the tasks", checkpoint_file, config.data_path)
+    return CheckpointShape(vocab_size=int(shapes["vocab_size"]), seq_len=None if shapes["seq_len"] is None else int(shapes["seq_len"]),
+                           num_rows=int(table.shape[0]), source=str(checkpoint_file))
 
 
 def extended_state(state: dict[str, torch.Tensor], total_rows: int) -> dict[str, torch.Tensor]:

@@ -45,7 +45,7 @@ class CheckpointShape:
     """What the adaptation set must match: the checkpoint's vocabulary, sequence length and table rows."""
 
     vocab_size: int
-    seq_len: int
+    seq_len: int | None  # None: not known (RoPE weights without their training data); not checked
     num_rows: int
     source: str
 
@@ -79,7 +79,7 @@ def build_from_dataset(source: str | Path, output: Path, shape: CheckpointShape)
     meta = splits["train"][0]
     for split, (split_meta, _) in splits.items():
         for name in ("vocab_size", "seq_len"):
-            if getattr(split_meta, name) != getattr(shape, name):
+            if getattr(shape, name) is not None and getattr(split_meta, name) != getattr(shape, name):
                 raise DatasetError(f"the {split} split of {source} has {name} {getattr(split_meta, name)} but checkpoint {shape.source} "
                                    f"was trained with {getattr(shape, name)}; adapt with a dataset of the same task encoding")
     num_source = max(split_meta.num_puzzle_identifiers for split_meta, _ in splits.values())
@@ -196,7 +196,7 @@ def load_arc_tasks(source: str, task_ids: Sequence[str] | None = None) -> list[a
 
 def build_from_arc(tasks: list[arc.ArcTask], output: Path, shape: CheckpointShape, num_aug: int, seed: int) -> AdaptationSet:
     """The ARC adaptation set: each task's augmented copies as new identifiers after the checkpoint's rows."""
-    if shape.vocab_size != arc.VOCAB_SIZE or shape.seq_len != arc.SEQ_LEN:
+    if shape.vocab_size != arc.VOCAB_SIZE or shape.seq_len not in (None, arc.SEQ_LEN):
         raise DatasetError(f"checkpoint {shape.source} reads vocab_size {shape.vocab_size} and seq_len {shape.seq_len}, but ARC tasks need "
                            f"{arc.VOCAB_SIZE} and {arc.SEQ_LEN} (a {arc.GRID_SIZE}x{arc.GRID_SIZE} canvas); adapt an ARC checkpoint")
     names = pretrained_names(shape.num_rows)
