@@ -56,7 +56,6 @@ class AdaptationSet:
     new_identifiers: tuple[int, int]  # [first, end) of the appended rows
     num_train_examples: int
     num_test_examples: int
-    is_arc: bool
 
 
 def pretrained_names(num_rows: int) -> list[str]:
@@ -114,7 +113,7 @@ def build_from_dataset(source: str | Path, output: Path, shape: CheckpointShape)
         write_identifiers(stage, names)
         if (source / arc.TEST_PUZZLES_FILE).is_file():  # an ARC-format folder: voting and pass@K need it
             write_text_atomic(stage / arc.TEST_PUZZLES_FILE, (source / arc.TEST_PUZZLES_FILE).read_text())
-    return AdaptationSet(output, (shape.num_rows, total), counts["train"], counts["test"], is_arc=False)
+    return AdaptationSet(output, (shape.num_rows, total), counts["train"], counts["test"])
 
 
 # ---------------------------------------------------------------- ARC tasks
@@ -246,4 +245,4 @@ def build_from_arc(tasks: list[arc.ArcTask], output: Path, shape: CheckpointShap
             write_dataset(stage, split, {"all": arrays}, meta)
         write_identifiers(stage, names)
         write_text_atomic(stage / arc.TEST_PUZZLES_FILE, json.dumps(reference))
-    return AdaptationSet(output, (shape.num_rows, total), counts["train"], counts["test"], is_arc=True)
+    return AdaptationSet(output, (shape.num_rows, total), counts["train"], counts["test"])
