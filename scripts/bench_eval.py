@@ -1,7 +1,12 @@
-"""Throughput of `halt=act` (slot refill) against `halt=max` on the same checkpoint.
+"""Throughput of `halt=act` (slot refill) and Augmented HRM against `halt=max` on the same checkpoint.
 
     python scripts/bench_eval.py --checkpoint checkpoints/run/step_N [--data-path ...] [--device cuda]
     python scripts/bench_eval.py --train-steps 1500      # no checkpoint: train a small Sudoku model first
+    python scripts/bench_eval.py --box 3 --runs max:100,act:100,act:auto,augmented:100,augmented:auto
+
+`--runs` lists protocol:batch pairs (protocol max, act or augmented, which is `permutes=--permutes` with
+halt=max and needs 9x9 Sudoku; batch a number or auto); `--override key=value` passes training-config
+overrides to the evaluator (e.g. arch.forward_dtype=bfloat16 arch.attn_backend=math).
 
 Without `--checkpoint` the script builds a small Sudoku dataset (4x4 by default) of mixed difficulty
 (1 to `--max-blanks` blanks),
@@ -104,7 +109,10 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="evaluate this checkpoint instead of training a small one")
     parser.add_argument("--data-path", help="dataset to evaluate on (default: the checkpoint's)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
+    parser.add_argument("--batch-size", type=int, default=256, help="evaluation batch size of the default --runs")
+    parser.add_argument("--runs", default=None, help="protocol:batch pairs, e.g. max:256,act:auto,augmented:auto (default: max and act at --batch-size)")
+    parser.add_argument("--permutes", type=int, default=9, help="perturbations of the augmented runs")
+    parser.add_argument("--override", action="append", default=[], help="training-config override for the evaluator (repeatable)")
     parser.add_argument("--train-steps", type=int, default=1500)
     parser.add_argument("--train-batch-size", type=int, default=64)
     parser.add_argument("--test-examples", type=int, default=2048)
@@ -123,20 +131,30 @@ def main() -> None:
         data = write_sudoku_dataset(work / "data", train=20000, test=args.test_examples, max_blanks=args.max_blanks, seed=0, box=args.box)
         checkpoint = str(train_small_model(data, work / "run", args.train_steps, args.train_batch_size, resolve_device(args.device), seed=0))
 
+    runs = [item.split(":") for item in (args.runs or f"max:{args.batch_size},act:{args.batch_size}").split(",")]
     figures = {}
-    for halt in ("max", "act"):
-        cfg = EvalConfig(checkpoint=checkpoint, halt=halt, batch_size=args.batch_size, device=args.device, save_outputs=[],
-                         progress=False, output=str(work / f"results_{halt}.json"))
+    for protocol, batch in runs:
+        halt = "act" if protocol == "act" else "max"
+        permutes = args.permutes if protocol == "augmented" else 1
+        cfg = EvalConfig(checkpoint=checkpoint, halt=halt, batch_size=batch, device=args.device, save_outputs=[], permutes=permutes,
+                         progress=False, output=str(work / f"results_{protocol}_{batch}.json"))
         device = resolve_device(cfg.device)
-        results = run(cfg, overrides, 0, 1, device)
+        results = run(cfg, overrides + args.override, 0, 1, device)
         row = results["metrics"]["all"] if "all" in results["metrics"] else next(iter(results["metrics"].values()))
-        figures[halt] = {"examples_per_second": results["timing"]["examples_per_second"], "exact_accuracy": row["exact_accuracy"],
-                         "mean_segments": row["steps"], "examples": results["timing"]["examples"], "seconds": results["timing"]["seconds"]}
-        print(f"halt={halt}: {figures[halt]['examples_per_second']:.1f} examples/s, exact accuracy {row['exact_accuracy']:.4f}, "
-              f"mean segments {row['steps']:.2f} ({figures[halt]['examples']:.0f} examples in {figures[halt]['seconds']:.2f} s, {device})")
-    speedup = figures["act"]["examples_per_second"] / figures["max"]["examples_per_second"]
-    print(f"halt=act speed-up over halt=max: {speedup:.2f}x")
-    print(json.dumps({"checkpoint": checkpoint, "figures": figures, "speedup": speedup}))
+        label = f"{protocol}:{batch}"
+        figures[label] = {"examples_per_second": results["timing"]["examples_per_second"], "exact_accuracy": row["exact_accuracy"],
+                          "mean_segments": row["steps"], "examples": results["timing"]["examples"], "seconds": results["timing"]["seconds"],
+                          "batch_size": results["batch_size"], "passes_per_example": permutes}
+        if protocol == "augmented":
+            figures[label]["augmented"] = next(iter(results["augmented"].values()))
+        print(f"{protocol} batch {batch} ({results['batch_size']}): {figures[label]['examples_per_second']:.1f} examples/s, "
+              f"exact accuracy {row['exact_accuracy']:.4f} (single pass), mean segments {row['steps']:.2f} "
+              f"({figures[label]['examples']:.0f} examples x {permutes} passes in {figures[label]['seconds']:.2f} s, {device})")
+    base = next((value for label, value in figures.items() if label.startswith("max:")), None)
+    if base is not None:
+        for label, value in figures.items():
+            print(f"{label}: {value['examples_per_second'] / base['examples_per_second']:.2f}x the examples/s of halt=max")
+    print(json.dumps({"checkpoint": checkpoint, "figures": figures}))
 
 
 if __name__ == "__main__":

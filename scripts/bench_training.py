@@ -1,9 +1,12 @@
-"""Time HRM training steps per dtype (and optionally torch.compile) on this machine's CPU or GPU.
+"""Time training steps of HRM and TRM per dtype (and optionally torch.compile) on this machine's CPU or GPU.
 
-    .venv/bin/python scripts/bench_training.py --device cpu --hidden 64 --batch 64 --seq-len 81
+    .venv/bin/python scripts/bench_training.py --device cpu --hidden 64 --batch 64 --seq-len 81 --models hrm,trm,trm_mlp
 
-Prints seconds per training call (one ACT segment: forward, Q-target segment, backward, Adam-atan2 step)
-and examples/s for each variant; this is how `cpu_forward_dtype: float32` was chosen.
+Prints seconds per training call (one ACT segment: forward, any Q-target segment, backward, Adam-atan2 step),
+examples/s and the model's own FLOPs count per example for each variant; this is how
+`cpu_forward_dtype: float32` was chosen. HRM: `--layers` blocks per level, 2x2 cycles, Q-target segment.
+TRM (`trm` attention + RoPE, `trm_mlp` the sequence MLP without positions): `--layers` blocks, TRM's 3x6
+cycles with gradient through the last cycle, no Q-target segment (no_ACT_continue).
 """
 
 from __future__ import annotations
@@ -15,14 +18,25 @@ from bench_common import seconds_per_call
 
 from hrm.config import ArchConfig
 from hrm.models.registry import build_model
+from hrm.training.flops import training_flops_per_example
 from hrm.training.optimizers import make_adam_atan2
 
+TRM_NAME = "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1"
 
-def time_variant(args: argparse.Namespace, dtype: str, compiled: bool) -> float:
+
+def arch_of(args: argparse.Namespace, model_name: str, dtype: str) -> ArchConfig:
+    common = dict(hidden_size=args.hidden, num_heads=max(1, args.hidden // 32), expansion=4, halt_max_steps=4,
+                  puzzle_emb_ndim=args.hidden, forward_dtype=dtype)
+    if model_name == "hrm":
+        return ArchConfig(H_layers=args.layers, L_layers=args.layers, H_cycles=2, L_cycles=2, **common)
+    mlp = model_name == "trm_mlp"
+    return ArchConfig(name=TRM_NAME, L_layers=args.layers, H_cycles=3, L_cycles=6, mlp_t=mlp,
+                      pos_encodings="none" if mlp else "rope", **common)
+
+
+def time_variant(args: argparse.Namespace, model_name: str, dtype: str, compiled: bool) -> tuple[float, float]:
     torch.manual_seed(0)
-    arch = ArchConfig(hidden_size=args.hidden, num_heads=max(1, args.hidden // 32), expansion=4, H_layers=args.layers,
-                      L_layers=args.layers, H_cycles=2, L_cycles=2, halt_max_steps=4, puzzle_emb_ndim=args.hidden,
-                      forward_dtype=dtype)
+    arch = arch_of(args, model_name, dtype)
     device = torch.device(args.device)
     with device:
         model = build_model(arch, batch_size=args.batch, seq_len=args.seq_len, vocab_size=12, num_puzzle_identifiers=2)
@@ -43,7 +57,7 @@ def time_variant(args: argparse.Namespace, dtype: str, compiled: bool) -> float:
         optimizer.step()
         optimizer.zero_grad()
 
-    return seconds_per_call(step, device, args.warmup, args.steps)
+    return seconds_per_call(step, device, args.warmup, args.steps), training_flops_per_example(model)
 
 
 def main() -> None:
@@ -58,15 +72,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile variants")
+    parser.add_argument("--models", default="hrm", help="comma-separated: hrm, trm (attention), trm_mlp (mlp_t)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"device={args.device} threads={torch.get_num_threads()} hidden={args.hidden} layers={args.layers} "
           f"batch={args.batch} seq_len={args.seq_len}")
-    for dtype in args.dtypes.split(","):
-        for compiled in ([False, True] if args.compile else [False]):
-            seconds = time_variant(args, dtype, compiled)
-            print(f"{dtype:9s} compile={str(compiled):5s} {seconds * 1000:8.1f} ms/step {args.batch / seconds:8.1f} examples/s")
+    for model_name in args.models.split(","):
+        if model_name not in ("hrm", "trm", "trm_mlp"):
+            parser.error(f"--models: {model_name!r} is not one of hrm, trm, trm_mlp")
+        for dtype in args.dtypes.split(","):
+            for compiled in ([False, True] if args.compile else [False]):
+                seconds, flops = time_variant(args, model_name, dtype, compiled)
+                print(f"{model_name:8s} {dtype:9s} compile={str(compiled):5s} {seconds * 1000:8.1f} ms/step "
+                      f"{args.batch / seconds:8.1f} examples/s {flops / 1e6:8.1f} MFLOP/example")
 
 
 if __name__ == "__main__":

@@ -1,16 +1,20 @@
 """Model checkpoints in the original's layout: `<dir>/step_N` (a state dict) beside `<dir>/all_config.yaml`.
 
-`load_model` reads checkpoints written by this project or by the original code (including
-torch.compile's `_orig_mod.` key prefixes and the published HRM checkpoints); `save_model_checkpoint`
-writes files the original code can load. Checkpoints are data: they are read with `weights_only=True`.
+`load_model` reads checkpoints written by this project or by the original code (with or without
+torch.compile's `_orig_mod.` key prefixes, and the published HRM checkpoints); `save_model_checkpoint`
+writes them as the original's compiled training does (every key prefixed `_orig_mod.`), which is what the
+original's `evaluate.py` and the tools built on it load on their default path (torch.compile on); their
+`DISABLE_COMPILE` fallback strips the prefix. Checkpoints are data: they are read with `weights_only=True`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -20,12 +24,14 @@ from torch import nn
 
 from hrm.config import PretrainConfig, apply_overrides, validate_config
 from hrm.data.metadata import PuzzleDatasetMetadata
-from hrm.errors import CheckpointError, HRMError
+from hrm.errors import CheckpointError, HRMError, one_line
+from hrm.hub import download_checkpoint, is_hub_path
 from hrm.models.registry import build_model, seq_len_from_state
 
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "all_config.yaml"
+COMPILED_PREFIX = "_orig_mod."  # torch.compile's wrapper adds it to every key of the wrapped model
 _STEP_FILE = re.compile(r"^step_(\d+)$")
 
 
@@ -55,10 +61,12 @@ def latest_step_file(directory: str | Path) -> Path:
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:
+    if is_hub_path(path):
+        return download_checkpoint(path)
     path = Path(path)
     if path.is_dir():
         chosen = latest_step_file(path)
-        logger.info("using the latest checkpoint in %s: %s", path, chosen.name)
+        logger.debug("using the latest checkpoint in %s: %s", path, chosen.name)  # CLIs name the file once their checks pass
         return chosen
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -71,8 +79,8 @@ def read_checkpoint_config(checkpoint_file: Path, overrides: Iterable[str] = ())
         raise CheckpointError(f"{config_path} is missing; a checkpoint needs the {CONFIG_FILE} written beside it at training time")
     try:
         data = yaml.safe_load(config_path.read_text())
-    except yaml.YAMLError as err:
-        raise CheckpointError(f"{config_path} is not valid YAML ({str(err).splitlines()[0]})") from None
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as err:
+        raise CheckpointError(f"{config_path} is not valid YAML ({one_line(err)})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{config_path} does not hold a config mapping")
     return validate_config(apply_overrides(data, overrides))
@@ -82,18 +90,48 @@ def clean_state_dict(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Drop wrapper prefixes (`_orig_mod.` from torch.compile, `module.` from DDP) from the keys."""
     cleaned = {}
     for key, value in state.items():
-        key = key.replace("_orig_mod.", "")
+        key = key.replace(COMPILED_PREFIX, "")
         while key.startswith("module."):
             key = key[len("module."):]
         cleaned[key] = value
     return cleaned
 
 
-def read_state_dict(checkpoint_file: Path) -> dict[str, torch.Tensor]:
+def load_weights_only(path: str | Path) -> Any:
+    """`torch.load(path, weights_only=True)` on the CPU; every failure is a one-line CheckpointError.
+
+    torch's own message for a file holding other Python objects advises retrying with weights_only=False,
+    which would run whatever code the file carries; this project never does, so the message says so instead.
+    """
+    path = Path(path)
     try:
-        state = torch.load(checkpoint_file, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for corrupt or non-tensor files
-        raise CheckpointError(f"cannot read checkpoint {checkpoint_file}: {str(err).splitlines()[0]}") from None
+        size = path.stat().st_size
+    except OSError as err:
+        raise CheckpointError(f"cannot read {path}: {one_line(err)}") from None
+    if size == 0:
+        raise CheckpointError(f"cannot read {path}: the file is empty (0 bytes), not a checkpoint; it was not written completely, use another checkpoint")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. torch's pickle-protocol warning would add lines to the one-line error
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "unsupported global" not in str(err).lower():  # garbage bytes, not a file carrying code
+            raise CheckpointError(f"cannot read {path}: it is corrupt, not a checkpoint this project can read (truncated or "
+                                  "damaged); use another checkpoint") from None
+        raise CheckpointError(f"cannot read {path}: it is not a checkpoint this project can read safely (it holds Python objects "
+                              "other than tensors, and checkpoints are only ever loaded as data, weights_only=True); use a "
+                              "checkpoint written by training") from None
+    except OSError as err:
+        raise CheckpointError(f"cannot read {path}: {one_line(err)}") from None
+    except Exception as err:  # torch raises many types (RuntimeError, EOFError, KeyError) for truncated or foreign files
+        reason = one_line(err).split(". ")[0]
+        detail = "" if "weights_only" in reason else f" ({type(err).__name__}: {reason})"
+        raise CheckpointError(f"cannot read {path}: it is not a checkpoint this project can read (truncated, corrupt or not a "
+                              f"PyTorch file){detail}; use another checkpoint") from None
+
+
+def read_state_dict(checkpoint_file: Path) -> dict[str, torch.Tensor]:
+    state = load_weights_only(checkpoint_file)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # a full training checkpoint of this project
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -101,9 +139,11 @@ def read_state_dict(checkpoint_file: Path) -> dict[str, torch.Tensor]:
     return clean_state_dict(state)
 
 
-def dataset_shapes(config: PretrainConfig, state: dict[str, torch.Tensor]) -> dict[str, int]:
-    """vocab_size, seq_len and num_puzzle_identifiers from the dataset, else from the weights."""
-    for data_path in dict.fromkeys([*config.train_data_paths, *config.test_data_paths]):
+def dataset_shapes(config: PretrainConfig, state: dict[str, torch.Tensor], beside: Path | None = None) -> dict[str, int]:
+    """vocab_size, seq_len and num_puzzle_identifiers from the dataset (its data_path(s), else a `data/`
+    dataset folder kept beside the checkpoint), else from the weights."""
+    candidates = [*config.train_data_paths, *config.test_data_paths] + ([beside / "data"] if beside is not None else [])
+    for data_path in dict.fromkeys(candidates):
         for split in ("train", "test"):
             try:
                 meta = PuzzleDatasetMetadata.load(Path(data_path) / split)
@@ -153,7 +193,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", overrides: 
     checkpoint_file = resolve_checkpoint_path(path)
     config = read_checkpoint_config(checkpoint_file, overrides)
     state = read_state_dict(checkpoint_file)
-    shapes = dataset_shapes(config, state)
+    shapes = dataset_shapes(config, state, beside=checkpoint_file.parent)
     model = build_model(config.arch, batch_size=config.global_batch_size, **shapes)
     check_state_dict(model, state, checkpoint_file)
     model.load_state_dict(state, strict=True)
@@ -161,9 +201,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", overrides: 
 
 
 def save_model_checkpoint(model: nn.Module, config: PretrainConfig, directory: str | Path, step: int) -> Path:
-    """Write `<directory>/step_<step>` and `all_config.yaml` atomically, in the original's layout."""
+    """Write `<directory>/step_<step>` and `all_config.yaml` atomically, in the original's layout.
+
+    The keys carry the `_orig_mod.` prefix, as the original's (compiled) training writes them, whether or not
+    `model` is compiled here.
+    """
     directory = Path(directory)
-    state = clean_state_dict(model.state_dict())
+    state = {COMPILED_PREFIX + key: value for key, value in clean_state_dict(model.state_dict()).items()}
     path = directory / f"step_{step}"
     atomic_write_bytes(path, lambda handle: torch.save(state, handle))
     write_config(config, directory)

@@ -85,14 +85,14 @@ class PretrainConfig(BaseModel):
     epochs: int = Field(100000, gt=0)
     eval_interval: int | None = Field(10000, gt=0)
     checkpoint_every_eval: bool = True
-    lr: float = 1e-4
+    lr: float = Field(1e-4, ge=0.0)
     lr_min_ratio: float = Field(1.0, ge=0.0, le=1.0)
     lr_warmup_steps: int = Field(2000, ge=0)
-    beta1: float = 0.9
-    beta2: float = 0.95
-    weight_decay: float = 0.1
-    puzzle_emb_weight_decay: float = 0.1
-    puzzle_emb_lr: float = 1e-2
+    beta1: float = Field(0.9, ge=0.0, lt=1.0)
+    beta2: float = Field(0.95, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.1, ge=0.0)
+    puzzle_emb_weight_decay: float = Field(0.1, ge=0.0)
+    puzzle_emb_lr: float = Field(1e-2, ge=0.0)
 
     # TRM's training keys.
     evaluators: list[EvaluatorConfig] = Field(default_factory=list)
@@ -121,6 +121,7 @@ class PretrainConfig(BaseModel):
     nonfinite_loss: Literal["stop", "skip"] = "stop"
     log_interval: int = Field(1, gt=0)
     data_workers: Union[Literal["auto"], int] = "auto"
+    progress: Literal["auto", "bar", "lines", "off"] = "auto"  # auto: a bar on a terminal, log lines otherwise
 
     @model_validator(mode="after")
     def _first_dataset_is_data_path(self) -> "PretrainConfig":

@@ -73,14 +73,14 @@ def test_cli_traces_a_puzzle_given_as_a_string(tmp_path):
     (["all"], "checkpoint=PATH is required"),
 ])
 def test_cli_errors_are_one_line(args, message, capsys):
-    assert main(args) == 1
+    assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and message in err and "\n" not in err
 
 
 def test_cli_rejects_a_puzzle_of_the_wrong_size(tmp_path, capsys):
     ckpt = checkpoint(tmp_path, sudoku_dataset(tmp_path / "sudoku", count=2), seq_len=81, vocab_size=11)
-    assert main(["boards", f"checkpoint={ckpt}", "puzzle=12345", f"out={tmp_path / 'o'}"]) == 1
+    assert main(["boards", f"checkpoint={ckpt}", "puzzle=12345", f"out={tmp_path / 'o'}"]) == 2
     assert "81 cells" in capsys.readouterr().err
 
 
@@ -114,4 +114,4 @@ def test_cli_draws_the_evaluators_calibration_report(tmp_path):
     calibration = report["halting_calibration"]
     assert calibration["count"] == 5 and [b["count"] for b in calibration["bins"]] == [1, 1, 0, 0, 3]
     assert calibration["bins"][2]["accuracy"] is None  # empty bins carry no numbers
-    assert main(["calibration", f"checkpoint={ckpt}", f"eval_results={tmp_path / 'missing.json'}"]) == 1
+    assert main(["calibration", f"checkpoint={ckpt}", f"eval_results={tmp_path / 'missing.json'}"]) == 2

@@ -132,7 +132,8 @@ TRM_ARCH = dict(name="recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1"
                 halt_exploration_prob=0.0, forward_dtype="float32")
 
 
-@pytest.mark.parametrize("arch", [dict(pos_encodings="rope"), dict(mlp_t=True, pos_encodings="none")])
+@pytest.mark.parametrize("arch", [dict(pos_encodings="rope"), dict(mlp_t=True, pos_encodings="none"),
+                                  dict(name="recursive_reasoning.trm_singlez@TinyRecursiveReasoningModel_ACTV1")])
 def test_trm_trace_comes_from_the_models_own_forward(arch):
     """The tracer records TRM's states through the model's hook: same carry, outputs and entry counts."""
     cfg = validate_config({"arch": {**TRM_ARCH, **arch}})
@@ -153,5 +154,9 @@ def test_trm_trace_comes_from_the_models_own_forward(arch):
     torch.testing.assert_close(trace.z_H[-1, -1], trace.final_z_H)
     inner = model.model.inner
     with torch.no_grad():  # the per-step view: the shared network's z_H update applied to the current states, decoded
-        expected = inner.heads(inner.L_level(trace.z_H_init, trace.z_L[0, 1], cos_sin=inner.cos_sin()))[0].argmax(-1)
+        if "singlez" in cfg.arch.name:  # one state (z_H is z_L); its closing update is `net(z_L)`
+            torch.testing.assert_close(trace.final_z_H, trace.final_z_L, rtol=0, atol=0)
+            expected = inner.heads(inner.L_level(trace.z_L[0, 1], 0, cos_sin=inner.cos_sin()))[0].argmax(-1)
+        else:
+            expected = inner.heads(inner.L_level(trace.z_H_init, trace.z_L[0, 1], cos_sin=inner.cos_sin()))[0].argmax(-1)
     np.testing.assert_array_equal(trace.step_preds[0, 1], expected.numpy())

@@ -48,13 +48,42 @@ def test_auto_prefers_flash3_then_flash2_then_sdpa(fake_flash):
     assert attn.resolve_backend("auto", CUDA, torch.bfloat16) == "sdpa"
 
 
-def test_auto_off_cuda_is_math_for_16_bit_cpu_and_sdpa_otherwise(fake_flash):
+def test_auto_off_cuda_follows_the_measured_table(fake_flash):
     install, _ = fake_flash
     install()
-    assert attn.resolve_backend("auto", CPU, torch.bfloat16) == "math"
-    assert attn.resolve_backend("auto", CPU, torch.float32) == "sdpa"
-    assert attn.resolve_backend("auto", MPS, torch.float16) == "sdpa"
-    assert attn.resolve_backend("auto", CUDA, torch.float32) == "sdpa"
+    for dtype in (torch.bfloat16, torch.float16):
+        assert attn.resolve_backend("auto", CPU, dtype, training=True) == "math"
+        assert attn.resolve_backend("auto", CPU, dtype, training=False) == "sdpa"
+    for training in (False, True):
+        assert attn.resolve_backend("auto", CPU, torch.float32, training=training) == "sdpa"
+        assert attn.resolve_backend("auto", MPS, torch.float16, training=training) == "sdpa"
+        assert attn.resolve_backend("auto", CUDA, torch.float32, training=training) == "sdpa"
+        assert attn.resolve_backend("auto", CUDA, torch.bfloat16, training=training) == "flash3"
+
+
+def test_cpu_bf16_trains_with_math_and_evaluates_with_sdpa_logging_each_choice_once(fake_flash, monkeypatch, caplog):
+    install, _ = fake_flash
+    install()
+    used = []
+    real_sdpa, real_math = torch.nn.functional.scaled_dot_product_attention, attn.math_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", lambda *a, **kw: used.append("sdpa") or real_sdpa(*a, **kw))
+    monkeypatch.setattr(attn, "math_attention", lambda *a, **kw: used.append("math") or real_math(*a, **kw))
+    q, k, v = (torch.randn(2, 5, 3, 4, dtype=torch.bfloat16) for _ in range(3))
+    with caplog.at_level("INFO", logger="hrm.models.attention"):
+        attn.attention(q, k, v)
+        with torch.no_grad():  # the no-grad cycles of a training step
+            attn.attention(q, k, v)
+        assert used == ["math", "math"]
+        with torch.inference_mode():
+            expected = real_sdpa(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+            used.clear()
+            out = attn.attention(q, k, v)
+            attn.attention(q, k, v)
+    assert used == ["sdpa", "sdpa"]
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("attention backend")]
+    assert lines == ["attention backend: math (requested auto, cpu, torch.bfloat16, training)",
+                     "attention backend: sdpa (requested auto, cpu, torch.bfloat16, inference)"]
 
 
 def test_requesting_a_missing_backend_is_a_one_line_error(fake_flash):
@@ -79,11 +108,11 @@ def test_flash_gets_batch_seq_heads_dim_and_sdpa_heads_first(fake_flash, monkeyp
     q, k, v = (torch.randn(2, 5, 3, 4) for _ in range(3))
     expected = attn.attention(q, k, v, backend="sdpa")
     # Pretend the tensors live on CUDA in bf16 by patching the resolver's view of the device.
-    monkeypatch.setattr(attn, "_resolve_cached", lambda requested, device_type, dtype: "flash3")
+    monkeypatch.setattr(attn, "_resolve_cached", lambda *args: "flash3")
     out = attn.attention(q, k, v, backend="auto")
     assert calls[-1] == ("flash_attn_interface", (2, 5, 3, 4), False)  # [batch, seq, heads, dim]
     torch.testing.assert_close(out, expected)
-    monkeypatch.setattr(attn, "_resolve_cached", lambda requested, device_type, dtype: "flash2")
+    monkeypatch.setattr(attn, "_resolve_cached", lambda *args: "flash2")
     out = attn.attention(q, k, v, backend="flash2", causal=True)
     assert calls[-1] == ("flash_attn", (2, 5, 3, 4), True)
 
@@ -95,7 +124,7 @@ def test_flash_gets_batch_seq_heads_dim_and_sdpa_heads_first(fake_flash, monkeyp
         return real_sdpa(q, k, v, **kw)
 
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
-    monkeypatch.setattr(attn, "_resolve_cached", lambda requested, device_type, dtype: "sdpa")
+    monkeypatch.setattr(attn, "_resolve_cached", lambda *args: "sdpa")
     out = attn.attention(q, k, v)
     assert seen == [(2, 3, 5, 4)]  # [batch, heads, seq, dim]
     assert out.shape == (2, 5, 3, 4)

@@ -329,3 +329,10 @@ def test_single_z_variant_keeps_one_state():
                 z = inner.L_level(z, x, cos_sin=inner.cos_sin())
             z = inner.L_level(z, 0, cos_sin=inner.cos_sin())
         torch.testing.assert_close(inner(start, batch)[0].z_L, z)
+
+
+@needs_golden
+def test_golden_checkpoint_loads_without_overrides():
+    """Its dataset folder sits beside the checkpoint (`data/`), which fixes seq_len for a RoPE model."""
+    model, _ = hrm.load_model(GOLDEN)
+    assert (model.config.seq_len, model.config.vocab_size, model.config.num_puzzle_identifiers) == (30, 8, 4)

@@ -45,16 +45,35 @@ def test_failed_build_leaves_no_dataset(tmp_path):
 
 def test_output_over_a_folder_that_is_not_a_dataset_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("keep me")
-    with pytest.raises(DatasetError, match="does not look like a dataset"):
+    with pytest.raises(DatasetError, match="holds files that no dataset build wrote"):
         with staged_directory(tmp_path):
             pass
     assert (tmp_path / "notes.txt").read_text() == "keep me"
+    fake = tmp_path / "fake"
+    (fake / "train").mkdir(parents=True)
+    (fake / "train" / "dataset.json").write_text("{}")  # a file of that name is not an earlier build
+    with pytest.raises(DatasetError, match="no dataset build wrote"):
+        with staged_directory(fake):
+            pass
+    assert (fake / "train" / "dataset.json").read_text() == "{}"
+
+
+def test_rebuild_replaces_only_what_the_earlier_build_wrote(tmp_path):
     previous = tmp_path / "built"
-    (previous / "train").mkdir(parents=True)
-    (previous / "train" / "dataset.json").write_text("{}")
     with staged_directory(previous) as stage:
-        (stage / "new").write_text("x")
-    assert [p.name for p in previous.iterdir()] == ["new"]  # an earlier build is replaced as a whole
+        (stage / "train").mkdir()
+        (stage / "train" / "old.npy").write_text("old")
+        (stage / "kept-by-name.json").write_text("v1")
+    (previous / "NOTES.md").write_text("mine")
+    (previous / "train" / "mine.txt").write_text("mine too")
+    with staged_directory(previous) as stage:
+        (stage / "train").mkdir()
+        (stage / "train" / "new.npy").write_text("new")
+        (stage / "kept-by-name.json").write_text("v2")
+    assert sorted(p.relative_to(previous).as_posix() for p in previous.rglob("*") if p.is_file()) == [
+        ".hrm-build.json", "NOTES.md", "kept-by-name.json", "train/mine.txt", "train/new.npy"]
+    assert (previous / "kept-by-name.json").read_text() == "v2"
+    assert [p.name for p in tmp_path.iterdir()] == ["built"]  # no staging or trash folder left
 
 
 def test_inconsistent_indices_are_a_dataset_error(tmp_path):

@@ -15,7 +15,7 @@ from hrm.checkpoint import load_model
 from hrm.models.attention import resolve_backend
 from hrm.training.trainer import run_training
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 CUDA = torch.device("cuda")
 
 
@@ -66,3 +66,15 @@ def test_cuda_training_run_writes_checkpoints_that_load_on_cpu(tmp_path, monkeyp
     model, config = load_model(ckpt, device="cpu")
     assert config.arch.model_extra["forward_dtype"] == "bfloat16"
     assert next(model.parameters()).device.type == "cpu"
+
+
+def test_gradient_check_catches_nan_and_inf_on_cuda():
+    # The single-process step relies on the CUDA foreach max-abs norm propagating NaN (tested on CPU elsewhere).
+    from hrm.training.trainer import all_finite
+
+    for poison in (float("nan"), float("inf"), float("-inf")):
+        for dtype in (torch.float32, torch.bfloat16):
+            tensors = [torch.randn(1000, device=CUDA, dtype=dtype) for _ in range(4)]
+            assert bool(all_finite(tensors))
+            tensors[2][17] = poison
+            assert not bool(all_finite(tensors)), (poison, dtype)

@@ -176,3 +176,55 @@ def test_arc_evaluator_runs_after_each_evaluation(tmp_path):
     bad = validate_config({"evaluators": [{"name": "sudoku@Nope"}]})
     with pytest.raises(Exception, match="unknown"):
         Trainer(bad.model_copy(update={"data_path": str(tmp_path / "arc")}), init_distributed("cpu"))
+
+
+@pytest.mark.parametrize("preset, data, extra", [
+    ("trm_sudoku_extreme_mlp", "data/sudoku-extreme-1k-aug-1000", {"mlp_t": True, "pos_encodings": "none", "L_cycles": 6}),
+    ("trm_sudoku_extreme_att", "data/sudoku-extreme-1k-aug-1000", {"mlp_t": False, "pos_encodings": "rope", "L_cycles": 6}),
+    ("trm_maze_30x30_hard", "data/maze-30x30-hard-1k", {"L_cycles": 4}),
+    ("trm_arc1", "data/arc1concept-aug-1000", {"L_cycles": 4}),
+    ("trm_arc2", "data/arc2concept-aug-1000", {"L_cycles": 4}),
+])
+def test_trm_presets(preset, data, extra):
+    config = to_pretrain_config(compose_config([f"+experiment={preset}"]))
+    arch = config.arch.model_extra
+    assert config.arch.name == "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1" and config.data_path == data
+    assert config.ema and (arch["L_layers"], arch["H_cycles"]) == (2, 3)
+    assert all(arch[key] == value for key, value in extra.items())
+    assert bool(config.evaluators) == preset.startswith("trm_arc")
+
+
+@pytest.mark.parametrize("preset, shapes, expected", [
+    ("trm_sudoku_extreme_mlp", dict(seq_len=81, vocab_size=11, num_puzzle_identifiers=1), 5_028_866),
+    ("trm_arc1", dict(seq_len=900, vocab_size=12, num_puzzle_identifiers=1000), 6_829_058),
+])
+def test_trm_parameter_counts_as_trms_code_counts_them(preset, shapes, expected):
+    """sum(p.numel() for p in model.parameters()): the puzzle embedding is a buffer, as in TRM's code."""
+    from hrm.models.registry import build_model
+
+    config = to_pretrain_config(compose_config([f"+experiment={preset}"]))
+    with torch.device("meta"):
+        model = build_model(config.arch, batch_size=1, **shapes)
+    assert sum(p.numel() for p in model.parameters()) == expected
+
+
+def test_evaluator_rows_from_several_ranks_come_back_in_dataset_order():
+    """The test loader gives rank r slice r of every global batch; the evaluator needs the dataset order back."""
+    from hrm.training.trainer import interleave_rank_rows
+
+    rows = torch.arange(3 * 8).view(-1, 1)  # 3 global batches of 8, dataset order
+    local = 4
+    parts = [torch.cat([rows[batch * 8 + rank * local: batch * 8 + (rank + 1) * local] for batch in range(3)]) for rank in range(2)]
+    torch.testing.assert_close(interleave_rank_rows(parts, local), rows)
+
+
+def test_either_spelling_points_a_saved_config_at_another_dataset():
+    from hrm.config import apply_overrides
+
+    saved = {"data_path": "a", "data_paths": ["a", "b"], "data_paths_test": ["a"]}
+    moved = validate_config(apply_overrides(saved, ["data_path=c"]))
+    assert (moved.data_path, moved.train_data_paths, moved.test_data_paths) == ("c", ["c"], ["c"])
+    listed = validate_config(apply_overrides({"data_path": "a"}, ["data_paths=[d,e]"]))
+    assert (listed.data_path, listed.train_data_paths) == ("d", ["d", "e"])
+    single = validate_config({"data_paths": ["x"]})
+    assert single.data_path == "x" and single.data_paths == [] and single.train_data_paths == ["x"]

@@ -20,8 +20,10 @@ from hrm.analysis.metrics import calibration_from_evaluator
 from hrm.analysis.report import ANALYSES, AnalysisOptions, run_analyses
 from hrm.analysis.tasks import TASKS, AnalysisError, detect_task
 from hrm.analysis.trace import hrm_inner
-from hrm.checkpoint import load_model
-from hrm.errors import HRMError
+from hrm.checkpoint import load_model, resolve_checkpoint_path
+from hrm.data.metadata import check_benchmark
+from hrm.errors import HRMError, error_line, one_line
+from hrm.paths import check_output_folder
 
 USAGE = """usage: python -m hrm.analysis [all|boards,residuals,pca,errors,qvalues,pr,unknowns,fixed-points,calibration]
                           checkpoint=PATH [key=value ...]
@@ -51,7 +53,14 @@ logger = logging.getLogger("hrm.analysis")
 
 def pick_device(name: str) -> torch.device:
     if name != "auto":
-        return torch.device(name)
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise AnalysisError(f"device={name!r} is not a device; use auto, cpu, cuda or mps") from None
+        mps = getattr(torch.backends, "mps", None)
+        if (device.type == "cuda" and not torch.cuda.is_available()) or (device.type == "mps" and not (mps and mps.is_available())):
+            raise AnalysisError(f"device={name} but no such device is visible; use device=auto or device=cpu")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -79,14 +88,32 @@ def parse_arguments(argv: list[str]) -> tuple[tuple[str, ...], dict[str, str], A
         if bare in OWN_KEYS:
             own[bare] = value
         elif bare in OPTION_FIELDS:
-            options[bare] = _option_value(bare, value)
+            options[bare] = _check_option(bare, _option_value(bare, value), value)
         else:
             overrides.append(argument)
             if bare == "data_path":
                 own["data_path"] = value
     if "checkpoint" not in own:
         raise AnalysisError("checkpoint=PATH is required (a step_N file or a run's checkpoint folder)")
+    for key in ("num_puzzles", "calibration_puzzles"):
+        _int_key(own, key, 1)
     return analyses, own, AnalysisOptions(**options), overrides
+
+
+POSITIVE_OPTIONS = ("num_segments", "max_panels", "pr_puzzles", "unknown_puzzles", "perturb_puzzles", "num_perturbations", "chunk_size")
+
+
+def _check_option(key: str, value, text: str):
+    """Sizes must be positive (num_segments=0 would silently mean "the default"); tolerance not negative."""
+    if key in POSITIVE_OPTIONS and value is not None and value < 1:
+        raise AnalysisError(f"{key}={text} must be at least 1")
+    if key == "unknowns" and (not value or min(value) < 1):
+        raise AnalysisError(f"unknowns={text} must be a comma-separated list of counts of at least 1, e.g. unknowns=1,2,5")
+    if key == "seed" and value < 0:
+        raise AnalysisError(f"seed={text} must be 0 or more")
+    if key == "tolerance" and not value >= 0:
+        raise AnalysisError(f"tolerance={text} must be a number >= 0")
+    return value
 
 
 def _option_value(key: str, text: str):
@@ -106,10 +133,14 @@ def _option_value(key: str, text: str):
 
 
 def _int_key(own: dict[str, str], key: str, default: int) -> int:
+    """A positive whole number among this tool's own keys (num_puzzles, calibration_puzzles)."""
     try:
-        return int(own.get(key, default))
+        value = int(own.get(key, default))
     except ValueError:
         raise AnalysisError(f"{key}={own[key]!r} must be an integer") from None
+    if value < 1:
+        raise AnalysisError(f"{key}={own[key]} must be at least 1")
+    return value
 
 
 def read_evaluator_calibration(path: Path) -> dict:
@@ -132,22 +163,26 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return _run(argv)
-    except HRMError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except (HRMError, OSError) as err:
+        print(error_line(err), file=sys.stderr)
+        return 2
 
 
 def _run(argv: list[str]) -> int:
     analyses, own, options, overrides = parse_arguments(argv)
+    checkpoint = Path(own["checkpoint"]).resolve()
+    default_out = Path("outputs") / "analysis" / (checkpoint.parent.name if checkpoint.is_file() else checkpoint.name)
+    out_dir = check_output_folder(Path(own["out"]) if own.get("out") else default_out, f"out={own.get('out', default_out)}")
+    task = own.get("task", "auto")
+    if task != "auto" and task not in TASKS:
+        raise AnalysisError(f"task={task!r} is unknown; choose auto or one of {', '.join(TASKS)}")
     device = pick_device(own.get("device", "auto"))
     model, config = load_model(own["checkpoint"], device=device, overrides=overrides)
     inner = hrm_inner(model)
-    task = own.get("task", "auto")
     if task == "auto":
         task = detect_task(inner.config.vocab_size, inner.config.seq_len)
-    elif task not in TASKS:
-        raise AnalysisError(f"task={task!r} is unknown; choose auto or one of {', '.join(TASKS)}")
-    logger.info("task %s, device %s, model %s", task, device, type(inner).__name__)
+    check_benchmark(task, inner.config.vocab_size, inner.config.seq_len, f"the model of {own['checkpoint']}")
+    logger.info("checkpoint %s: task %s, device %s, model %s", resolve_checkpoint_path(own["checkpoint"]), task, device, type(inner).__name__)
 
     split = own.get("split", "test")
     pool: Examples | None = None
@@ -159,7 +194,10 @@ def _run(argv: list[str]) -> int:
         path = Path(own["puzzle_file"])
         if not path.is_file():
             raise AnalysisError(f"puzzle_file={path} does not exist")
-        puzzle_text = path.read_text()
+        try:
+            puzzle_text = path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise AnalysisError(f"cannot read puzzle_file={path} as text ({one_line(err)})") from None
     if puzzle_text is not None:
         traced = puzzle_from_string(puzzle_text, task, own.get("solution"))
     elif pool is not None:
@@ -169,9 +207,6 @@ def _run(argv: list[str]) -> int:
     if traced.inputs.shape[1] != inner.config.seq_len:
         raise AnalysisError(f"the puzzle has {traced.inputs.shape[1]} cells but the model expects seq_len={inner.config.seq_len}")
 
-    checkpoint = Path(own["checkpoint"]).resolve()
-    default_out = Path("outputs") / "analysis" / (checkpoint.parent.name if checkpoint.is_file() else checkpoint.name)
-    out_dir = Path(own["out"]) if own.get("out") else default_out
     context = {"checkpoint": own["checkpoint"], "data_path": str(data_path), "split": split, "device": str(device),
                "overrides": overrides, "options": dataclasses.asdict(options)}
     calibration = read_evaluator_calibration(Path(own["eval_results"])) if "eval_results" in own else None

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from hrm.analysis.tasks import AnalysisError, parse_arc_grid, parse_maze, parse_sudoku, solve_sudoku
+from hrm.data.format import load_npy
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import DatasetError
 
@@ -31,9 +32,7 @@ class Examples:
 
 
 def _load_array(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise DatasetError(f"{path} is missing; the dataset folder is incomplete, rebuild it with dataset/build_*_dataset.py")
-    return np.load(path, mmap_mode="r", allow_pickle=False)
+    return load_npy(path, mmap=True)
 
 
 def load_examples(data_path: str | Path, split: str = "test", count: int | None = None, *,

@@ -76,7 +76,10 @@ def sudoku_violation_count(tokens: np.ndarray) -> np.ndarray:
 def parse_sudoku(text: str) -> np.ndarray:
     """An 81-character puzzle (digits, `.` or `0` for blanks; whitespace and `|`/`-`/`+` ignored) as tokens."""
     cells = [ch for ch in text if ch not in " \t\r\n|-+"]
-    if len(cells) != 81 or any(ch not in "0123456789." for ch in cells):
+    bad = next((index for index, ch in enumerate(cells) if ch not in "0123456789."), None)
+    if bad is not None:
+        raise AnalysisError(f"a Sudoku puzzle holds digits 1-9 with . or 0 for blanks, but cell {bad + 1} is {cells[bad]!r}")
+    if len(cells) != 81:
         raise AnalysisError(
             f"a Sudoku puzzle needs 81 cells of 1-9 with . or 0 for blanks, got {len(cells)} characters; "
             "e.g. puzzle=53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79"
@@ -141,8 +144,12 @@ def parse_maze(text: str) -> np.ndarray:
     """A maze drawn with `# SGo` (rows separated by newlines or `|`, or one 900-character string) as tokens."""
     rows = [row for row in text.replace("|", "\n").split("\n") if row]
     flat = "".join(rows)
+    bad = next((index for index, ch in enumerate(flat) if ch not in MAZE_CHARS), None)
+    if bad is not None:
+        raise AnalysisError(f"a maze is drawn with the characters '{MAZE_CHARS}' (wall, open, start, goal, path), "
+                            f"but cell {bad + 1} is {flat[bad]!r}")
     side = grid_side(len(flat))
-    if side is None or any(ch not in MAZE_CHARS for ch in flat):
+    if side is None:
         raise AnalysisError(
             f"a maze needs a square grid of the characters '{MAZE_CHARS}' (wall, open, start, goal, path), "
             f"got {len(flat)} characters; pass rows separated by | or a file via puzzle_file=PATH"

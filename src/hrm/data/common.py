@@ -14,11 +14,13 @@ from typing import Any, Callable
 import numpy as np
 
 from hrm.data.format import SplitWriter, directory_size, format_bytes
-from hrm.errors import DatasetError, HRMError
+from hrm.data.staging import Terminated
+from hrm.errors import DatasetError, HRMError, error_line, one_line
 
 logger = logging.getLogger(__name__)
 
 CSV_COLUMNS = ("source", "question", "answer", "rating")
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass
@@ -68,6 +70,8 @@ def _read_plain_csv_fast(path: Path, row_length: int | None) -> CsvPuzzles | Non
     Reading the 3.8M-row Sudoku-Extreme train.csv this way takes seconds instead of a minute.
     """
     data = np.fromfile(path, dtype=np.uint8)
+    if data[:3].tobytes() == UTF8_BOM:
+        data = data[3:]  # spreadsheet programs start UTF-8 CSVs with a byte-order mark
     if data.size == 0 or np.any(data == ord('"')) or np.any(data == ord("\r")):
         return None
     if data[-1] != ord("\n"):
@@ -135,7 +139,7 @@ def _read_csv_rows(path: Path, row_length: int | None, allowed_question: bytes, 
     answers: list[bytes] = []
     ratings: list[int] = []
     lines: list[int] = []
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: accept a byte-order mark
         reader = csv.reader(handle)
         for row in _rows_or_error(reader, path):
             line = reader.line_num
@@ -155,9 +159,12 @@ def _read_csv_rows(path: Path, row_length: int | None, allowed_question: bytes, 
                 if len(text) != row_length:
                     raise DatasetError(f"{path}:{line}: {name} has {len(text)} characters, expected {row_length}")
             try:
-                ratings.append(int(float(rating)) if rating.strip() else 0)
+                value = float(rating) if rating.strip() else 0.0
             except ValueError:
                 raise DatasetError(f"{path}:{line}: rating {rating!r} is not a number") from None
+            if not np.isfinite(value) or abs(value) >= 2**62:
+                raise DatasetError(f"{path}:{line}: rating {rating!r} is not a finite number; ratings are whole numbers such as 0 or 37")
+            ratings.append(int(value))
             try:
                 questions.append(question.encode("ascii"))
                 answers.append(answer.encode("ascii"))
@@ -213,8 +220,7 @@ def hub_download(repo: str, filename: str, offline_hint: str) -> Path:
     try:
         return Path(hf_hub_download(repo, filename, repo_type="dataset"))
     except Exception as err:  # network, auth and missing-file errors come in many types
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise DatasetError(f"cannot fetch {filename} from {repo} ({first}); offline, {offline_hint}") from None
+        raise DatasetError(f"cannot fetch {filename} from {repo} ({one_line(err)}); offline, {offline_hint}") from None
 
 
 @dataclass
@@ -282,15 +288,40 @@ def difficulty_histogram(values: np.ndarray, title: str, bins: int = 8, width: i
     return lines
 
 
+def check_counts(args: argparse.Namespace) -> None:
+    """The size flags the Sudoku and maze builders share must be positive when given, the seed not negative."""
+    for flag in ("generate", "test_size", "subsample_size"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            raise DatasetError(f"--{flag.replace('_', '-')} needs a positive number, got {value}")
+    check_seed(args.seed)
+
+
+def check_seed(seed: int) -> None:
+    if seed < 0:
+        raise DatasetError(f"--seed must be 0 or more, got {seed}")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with a usage mistake reported like every other error: one `error:` line, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def run_cli(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> int:
-    """Run a builder's main; an HRMError becomes `error: <message>` on stderr and exit status 2."""
+    """Run a builder's main; an HRMError or a system error (disk full, permissions) becomes one line
+    `error: <message>` on stderr and exit status 2; Ctrl-C and SIGTERM leave nothing behind either."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         main(argv)
-    except HRMError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (HRMError, OSError) as err:
+        print(error_line(err), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except Terminated:
+        print("error: terminated (SIGTERM); nothing was written", file=sys.stderr)
+        return 143
     return 0

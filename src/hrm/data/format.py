@@ -5,7 +5,7 @@ A dataset folder holds `identifiers.json` plus one folder per split (`train/`, `
 group_indices}.npy`. The original writes int64 tokens; we write the smallest unsigned dtype that holds
 the vocabulary (uint8 for the three benchmarks), which the original's loader also reads. Output goes to a
 hidden staging folder that is renamed into place only when complete, so a failed build never leaves a
-dataset that looks finished.
+dataset that looks finished, and a rebuild replaces only the files an earlier build wrote (`hrm.data.staging`).
 """
 
 from __future__ import annotations
@@ -14,21 +14,23 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Mapping
 
 import numpy as np
 
 from hrm.data.metadata import PuzzleDatasetMetadata
-from hrm.errors import DatasetError
+from hrm.data.staging import check_output_dir as staging_check
+from hrm.data.staging import staged_output
+from hrm.errors import DatasetError, one_line
 
 logger = logging.getLogger(__name__)
 
 ARRAY_KEYS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
 IGNORE_LABEL = -100
 IDENTIFIERS_FILE = "identifiers.json"
+BUILD_TOP_FILES = (IDENTIFIERS_FILE, "identifier_transforms.json", "test_puzzles.json")  # beside the splits
 BLANK_IDENTIFIER_NAME = "<blank>"
 
 
@@ -98,23 +100,36 @@ def read_split(dataset_dir: str | Path, split: str, mmap: bool = True) -> tuple[
             path = _array_path(split_dir, set_name, key)
             if not path.is_file():
                 raise DatasetError(f"{path} is missing; the dataset at {dataset_dir} is incomplete, rebuild it")
-            try:
-                arrays[key] = np.load(path, mmap_mode="r" if mmap and key in ("inputs", "labels") else None, allow_pickle=False)
-            except (ValueError, OSError) as err:
-                raise DatasetError(f"cannot read {path} ({str(err).splitlines()[0]}); rebuild the dataset") from None
-            if not np.issubdtype(arrays[key].dtype, np.integer):
-                raise DatasetError(f"{path} holds {arrays[key].dtype}, expected integers")
+            arrays[key] = load_npy(path, mmap=mmap and key in ("inputs", "labels"))
         puzzle_set = PuzzleSet(**arrays)
         puzzle_set.validate(f"{split_dir}/{set_name}", metadata.seq_len)
         sets[set_name] = puzzle_set
     return metadata, sets
 
 
+def load_npy(path: Path, mmap: bool = False) -> np.ndarray:
+    """One integer array of a dataset; a missing, empty, truncated or non-integer file is a one-line DatasetError."""
+    if not path.is_file():
+        raise DatasetError(f"{path} is missing; the dataset folder is incomplete, rebuild it with dataset/build_*_dataset.py")
+    if path.stat().st_size == 0:
+        raise DatasetError(f"{path} is empty (0 bytes); the dataset is damaged, rebuild it")
+    try:
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise DatasetError(f"cannot read {path} ({one_line(err)}); the dataset is damaged, rebuild it") from None
+    if not np.issubdtype(array.dtype, np.integer):
+        raise DatasetError(f"{path} holds {array.dtype}, expected integers; the dataset is damaged, rebuild it")
+    return array
+
+
 def read_identifiers(dataset_dir: str | Path) -> list[str]:
     path = Path(dataset_dir) / IDENTIFIERS_FILE
     if not path.is_file():
         raise DatasetError(f"{path} is missing; rebuild the dataset")
-    names = json.loads(path.read_text())
+    try:
+        names = json.loads(path.read_text())
+    except (ValueError, OSError) as err:
+        raise DatasetError(f"cannot read {path} ({one_line(err)}); rebuild the dataset") from None
     if not isinstance(names, list):
         raise DatasetError(f"{path} must hold a JSON list of puzzle names")
     return names
@@ -207,36 +222,35 @@ def write_identifiers(output_dir: str | Path, names: list[str]) -> None:
     write_text_atomic(Path(output_dir) / IDENTIFIERS_FILE, json.dumps(names))
 
 
-@contextlib.contextmanager
-def staged_directory(target: str | Path) -> Iterator[Path]:
-    """Yield a hidden staging folder beside `target`; on success it replaces `target`, on error it is removed."""
-    target = Path(target)
-    if target.exists() and not _replaceable(target):
-        raise DatasetError(f"{target} exists and does not look like a dataset; choose another --output-dir or remove it yourself")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    stage = target.parent / f".{target.name}.partial-{os.getpid()}"
-    if stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir()
-    try:
-        yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    old = target.parent / f".{target.name}.old-{os.getpid()}"
-    if target.exists():
-        os.replace(target, old)
-    os.replace(stage, target)
-    if old.exists():
-        shutil.rmtree(old, ignore_errors=True)
+def staged_directory(target: str | Path) -> contextlib.AbstractContextManager[Path]:
+    """Stage a build of dataset folder `target` (or one split folder); see `hrm.data.staging` for the rule
+    of what a rebuild replaces. Yields the staging folder to write into."""
+    return staged_output(target, recognise=earlier_build_files)
 
 
-def _replaceable(path: Path) -> bool:
-    """An earlier build (dataset or split folder) or an empty folder: safe to replace with a new build."""
-    if not path.is_dir():
-        return False
-    markers = (IDENTIFIERS_FILE, "dataset.json", "train/dataset.json", "test/dataset.json")
-    return any((path / marker).is_file() for marker in markers) or not any(path.iterdir())
+def check_output_dir(target: str | Path) -> None:
+    """Refuse, before any work, an `--output-dir` that a build may not write (one-line DatasetError)."""
+    staging_check(target, recognise=earlier_build_files)
+
+
+def earlier_build_files(folder: Path) -> list[str] | None:
+    """The files a builder wrote into `folder` before builds had a manifest: recognised by a valid
+    `dataset.json` (in the folder itself, or in `train/` or `test/`) with every array of its sets; None if none."""
+    files: list[str] = []
+    for split in (".", "train", "test"):
+        split_dir = folder / split
+        try:
+            metadata = PuzzleDatasetMetadata.load(split_dir)
+        except DatasetError:
+            continue
+        prefix = "" if split == "." else f"{split}/"
+        arrays = [f"{prefix}{set_name}__{key}.npy" for set_name in metadata.sets for key in ARRAY_KEYS]
+        if not all((folder / name).is_file() for name in arrays):
+            continue  # a dataset.json without its arrays is no evidence of a build
+        files += [f"{prefix}dataset.json", *arrays]
+    if not files:
+        return None
+    return files + [name for name in BUILD_TOP_FILES if (folder / name).is_file()]
 
 
 def directory_size(path: str | Path) -> int:

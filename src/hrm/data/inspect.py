@@ -5,15 +5,15 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from hrm.data.common import OneLineParser
 from hrm.data.format import PuzzleSet, directory_size, format_bytes, read_identifiers, read_split
 from hrm.data.metadata import PuzzleDatasetMetadata
-from hrm.errors import HRMError
+from hrm.errors import DatasetError, HRMError, error_line
 
 SUDOKU_SYMBOLS = " .123456789"  # token -> character (pad, blank, digits)
 MAZE_SYMBOLS = "?# SGo"
@@ -115,16 +115,18 @@ def _examples(kind: str, puzzle_set: PuzzleSet, names: list[str], count: int, se
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Show a puzzle dataset's metadata and draw a few examples.")
+    parser = OneLineParser(description="Show a puzzle dataset's metadata and draw a few examples.")
     parser.add_argument("dataset_dir")
     parser.add_argument("--split", default="train", choices=["train", "test"])
     parser.add_argument("-n", "--num-examples", type=int, default=3)
     parser.add_argument("--seed", type=int, default=None, help="draw random examples with this seed (default: the first ones)")
     args = parser.parse_args(argv)
     try:
+        if args.num_examples < 0:
+            raise DatasetError(f"--num-examples must be 0 or more, got {args.num_examples}")
         print(describe(args.dataset_dir, args.split, args.num_examples, args.seed))
-    except HRMError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (HRMError, OSError) as err:
+        print(error_line(err), file=sys.stderr)
         return 2
     return 0
 

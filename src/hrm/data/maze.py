@@ -15,20 +15,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from hrm.progress import progress_bar
 
 from hrm.data.augment import NUM_DIHEDRAL, dihedral_transform
 from hrm.data.common import (
     BuildSummary,
     CsvPuzzles,
+    OneLineParser,
     add_source_arguments,
+    check_counts,
     csv_sources,
     hub_download,
     read_four_column_csv,
     split_single_file,
     write_split,
 )
-from hrm.data.format import BLANK_IDENTIFIER_NAME, staged_directory, write_identifiers
+from hrm.data.format import BLANK_IDENTIFIER_NAME, check_output_dir, staged_directory, write_identifiers
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import DatasetError
 
@@ -190,7 +192,7 @@ def generate_mazes(n: int, size: int = 30, min_path_len: int = 110, seed: int = 
     seen = set(exclude or ())
     questions, answers, ratings = [], [], []
     repeats = 0
-    with tqdm(total=n, desc=f"generating {size}x{size} mazes", unit="maze", disable=not progress) as bar:
+    with progress_bar(total=n, desc=f"generating {size}x{size} mazes", unit="maze", disable=not progress) as bar:
         while len(questions) < n:
             made = generate_maze(rng, size, min_path_len)
             if made is None:
@@ -276,6 +278,8 @@ def load_sources(args: argparse.Namespace) -> dict[str, Mazes]:
 
 
 def build(args: argparse.Namespace) -> BuildSummary:
+    check_counts(args)
+    check_output_dir(args.output_dir)
     summary = BuildSummary("Maze", Path(args.output_dir), difficulty_label="path length")
     sources = load_sources(args)
     rng = np.random.Generator(np.random.Philox(seed=args.seed))
@@ -296,7 +300,7 @@ def build(args: argparse.Namespace) -> BuildSummary:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Build a Maze-Hard dataset (from the hub, a CSV, or generated offline).")
+    p = OneLineParser(description="Build a Maze-Hard dataset (from the hub, a CSV, or generated offline).")
     p.add_argument("--output-dir", default="data/maze-30x30-hard-1k")
     add_source_arguments(p, "mazes", DEFAULT_REPO, default_test_size="N")
     p.add_argument("--size", type=int, default=30, help="side of generated mazes (5 or more)")

@@ -7,7 +7,16 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from hrm.errors import DatasetError
+from hrm.errors import ConfigError, DatasetError, one_line
+
+
+def _first_problem(err: ValidationError) -> str:
+    """The first field error of a validation, naming the field (pydantic's own first line names only the class)."""
+    problem = err.errors()[0]
+    field = ".".join(str(part) for part in problem["loc"]) or "?"
+    if problem["type"] == "missing":
+        return f"the field {field!r} is missing"
+    return f"the field {field!r}: {problem['msg'].lower()} (got {problem.get('input')!r})"
 
 
 class PuzzleDatasetMetadata(BaseModel):
@@ -29,10 +38,15 @@ class PuzzleDatasetMetadata(BaseModel):
         if not path.is_file():
             raise DatasetError(f"no dataset metadata at {path}; build the dataset first (see dataset/) or fix data_path")
         try:
-            return cls(**json.loads(path.read_text()))
-        except (json.JSONDecodeError, ValidationError, TypeError) as err:
-            first = str(err).splitlines()[0]
-            raise DatasetError(f"{path} is not valid dataset metadata ({first})") from None
+            data = json.loads(path.read_text())
+        except (ValueError, OSError) as err:
+            raise DatasetError(f"{path} is not readable JSON ({one_line(err)}); rebuild the dataset") from None
+        if not isinstance(data, dict):
+            raise DatasetError(f"{path} must hold a JSON object of dataset metadata, found {type(data).__name__}")
+        try:
+            return cls(**data)
+        except ValidationError as err:
+            raise DatasetError(f"{path} is not valid dataset metadata: {_first_problem(err)}") from None
 
     def model_shapes(self) -> dict[str, int]:
         """The sizes a model takes from its data: vocab_size, seq_len, num_puzzle_identifiers."""
@@ -40,3 +54,25 @@ class PuzzleDatasetMetadata(BaseModel):
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(), indent=2)
+
+
+BENCHMARK_LAYOUTS = {"sudoku": "vocab_size 11 and seq_len 81", "maze": "vocab_size 6 and a square seq_len",
+                     "arc": "vocab_size 12 and seq_len 900"}
+
+
+def fits_benchmark(task: str, vocab_size: int, seq_len: int) -> bool:
+    """Whether data with this token layout can be a `task` dataset (spec section 1); other task names always fit."""
+    if task == "sudoku":
+        return vocab_size == 11 and seq_len == 81
+    if task == "maze":
+        return vocab_size == 6 and round(seq_len ** 0.5) ** 2 == seq_len
+    if task == "arc":
+        return vocab_size == 12 and seq_len == 900
+    return True
+
+
+def check_benchmark(task: str, vocab_size: int, seq_len: int, where: str) -> None:
+    """A one-line ConfigError when `task=` names a benchmark whose token layout the data does not have."""
+    if not fits_benchmark(task, vocab_size, seq_len):
+        raise ConfigError(f"task={task} does not fit {where} (vocab_size {vocab_size}, seq_len {seq_len}; {task} needs "
+                          f"{BENCHMARK_LAYOUTS[task]}); use task=auto or the task the model was trained on")

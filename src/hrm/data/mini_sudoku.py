@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hrm.data.common import BuildSummary, write_split
-from hrm.data.format import BLANK_IDENTIFIER_NAME, staged_directory, write_identifiers
+from hrm.data.common import BuildSummary, OneLineParser, check_seed, write_split
+from hrm.data.format import BLANK_IDENTIFIER_NAME, check_output_dir, staged_directory, write_identifiers
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import DatasetError
 
@@ -164,6 +164,8 @@ def build(args: argparse.Namespace) -> BuildSummary:
         raise DatasetError(f"--generate and --test-size must be positive, got {args.generate} and {args.test_size}")
     if not 1 <= args.min_blanks <= args.max_blanks < SEQ_LEN:
         raise DatasetError(f"need 1 <= --min-blanks <= --max-blanks < {SEQ_LEN}, got {args.min_blanks} and {args.max_blanks}")
+    check_seed(args.seed)
+    check_output_dir(args.output_dir)
     blanks = (args.min_blanks, args.max_blanks)
     summary = BuildSummary("Mini Sudoku 6x6", Path(args.output_dir), difficulty_label="rounds of singles")
     train = generate_puzzles(args.generate, args.seed, args.min_difficulty, blanks)
@@ -177,7 +179,7 @@ def build(args: argparse.Namespace) -> BuildSummary:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Build a 6x6 Sudoku dataset (2x3 boxes) offline, rated by rounds of singles.")
+    p = OneLineParser(description="Build a 6x6 Sudoku dataset (2x3 boxes) offline, rated by rounds of singles.")
     p.add_argument("--output-dir", default="data/mini-sudoku")
     p.add_argument("--generate", type=int, default=50000, metavar="N", help="train puzzles to generate")
     p.add_argument("--test-size", type=int, default=1000, help="test puzzles to generate (never in train)")

@@ -1,8 +1,13 @@
 """`PuzzleDataset`: the training sampler and test iterator of spec section 6.
 
-Training goes in chunks of `epochs_per_iter` epochs. Chunk `i` draws everything from a counter-based
-generator seeded `seed + i`, so any chunk (and any batch inside it) can be regenerated exactly for a
-resumed run (`iter_chunk`). Inputs and labels stay memory-mapped; each batch gathers only its rows.
+Training goes in chunks of `epochs_per_iter` epochs and draws exactly the original's random stream: the
+`iters`-th set visit (counted from 1 over chunks and sets, `chunk * num_sets + set + 1`) seeds
+`Philox(seed + iters)`, which first shuffles the groups of every epoch of the chunk and then picks one
+puzzle per group in batch order. Which examples of a multi-example puzzle go into a batch comes from a
+second, separately seeded generator (the original takes them from NumPy's unseeded global generator), so
+the group and puzzle order stay the original's. Any chunk (and any batch inside it) can be regenerated
+exactly for a resumed run (`iter_chunk`). Inputs and labels stay memory-mapped; each batch gathers only its
+rows, and the sampler holds one epoch of group order at a time.
 """
 
 from __future__ import annotations
@@ -36,9 +41,28 @@ class PuzzleDatasetConfig(BaseModel):
     num_replicas: int
 
 
-def chunk_generator(seed: int, chunk_index: int) -> np.random.Generator:
-    """The counter-based generator of training chunk `chunk_index`."""
-    return np.random.Generator(np.random.Philox(seed=seed + chunk_index))
+EXAMPLE_STREAM = 1  # tells the example generator's seed apart from the chunk generator's
+
+
+def set_visit_number(chunk_index: int, set_index: int, num_sets: int) -> int:
+    """The original's `iters` counter for one set of one chunk: incremented before use, once per set per chunk."""
+    return chunk_index * num_sets + set_index + 1
+
+
+def chunk_generator(seed: int, iters: int) -> np.random.Generator:
+    """The original's generator for set visit `iters`: group order, then one puzzle per group."""
+    return np.random.Generator(np.random.Philox(seed=seed + iters))
+
+
+def example_generator(seed: int, iters: int) -> np.random.Generator:
+    """The generator of example choices inside multi-example puzzles (ours; the original's is unseeded)."""
+    return np.random.Generator(np.random.Philox(seed=np.random.SeedSequence([seed, iters, EXAMPLE_STREAM])))
+
+
+def _copy_generator(rng: np.random.Generator) -> np.random.Generator:
+    copy = np.random.Generator(type(rng.bit_generator)())
+    copy.bit_generator.state = rng.bit_generator.state
+    return copy
 
 
 def sample_chunk_batches(
@@ -47,21 +71,29 @@ def sample_chunk_batches(
     group_indices: np.ndarray,
     num_epochs: int,
     global_batch_size: int,
+    example_rng: np.random.Generator,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield `(example_ids, puzzle_ids)` of each full global batch of one chunk.
+    """Yield `(example_ids, puzzle_ids)` of each full global batch of one chunk of one set.
 
-    Groups are shuffled once per epoch and the epochs are concatenated; each group in turn contributes one
-    random puzzle and random distinct examples of it (as many as still fit in the batch); the incomplete
-    last batch of the chunk is dropped. Epochs are drawn one at a time, so memory stays per-epoch.
+    `rng` is consumed as the original consumes it: `num_epochs` calls of `permutation(num_groups)` (the
+    concatenated group order), and only then one `integers(first, end)` per visited group (its puzzle).
+    Each visited group's puzzle contributes distinct examples (as many as still fit in the batch, chosen with
+    `example_rng`); the incomplete last batch is dropped. To hold one epoch of order at a time, one pass
+    runs the permutations to find the generator state after them, and a copy of the starting state replays
+    them epoch by epoch beside the puzzle draws (vectorised `integers` over an array of bounds draws the
+    same numbers as the original's scalar calls, in the same order).
     """
     puzzle_indices = np.asarray(puzzle_indices, dtype=np.int64)
     group_indices = np.asarray(group_indices, dtype=np.int64)
     num_groups = group_indices.shape[0] - 1
     if num_groups == 0:
         return
+    order_rng = _copy_generator(rng)
+    for _ in range(num_epochs):
+        rng.permutation(num_groups)
     pending_puzzles = np.zeros(0, np.int64)  # groups of earlier epochs not yet in a batch
     for _ in range(num_epochs):
-        order = rng.permutation(num_groups)
+        order = order_rng.permutation(num_groups)
         puzzles = np.concatenate([pending_puzzles, rng.integers(group_indices[order], group_indices[order + 1])])
         sizes = puzzle_indices[puzzles + 1] - puzzle_indices[puzzles]
         ends = np.cumsum(sizes)
@@ -73,26 +105,23 @@ def sample_chunk_batches(
             chosen, chosen_sizes = puzzles[start:stop], sizes[start:stop]
             take = chosen_sizes.copy()
             take[-1] -= int(ends[stop - 1] - consumed - global_batch_size)
-            if np.all(chosen_sizes == 1):
-                example_ids = puzzle_indices[chosen]
-            else:
-                example_ids = _pick_examples(rng, puzzle_indices, chosen, chosen_sizes, take)
+            example_ids = np.repeat(puzzle_indices[chosen], take)
+            multi = chosen_sizes > 1
+            if multi.any():
+                example_ids[np.repeat(multi, take)] += _random_subsets(example_rng, chosen_sizes[multi], take[multi])
             yield example_ids, np.repeat(chosen, take)
             consumed = int(ends[stop - 1])
             start = stop
         pending_puzzles = puzzles[start:]
 
 
-def _pick_examples(rng: np.random.Generator, puzzle_indices: np.ndarray, puzzles: np.ndarray, sizes: np.ndarray, take: np.ndarray) -> np.ndarray:
-    """For each puzzle, `take` of its `sizes` examples drawn without replacement (vectorised)."""
-    owner = np.repeat(np.arange(puzzles.shape[0]), sizes)
-    offsets = np.arange(owner.shape[0]) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    keys = rng.random(owner.shape[0])
-    order = np.lexsort((keys, owner))  # within each puzzle, a random order of its examples
-    rank_in_puzzle = np.empty_like(order)
-    rank_in_puzzle[order] = offsets  # offsets are 0..size-1 per owner in sorted position order
-    chosen = rank_in_puzzle < np.repeat(take, sizes)
-    return (puzzle_indices[puzzles][owner] + offsets)[chosen]
+def _random_subsets(rng: np.random.Generator, sizes: np.ndarray, take: np.ndarray) -> np.ndarray:
+    """For each puzzle in turn, `take` distinct offsets in `0..size-1` in random order (vectorised)."""
+    owner = np.repeat(np.arange(sizes.shape[0]), sizes)
+    first = np.repeat(np.cumsum(sizes) - sizes, sizes)
+    order = np.lexsort((rng.random(owner.shape[0]), owner))  # each puzzle's examples, shuffled, puzzle by puzzle
+    rank_in_puzzle = np.arange(owner.shape[0]) - first
+    return (order - first)[rank_in_puzzle < np.repeat(take, sizes)]
 
 
 class PuzzleDataset(torch.utils.data.IterableDataset):
@@ -158,11 +187,13 @@ class PuzzleDataset(torch.utils.data.IterableDataset):
 
     def iter_chunk(self, chunk_index: int, skip_batches: int = 0) -> Iterator[tuple[str, Batch, int]]:
         """The training batches of chunk `chunk_index` (deterministic), after skipping `skip_batches` of them."""
-        rng = chunk_generator(self.config.seed, chunk_index)
         batch_number = 0
-        for set_name, puzzle_set in self.sets.items():
+        num_sets = len(self.sets)
+        for set_index, (set_name, puzzle_set) in enumerate(self.sets.items()):
+            iters = set_visit_number(chunk_index, set_index, num_sets)
             for example_ids, puzzle_ids in sample_chunk_batches(
-                rng, puzzle_set.puzzle_indices, puzzle_set.group_indices, self.config.epochs_per_iter, self.config.global_batch_size
+                chunk_generator(self.config.seed, iters), puzzle_set.puzzle_indices, puzzle_set.group_indices,
+                self.config.epochs_per_iter, self.config.global_batch_size, example_generator(self.config.seed, iters),
             ):
                 batch_number += 1
                 if batch_number <= skip_batches:

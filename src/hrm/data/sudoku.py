@@ -17,20 +17,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from hrm.progress import progress_bar
 
 from hrm.data import sudoku_solver
 from hrm.data.common import (
     BuildSummary,
     CsvPuzzles,
+    OneLineParser,
     add_source_arguments,
+    check_counts,
     csv_sources,
     hub_download,
     read_four_column_csv,
     split_single_file,
     write_split,
 )
-from hrm.data.format import BLANK_IDENTIFIER_NAME, staged_directory, write_identifiers
+from hrm.data.format import BLANK_IDENTIFIER_NAME, check_output_dir, staged_directory, write_identifiers
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import DatasetError
 
@@ -127,7 +129,7 @@ def generate_sudokus(n: int, seed: int, min_difficulty: int | None = None, progr
     tasks = [(seed, index, min_difficulty) for index in range(n)]
     workers = min(workers or os.cpu_count() or 1, max(1, n // 16))
     made = []
-    with tqdm(total=n, desc="generating Sudokus", unit="puzzle", disable=not progress) as bar:
+    with progress_bar(total=n, desc="generating Sudokus", unit="puzzle", disable=not progress) as bar:
         if workers > 1:
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 for item in pool.map(_generate_one, tasks, chunksize=8):
@@ -218,7 +220,7 @@ def build_split_arrays(
     inputs = np.empty((total, SEQ_LEN), np.uint8)
     labels = np.empty((total, SEQ_LEN), np.uint8)
     # row layout: original i, copy j, (plain, hint) -> ((i * copies) + j) * per_copy + h
-    with tqdm(total=n * copies, desc="augmenting", unit="grid", disable=not progress) as bar:
+    with progress_bar(total=n * copies, desc="augmenting", unit="grid", disable=not progress) as bar:
         for start in range(0, n * copies, _BLOCK):
             stop = min(start + _BLOCK, n * copies)
             index = np.arange(start, stop)
@@ -285,6 +287,8 @@ def _read_rows(path) -> CsvPuzzles:
 def build(args: argparse.Namespace) -> BuildSummary:
     if args.num_aug < 0:
         raise DatasetError(f"--num-aug must be >= 0, got {args.num_aug}")
+    check_counts(args)
+    check_output_dir(args.output_dir)
     summary = BuildSummary("Sudoku", Path(args.output_dir), difficulty_label="rating")
     sources = load_sources(args)
     rng = np.random.Generator(np.random.Philox(seed=args.seed))
@@ -308,7 +312,7 @@ def build(args: argparse.Namespace) -> BuildSummary:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Build a Sudoku-Extreme dataset (from the hub, a CSV, or generated offline).")
+    p = OneLineParser(description="Build a Sudoku-Extreme dataset (from the hub, a CSV, or generated offline).")
     p.add_argument("--output-dir", default="data/sudoku-extreme-full")
     add_source_arguments(p, "puzzles", DEFAULT_REPO, default_test_size="N/10")
     p.add_argument("--min-difficulty", type=int, default=None, help="keep puzzles with rating >= this")

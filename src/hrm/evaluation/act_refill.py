@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 
 import torch
 from torch import nn
-from tqdm import tqdm
+from hrm.progress import progress_bar
 
 from hrm.evaluation.data import Examples
 from hrm.evaluation.metrics import ExampleMetrics, example_metrics
@@ -80,7 +80,7 @@ def evaluate_act(model: nn.Module, examples: Examples, batch_size: int, *, devic
     template = {key: value.to(device) for key, value in examples.gather(torch.arange(width)).items()}
     carry: ACTCarry = act_model.initial_carry(template)
     slot_example = torch.full((width,), -1, dtype=torch.long)  # which example each slot holds, -1 idle
-    bar = tqdm(total=num_examples, desc="evaluate halt=act", disable=not progress, leave=False)
+    bar = progress_bar(total=num_examples, desc="evaluate halt=act", disable=not progress, leave=False)
     try:
         while True:
             # Refill the halted slots with the next examples; slots left without one go idle.

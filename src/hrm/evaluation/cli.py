@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -28,23 +29,25 @@ import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import nn
 
 from hrm.checkpoint import atomic_write_bytes, load_model, read_checkpoint_config, read_state_dict, resolve_checkpoint_path
 from hrm.config import PretrainConfig, validate_config
-from hrm.data.metadata import PuzzleDatasetMetadata
-from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError
+from hrm.data.metadata import PuzzleDatasetMetadata, check_benchmark
+from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError, error_line, one_line
 from hrm.evaluation import arc as arc_scoring
 from hrm.evaluation import augmented
 from hrm.evaluation import identifiers
 from hrm.evaluation.act_refill import evaluate_act, segment_trace
+from hrm.evaluation.batching import auto_global_batch_size
 from hrm.evaluation.calibration import calibration_report, format_calibration
 from hrm.evaluation.data import ExampleSource, TestSplit, indexed_batches, load_test_split, rank_rows
 from hrm.evaluation.metrics import example_metrics, metric_sums
 from hrm.evaluation.report import format_key_values, format_metrics_table, format_sweep_table, write_json
 from hrm.evaluation.runner import evaluate, reduce_metric_sums
 from hrm.models.registry import seq_len_from_state
+from hrm.paths import check_output_file
 from hrm.training.distributed import init_distributed
 
 logger = logging.getLogger("hrm.evaluate")
@@ -65,7 +68,8 @@ class EvalConfig(BaseModel):
     output: str = "results.json"
     halt: Literal["max", "act"] = "max"
     halt_max_steps_sweep: list[int] = Field(default_factory=list)
-    batch_size: int | None = Field(None, gt=0, description="global evaluation batch size; default: the run's global_batch_size")
+    batch_size: PositiveInt | Literal["auto"] | None = Field(
+        None, description="global evaluation batch size; default: the run's global_batch_size; auto (halt=act, Augmented HRM): as large as memory allows")
     device: str = "auto"
     task: Literal["auto", "sudoku", "maze", "arc", "none"] = "auto"
     submission: str | None = None
@@ -98,7 +102,7 @@ def parse_args(argv: Sequence[str]) -> tuple[EvalConfig, list[str]]:
     try:
         values = OmegaConf.to_container(OmegaConf.from_dotlist(own), resolve=True)
     except OmegaConfBaseException as err:
-        raise ConfigError(f"cannot parse arguments: {str(err).splitlines()[0]}") from None
+        raise ConfigError(f"cannot parse arguments: {one_line(err)}") from None
     config = validate_config(values, EvalConfig)
     unknown = sorted(set(config.save_outputs) - SAVABLE_OUTPUTS)
     if unknown:
@@ -342,26 +346,38 @@ def run(cfg: EvalConfig, overrides: Sequence[str], rank: int, world_size: int, d
         raise ConfigError("halt_max_steps_sweep does not combine with the Augmented-HRM protocol (permutes=, checkpoints=); run them separately")
     if not is_augmented and len(checkpoint_files) > 1:
         raise ConfigError("several checkpoints need the Augmented-HRM protocol: pass them as checkpoints=[...]")
-    if rank == 0:
-        for file in checkpoint_files:
-            logger.info("evaluating checkpoint %s", file)
+    check_output_file(cfg.output, f"output={cfg.output}")
+    if cfg.submission:
+        check_output_file(cfg.submission, f"submission={cfg.submission}")
+
+    if cfg.batch_size == "auto" and not is_augmented and cfg.halt != "act":
+        raise ConfigError("batch_size=auto works with halt=act and the Augmented-HRM protocol (permutes=, checkpoints=); "
+                          "give halt=max a number, or leave batch_size out for the run's global_batch_size")
 
     modes = identifiers.parse_modes(cfg.puzzle_identifiers)
     if is_augmented and modes != ["as_is"]:
         raise ConfigError("puzzle_identifiers does not combine with the Augmented-HRM protocol (permutes=, checkpoints=); run them separately")
     model, config, split = load_checked(checkpoint_files[0], device, overrides, check_identifiers=identifiers.needs_data_identifiers(modes))
     models = [model] + [load_checked(file, device, overrides, data_path=config.data_path)[0] for file in checkpoint_files[1:]]
-    global_batch_size = cfg.batch_size or config.global_batch_size
+    if cfg.batch_size == "auto":
+        global_batch_size = auto_global_batch_size(model, split, device, world_size, passes=cfg.permutes if is_augmented else 1)
+    else:
+        global_batch_size = cfg.batch_size or config.global_batch_size
     if global_batch_size % world_size:
         raise ConfigError(f"batch_size {global_batch_size} must be a multiple of the number of processes ({world_size})")
     meta = split.metadata
+    check_before_compute(cfg, split, checkpoint_files[0], rank)
     task = augmented.detect_task(meta.vocab_size, meta.seq_len) if cfg.task == "auto" else cfg.task
     if is_augmented:
         augmented.resolve_task(cfg.task, meta.vocab_size, meta.seq_len, cfg.permutes)  # fail before compute
+    if rank == 0:
+        for file in checkpoint_files:
+            logger.info("evaluating checkpoint %s", file)
 
     results: dict[str, Any] = {
         "checkpoint": str(checkpoint_files[0]), "data_path": config.data_path, "halt": cfg.halt,
         "halt_max_steps": model.config.halt_max_steps, "world_size": world_size, "device": str(device),
+        "batch_size": global_batch_size,
     }
     started = time.perf_counter()
     if is_augmented:
@@ -379,8 +395,11 @@ def run(cfg: EvalConfig, overrides: Sequence[str], rank: int, world_size: int, d
         results["protocol"] = "plain"
         if saved:
             path = outputs_path(checkpoint_files[0], rank)
-            save_outputs(path, saved)
-            logger.info("rank %d: saved %s to %s", rank, ", ".join(saved), path)
+            try:
+                save_outputs(path, saved)
+                logger.info("rank %d: saved %s to %s", rank, ", ".join(saved), path)
+            except OSError as err:  # keep going: the metrics are still written, then the exit status is 2
+                results.setdefault("write_errors", []).append(f"cannot write the save_outputs file {path} ({one_line(err)})")
         with identifiers.ablated(model, modes[0], split, cfg.identifier_seed):
             sweep = run_sweep(cfg, model, split, global_batch_size, device, rank, world_size) if cfg.halt_max_steps_sweep else None
         keep = records if task == "arc" else {k: v for k, v in records.items() if k in ("set", "index", "valid", "exact", "confidence")}
@@ -416,6 +435,34 @@ def run(cfg: EvalConfig, overrides: Sequence[str], rank: int, world_size: int, d
     return results
 
 
+def check_before_compute(cfg: EvalConfig, split: TestSplit, checkpoint_file: Path, rank: int) -> None:
+    """What would otherwise fail only after the compute: an empty test split, a task the data is not,
+    and output files that cannot be written."""
+    meta = split.metadata
+    if sum(puzzle_set.num_examples for puzzle_set in split.sets.values()) == 0:
+        raise DatasetError(f"the test split of {split.data_path} holds no examples, so there is nothing to evaluate; "
+                           "rebuild the dataset with test puzzles (ARC: include evaluation tasks)")
+    check_benchmark(cfg.task, meta.vocab_size, meta.seq_len, f"the dataset at {split.data_path}")
+    is_arc = cfg.task == "arc" or (cfg.task == "auto" and augmented.detect_task(meta.vocab_size, meta.seq_len) == "arc")
+    if is_arc and not cfg.submission:
+        submission = Path(cfg.output).with_name("submission.json")
+        check_output_file(submission, f"the submission file {submission} (beside output=)")
+    if cfg.save_outputs:
+        saved = outputs_path(checkpoint_file, rank)
+        check_output_file(saved, f"the save_outputs file {saved}")
+
+
+def save_results(path: str | Path, results: dict) -> Path:
+    """Write results.json; if that fails after all the compute, keep the results in a temporary file instead."""
+    try:
+        return write_json(path, results)
+    except OSError as err:
+        fd, fallback = tempfile.mkstemp(prefix="hrm-results-", suffix=".json")
+        os.close(fd)
+        write_json(fallback, results)
+        raise HRMError(f"cannot write {path} ({one_line(err)}); the results were saved to {fallback} instead") from None
+
+
 def score_arc(cfg: EvalConfig, split: TestSplit, rows: dict[str, np.ndarray], mode: str | None = None) -> dict:
     if split.identifier_names is None:
         raise DatasetError(f"{split.data_path}/identifiers.json is missing; ARC voting needs the puzzle names (rebuild the dataset)")
@@ -432,8 +479,11 @@ def score_arc(cfg: EvalConfig, split: TestSplit, rows: dict[str, np.ndarray], mo
     submission = Path(cfg.submission) if cfg.submission else Path(cfg.output).with_name("submission.json")
     if mode is not None:  # several identifier modes: one submission each
         submission = submission.with_name(f"{submission.stem}.{mode}{submission.suffix}")
-    arc_scoring.write_submission(submission, test_inputs)
-    scores["submission"] = str(submission)
+    try:
+        arc_scoring.write_submission(submission, test_inputs)
+        scores["submission"] = str(submission)
+    except OSError as err:  # the scores are still written, then the exit status is 2
+        scores["submission_error"] = f"cannot write the submission {submission} ({one_line(err)})"
     return scores
 
 
@@ -470,11 +520,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         rank, world_size, device = ctx.rank, ctx.world_size, ctx.device
         results = run(cfg, overrides, rank, world_size, device)
         if results is not None:
-            write_json(cfg.output, results)
             print_results(results)
+            save_results(cfg.output, results)
             print(f"results written to {cfg.output}")
-    except HRMError as err:
-        print(f"error: {err}", file=sys.stderr)
+            failed = results.get("write_errors", []) + [results.get("arc", {}).get("submission_error")]
+            if any(failed):
+                raise HRMError(f"{next(f for f in failed if f)}; the other results are in {cfg.output}")
+    except (HRMError, OSError) as err:
+        print(error_line(err), file=sys.stderr)
         return 2
     finally:
         if dist.is_initialized():

@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm import tqdm
+from hrm.progress import progress_bar
 
 
 @dataclass
@@ -61,7 +61,7 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[str, dict[str, torch.Tens
     sums: torch.Tensor | None = None
     saved: dict[str, list[torch.Tensor]] = {}
     try:
-        for set_name, batch, _ in tqdm(batches, desc="evaluate", disable=not progress or rank != 0, leave=False):
+        for set_name, batch, _ in progress_bar(batches, desc="evaluate", disable=not progress or rank != 0, leave=False):
             batch = {key: value.to(device) for key, value in batch.items()}
             _, _, metrics, outputs = run_to_halt(model, batch, return_keys)
             for source in (batch, outputs):

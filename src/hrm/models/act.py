@@ -85,9 +85,22 @@ class ACTModel(nn.Module):
         """(high-level updates, low-level updates per high-level one) of a segment; None: no z_H/z_L states to trace."""
         return None
 
+    def segment_flops(self) -> tuple[float, float] | None:
+        """(forward FLOPs of one segment, FLOPs of its part that carries gradient) per example; None if unknown."""
+        return None
+
     def flops_per_example(self) -> float:
         """FLOPs of one training call (forward + backward of one segment, plus any target segment) per example."""
-        return float("nan")
+        flops = self.segment_flops()
+        if flops is None:
+            return float("nan")
+        forward, with_grad = flops
+        return float(forward + 2 * with_grad + self.target_segment_flops(forward))
+
+    def inference_flops_per_segment(self) -> float:
+        """FLOPs of one evaluation segment (forward only) per example."""
+        flops = self.segment_flops()
+        return float("nan") if flops is None else float(flops[0])
 
     def target_segment_flops(self, forward: float) -> float:
         """The extra no-gradient segment that training runs for the continue target, when it does."""

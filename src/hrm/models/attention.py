@@ -1,10 +1,12 @@
-"""Attention kernels: FlashAttention 3, FlashAttention 2, PyTorch SDPA or plain matmuls, chosen once per device/dtype.
+"""Attention kernels: FlashAttention 3, FlashAttention 2, PyTorch SDPA or plain matmuls, chosen per device/dtype/pass.
 
-The original hard-requires FlashAttention. Here `attn_backend: auto` picks FlashAttention 3, then 2,
-then SDPA on CUDA; FlashAttention only runs there with fp16/bf16. On CPU, 16-bit activations get `math`
-(softmax(QK^T / sqrt(d)) V as two matmuls, softmax in float32): PyTorch's fused CPU kernel is about 3.6x
-slower in bf16 forward+backward at the short sequences of these puzzles (scripts/bench_attention.py).
-All backends take and return [batch, seq, heads, head_dim].
+The original hard-requires FlashAttention. Here `attn_backend: auto` picks FlashAttention 3, then 2, on
+CUDA with fp16/bf16 (the only place they run); elsewhere it takes the backend measured fastest for the
+device, dtype and pass (`MEASURED_AUTO`, from scripts/bench_attention.py), SDPA where nothing was measured.
+The pass matters on CPU in bf16: PyTorch's fused kernel is 4-5x slower than two matmuls in training
+(forward+backward) but up to 2x faster in evaluation, so training takes `math` and evaluation (anything under
+`torch.inference_mode`, as every evaluator runs) takes SDPA, the kernel the original's results are compared
+with. Every backend computes the same function, so the choice moves results only by float rounding. All backends take and return [batch, seq, heads, head_dim].
 """
 
 from __future__ import annotations
@@ -30,6 +32,16 @@ _INSTALL_HINT = {
 }
 _FLASH_DTYPES = (torch.float16, torch.bfloat16)
 
+# `auto` off FlashAttention: (device type, dtype, training?) -> the backend measured fastest there with
+# scripts/bench_attention.py at the quick start's and the paper's shapes (figures and command: README,
+# "Attention backends"). A fixed table, not a run-time measurement, so the same run always takes the same kernels.
+MEASURED_AUTO: dict[tuple[str, torch.dtype, bool], str] = {
+    ("cpu", torch.bfloat16, True): "math",
+    ("cpu", torch.bfloat16, False): "sdpa",
+    ("cpu", torch.float16, True): "math",
+    ("cpu", torch.float16, False): "sdpa",
+}
+
 logger = logging.getLogger(__name__)
 
 
@@ -54,17 +66,20 @@ def check_backend_available(backend: str) -> None:
         )
 
 
-def resolve_backend(requested: str, device: torch.device, dtype: torch.dtype) -> str:
-    """The concrete backend for `requested` on this device and dtype."""
+def auto_backend(device: torch.device, dtype: torch.dtype, training: bool = False) -> str:
+    """What `auto` runs on this device and dtype, in training or in evaluation (inference mode)."""
+    if device.type == "cuda" and dtype in _FLASH_DTYPES:
+        for candidate in ("flash3", "flash2"):
+            if load_flash_function(candidate) is not None:
+                return candidate
+    return MEASURED_AUTO.get((device.type, dtype, training), "sdpa")
+
+
+def resolve_backend(requested: str, device: torch.device, dtype: torch.dtype, training: bool = False) -> str:
+    """The concrete backend for `requested` on this device and dtype, in training or in evaluation."""
     check_backend_available(requested)
     if requested == "auto":
-        if device.type == "cuda" and dtype in _FLASH_DTYPES:
-            for candidate in ("flash3", "flash2"):
-                if load_flash_function(candidate) is not None:
-                    return candidate
-        if device.type == "cpu" and dtype in _FLASH_DTYPES:
-            return "math"
-        return "sdpa"
+        return auto_backend(device, dtype, training)
     if requested in _FLASH_MODULES:
         if device.type != "cuda":
             raise ConfigError(f"arch.attn_backend={requested} needs a CUDA device, got {device.type}; use arch.attn_backend=auto or sdpa")
@@ -74,15 +89,17 @@ def resolve_backend(requested: str, device: torch.device, dtype: torch.dtype) ->
 
 
 @functools.lru_cache(maxsize=None)
-def _resolve_cached(requested: str, device_type: str, dtype: torch.dtype) -> str:
-    backend = resolve_backend(requested, torch.device(device_type), dtype)
-    logger.info("attention backend: %s (requested %s, %s, %s)", backend, requested, device_type, dtype)
+def _resolve_cached(requested: str, device_type: str, dtype: torch.dtype, training: bool = False) -> str:
+    backend = resolve_backend(requested, torch.device(device_type), dtype, training)
+    logger.info("attention backend: %s (requested %s, %s, %s, %s)", backend, requested, device_type, dtype,
+                "training" if training else "inference")
     return backend
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "auto", causal: bool = False) -> torch.Tensor:
     """Scaled dot-product attention on [batch, seq, heads, head_dim] tensors, same layout out."""
-    chosen = _resolve_cached(backend, q.device.type, q.dtype)
+    # Evaluators run under inference_mode; a training step (its no-grad cycles too) is the training pass.
+    chosen = _resolve_cached(backend, q.device.type, q.dtype, not torch.is_inference_mode_enabled())
     if chosen == "sdpa":
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal)
         return out.transpose(1, 2)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 ForwardDtype = Literal["float32", "bfloat16", "float16"]
@@ -36,6 +37,18 @@ class ModelConfig(BaseModel):
     halt_max_steps: int = Field(16, ge=1)
     halt_exploration_prob: float = Field(0.1, ge=0.0, le=1.0)
     act_enabled: bool = Field(True, description="False: always run halt_max_steps segments (ACT ablation).")
+
+    @model_validator(mode="after")
+    def _check_heads(self) -> "ModelConfig":
+        if self.hidden_size % self.num_heads:
+            raise PydanticCustomError(
+                "heads", "num_heads={heads} must divide hidden_size={hidden} (each head gets hidden_size/num_heads channels)",
+                {"heads": self.num_heads, "hidden": self.hidden_size})
+        if self.pos_encodings == "rope" and (self.hidden_size // self.num_heads) % 2:
+            raise PydanticCustomError(
+                "heads", "hidden_size/num_heads={head_dim} must be even for pos_encodings=rope; change num_heads or hidden_size",
+                {"head_dim": self.hidden_size // self.num_heads})
+        return self
 
     @property
     def dtype(self) -> torch.dtype:

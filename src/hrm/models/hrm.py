@@ -38,10 +38,12 @@ class HRMInnerCarry:
 class InputEmbedding(nn.Module):
     """Token embedding, optional puzzle-embedding positions in front, and learned or rotary positions.
 
-    Shared by every architecture so that their inputs are prepared identically.
+    Shared by every architecture so that their inputs are prepared identically. With `with_heads`, the
+    output heads `lm_head` and `q_head` are created between the token embedding and the puzzle embedding:
+    the original's creation order, which fixes how the seeded generator is consumed (spec section 6).
     """
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, with_heads: bool = False):
         super().__init__()
         self.config = config
         self.embed_scale = math.sqrt(config.hidden_size)
@@ -49,6 +51,13 @@ class InputEmbedding(nn.Module):
         self.puzzle_emb_len = config.puzzle_emb_len
         self.total_len = config.seq_len + self.puzzle_emb_len
         self.embed_tokens = CastedEmbedding(config.vocab_size, config.hidden_size, init_std=embed_init_std, cast_to=config.dtype)
+        if with_heads:
+            self.lm_head = CastedLinear(config.hidden_size, config.vocab_size, bias=False)
+            self.q_head = CastedLinear(config.hidden_size, 2, bias=True)
+            with torch.no_grad():
+                # Start the Q-head near "never halt" (sigmoid(-5) ~ 0.007) so early training explores.
+                self.q_head.weight.zero_()
+                self.q_head.bias.fill_(-5.0)
         if config.puzzle_emb_ndim > 0:
             self.puzzle_emb = CastedSparseEmbedding(config.num_puzzle_identifiers, config.puzzle_emb_ndim, init_std=0.0, cast_to=config.dtype)
         if config.pos_encodings == "rope":
@@ -77,9 +86,9 @@ class HRMInner(InputEmbedding):
     """One segment of HRM. Attribute names equal the original's, so state dicts interchange."""
 
     def __init__(self, config: HRMConfig):
-        super().__init__(config)
-        self.lm_head = CastedLinear(config.hidden_size, config.vocab_size, bias=False)
-        self.q_head = CastedLinear(config.hidden_size, 2, bias=True)
+        # Creation order = the original's (embeddings and heads, H blocks, L blocks, H_init, L_init), so a seed
+        # draws the original's initial weights.
+        super().__init__(config, with_heads=True)
 
         def stack(num_layers: int) -> ReasoningModule:
             return ReasoningModule([
@@ -92,10 +101,6 @@ class HRMInner(InputEmbedding):
         self.L_level = stack(config.L_layers)
         self.register_buffer("H_init", trunc_normal_init_(torch.empty(config.hidden_size, dtype=config.dtype), std=1.0), persistent=True)
         self.register_buffer("L_init", trunc_normal_init_(torch.empty(config.hidden_size, dtype=config.dtype), std=1.0), persistent=True)
-        with torch.no_grad():
-            # Start the Q-head near "never halt" (sigmoid(-5) ~ 0.007) so early training explores.
-            self.q_head.weight.zero_()
-            self.q_head.bias.fill_(-5.0)
 
     def empty_carry(self, batch_size: int, device: torch.device | str | None = None) -> HRMInnerCarry:
         shape = (batch_size, self.total_len, self.config.hidden_size)
@@ -158,7 +163,7 @@ class HierarchicalReasoningModel_ACTV1(ACTModel):
     def segment_schedule(self) -> tuple[int, int]:
         return self.config.H_cycles, self.config.L_cycles
 
-    def flops_per_example(self) -> float:
+    def segment_flops(self) -> tuple[float, float]:
         cfg, inner = self.config, self.inner
         tokens = inner.total_len
         attention = 4 * tokens * cfg.hidden_size  # per token per block: QK^T and AV
@@ -170,4 +175,4 @@ class HierarchicalReasoningModel_ACTV1(ACTModel):
         low, high = stack(inner.L_level, cfg.L_layers), stack(inner.H_level, cfg.H_layers)
         forward = cfg.H_cycles * cfg.L_cycles * low + cfg.H_cycles * high + heads
         with_grad = low + high + heads  # the one-step gradient: backward costs twice these
-        return float(forward + 2 * with_grad + self.target_segment_flops(forward))
+        return float(forward), float(with_grad)

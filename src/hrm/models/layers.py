@@ -16,27 +16,35 @@ from hrm.models.attention import AttentionBackend, attention
 
 
 def truncated_normal_std_correction(lower: float = -2.0, upper: float = 2.0) -> float:
-    """Standard deviation of a unit normal truncated to [lower, upper].
+    """Standard deviation of a unit normal truncated to [lower, upper] (about 0.88 at +-2).
 
-    PyTorch's `trunc_normal_(std=s)` returns samples whose std is `s` times this (about 0.88 at +-2),
-    so to get a *true* std of `s` we draw with `s / correction`, as JAX and Flax do.
+    Drawing with `std / correction` gives samples whose *true* std is `std`, as JAX and Flax do.
+    The arithmetic follows the original's order term by term, so the scale is bit-identical to the original's.
     """
     sqrt2 = math.sqrt(2.0)
-    mass = 0.5 * (math.erf(upper / sqrt2) - math.erf(lower / sqrt2))
-    pdf_lower = math.exp(-0.5 * lower * lower) / math.sqrt(2 * math.pi)
-    pdf_upper = math.exp(-0.5 * upper * upper) / math.sqrt(2 * math.pi)
-    mean = (pdf_lower - pdf_upper) / mass
-    variance = 1.0 + (lower * pdf_lower - upper * pdf_upper) / mass - mean * mean
-    return math.sqrt(variance)
+    mass = (math.erf(upper / sqrt2) - math.erf(lower / sqrt2)) / 2
+    inv_sqrt_2pi = (2 * math.pi) ** -0.5
+    pdf_lower = inv_sqrt_2pi * math.exp(-0.5 * lower ** 2)
+    pdf_upper = inv_sqrt_2pi * math.exp(-0.5 * upper ** 2)
+    return math.sqrt(1 - (upper * pdf_lower - lower * pdf_upper) / mass - ((pdf_lower - pdf_upper) / mass) ** 2)
 
 
 def trunc_normal_init_(tensor: torch.Tensor, std: float = 1.0, lower: float = -2.0, upper: float = 2.0) -> torch.Tensor:
-    """Fill `tensor` from a normal truncated at `lower`/`upper` std whose true std is `std`."""
+    """Fill `tensor` from a normal truncated at `lower`/`upper` std whose true std is `std`.
+
+    Consumes the tensor's generator exactly as the original does (one `uniform_` over the erf of the bounds,
+    then `erfinv_`, scale, clip): with the same seed and creation order the weights equal the original's.
+    `std=0` fills zeros and draws nothing.
+    """
     with torch.no_grad():
         if std == 0:
             return tensor.zero_()
+        sqrt2 = math.sqrt(2.0)
         scale = std / truncated_normal_std_correction(lower, upper)
-        return nn.init.trunc_normal_(tensor, mean=0.0, std=scale, a=lower * scale, b=upper * scale)
+        tensor.uniform_(math.erf(lower / sqrt2), math.erf(upper / sqrt2))
+        tensor.erfinv_()
+        tensor.mul_(sqrt2 * scale)
+        return tensor.clip_(lower * scale, upper * scale)
 
 
 class CastedLinear(nn.Module):

@@ -14,7 +14,7 @@ import torch
 from hrm.models.act import ACTModel, SegmentHook, linear_weight_count
 from hrm.models.config import TransformerConfig
 from hrm.models.hrm import InputEmbedding
-from hrm.models.layers import CastedLinear, PostNormBlock, ReasoningModule, trunc_normal_init_
+from hrm.models.layers import PostNormBlock, ReasoningModule, trunc_normal_init_
 
 
 @dataclass
@@ -23,19 +23,18 @@ class TransformerCarry:
 
 
 class TransformerInner(InputEmbedding):
+    """The baseline has no original; its draws follow HRM's order with one stack: `embed_tokens`, `lm_head`,
+    `q_head` (drawn, then zeroed), `puzzle_emb` (zeros, no draws), `embed_pos` (learned positions only), the
+    `layers` blocks (per block qkv_proj, o_proj, gate_up_proj, down_proj), `H_init`."""
+
     def __init__(self, config: TransformerConfig):
-        super().__init__(config)
-        self.lm_head = CastedLinear(config.hidden_size, config.vocab_size, bias=False)
-        self.q_head = CastedLinear(config.hidden_size, 2, bias=True)
+        super().__init__(config, with_heads=True)
         self.layers = ReasoningModule([
             PostNormBlock(config.hidden_size, config.num_heads, config.expansion, config.rms_norm_eps,
                           attn_backend=config.attn_backend, causal=config.causal)
             for _ in range(config.num_layers)
         ])
         self.register_buffer("H_init", trunc_normal_init_(torch.empty(config.hidden_size, dtype=config.dtype), std=1.0), persistent=True)
-        with torch.no_grad():
-            self.q_head.weight.zero_()
-            self.q_head.bias.fill_(-5.0)
 
     def empty_carry(self, batch_size: int, device: torch.device | str | None = None) -> TransformerCarry:
         device = device if device is not None else self.H_init.device
@@ -57,9 +56,9 @@ class TransformerBaselineACT(ACTModel):
     config_class = TransformerConfig
     inner_class = TransformerInner
 
-    def flops_per_example(self) -> float:
+    def segment_flops(self) -> tuple[float, float]:
         cfg, inner = self.config, self.inner
         tokens = inner.total_len
         blocks = tokens * (2 * linear_weight_count(inner.layers) + cfg.num_layers * 4 * tokens * cfg.hidden_size)
         forward = blocks + tokens * 2 * linear_weight_count(inner.lm_head) + 2 * linear_weight_count(inner.q_head)
-        return float(3 * forward + self.target_segment_flops(forward))
+        return float(forward), float(forward)

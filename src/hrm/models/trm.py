@@ -212,7 +212,7 @@ class TinyRecursiveReasoningModel_ACTV1(ACTModel):
         cfg = self.config
         return cfg.H_cycles * (cfg.L_cycles + 1), cfg.L_cycles + 1
 
-    def flops_per_example(self) -> float:
+    def segment_flops(self) -> tuple[float, float]:
         cfg, inner = self.config, self.inner
         tokens = inner.total_len
         level = _level_flops(inner.L_level, cfg, tokens)
@@ -220,7 +220,7 @@ class TinyRecursiveReasoningModel_ACTV1(ACTModel):
         calls, with_grad_calls = self._network_calls()
         forward = calls * level + heads
         with_grad = with_grad_calls * level + heads
-        return float(forward + 2 * with_grad + self.target_segment_flops(forward))
+        return float(forward), float(with_grad)
 
     @classmethod
     def positions_in_state(cls, state: dict[str, torch.Tensor]) -> int | None:

@@ -1,13 +1,15 @@
 """Resumable training checkpoints that survive a kill, beside the original's model-only `step_N` files.
 
 A checkpoint folder (`checkpoint_path`) holds, per saved step N:
-- `step_N`: the model's state dict (the original's format; `hrm.load_model` and the original's tools read it),
+- `step_N`: the model's state dict as the original's compiled training writes it (keys prefixed `_orig_mod.`;
+  `hrm.load_model` and the original's tools read it, the latter with torch.compile on or off),
 - `train_state_N/`: everything else needed to continue exactly: `trainer.pt` (both optimisers, step,
   data position, schedule length, the config and dataset shapes it ran with) and `rank_R.pt` per process
   (the ACT carry of its slice of the batch and its RNG states).
 Every file is written to a temporary name and renamed; `train_state_N/` is assembled under a hidden name
 and renamed last, so its presence means the whole checkpoint is complete. `all_config.yaml` and the
-model source sit beside them.
+model source sit beside them. A kill mid-save leaves only hidden temporaries (`.step_N.*.tmp`,
+`.train_state_N.partial/`), which `remove_leftovers` deletes when the next run starts.
 """
 
 from __future__ import annotations
@@ -23,17 +25,18 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from hrm.checkpoint import atomic_write_bytes, clean_state_dict, save_model_checkpoint
+from hrm.checkpoint import atomic_write_bytes, clean_state_dict, load_weights_only, save_model_checkpoint
 from hrm.config import PretrainConfig
 from hrm.errors import CheckpointError
 from hrm.models.act import ACTCarry
-from hrm.training.distributed import DistributedContext
+from hrm.training.distributed import DistributedContext, any_rank, broadcast_object
 
 logger = logging.getLogger(__name__)
 
 TRAIN_STATE_PREFIX = "train_state_"
 TRAINER_FILE = "trainer.pt"
 FORMAT_VERSION = 1
+_TRAINER_KEYS = {"step", "world_size", "optimizers", "progress"}
 _TRAIN_STATE_DIR = re.compile(rf"^{TRAIN_STATE_PREFIX}(\d+)$")
 _STEP_FILE = re.compile(r"^step_(\d+)(_all_preds\.\d+)?$")
 
@@ -155,13 +158,11 @@ def prune_checkpoints(directory: Path, keep_last: int) -> None:
             if _STEP_FILE.match(path.name) and int(_STEP_FILE.match(path.name).group(1)) == step:
                 path.unlink(missing_ok=True)
         logger.info("removed checkpoint of step %d (checkpoint_keep_last=%d)", step, keep_last)
+    remove_leftovers(directory)
 
 
-def find_resume_state(resume: str, checkpoint_path: Path) -> Path | None:
-    """The `train_state_N` folder that `resume` names (`auto`: the newest in `checkpoint_path`, or None)."""
-    if resume == "auto":
-        steps = saved_steps(checkpoint_path)
-        return checkpoint_path / f"{TRAIN_STATE_PREFIX}{steps[-1]}" if steps else None
+def find_resume_state(resume: str) -> Path:
+    """The `train_state_N` folder that an explicit `resume=<folder or step_N file>` names (`auto`: see load_resume_state)."""
     path = Path(resume)
     if path.is_dir() and _TRAIN_STATE_DIR.match(path.name):
         chosen = path
@@ -182,16 +183,13 @@ def find_resume_state(resume: str, checkpoint_path: Path) -> Path | None:
 
 
 def _load(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
+    return load_weights_only(path)  # one-line CheckpointError for empty, truncated or code-carrying files
 
 
 def load_training_state(state_dir: Path, rank: int, world_size: int) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any] | None]:
     """(trainer state, model state dict, this rank's state or None when the world size changed)."""
     trainer_state = _load(state_dir / TRAINER_FILE)
-    if not isinstance(trainer_state, dict) or trainer_state.get("format") != FORMAT_VERSION:
+    if not isinstance(trainer_state, dict) or trainer_state.get("format") != FORMAT_VERSION or not _TRAINER_KEYS <= set(trainer_state):
         raise CheckpointError(f"{state_dir / TRAINER_FILE} is not a training state of this version")
     step = trainer_state["step"]
     weights = state_dir.parent / f"step_{step}"
@@ -207,3 +205,73 @@ def load_training_state(state_dir: Path, rank: int, world_size: int) -> tuple[di
             "continuation is not bit-identical", trainer_state["world_size"], world_size,
         )
     return trainer_state, model_state, rank_state
+
+
+LoadedState = tuple[dict[str, Any], dict[str, torch.Tensor], "dict[str, Any] | None"]
+
+
+def _try_load(state_dir: Path, ctx: DistributedContext) -> tuple[LoadedState | None, str | None]:
+    """Load `state_dir` on every rank; (state, None) if all ranks could, else (None, the first error seen)."""
+    try:
+        loaded, error = load_training_state(state_dir, ctx.rank, ctx.world_size), None
+    except CheckpointError as err:
+        loaded, error = None, str(err)
+    if any_rank(error is not None, ctx):
+        return None, broadcast_object(error, ctx) or f"{state_dir} is unreadable on another process"
+    return loaded, None
+
+
+def load_resume_state(resume: str, base: Path, ctx: DistributedContext) -> tuple[Path, LoadedState] | None:
+    """The training state `resume` names, loaded; None for `resume=auto` in a folder without checkpoints.
+
+    Under `resume=auto` a corrupt newest state is skipped (with a warning naming it) for the newest intact
+    earlier one; a state named explicitly is never replaced, but the error names the intact one to use.
+    """
+    if resume == "auto":
+        candidates = [base / f"{TRAIN_STATE_PREFIX}{step}" for step in reversed(saved_steps(base))]
+        failures: list[str] = []
+        for state_dir in candidates:
+            loaded, error = _try_load(state_dir, ctx)
+            if loaded is None:
+                failures.append(error)
+                continue
+            if failures:
+                logger.warning("resume=auto: skipping %d unreadable newer checkpoint(s) (%s); resuming from the newest intact one, %s",
+                               len(failures), failures[0], state_dir)
+            return state_dir, loaded
+        if failures:
+            raise CheckpointError(f"resume=auto: no intact checkpoint in {base} ({failures[0]}); delete the folder or choose another checkpoint_path to start over")
+        return None
+    state_dir = find_resume_state(resume)
+    loaded, error = _try_load(state_dir, ctx)
+    if loaded is None:
+        raise CheckpointError(f"{error}{_intact_advice(state_dir, ctx)}")
+    return state_dir, loaded
+
+
+def _intact_advice(broken: Path, ctx: DistributedContext) -> str:
+    """'; the newest intact earlier checkpoint is ...' for the error about a corrupt `broken` state (or '')."""
+    match = _TRAIN_STATE_DIR.match(broken.name)
+    for step in reversed(saved_steps(broken.parent)):
+        earlier = broken.parent / f"{TRAIN_STATE_PREFIX}{step}"
+        if match and step < int(match.group(1)) and _try_load(earlier, ctx)[0] is not None:
+            return f"; the newest intact earlier checkpoint is {earlier} (resume={earlier}, or resume=auto falls back to it)"
+    return ""
+
+
+_LEFTOVER_FILE = re.compile(r"^\.(step_\d+(_all_preds\.\d+)?|all_config\.yaml)\.[A-Za-z0-9_]+\.tmp$")
+_LEFTOVER_DIR = re.compile(rf"^\.{TRAIN_STATE_PREFIX}\d+\.partial$")
+
+
+def remove_leftovers(directory: Path) -> None:
+    """Delete the temporary files and staging folders of saves that a killed run left (only names this module writes)."""
+    if not directory.is_dir():
+        return
+    for path in directory.iterdir():
+        if _LEFTOVER_DIR.match(path.name) and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif _LEFTOVER_FILE.match(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+        else:
+            continue
+        logger.info("removed %s, left by an interrupted save", path)

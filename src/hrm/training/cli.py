@@ -22,6 +22,7 @@ from hrm.errors import ConfigError, HRMError
 
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
 CONFIG_NAME = "cfg_pretrain"
+INTERRUPTED_EXIT = 130  # the shell's status for a run stopped by Ctrl-C (128 + SIGINT)
 
 
 _NOT_IN_STRUCT = re.compile(r"Could not override '([^']+)'")
@@ -110,12 +111,18 @@ def to_pretrain_config(cfg: DictConfig | dict[str, Any]) -> PretrainConfig:
 
 def run_from_hydra(cfg: DictConfig) -> None:
     """The body of the Hydra app: validate, train, and turn HRMErrors into one-line exits."""
-    from hrm.training.trainer import run_training
+    from hrm.training.trainer import TrainingInterrupted, run_training
 
     if int(os.environ.get("RANK", "0")) != 0:
         logging.getLogger().setLevel(logging.WARNING)
     try:
         config = to_pretrain_config(cfg)
         run_training(config)
+    except TrainingInterrupted as err:
+        print(str(err), file=sys.stderr)
+        raise SystemExit(INTERRUPTED_EXIT) from None
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C) before a checkpoint could be saved; the last saved one (if any) is intact", file=sys.stderr)
+        raise SystemExit(INTERRUPTED_EXIT) from None
     except HRMError as err:
         fail(str(err))

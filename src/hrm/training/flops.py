@@ -30,6 +30,11 @@ def training_flops_per_example(model: nn.Module) -> float:
     return unwrap_act_model(model).flops_per_example()
 
 
+def inference_flops_per_segment(model: nn.Module) -> float:
+    """FLOPs of one evaluation segment (forward only) for one example."""
+    return unwrap_act_model(model).inference_flops_per_segment()
+
+
 def peak_flops(device: torch.device) -> float | None:
     """Peak FLOP/s of one device, or None where unknown (CPU, MPS, unlisted GPUs)."""
     if device.type != "cuda":

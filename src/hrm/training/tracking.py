@@ -52,7 +52,7 @@ class RunLogger:
         except Exception as err:  # wandb raises its own error types for network and auth problems
             if mode != "online":
                 raise
-            logger.warning("W&B: online init failed (%s); logging offline instead", str(err).splitlines()[0])
+            logger.warning("W&B: online init failed (%s); logging offline instead", (str(err).strip().splitlines() or [type(err).__name__])[0])
             kwargs["mode"] = "offline"
             self.run = wandb.init(**kwargs)
         logger.info("W&B run %r (%s) in project %r", name, mode, project)

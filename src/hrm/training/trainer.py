@@ -10,6 +10,7 @@ broadcast, gradients are summed over ranks and metric sums reduced onto rank 0.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import shutil
 import signal
@@ -21,25 +22,26 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 import torch.distributed as dist
-import yaml
-from tqdm import tqdm
 
 import hrm.models
 from hrm.checkpoint import atomic_write_bytes, check_state_dict, load_initial_weights, write_config
 from hrm.config import PretrainConfig, validate_config
 from hrm.data.combined import read_splits
-from hrm.data.format import read_split
+from hrm.data.format import IGNORE_LABEL, read_split
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.data.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
-from hrm.errors import ConfigError, DatasetError, HRMError
+from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError, one_line
 from hrm.evaluation.runner import evaluate
 from hrm.models.act import ACTCarry
 from hrm.models.registry import build_model
+from hrm.progress import configured, progress_bar, resolve_mode
 from hrm.training.checkpointing import (
+    LoadedState,
     carry_from_state,
-    find_resume_state,
-    load_training_state,
+    load_resume_state,
+    remove_leftovers,
     save_training_checkpoint,
+    saved_steps,
     set_rng_state,
 )
 from hrm.training.distributed import DistributedContext, any_rank, broadcast_object, init_distributed, shutdown_distributed
@@ -48,6 +50,7 @@ from hrm.training.evaluators import build_evaluators
 from hrm.training.flops import peak_flops, training_flops_per_example
 from hrm.training.naming import default_checkpoint_path, default_project_name, default_run_name
 from hrm.training.optimizers import SignSGDSparse, make_adam_atan2
+from hrm.training.run_lock import RunLock
 from hrm.training.schedule import cosine_schedule_with_warmup_lr_lambda, total_training_steps
 from hrm.training.tracking import RunLogger
 
@@ -55,11 +58,15 @@ logger = logging.getLogger(__name__)
 
 EVAL_OUTPUT_KEYS = ("inputs", "labels", "puzzle_identifiers", "logits", "preds", "q_halt_logits", "q_continue_logits")
 MAX_CONSECUTIVE_SKIPS = 20
-_SAMPLE_ROWS = 4096  # rows per set checked against the vocabulary before training
+_CHECK_ELEMENTS = 1 << 24  # tokens per block when every row is checked against the vocabulary
 
 
 class NonFiniteLossError(HRMError):
     """The loss or a gradient became NaN or inf."""
+
+
+class TrainingInterrupted(HRMError):
+    """Ctrl-C stopped the run after its checkpoint was saved (the message says where and how to continue)."""
 
 
 @dataclass
@@ -72,41 +79,72 @@ class Progress:
     skipped_steps: int = 0
 
 
-def check_dataset(data_path: str) -> tuple[PuzzleDatasetMetadata, PuzzleDatasetMetadata]:
-    """Both splits exist, agree on shapes, and their tokens and identifiers fit the metadata."""
+def first_token_outside(array: np.ndarray, vocab_size: int, allowed: tuple[int, ...] = ()) -> tuple[int, int, int] | None:
+    """(row, position, token) of the first token of a 2-D (memory-mapped) array outside [0, vocab_size) and `allowed`.
+
+    Every row is read, a block of rows at a time, so memory stays bounded on large memory-mapped arrays.
+    """
+    block = max(1, _CHECK_ELEMENTS // max(1, array.shape[1] if array.ndim == 2 else 1))
+    for start in range(0, array.shape[0], block):
+        rows = np.asarray(array[start:start + block])
+        if rows.size == 0 or (rows.min() >= 0 and rows.max() < vocab_size):
+            continue
+        rows = rows.astype(np.int64)  # so that allowed values outside the dtype's range compare correctly
+        bad = (rows < 0) | (rows >= vocab_size)
+        for value in allowed:
+            bad &= rows != value
+        if bad.any():
+            row, column = np.argwhere(bad.reshape(rows.shape[0], -1))[0]
+            return start + int(row), int(column), int(rows.reshape(rows.shape[0], -1)[row, column])
+    return None
+
+
+def check_dataset(data_path: str) -> tuple[PuzzleDatasetMetadata, PuzzleDatasetMetadata, int]:
+    """Both splits exist, agree on shapes, and their tokens and identifiers fit the metadata; also the test examples' count."""
     if not Path(data_path).is_dir():
-        raise DatasetError(f"data_path={data_path} does not exist; build the dataset first (see dataset/) or fix data_path")
-    metas = {}
+        problem = "is a file, not a dataset folder" if Path(data_path).exists() else "does not exist"
+        raise DatasetError(f"data_path={data_path} {problem}; build the dataset first (see dataset/) or fix data_path")
+    metas, counts = {}, {}
     for split in ("train", "test"):
         if not (Path(data_path) / split / "dataset.json").is_file():
             raise DatasetError(f"{data_path} has no {split} split ({split}/dataset.json); rebuild the dataset")
         meta, sets = read_split(data_path, split)
+        label_extra = tuple(value for value in (meta.ignore_label_id, IGNORE_LABEL) if value is not None)
         for set_name, puzzle_set in sets.items():
-            rows = np.concatenate([puzzle_set.inputs[:_SAMPLE_ROWS], puzzle_set.inputs[-_SAMPLE_ROWS:]]) if puzzle_set.num_examples else np.zeros((0,), np.int64)
-            if rows.size and (rows.max() >= meta.vocab_size or rows.min() < 0):
-                raise DatasetError(f"{data_path}/{split}/{set_name}: tokens up to {rows.max()} but vocab_size={meta.vocab_size} in dataset.json")
+            for key, array, extra in (("inputs", puzzle_set.inputs, ()), ("labels", puzzle_set.labels, label_extra)):
+                bad = first_token_outside(array, meta.vocab_size, extra)
+                if bad is not None:
+                    row, column, token = bad
+                    raise DatasetError(
+                        f"{data_path}/{split}/{set_name}__{key}.npy: row {row} position {column} holds token {token}, outside "
+                        f"vocab_size={meta.vocab_size} in {split}/dataset.json; rebuild the dataset or fix vocab_size"
+                    )
             ids = np.asarray(puzzle_set.puzzle_identifiers)
-            if ids.size and ids.max() >= meta.num_puzzle_identifiers:
-                raise DatasetError(f"{data_path}/{split}/{set_name}: puzzle identifier {ids.max()} >= num_puzzle_identifiers={meta.num_puzzle_identifiers}")
+            if ids.size and (ids.max() >= meta.num_puzzle_identifiers or ids.min() < 0):
+                bad_id = ids.max() if ids.max() >= meta.num_puzzle_identifiers else ids.min()
+                raise DatasetError(f"{data_path}/{split}/{set_name}: puzzle identifier {bad_id} outside 0..num_puzzle_identifiers-1 (num_puzzle_identifiers={meta.num_puzzle_identifiers})")
         metas[split] = meta
+        counts[split] = sum(puzzle_set.num_examples for puzzle_set in sets.values())
     for key in ("vocab_size", "seq_len", "num_puzzle_identifiers"):
         if getattr(metas["train"], key) != getattr(metas["test"], key):
             raise DatasetError(f"{data_path}: train and test splits disagree on {key} ({getattr(metas['train'], key)} vs {getattr(metas['test'], key)}); rebuild the dataset")
-    return metas["train"], metas["test"]
+    return metas["train"], metas["test"], counts["test"]
 
 
-def check_datasets(train_paths: list[str], test_paths: list[str]) -> tuple[PuzzleDatasetMetadata, PuzzleDatasetMetadata]:
-    """Every dataset checked alone, then the combined train (`data_paths`) and test (`data_paths_test`) metadata."""
-    for path in dict.fromkeys([*train_paths, *test_paths]):
-        single = check_dataset(path)
+def check_datasets(train_paths: list[str], test_paths: list[str]) -> tuple[PuzzleDatasetMetadata, PuzzleDatasetMetadata, int]:
+    """Every dataset checked alone, then the combined train (`data_paths`) and test (`data_paths_test`) metadata,
+    and the number of test examples."""
+    checked = {path: check_dataset(path) for path in dict.fromkeys([*train_paths, *test_paths])}
+    test_examples = sum(checked[path][2] for path in test_paths)
     if len(train_paths) == 1 and test_paths == train_paths:
-        return single
+        train_meta, test_meta, _ = checked[train_paths[0]]
+        return train_meta, test_meta, test_examples
     train_meta, test_meta = read_splits(train_paths, "train")[0], read_splits(test_paths, "test")[0]
     for key in ("vocab_size", "seq_len", "num_puzzle_identifiers"):
         if getattr(train_meta, key) != getattr(test_meta, key):
             raise DatasetError(f"data_paths and data_paths_test disagree on {key} ({getattr(train_meta, key)} vs "
                                f"{getattr(test_meta, key)}); list the same datasets, or leave data_paths_test empty")
-    return train_meta, test_meta
+    return train_meta, test_meta, test_examples
 
 
 def resolve_names(config: PretrainConfig, ctx: DistributedContext, saved: dict[str, Any] | None) -> PretrainConfig:
@@ -158,18 +196,30 @@ def effective_arch(config: PretrainConfig, device: torch.device) -> PretrainConf
 
 
 class StopRequest:
-    """SIGTERM/SIGUSR1 (preemption notices) ask the loop to checkpoint and stop at the next step."""
+    """SIGTERM/SIGUSR1 (preemption notices) and Ctrl-C ask the loop to checkpoint and stop at the next step.
+
+    A second Ctrl-C restores Python's own handler, so a third one aborts at once (without saving).
+    """
 
     def __init__(self) -> None:
         self.requested = False
+        self.interrupted = False
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum, frame) -> None:
-        logger.warning("received signal %d: saving a checkpoint and stopping after this step", signum)
+        if signum == signal.SIGINT:
+            if self.interrupted:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                logger.warning("Ctrl-C again: press it once more to abort without saving")
+                return
+            self.interrupted = True
+            logger.warning("Ctrl-C: saving a checkpoint and stopping after this step")
+        else:
+            logger.warning("received signal %d: saving a checkpoint and stopping after this step", signum)
         self.requested = True
 
     def install(self) -> None:
-        for signum in (signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
+        for signum in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None)):
             if signum is not None:
                 with contextlib.suppress(ValueError):  # not the main thread
                     self._previous[signum] = signal.signal(signum, self._handle)
@@ -193,9 +243,14 @@ class Trainer:
         if unknown:
             raise ConfigError(f"eval_save_outputs: {unknown[0]!r} is not an output; choose from {', '.join(EVAL_OUTPUT_KEYS)}")
 
-        self.train_meta, self.test_meta = check_datasets(config.train_data_paths, config.test_data_paths)
+        resolve_mode(config.progress)  # a bad HRM_PROGRESS is an error before anything is written
+        self.train_meta, self.test_meta, self.test_examples = check_datasets(config.train_data_paths, config.test_data_paths)
+        if self.test_examples == 0:
+            logger.warning("the test split of %s is empty: training runs without evaluations (no eval metrics are logged)",
+                           ", ".join(config.test_data_paths))
+        self.evaluators = build_evaluators(config.evaluators, config.test_data_paths, self.test_meta.blank_identifier_id)
 
-        resume_dir = None
+        resumed = None
         saved_config: dict[str, Any] | None = None
         if config.resume is not None:
             base = None
@@ -205,17 +260,20 @@ class Trainer:
                 base = Path(default_checkpoint_path(config.project_name or default_project_name(config.data_path), config.run_name))
             if config.resume == "auto" and base is None:
                 raise ConfigError("resume=auto needs checkpoint_path (or run_name) to know which run to continue")
-            resume_dir = find_resume_state(config.resume, base or Path("."))
-            if resume_dir is None:
+            resumed = load_resume_state(config.resume, base or Path("."), ctx)
+            if resumed is None:
                 logger.info("resume=auto: no checkpoint in %s yet, starting from scratch", base)
             else:
-                saved_config = yaml.safe_load((resume_dir.parent / "all_config.yaml").read_text()) if (resume_dir.parent / "all_config.yaml").is_file() else None
+                saved_config = resumed[1][0].get("config")  # the resolved config the run saved (as in all_config.yaml)
                 if config.checkpoint_path is None:
-                    config = config.model_copy(update={"checkpoint_path": str(resume_dir.parent)})
+                    config = config.model_copy(update={"checkpoint_path": str(resumed[0].parent)})
 
-        config = resolve_names(config, ctx, saved_config)
+        config = resolve_names(config, ctx, saved_config if isinstance(saved_config, dict) else None)
         self.config = effective_arch(config, self.device)
         self.checkpoint_dir = Path(self.config.checkpoint_path)
+        if self.checkpoint_dir.exists() and not self.checkpoint_dir.is_dir():
+            raise ConfigError(f"checkpoint_path={self.checkpoint_dir} is a file, not a folder; choose a folder for the checkpoints")
+        self.resumed_from = resumed[0] if resumed is not None else None
         self.epochs_per_chunk = self.config.eval_interval or self.config.epochs
         self.num_chunks = self.config.epochs // self.epochs_per_chunk
         self.total_steps = total_training_steps(self.config.epochs, self.train_meta.total_groups,
@@ -228,10 +286,12 @@ class Trainer:
 
         self.train_data = PuzzleDataset(PuzzleDatasetConfig(
             seed=self.config.seed, dataset_path=self.config.data_path, dataset_paths=self.config.train_data_paths,
-            global_batch_size=self.config.global_batch_size, test_set_mode=False, epochs_per_iter=self.epochs_per_chunk, rank=ctx.rank, num_replicas=ctx.world_size), split="train")
+            global_batch_size=self.config.global_batch_size, test_set_mode=False, epochs_per_iter=self.epochs_per_chunk,
+            rank=ctx.rank, num_replicas=ctx.world_size), split="train")
         self.test_data = PuzzleDataset(PuzzleDatasetConfig(
             seed=self.config.seed, dataset_path=self.config.data_path, dataset_paths=self.config.test_data_paths,
-            global_batch_size=self.config.global_batch_size, test_set_mode=True, epochs_per_iter=1, rank=ctx.rank, num_replicas=ctx.world_size), split="test")
+            global_batch_size=self.config.global_batch_size, test_set_mode=True, epochs_per_iter=1,
+            rank=ctx.rank, num_replicas=ctx.world_size), split="test")
 
         torch.manual_seed(self.config.seed + ctx.rank)
         with torch.device(self.device):
@@ -263,14 +323,18 @@ class Trainer:
             self.base_lrs.append(self.config.puzzle_emb_lr)
 
         self.ema = EMA(self.model, self.config.ema_rate) if self.config.ema else None
-        self.evaluators = build_evaluators(self.config.evaluators, self.config.test_data_paths, self.test_meta.blank_identifier_id)
 
         self.progress = Progress()
         self.carry: ACTCarry | None = None
         self.wandb_run_id: str | None = None
         self.last_saved_step = -1
-        if resume_dir is not None:
-            self._restore(resume_dir)
+        if resumed is not None:
+            try:
+                self._restore(*resumed)
+            except HRMError:
+                raise
+            except (KeyError, TypeError, ValueError, RuntimeError) as err:  # a readable file of the wrong structure
+                raise CheckpointError(f"{resumed[0]} is damaged or was not written by this trainer ({one_line(err)})") from None
 
         use_compile = self.config.compile if self.config.compile != "auto" else self.device.type == "cuda"
         self.forward_model = torch.compile(self.model, dynamic=False) if use_compile else self.model
@@ -279,8 +343,8 @@ class Trainer:
         self.stop = StopRequest()
 
     # ----------------------------------------------------------------------------------- resume
-    def _restore(self, state_dir: Path) -> None:
-        trainer_state, model_state, rank_state = load_training_state(state_dir, self.ctx.rank, self.ctx.world_size)
+    def _restore(self, state_dir: Path, loaded: LoadedState) -> None:
+        trainer_state, model_state, rank_state = loaded
         saved_shapes = trainer_state.get("dataset", {})
         for key, value in self.train_meta.model_shapes().items():
             if key in saved_shapes and saved_shapes[key] != value:
@@ -327,43 +391,72 @@ class Trainer:
             "config": self.config.model_dump(),
             "wandb_run_id": self.wandb_run_id,
         }
-        with contextlib.ExitStack() as stack:
-            if self.ema is not None:
-                trainer_state["ema"] = self.ema.state_dict()
-                trainer_state["live_parameters"] = {name: value.detach().cpu().clone() for name, value in self.model.state_dict().items()
-                                                    if name in self.ema.shadow}
-                stack.enter_context(self.ema.swapped_in(self.model))  # step_N gets the averaged weights
-            save_training_checkpoint(self.ctx, self.checkpoint_dir, self.progress.step, self.model, self.config,
-                                     self.optimizers, trainer_state, self.carry, keep_last=self.config.checkpoint_keep_last)
+        try:
+            with contextlib.ExitStack() as stack:
+                if self.ema is not None:
+                    trainer_state["ema"] = self.ema.state_dict()
+                    trainer_state["live_parameters"] = {name: value.detach().cpu().clone() for name, value in self.model.state_dict().items()
+                                                        if name in self.ema.shadow}
+                    stack.enter_context(self.ema.swapped_in(self.model))  # step_N gets the averaged weights
+                save_training_checkpoint(self.ctx, self.checkpoint_dir, self.progress.step, self.model, self.config,
+                                         self.optimizers, trainer_state, self.carry, keep_last=self.config.checkpoint_keep_last)
+        except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError of its zip writer
+            step = self.progress.step
+            if self.ctx.is_main and not (self.checkpoint_dir / f"train_state_{step}").is_dir():
+                (self.checkpoint_dir / f"step_{step}").unlink(missing_ok=True)  # a checkpoint is all or nothing
+            raise self._write_error(f"the checkpoint of step {step}", err) from None
         self.last_saved_step = self.progress.step
+
+    def _write_error(self, what: str, err: BaseException) -> CheckpointError:
+        """A failed write as one line (a full disk said as such); the partial files are removed."""
+        if self.ctx.is_main:
+            remove_leftovers(self.checkpoint_dir)
+        full = getattr(err, "errno", None) == errno.ENOSPC
+        with contextlib.suppress(OSError):
+            full = full or shutil.disk_usage(self.checkpoint_dir).free < (64 << 20)
+        reason = "the disk is full" if full else one_line(err)
+        last = f"step_{self.last_saved_step} is the last complete checkpoint" if self.last_saved_step > 0 else "no checkpoint was saved yet"
+        return CheckpointError(
+            f"cannot write {what} into {self.checkpoint_dir} ({reason}); {last}; free space or choose another "
+            "checkpoint_path, then continue with resume=auto"
+        )
 
     def save_config_and_source(self) -> None:
         """The resolved config (`all_config.yaml`) and the model's source code, beside the checkpoints."""
         if not self.ctx.is_main:
             return
-        write_config(self.config, self.checkpoint_dir)
-        source_dir = self.checkpoint_dir / "source"
-        source_dir.mkdir(parents=True, exist_ok=True)
-        for path in sorted(Path(hrm.models.__file__).parent.glob("*.py")):
-            shutil.copy2(path, source_dir / path.name)
+        try:
+            write_config(self.config, self.checkpoint_dir)
+            source_dir = self.checkpoint_dir / "source"
+            source_dir.mkdir(parents=True, exist_ok=True)
+            for path in sorted(Path(hrm.models.__file__).parent.glob("*.py")):
+                shutil.copy2(path, source_dir / path.name)
+        except OSError as err:
+            raise self._write_error("the run's config and source", err) from None
 
     # ------------------------------------------------------------------------------------ steps
     def _reduce_gradients(self, loss: torch.Tensor) -> bool:
-        """Sum gradients over ranks (one flat buffer) and report whether loss and gradients are finite everywhere."""
+        """Sum gradients over ranks (one flat buffer) and report whether loss and gradients are finite everywhere.
+
+        A single process has nothing to sum: it checks the gradients in place instead of copying them all
+        into the flat buffer first (the same verdict, one host synchronisation either way).
+        """
         params = [p for p in self.model.parameters() if p.requires_grad]
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         local_bad = ~torch.isfinite(loss.detach().float())
         puzzle_emb = self.model.model.puzzle_emb
         if puzzle_emb is not None and puzzle_emb.local_weights is not None and puzzle_emb.local_weights.grad is not None:
             local_bad = local_bad | ~torch.isfinite(puzzle_emb.local_weights.grad).all()
+        if not self.ctx.distributed:
+            grads = [p.grad for p in params if p.grad is not None]
+            return bool(~local_bad & all_finite(grads)) if grads else not bool(local_bad)
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         flat = torch.cat([g.reshape(-1).float() for g in grads] + [local_bad.float().reshape(1)])
-        if self.ctx.distributed:
-            dist.all_reduce(flat)
-            offset = 0
-            for param, grad in zip(params, grads):
-                count = grad.numel()
-                param.grad = flat[offset:offset + count].view_as(grad).to(grad.dtype)
-                offset += count
+        dist.all_reduce(flat)
+        offset = 0
+        for param, grad in zip(params, grads):
+            count = grad.numel()
+            param.grad = flat[offset:offset + count].view_as(grad).to(grad.dtype)
+            offset += count
         return bool(torch.isfinite(flat).all() and flat[-1] == 0)
 
     def train_batch(self, batch: dict[str, torch.Tensor], global_effective_batch_size: int) -> dict[str, float] | None:
@@ -430,15 +523,21 @@ class Trainer:
 
     def run_evaluation(self) -> dict[str, float] | None:
         """Evaluate (with the EMA weights when ema=True), then run the evaluators on all ranks' outputs."""
+        if self.test_examples == 0:
+            return None
         needed = {key for evaluator in self.evaluators for key in evaluator.required_outputs}
         return_keys = list(dict.fromkeys([*self.config.eval_save_outputs, *sorted(needed)]))
         with self.ema.swapped_in(self.model) if self.ema is not None else contextlib.nullcontext():
             result = evaluate(self.model, iter(self.test_data), self.test_meta.sets, device=self.device,
-                              return_keys=return_keys, rank=self.ctx.rank, world_size=self.ctx.world_size, progress=True)
+                              return_keys=return_keys, rank=self.ctx.rank, world_size=self.ctx.world_size,
+                              progress=self.config.progress != "off")
         if self.config.eval_save_outputs and result.outputs:
             saved = {key: value for key, value in result.outputs.items() if key in self.config.eval_save_outputs}
             path = self.checkpoint_dir / f"step_{self.progress.step}_all_preds.{self.ctx.rank}"
-            atomic_write_bytes(path, lambda handle: torch.save(saved, handle))
+            try:
+                atomic_write_bytes(path, lambda handle: torch.save(saved, handle))
+            except (OSError, RuntimeError) as err:
+                raise self._write_error(path.name, err) from None
         figures = None
         if self.evaluators:
             figures = self._run_evaluators({key: result.outputs.get(key) for key in needed})
@@ -455,8 +554,7 @@ class Trainer:
             dist.gather_object(outputs, gathered, dst=0)
             if not self.ctx.is_main:
                 return None
-            local = self.config.global_batch_size // self.ctx.world_size
-            outputs = {key: torch.stack([part[key].view(-1, local, *part[key].shape[1:]) for part in gathered], dim=1).flatten(0, 2)
+            outputs = {key: interleave_rank_rows([part[key] for part in gathered], self.config.global_batch_size // self.ctx.world_size)
                        for key in outputs}
         figures: dict[str, float] = {}
         for evaluator in self.evaluators:
@@ -479,10 +577,52 @@ class Trainer:
         yield from loader
 
     def train(self) -> dict[str, float] | None:
-        """Run (or continue) the whole training; returns the final evaluation metrics on rank 0."""
+        """Run (or continue) the whole training; returns the final evaluation metrics on rank 0.
+
+        Rank 0 holds the checkpoint folder's lock throughout; Ctrl-C saves a checkpoint and raises
+        `TrainingInterrupted`.
+        """
+        lock = self._claim_checkpoint_dir()
+        try:
+            with configured(self.config.progress):
+                return self._train()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _claim_checkpoint_dir(self) -> RunLock | None:
+        """Lock the checkpoint folder (rank 0), refuse one holding another run's checkpoints, clean stale partial saves."""
+        lock, problem = None, None
+        if self.ctx.is_main:
+            lock = RunLock(self.checkpoint_dir)
+            try:
+                lock.acquire()
+                resuming_here = self.resumed_from is not None and self.resumed_from.parent.resolve() == self.checkpoint_dir.resolve()
+                existing = sorted(saved_steps(self.checkpoint_dir)) or sorted(
+                    int(path.name[5:]) for path in self.checkpoint_dir.glob("step_*") if path.name[5:].isdigit())
+                if existing and not resuming_here and self.config.resume == "auto":
+                    logger.warning("resume=auto: %s holds weights (step_%d) but no training state to resume; starting from "
+                                   "scratch beside them", self.checkpoint_dir, existing[-1])
+                elif existing and not resuming_here:
+                    raise CheckpointError(
+                        f"checkpoint_path={self.checkpoint_dir} already holds checkpoints of another run (step_{existing[-1]}); "
+                        "continue that run with resume=auto, or choose another checkpoint_path (delete the folder to start over)"
+                    )
+                remove_leftovers(self.checkpoint_dir)
+            except HRMError as err:
+                problem = str(err)
+            except OSError as err:
+                problem = f"cannot use checkpoint_path={self.checkpoint_dir}: {one_line(err)}"
+            if problem is not None:
+                lock.release()
+        problem = broadcast_object(problem, self.ctx)
+        if problem is not None:
+            raise CheckpointError(problem)
+        return lock
+
+    def _train(self) -> dict[str, float] | None:
         ctx, config = self.ctx, self.config
         if ctx.is_main:
-            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
             logger.info("run %r of project %r: %d parameters, %d steps, checkpoints in %s",
                         config.run_name, config.project_name, self.num_params, self.total_steps, self.checkpoint_dir)
         self.save_config_and_source()
@@ -496,12 +636,14 @@ class Trainer:
         self.stop.install()
         self.consecutive_skips = 0
         final_metrics = None
-        bar = tqdm(total=self.total_steps, initial=self.progress.step, desc="train", disable=not ctx.is_main, dynamic_ncols=True)
+        bar = progress_bar(total=self.total_steps, initial=self.progress.step, desc="train", unit="step", disable=not ctx.is_main, dynamic_ncols=True)
         window_start, window_examples = time.perf_counter(), 0
         throughput: dict[str, float] = {}
         try:
             while self.progress.chunk_index < self.num_chunks:
                 chunk = self.progress.chunk_index
+                if chunk == 0 and self.progress.batches_done == 0:
+                    draw_loader_seed()  # as the original's training loader, when first iterated
                 for _, batch, effective in self._chunk_batches(chunk, self.progress.batches_done):
                     self.progress.batches_done += 1
                     if self.progress.step >= self.total_steps:
@@ -521,16 +663,21 @@ class Trainer:
                         tracker.log(logged, step=self.progress.step)
                     if self._should_stop():
                         self.save_checkpoint()
-                        logger.info("stopped at step %d; continue with resume=auto checkpoint_path=%s", self.progress.step, self.checkpoint_dir)
+                        where = f"continue with resume=auto checkpoint_path={self.checkpoint_dir}"
+                        if self.stop.interrupted:
+                            raise TrainingInterrupted(f"interrupted (Ctrl-C) at step {self.progress.step}; checkpoint saved; {where}")
+                        logger.info("stopped at step %d; %s", self.progress.step, where)
                         return None
                     if config.checkpoint_every_steps and self.progress.step % config.checkpoint_every_steps == 0:
                         self.save_checkpoint()
 
                 evaluate_now = chunk >= (self.config.min_eval_interval or 0)
+                if evaluate_now and chunk == (self.config.min_eval_interval or 0):
+                    draw_loader_seed()  # as the original's evaluation loader, when first iterated
                 final_metrics = self.run_evaluation() if evaluate_now else None
                 if final_metrics is not None:
                     tracker.log(final_metrics, step=self.progress.step)
-                    shown = {k: v for k, v in final_metrics.items() if k.endswith(("exact_accuracy", "/accuracy"))}
+                    shown = {k: v for k, v in final_metrics.items() if k.endswith(("exact_accuracy", "/accuracy")) or "/pass@" in k}
                     logger.info("step %d evaluation: %s", self.progress.step,
                                 ", ".join(f"{k}={v:.4f}" for k, v in {**shown, **throughput}.items()))
                 self.progress.chunk_index += 1
@@ -548,6 +695,30 @@ class Trainer:
         return any_rank(want, self.ctx)
 
 
+def draw_loader_seed() -> None:
+    """Consume the CPU generator as the original's data loaders do: each draws its workers' base seed when first
+    iterated (once, as its workers persist), the training loader before step 1, the evaluation loader before the
+    first evaluation. On CPU the ACT exploration draws come from this generator, so these two draws keep a CPU
+    run on the original's stream; on accelerators they change nothing.
+    """
+    torch.empty((), dtype=torch.int64).random_()
+
+
+def all_finite(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """A boolean tensor: every element of every tensor is finite. The max-abs norm of a tensor is NaN or inf
+    exactly when one of its elements is (NaN propagates through max), so one fused multi-tensor kernel decides."""
+    norms = torch._foreach_norm(tensors, float("inf"))
+    if len({norm.dtype for norm in norms}) > 1:
+        norms = [norm.float() for norm in norms]
+    return torch.isfinite(torch.stack(norms)).all()
+
+
+def interleave_rank_rows(parts: list[torch.Tensor], local_batch_size: int) -> torch.Tensor:
+    """Rows of every rank back in dataset order: rank r holds slice r of each test batch (padded to equal size)."""
+    per_rank = [part.view(-1, local_batch_size, *part.shape[1:]) for part in parts]
+    return torch.stack(per_rank, dim=1).flatten(0, 2)
+
+
 def _ignore_stop_signals(worker_id: int) -> None:
     """Loader workers leave SIGTERM/SIGINT to the main process, which saves a checkpoint and then stops them.
 
@@ -559,14 +730,21 @@ def _ignore_stop_signals(worker_id: int) -> None:
 
 
 class _ChunkView(torch.utils.data.IterableDataset):
-    """One training chunk as an iterable dataset, so a DataLoader worker can prefetch it."""
+    """One training chunk as an iterable dataset, so DataLoader workers can prefetch it.
+
+    With N workers, worker k yields only batches k, k+N, k+2N, ... of the chunk (after the `skip` already
+    consumed); the DataLoader takes one batch from each worker in turn, so the stream is exactly the inline one.
+    """
 
     def __init__(self, dataset: PuzzleDataset, chunk_index: int, skip: int):
         super().__init__()
         self.dataset, self.chunk_index, self.skip = dataset, chunk_index, skip
 
     def __iter__(self):
-        return self.dataset.iter_chunk(self.chunk_index, self.skip)
+        info = torch.utils.data.get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        batches = self.dataset.iter_chunk(self.chunk_index, self.skip)
+        return (item for index, item in enumerate(batches) if index % num_workers == worker)
 
 
 def run_training(config: PretrainConfig) -> dict[str, float] | None:

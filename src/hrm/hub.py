@@ -1,0 +1,63 @@
+"""Checkpoints on the Hugging Face Hub: `hf://owner/repo[/subfolder][@revision]`.
+
+The repo's weights (`step_N` files, or the single `checkpoint` file of the published HRM repos) and its
+`all_config.yaml` are fetched with `huggingface_hub` into its cache, and the local file is returned, so
+everything that takes a checkpoint path takes a Hub repo. With `HF_HUB_OFFLINE=1` a cached repo works
+and a missing one is a one-line error.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from hrm.errors import CheckpointError
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "hf://"
+CONFIG_FILE = "all_config.yaml"
+PUBLISHED_WEIGHTS_FILE = "checkpoint"  # the name the published HRM repos use
+_STEP_FILE = re.compile(r"^step_(\d+)$")
+
+
+def is_hub_path(path: object) -> bool:
+    return isinstance(path, str) and path.startswith(PREFIX)
+
+
+def parse_hub_path(path: str) -> tuple[str, str, str | None]:
+    """(repo_id, subfolder, revision) of `hf://owner/repo[/subfolder][@revision]`."""
+    spec, _, revision = path[len(PREFIX):].partition("@")
+    parts = [part for part in spec.split("/") if part]
+    if len(parts) < 2:
+        raise CheckpointError(f"{path!r} is not a Hub checkpoint; write hf://owner/repo (optionally /subfolder and @revision)")
+    return "/".join(parts[:2]), "/".join(parts[2:]), revision or None
+
+
+def download_checkpoint(path: str) -> Path:
+    """The local weights file of a Hub checkpoint (the latest `step_N`, else `checkpoint`), with its config beside it."""
+    repo_id, subfolder, revision = parse_hub_path(path)
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+    except ImportError:
+        raise CheckpointError(f"{path}: Hub checkpoints need huggingface_hub (pip install huggingface_hub)") from None
+    prefix = f"{subfolder}/" if subfolder else ""
+    try:
+        local = snapshot_download(repo_id, revision=revision,
+                                  allow_patterns=[f"{prefix}{CONFIG_FILE}", f"{prefix}step_*", f"{prefix}{PUBLISHED_WEIGHTS_FILE}"],
+                                  ignore_patterns=[f"{prefix}step_*_*"])  # not the saved evaluation outputs
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled):
+        raise CheckpointError(f"{path}: the repo {repo_id} is not in the Hugging Face cache and the Hub cannot be reached "
+                              "(offline); download it once with network access, or unset HF_HUB_OFFLINE") from None
+    except HfHubHTTPError as err:
+        raise CheckpointError(f"{path}: cannot download {repo_id} from the Hugging Face Hub ({str(err).splitlines()[0]})") from None
+    folder = Path(local) / subfolder
+    steps = [(int(m.group(1)), p) for p in folder.glob("step_*") if (m := _STEP_FILE.match(p.name)) and p.is_file()]
+    weights = max(steps)[1] if steps else folder / PUBLISHED_WEIGHTS_FILE
+    if not weights.is_file() or not (folder / CONFIG_FILE).is_file():
+        raise CheckpointError(f"{path}: {repo_id} holds no step_N (or {PUBLISHED_WEIGHTS_FILE}) file with an {CONFIG_FILE} beside it"
+                              + (f" in {subfolder}/" if subfolder else ""))
+    logger.info("%s -> %s", path, weights)
+    return weights

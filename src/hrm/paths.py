@@ -1,0 +1,32 @@
+"""Checking where a command will write before it starts working, so a bad path costs no compute."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hrm.errors import ConfigError
+
+
+def _check_ancestors(path: Path, label: str) -> None:
+    for ancestor in reversed(path.absolute().parents):
+        if ancestor.exists() and not ancestor.is_dir():
+            raise ConfigError(f"{label} is inside {ancestor}, which is a file; choose another path")
+
+
+def check_output_file(path: str | Path, label: str) -> Path:
+    """`path` can become a file: it is not a folder and no folder above it is a file (one-line ConfigError).
+    `label` names the path in the message, e.g. `output=results`."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{label} is a folder; give a file name, e.g. {path / 'results.json'}")
+    _check_ancestors(path, label)
+    return path
+
+
+def check_output_folder(path: str | Path, label: str) -> Path:
+    """`path` can become a folder: it is not a file and no folder above it is a file (one-line ConfigError)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{label} is a file; give a folder (it is created if missing)")
+    _check_ancestors(path, label)
+    return path
