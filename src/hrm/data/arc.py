@@ -411,6 +411,19 @@ def _encode_task(plan: _Plan, pairs: list[Pair], rng: np.random.Generator, trans
     return inputs, labels
 
 
+def augmentations_for(task: ArcTask, num_aug: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The builder's augmentations of `task` for `seed`: dihedral ids and colour maps, the original first."""
+    return choose_augmentations(task, num_aug, _task_rng(seed, task))
+
+
+def encode_task_copies(task: ArcTask, tids: np.ndarray, maps: np.ndarray, split: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Token rows (inputs, labels) of every augmented copy of `task`'s pairs for `split`, as the builder writes
+    them (train: translated, but for one example per copy; test: top left). Used by test-time adaptation."""
+    translate = split == "train"
+    plan = _Plan(task, tids, maps, np.zeros(len(tids), np.int32))
+    return _encode_task(plan, task.pairs_for(split), _task_rng(seed + (1 if translate else 2), task), translate)
+
+
 def _write_split(stage: Path, split: str, plans: list[_Plan], seed: int, num_identifiers: int, progress: bool) -> tuple[int, int, int]:
     """Write one split; returns (examples, puzzles, groups)."""
     translate = split == "train"

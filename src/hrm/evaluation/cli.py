@@ -38,6 +38,7 @@ from hrm.data.metadata import PuzzleDatasetMetadata, check_benchmark
 from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError, error_line, one_line
 from hrm.evaluation import arc as arc_scoring
 from hrm.evaluation import augmented
+from hrm.evaluation import identifiers
 from hrm.evaluation.act_refill import evaluate_act, segment_trace
 from hrm.evaluation.batching import auto_global_batch_size
 from hrm.evaluation.calibration import calibration_report, format_calibration
@@ -76,6 +77,8 @@ class EvalConfig(BaseModel):
     checkpoints: list[str] | str | None = None
     calibration_bins: int = Field(10, ge=1)
     progress: bool = True
+    puzzle_identifiers: list[str] | str = "as_is"  # identifier ablation: as_is|blank|mean|shuffled, a comma list runs several
+    identifier_seed: int = 0
 
 
 # ---------------------------------------------------------------- arguments and setup
@@ -108,6 +111,7 @@ def parse_args(argv: Sequence[str]) -> tuple[EvalConfig, list[str]]:
         raise ConfigError("halt_max_steps_sweep: every value must be at least 1")
     if config.checkpoint is None and not config.checkpoints:
         raise ConfigError("checkpoint=PATH is required (a step_N file or a run's checkpoint folder)")
+    identifiers.parse_modes(config.puzzle_identifiers)
     return config, overrides
 
 
@@ -131,14 +135,16 @@ def expand_checkpoints(config: EvalConfig) -> list[Path]:
 # ---------------------------------------------------------------- checks before compute
 
 
-def check_dataset_fits(checkpoint_file: Path, config: PretrainConfig, meta: PuzzleDatasetMetadata, overrides: Sequence[str]) -> None:
+def check_dataset_fits(checkpoint_file: Path, config: PretrainConfig, meta: PuzzleDatasetMetadata, overrides: Sequence[str],
+                       check_identifiers: bool = True) -> None:
     """The test split's vocabulary, sequence length and identifier count against the checkpoint."""
     state = read_state_dict(checkpoint_file)
     fits: list[tuple[str, int, int | None]] = []
     embed = state.get("model.inner.embed_tokens.embedding_weight")
     fits.append(("vocab_size", meta.vocab_size, None if embed is None else int(embed.shape[0])))
     puzzle = state.get("model.inner.puzzle_emb.weights")
-    fits.append(("num_puzzle_identifiers", meta.num_puzzle_identifiers, None if puzzle is None else int(puzzle.shape[0])))
+    if check_identifiers:
+        fits.append(("num_puzzle_identifiers", meta.num_puzzle_identifiers, None if puzzle is None else int(puzzle.shape[0])))
     trained_seq_len = seq_len_from_state(config.arch, state)
     if trained_seq_len is None:
         trained_seq_len = _training_seq_len(checkpoint_file, config)
@@ -162,16 +168,22 @@ def _training_seq_len(checkpoint_file: Path, config: PretrainConfig) -> int | No
     return None
 
 
-def load_checked(checkpoint_file: Path, device: torch.device, overrides: Sequence[str], data_path: str | None = None
-                 ) -> tuple[nn.Module, PretrainConfig, TestSplit]:
-    """Config, test split and model of one checkpoint, every fit checked before anything runs."""
+def load_checked(checkpoint_file: Path, device: torch.device, overrides: Sequence[str], data_path: str | None = None,
+                 check_identifiers: bool = True) -> tuple[nn.Module, PretrainConfig, TestSplit]:
+    """Config, test split and model of one checkpoint, every fit checked before anything runs.
+
+    `check_identifiers=False` (identifier ablations that ignore the data's ids) accepts any identifier count.
+    """
     overrides = list(overrides) + ([f"data_path={data_path}"] if data_path else [])
     config = read_checkpoint_config(checkpoint_file, overrides)
     split = load_test_split(config.data_path)
-    check_dataset_fits(checkpoint_file, config, split.metadata, overrides)
-    model, config = load_model(checkpoint_file, device, overrides)
+    check_dataset_fits(checkpoint_file, config, split.metadata, overrides, check_identifiers)
+    if check_identifiers:
+        model, config = load_model(checkpoint_file, device, overrides)
+    else:
+        model, config = identifiers.load_model_any_identifiers(checkpoint_file, device, overrides)
     inner = model.config
-    for name in ("vocab_size", "seq_len", "num_puzzle_identifiers"):
+    for name in ("vocab_size", "seq_len") + (("num_puzzle_identifiers",) if check_identifiers else ()):
         if getattr(inner, name) != getattr(split.metadata, name):
             raise DatasetError(f"the test split of {config.data_path} has {name} {getattr(split.metadata, name)} but the train split "
                                f"{getattr(inner, name)}; rebuild the dataset")
@@ -342,7 +354,10 @@ def run(cfg: EvalConfig, overrides: Sequence[str], rank: int, world_size: int, d
         raise ConfigError("batch_size=auto works with halt=act and the Augmented-HRM protocol (permutes=, checkpoints=); "
                           "give halt=max a number, or leave batch_size out for the run's global_batch_size")
 
-    model, config, split = load_checked(checkpoint_files[0], device, overrides)
+    modes = identifiers.parse_modes(cfg.puzzle_identifiers)
+    if is_augmented and modes != ["as_is"]:
+        raise ConfigError("puzzle_identifiers does not combine with the Augmented-HRM protocol (permutes=, checkpoints=); run them separately")
+    model, config, split = load_checked(checkpoint_files[0], device, overrides, check_identifiers=identifiers.needs_data_identifiers(modes))
     models = [model] + [load_checked(file, device, overrides, data_path=config.data_path)[0] for file in checkpoint_files[1:]]
     if cfg.batch_size == "auto":
         global_batch_size = auto_global_batch_size(model, split, device, world_size, passes=cfg.permutes if is_augmented else 1)
@@ -374,7 +389,8 @@ def run(cfg: EvalConfig, overrides: Sequence[str], rank: int, world_size: int, d
             return None
         results["augmented"] = summary
     else:
-        metrics, saved, records = run_plain(cfg, model, split, global_batch_size, device, rank, world_size)
+        with identifiers.ablated(model, modes[0], split, cfg.identifier_seed):
+            metrics, saved, records = run_plain(cfg, model, split, global_batch_size, device, rank, world_size)
         elapsed = time.perf_counter() - started
         results["protocol"] = "plain"
         if saved:
@@ -384,16 +400,29 @@ def run(cfg: EvalConfig, overrides: Sequence[str], rank: int, world_size: int, d
                 logger.info("rank %d: saved %s to %s", rank, ", ".join(saved), path)
             except OSError as err:  # keep going: the metrics are still written, then the exit status is 2
                 results.setdefault("write_errors", []).append(f"cannot write the save_outputs file {path} ({one_line(err)})")
-        sweep = run_sweep(cfg, model, split, global_batch_size, device, rank, world_size) if cfg.halt_max_steps_sweep else None
+        with identifiers.ablated(model, modes[0], split, cfg.identifier_seed):
+            sweep = run_sweep(cfg, model, split, global_batch_size, device, rank, world_size) if cfg.halt_max_steps_sweep else None
         keep = records if task == "arc" else {k: v for k, v in records.items() if k in ("set", "index", "valid", "exact", "confidence")}
         gathered = gather_to_rank0(keep, world_size)
+        other_modes = {}
+        for mode in modes[1:]:
+            with identifiers.ablated(model, mode, split, cfg.identifier_seed):
+                mode_metrics, _, mode_records = run_plain(cfg, model, split, global_batch_size, device, rank, world_size)
+            other_modes[mode] = (mode_metrics, gather_to_rank0({k: mode_records[k] for k in keep}, world_size))
         if rank != 0:
             return None
         gathered = sort_rows(gathered)
         if sweep is not None:
             results["halt_max_steps_sweep"] = sweep
         if task == "arc":
-            results["arc"] = score_arc(cfg, split, gathered)
+            results["arc"] = score_arc(cfg, split, gathered, modes[0] if len(modes) > 1 else None)
+        if modes != ["as_is"]:
+            results["puzzle_identifiers"] = modes
+            results["identifier_ablation"] = {modes[0]: {"metrics": metrics, **({"arc": results["arc"]} if task == "arc" else {})}}
+            for mode, (mode_metrics, mode_rows) in other_modes.items():
+                results["identifier_ablation"][mode] = {"metrics": mode_metrics}
+                if task == "arc":
+                    results["identifier_ablation"][mode]["arc"] = score_arc(cfg, split, sort_rows(mode_rows), mode)
         valid = gathered["valid"]
         gathered = {"confidence": gathered["confidence"][valid], "exact": gathered["exact"][valid]}
 
@@ -434,7 +463,7 @@ def save_results(path: str | Path, results: dict) -> Path:
         raise HRMError(f"cannot write {path} ({one_line(err)}); the results were saved to {fallback} instead") from None
 
 
-def score_arc(cfg: EvalConfig, split: TestSplit, rows: dict[str, np.ndarray]) -> dict:
+def score_arc(cfg: EvalConfig, split: TestSplit, rows: dict[str, np.ndarray], mode: str | None = None) -> dict:
     if split.identifier_names is None:
         raise DatasetError(f"{split.data_path}/identifiers.json is missing; ARC voting needs the puzzle names (rebuild the dataset)")
     test_inputs = []
@@ -448,6 +477,8 @@ def score_arc(cfg: EvalConfig, split: TestSplit, rows: dict[str, np.ndarray]) ->
         test_inputs = arc_scoring.attach_reference(test_inputs, json.loads(reference_path.read_text()))
     scores = arc_scoring.score(test_inputs)
     submission = Path(cfg.submission) if cfg.submission else Path(cfg.output).with_name("submission.json")
+    if mode is not None:  # several identifier modes: one submission each
+        submission = submission.with_name(f"{submission.stem}.{mode}{submission.suffix}")
     try:
         arc_scoring.write_submission(submission, test_inputs)
         scores["submission"] = str(submission)
@@ -468,6 +499,8 @@ def print_results(results: dict) -> None:
         arc = results["arc"]
         print(format_key_values("ARC voting over augmentations (pass@K averaged per task, then over tasks)",
                                 {k: v for k, v in arc.items() if k.startswith("pass@") or k.startswith("num_") or k == "submission"}))
+    if "identifier_ablation" in results:
+        print(identifiers.format_ablation_table(results["identifier_ablation"]))
     if results.get("augmented"):
         for set_name, summary in results["augmented"].items():
             print(format_key_values(f"Augmented HRM [{set_name}]: {results['permutes']} perturbations x "

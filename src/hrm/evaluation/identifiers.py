@@ -1,0 +1,128 @@
+"""Identifier ablation (`evaluate.py puzzle_identifiers=...`): how much a checkpoint leans on memorised ids.
+
+HRM and TRM learn one embedding row per training puzzle. Evaluating the same test split with the rows
+swapped out shows how much of the score comes from those memorised rows:
+
+- `as_is`: the identifiers in the data (the normal evaluation);
+- `blank`: every puzzle gets the blank identifier's row (what a never-seen puzzle gets);
+- `mean`: every puzzle gets the mean of all the checkpoint's rows (the row adaptation starts from);
+- `shuffled`: every test puzzle gets another test puzzle's row (a seeded random cyclic derangement of the
+  distinct identifiers in the test split; they must be rows of the checkpoint's table).
+
+The checkpoint is never changed: the embedding table is swapped for a temporary one while a mode runs,
+and the puzzle identifiers in the data (which ARC voting needs to undo augmentations) stay as they are.
+Without `as_is`, the dataset's identifier count need not be the checkpoint's: `blank` and `mean` ignore
+the data's identifiers, so they run on held-out tasks with their own `identifiers.json`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from hrm.checkpoint import check_state_dict, dataset_shapes, read_checkpoint_config, read_state_dict
+from hrm.config import PretrainConfig
+from hrm.errors import ConfigError
+from hrm.evaluation.data import TestSplit
+from hrm.models.registry import build_model
+
+MODES = ("as_is", "blank", "mean", "shuffled")
+DATA_FREE_MODES = frozenset({"blank", "mean"})
+
+
+def parse_modes(value: str | Sequence[str]) -> list[str]:
+    """`as_is`, `blank,mean` or `[blank,mean]` -> the distinct modes in order; unknown names are a ConfigError."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    modes = list(dict.fromkeys(str(item).strip() for item in items if str(item).strip()))
+    if not modes:
+        raise ConfigError(f"puzzle_identifiers: give at least one of {', '.join(MODES)}")
+    unknown = [mode for mode in modes if mode not in MODES]
+    if unknown:
+        raise ConfigError(f"puzzle_identifiers: {unknown[0]!r} is not a mode; choose from {', '.join(MODES)} (a comma list runs several)")
+    return modes
+
+
+def needs_data_identifiers(modes: Sequence[str]) -> bool:
+    """True when `as_is` runs: the dataset's identifiers must then be the checkpoint's (the normal check).
+
+    `shuffled` alone only needs the test puzzles' ids to be rows of the table (checked when it runs).
+    """
+    return "as_is" in modes
+
+
+def test_identifiers(split: TestSplit) -> np.ndarray:
+    """The distinct non-blank identifiers of the test puzzles, sorted."""
+    ids = np.unique(np.concatenate([np.asarray(s.puzzle_identifiers, dtype=np.int64) for s in split.sets.values()]))
+    return ids[ids != split.metadata.blank_identifier_id]
+
+
+def derangement(ids: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded random permutation of `ids` in which no identifier keeps its place (when there are two or more)."""
+    order = np.random.default_rng(seed).permutation(ids)
+    target = np.empty_like(ids)
+    target[np.searchsorted(ids, order)] = np.roll(order, -1)
+    return target
+
+
+def ablation_table(weights: torch.Tensor, mode: str, split: TestSplit, seed: int) -> torch.Tensor:
+    """The embedding table a mode evaluates with (a new tensor; `weights` is left untouched)."""
+    rows = max(int(weights.shape[0]), split.metadata.num_puzzle_identifiers)
+    if mode == "blank":
+        return weights[split.metadata.blank_identifier_id].expand(rows, -1).clone()
+    if mode == "mean":
+        return weights.float().mean(dim=0).to(weights.dtype).expand(rows, -1).clone()
+    table = weights.clone()
+    if mode == "shuffled":
+        ids = test_identifiers(split)
+        if ids.size and ids.max() >= weights.shape[0]:
+            raise ConfigError(f"puzzle_identifiers=shuffled: test puzzle identifier {int(ids.max())} is not among the checkpoint's "
+                              f"{weights.shape[0]} rows; use blank or mean on puzzles the checkpoint never saw")
+        index = torch.as_tensor(ids, device=weights.device)
+        table[index] = weights[torch.as_tensor(derangement(ids, seed), device=weights.device)]
+    return table
+
+
+@contextlib.contextmanager
+def ablated(model: nn.Module, mode: str, split: TestSplit, seed: int = 0) -> Iterator[None]:
+    """Evaluate `model` under `mode` inside the block; the checkpoint's table is restored afterwards."""
+    if mode == "as_is":
+        yield
+        return
+    embedding = model.model.puzzle_emb
+    if embedding is None:
+        raise ConfigError(f"puzzle_identifiers={mode}: the checkpoint has no puzzle embedding (arch.puzzle_emb_ndim=0); only as_is applies")
+    original = embedding.weights
+    embedding.weights = ablation_table(original, mode, split, seed)
+    try:
+        yield
+    finally:
+        embedding.weights = original
+
+
+def load_model_any_identifiers(checkpoint_file: Path, device: torch.device, overrides: Sequence[str]) -> tuple[nn.Module, PretrainConfig]:
+    """`load_model` with the embedding table sized by the checkpoint rather than the dataset (blank/mean modes)."""
+    config = read_checkpoint_config(checkpoint_file, overrides)
+    state = read_state_dict(checkpoint_file)
+    shapes = dataset_shapes(config, state)
+    table = state.get("model.inner.puzzle_emb.weights")
+    shapes["num_puzzle_identifiers"] = int(table.shape[0]) if table is not None else 1
+    model = build_model(config.arch, batch_size=config.global_batch_size, **shapes)
+    check_state_dict(model, state, checkpoint_file)
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval(), config
+
+
+def format_ablation_table(ablation: dict[str, dict]) -> str:
+    """Modes side by side: exact and token accuracy per set (and ARC pass@2 when scored)."""
+    lines = ["puzzle identifier ablation", f"{'mode':<10} {'set':<16} {'exact_accuracy':>15} {'accuracy':>10} {'pass@2':>8}"]
+    for mode, result in ablation.items():
+        pass2 = result.get("arc", {}).get("pass@2")
+        for set_name, row in (result.get("metrics") or {}).items():
+            cell = f"{pass2:>8.4f}" if pass2 is not None else f"{'':>8}"
+            lines.append(f"{mode:<10} {set_name:<16} {row['exact_accuracy']:>15.4f} {row['accuracy']:>10.4f} {cell}")
+    return "\n".join(lines)
