@@ -215,7 +215,7 @@ def hub_download(repo: str, filename: str, offline_hint: str) -> Path:
         from huggingface_hub import hf_hub_download
     except ImportError:
         raise DatasetError(
-            f"cannot fetch {filename} from {repo}: huggingface_hub is not installed (pip install 'hrm[hub]'); offline, {offline_hint}"
+            f"cannot fetch {filename} from {repo}: huggingface_hub is not installed (pip install huggingface_hub); offline, {offline_hint}"
         ) from None
     try:
         return Path(hf_hub_download(repo, filename, repo_type="dataset"))
