@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from hrm.analysis import participation_ratio_curve, several_fixed_points
+from hrm.tasks import SudokuTask
 from hrm.analysis.cli import main
 from hrm.analysis.data import load_examples
 
@@ -93,7 +94,7 @@ def test_participation_ratio_curve_and_several_fixed_points(tmp_path):
     hidden = model.config.hidden_size
     assert all(1.0 <= value <= hidden for value in curve["H"] + curve["L"])
 
-    result = several_fixed_points(model, examples.subset(np.arange(2)), "sudoku", 11, num_perturbations=5)
+    result = several_fixed_points(model, examples.subset(np.arange(2)), SudokuTask(11, 81), num_perturbations=5)
     for puzzle in result["puzzles"]:
         assert sum(puzzle["answer_sizes"]) == 5 == len(puzzle["perturbations"])
         assert 1 <= puzzle["num_distinct_answers"] == len(puzzle["answer_correct"]) <= 5

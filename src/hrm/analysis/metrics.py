@@ -9,8 +9,8 @@ import math
 import numpy as np
 import torch
 
-from hrm.analysis.tasks import sudoku_violation_count
 from hrm.analysis.trace import Trace, exact_match
+from hrm.tasks import Task
 
 
 # ------------------------------------------------------------------------- hierarchical convergence
@@ -121,9 +121,9 @@ def token_state_samples(trace: Trace, module: str) -> torch.Tensor:
 # ------------------------------------------------------------------------------ errors along steps
 
 
-def step_error_curves(trace: Trace, task: str) -> dict[str, np.ndarray]:
-    """Per low-level step [S * H_cycles * L_cycles, B]: wrong labelled tokens, their fraction, and for Sudoku
-    the number of cells breaking a rule; plus `exact` (answer entirely right)."""
+def step_error_curves(trace: Trace, task: Task) -> dict[str, np.ndarray]:
+    """Per low-level step [S * H_cycles * L_cycles, B]: wrong labelled tokens, their fraction, and for a task
+    with rules (Sudoku) the number of cells breaking one; plus `exact` (answer entirely right)."""
     preds = trace.flat_step_preds()
     labels = trace.labels[None]
     valid = labels != -100
@@ -133,8 +133,8 @@ def step_error_curves(trace: Trace, task: str) -> dict[str, np.ndarray]:
         "token_error_rate": wrong / np.maximum(valid.sum(-1), 1),
         "exact": exact_match(preds, np.broadcast_to(labels, preds.shape)),
     }
-    if task == "sudoku":
-        curves["rule_violations"] = sudoku_violation_count(preds)
+    if task.has_rules:
+        curves["rule_violations"] = task.violation_count(preds)
     return curves
 
 

@@ -34,7 +34,7 @@ from torch import nn
 
 from hrm.checkpoint import atomic_write_bytes, load_model, read_checkpoint_config, read_state_dict, resolve_checkpoint_path
 from hrm.config import PretrainConfig, validate_config
-from hrm.data.metadata import PuzzleDatasetMetadata, check_benchmark
+from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError, error_line, one_line
 from hrm.evaluation import arc as arc_scoring
 from hrm.evaluation import augmented
@@ -47,6 +47,7 @@ from hrm.evaluation.report import format_key_values, format_metrics_table, forma
 from hrm.evaluation.runner import evaluate, reduce_metric_sums
 from hrm.models.registry import model_config
 from hrm.paths import check_output_file
+from hrm.tasks import resolve as resolve_task
 from hrm.training.distributed import init_distributed
 
 logger = logging.getLogger("hrm.evaluate")
@@ -354,7 +355,7 @@ def run(cfg: EvalConfig, overrides: Sequence[str], rank: int, world_size: int, d
         raise ConfigError(f"batch_size {global_batch_size} must be a multiple of the number of processes ({world_size})")
     meta = split.metadata
     check_before_compute(cfg, split, checkpoint_files[0], rank)
-    task = augmented.detect_task(meta.vocab_size, meta.seq_len) if cfg.task == "auto" else cfg.task
+    task = data_task(cfg, split)
     if is_augmented:
         augmented.resolve_task(cfg.task, meta.vocab_size, meta.seq_len, cfg.permutes)  # fail before compute
     if rank == 0:
@@ -408,16 +409,20 @@ def run(cfg: EvalConfig, overrides: Sequence[str], rank: int, world_size: int, d
     return results
 
 
+def data_task(cfg: EvalConfig, split: TestSplit) -> str:
+    """The name of the task of the test data: `task=` checked against the data, or detected (`none`: no task)."""
+    if cfg.task == "none":
+        return "none"
+    return resolve_task(cfg.task, split.metadata, where=f"the dataset at {split.data_path}").name
+
+
 def check_before_compute(cfg: EvalConfig, split: TestSplit, checkpoint_file: Path, rank: int) -> None:
     """What would otherwise fail only after the compute: an empty test split, a task the data is not,
     and output files that cannot be written."""
-    meta = split.metadata
     if sum(puzzle_set.num_examples for puzzle_set in split.sets.values()) == 0:
         raise DatasetError(f"the test split of {split.data_path} holds no examples, so there is nothing to evaluate; "
                            "rebuild the dataset with test puzzles (ARC: include evaluation tasks)")
-    check_benchmark(cfg.task, meta.vocab_size, meta.seq_len, f"the dataset at {split.data_path}")
-    is_arc = cfg.task == "arc" or (cfg.task == "auto" and augmented.detect_task(meta.vocab_size, meta.seq_len) == "arc")
-    if is_arc and not cfg.submission:
+    if data_task(cfg, split) == "arc" and not cfg.submission:
         submission = Path(cfg.output).with_name("submission.json")
         check_output_file(submission, f"the submission file {submission} (beside output=)")
     if cfg.save_outputs:
