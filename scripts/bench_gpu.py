@@ -50,7 +50,7 @@ from hrm.evaluation.runner import evaluate
 from hrm.models.attention import auto_backend
 from hrm.models.config import DTYPES
 from hrm.models.registry import build_model, model_class
-from hrm.training.distributed import DistributedContext
+from hrm.distributed import DistributedContext
 from hrm.training.flops import inference_flops_per_segment, peak_flops, training_flops_per_example
 from hrm.training.trainer import Trainer
 

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "all_config.yaml"
 COMPILED_PREFIX = "_orig_mod."  # torch.compile's wrapper adds it to every key of the wrapped model
-_STEP_FILE = re.compile(r"^step_(\d+)$")
+STEP_FILE = re.compile(r"^step_(\d+)$")  # the weights of one step; group 1 is the step
 
 
 def atomic_write_bytes(path: str | Path, write) -> None:
@@ -53,7 +53,7 @@ def atomic_write_bytes(path: str | Path, write) -> None:
 def latest_step_file(directory: str | Path) -> Path:
     """The `step_N` file with the largest N in `directory`."""
     directory = Path(directory)
-    steps = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _STEP_FILE.match(p.name)) and p.is_file()]
+    steps = [(int(m.group(1)), p) for p in directory.iterdir() if (m := STEP_FILE.match(p.name)) and p.is_file()]
     if not steps:
         raise CheckpointError(f"no step_N checkpoint file in {directory}; point at a checkpoint file or a run's checkpoint folder")
     return max(steps)[1]

@@ -4,7 +4,7 @@ import numpy as np
 
 from hrm.analysis import plots
 from hrm.tasks import ArcGridTask, Task
-from hrm.tasks.figures import plot_arc_steps, plot_token_steps
+from hrm.tasks.figures import plot_arc_steps
 
 ARC = ArcGridTask(12, 900)
 parse_arc_grid = ARC.parse

@@ -17,7 +17,6 @@ import glob
 import json
 import logging
 import os
-import re
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import nn
 
-from hrm.checkpoint import atomic_write_bytes, load_model, read_checkpoint_config, read_state_dict, resolve_checkpoint_path
+from hrm.checkpoint import STEP_FILE, atomic_write_bytes, load_model, read_checkpoint_config, read_state_dict, resolve_checkpoint_path
 from hrm.config import PretrainConfig, validate_config
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError, error_line, one_line
@@ -42,20 +41,19 @@ from hrm.evaluation.act_refill import evaluate_act, segment_trace
 from hrm.evaluation.batching import auto_global_batch_size
 from hrm.evaluation.calibration import calibration_report, format_calibration
 from hrm.evaluation.data import ExampleSource, TestSplit, indexed_batches, load_test_split, rank_rows
-from hrm.evaluation.metrics import example_metrics, metric_sums
+from hrm.evaluation.metrics import TABLE_METRICS, example_metrics, metric_sums
 from hrm.evaluation.report import format_key_values, format_metrics_table, format_sweep_table, write_json
-from hrm.evaluation.runner import evaluate, reduce_metric_sums
+from hrm.evaluation.runner import OUTPUT_KEYS, evaluate, reduce_metric_sums
 from hrm.models.registry import model_config
 from hrm.paths import check_output_file
 from hrm.tasks import resolve as resolve_task
-from hrm.training.distributed import init_distributed
+from hrm.distributed import init_distributed
 
 logger = logging.getLogger("hrm.evaluate")
 
 ORIGINAL_SAVE_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "logits", "q_halt_logits", "q_continue_logits"]
-SAVABLE_OUTPUTS = {"inputs", "labels", "puzzle_identifiers", "logits", "preds", "q_halt_logits", "q_continue_logits", "steps"}
-METRIC_ORDER = ["accuracy", "count", "exact_accuracy", "q_halt_accuracy", "steps"]
-_STEP_NAME = re.compile(r"^step_(\d+)$")
+SAVABLE_OUTPUTS = {*OUTPUT_KEYS, "steps"}
+METRIC_ORDER = sorted(TABLE_METRICS)  # the order of the summed table reduced across ranks
 
 
 class EvalConfig(BaseModel):
@@ -119,10 +117,10 @@ def expand_checkpoints(config: EvalConfig) -> list[Path]:
     files: list[Path] = []
     for item in items:
         if glob.has_magic(item):
-            matches = [Path(p) for p in glob.glob(item) if Path(p).is_dir() or _STEP_NAME.match(Path(p).name)]
+            matches = [Path(p) for p in glob.glob(item) if Path(p).is_dir() or STEP_FILE.match(Path(p).name)]
             if not matches:
                 raise CheckpointError(f"no checkpoint matches {item!r}")
-            matches.sort(key=lambda p: (str(p.parent), int(m.group(1)) if (m := _STEP_NAME.match(p.name)) else -1, p.name))
+            matches.sort(key=lambda p: (str(p.parent), int(m.group(1)) if (m := STEP_FILE.match(p.name)) else -1, p.name))
             files += [resolve_checkpoint_path(p) for p in matches]
         else:
             files.append(resolve_checkpoint_path(item))
@@ -132,7 +130,7 @@ def expand_checkpoints(config: EvalConfig) -> list[Path]:
 # ---------------------------------------------------------------- checks before compute
 
 
-def check_dataset_fits(checkpoint_file: Path, config: PretrainConfig, meta: PuzzleDatasetMetadata, overrides: Sequence[str]) -> None:
+def check_dataset_fits(checkpoint_file: Path, config: PretrainConfig, meta: PuzzleDatasetMetadata) -> None:
     """The test split's vocabulary, sequence length and identifier count against the checkpoint."""
     state = read_state_dict(checkpoint_file)
     arch = model_config(config.arch, batch_size=1, **meta.model_shapes())
@@ -171,7 +169,7 @@ def load_checked(checkpoint_file: Path, device: torch.device, overrides: Sequenc
     overrides = list(overrides) + ([f"data_path={data_path}"] if data_path else [])
     config = read_checkpoint_config(checkpoint_file, overrides)
     split = load_test_split(config.data_path)
-    check_dataset_fits(checkpoint_file, config, split.metadata, overrides)
+    check_dataset_fits(checkpoint_file, config, split.metadata)
     model, config = load_model(checkpoint_file, device, overrides)
     inner = model.config
     for name in ("vocab_size", "seq_len", "num_puzzle_identifiers"):
@@ -322,7 +320,7 @@ def run_augmented(cfg: EvalConfig, models: Sequence[nn.Module], split: TestSplit
 def outputs_path(checkpoint_file: Path, rank: int) -> Path:
     """The original's layout: `<checkpoint dir>/step_<N>_all_preds.<rank>`, N from a `step_N` file name
     and 0 for other names (the published checkpoints are files called `checkpoint`)."""
-    match = _STEP_NAME.match(checkpoint_file.name)
+    match = STEP_FILE.match(checkpoint_file.name)
     return checkpoint_file.parent / f"step_{int(match.group(1)) if match else 0}_all_preds.{rank}"
 
 

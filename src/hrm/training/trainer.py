@@ -30,7 +30,7 @@ from hrm.data.format import IGNORE_LABEL, read_split
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.data.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
 from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError, one_line
-from hrm.evaluation.runner import evaluate
+from hrm.evaluation.runner import OUTPUT_KEYS, evaluate
 from hrm.models.act import ACTCarry
 from hrm.models.registry import build_model
 from hrm.progress import configured, progress_bar, resolve_mode
@@ -43,7 +43,7 @@ from hrm.training.checkpointing import (
     saved_steps,
     set_rng_state,
 )
-from hrm.training.distributed import DistributedContext, any_rank, broadcast_object, init_distributed, shutdown_distributed
+from hrm.distributed import DistributedContext, any_rank, broadcast_object, init_distributed, shutdown_distributed
 from hrm.training.flops import peak_flops, training_flops_per_example
 from hrm.training.naming import default_checkpoint_path, default_project_name, default_run_name
 from hrm.training.optimizers import SignSGDSparse, make_adam_atan2
@@ -53,7 +53,6 @@ from hrm.training.tracking import RunLogger
 
 logger = logging.getLogger(__name__)
 
-EVAL_OUTPUT_KEYS = ("inputs", "labels", "puzzle_identifiers", "logits", "preds", "q_halt_logits", "q_continue_logits")
 MAX_CONSECUTIVE_SKIPS = 20
 _CHECK_ELEMENTS = 1 << 24  # tokens per block when every row is checked against the vocabulary
 
@@ -220,9 +219,9 @@ class Trainer:
             raise ConfigError(f"global_batch_size={config.global_batch_size} must be divisible by the number of processes ({ctx.world_size})")
         if config.data_workers != "auto" and config.data_workers < 0:
             raise ConfigError(f"data_workers={config.data_workers} must be auto or a number of processes >= 0")
-        unknown = [key for key in config.eval_save_outputs if key not in EVAL_OUTPUT_KEYS]
+        unknown = [key for key in config.eval_save_outputs if key not in OUTPUT_KEYS]
         if unknown:
-            raise ConfigError(f"eval_save_outputs: {unknown[0]!r} is not an output; choose from {', '.join(EVAL_OUTPUT_KEYS)}")
+            raise ConfigError(f"eval_save_outputs: {unknown[0]!r} is not an output; choose from {', '.join(OUTPUT_KEYS)}")
 
         resolve_mode(config.progress)  # a bad HRM_PROGRESS is an error before anything is written
         self.train_meta, self.test_meta, self.test_examples = check_dataset(config.data_path)
