@@ -34,6 +34,7 @@ from torch import nn
 from hrm.checkpoint import STEP_FILE, atomic_write_bytes, load_model, read_checkpoint_config, read_state_dict, resolve_checkpoint_path
 from hrm.config import PretrainConfig, validate_config
 from hrm.data.metadata import PuzzleDatasetMetadata
+from hrm.distributed import init_distributed
 from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError, error_line, one_line
 from hrm.evaluation import arc as arc_scoring
 from hrm.evaluation import augmented
@@ -47,7 +48,6 @@ from hrm.evaluation.runner import OUTPUT_KEYS, evaluate, reduce_metric_sums
 from hrm.models.registry import model_config
 from hrm.paths import check_output_file
 from hrm.tasks import resolve as resolve_task
-from hrm.distributed import init_distributed
 
 logger = logging.getLogger("hrm.evaluate")
 

@@ -18,8 +18,6 @@ import torch
 from hrm.data.augment import DIHEDRAL_INVERSE, dihedral_transform
 from hrm.errors import TaskError
 
-IGNORE = -100  # label of a cell that is not scored (the loader's ignore id)
-
 
 def grid_side(seq_len: int) -> int | None:
     """Side of the square board a sequence lays out as, or None if it is not a square."""

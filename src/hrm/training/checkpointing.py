@@ -27,9 +27,9 @@ from torch import nn
 
 from hrm.checkpoint import STEP_FILE, atomic_write_bytes, clean_state_dict, load_weights_only, save_model_checkpoint
 from hrm.config import PretrainConfig
+from hrm.distributed import DistributedContext, any_rank, broadcast_object
 from hrm.errors import CheckpointError
 from hrm.models.act import ACTCarry
-from hrm.distributed import DistributedContext, any_rank, broadcast_object
 
 logger = logging.getLogger(__name__)
 

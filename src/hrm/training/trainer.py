@@ -29,6 +29,7 @@ from hrm.config import PretrainConfig, validate_config
 from hrm.data.format import IGNORE_LABEL, read_split
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.data.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
+from hrm.distributed import DistributedContext, any_rank, broadcast_object, init_distributed, shutdown_distributed
 from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError, one_line
 from hrm.evaluation.runner import OUTPUT_KEYS, evaluate
 from hrm.models.act import ACTCarry
@@ -43,7 +44,6 @@ from hrm.training.checkpointing import (
     saved_steps,
     set_rng_state,
 )
-from hrm.distributed import DistributedContext, any_rank, broadcast_object, init_distributed, shutdown_distributed
 from hrm.training.flops import peak_flops, training_flops_per_example
 from hrm.training.naming import default_checkpoint_path, default_project_name, default_run_name
 from hrm.training.optimizers import SignSGDSparse, make_adam_atan2
