@@ -31,9 +31,9 @@ from hrm.checkpoint import save_model_checkpoint
 from hrm.config import PretrainConfig
 from hrm.data.format import write_dataset, write_identifiers
 from hrm.data.metadata import PuzzleDatasetMetadata
+from hrm.distributed import resolve_device
 from hrm.evaluation.cli import EvalConfig, run
 from hrm.models.registry import build_model
-from hrm.training.distributed import resolve_device
 
 SMALL_ARCH = dict(hidden_size=64, num_heads=4, expansion=4.0, H_layers=1, L_layers=1, H_cycles=2, L_cycles=2,
                   puzzle_emb_ndim=0, halt_max_steps=8, halt_exploration_prob=0.1, forward_dtype="float32")

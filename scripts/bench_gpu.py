@@ -41,6 +41,7 @@ from bench_common import seconds_per_call
 from hrm.config import HRM_ARCH_NAME, validate_config
 from hrm.data.format import write_dataset, write_identifiers
 from hrm.data.metadata import PuzzleDatasetMetadata
+from hrm.distributed import DistributedContext
 from hrm.errors import ConfigError
 from hrm.evaluation import augmented
 from hrm.evaluation.act_refill import evaluate_act
@@ -50,7 +51,7 @@ from hrm.evaluation.runner import evaluate
 from hrm.models.attention import auto_backend
 from hrm.models.config import DTYPES
 from hrm.models.registry import build_model, model_class
-from hrm.training.distributed import DistributedContext
+from hrm.tasks import SudokuTask
 from hrm.training.flops import inference_flops_per_segment, peak_flops, training_flops_per_example
 from hrm.training.trainer import Trainer
 
@@ -266,7 +267,7 @@ def eval_protocol(case: Case, model: torch.nn.Module, device: torch.device) -> C
             out = evaluate_act(model, examples, case.batch, device=device, keep_keys=("preds", "steps"))
             return float(out["steps"].float().mean())
     elif case.halt == "augmented":
-        task = augmented.TASKS["sudoku"]
+        task = SudokuTask(11, 81)
 
         def run(examples: TensorExamples) -> float:
             puzzles, baseline = augmented.evaluate_chunk([model], examples, task, case.permutes, case.batch, "max", device)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -26,13 +25,13 @@ from hrm.config import PretrainConfig, apply_overrides, validate_config
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import CheckpointError, HRMError, one_line
 from hrm.hub import download_checkpoint, is_hub_path
+from hrm.paths import STEP_FILE
 from hrm.models.registry import build_model, seq_len_from_state
 
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "all_config.yaml"
 COMPILED_PREFIX = "_orig_mod."  # torch.compile's wrapper adds it to every key of the wrapped model
-_STEP_FILE = re.compile(r"^step_(\d+)$")
 
 
 def atomic_write_bytes(path: str | Path, write) -> None:
@@ -54,7 +53,7 @@ def atomic_write_bytes(path: str | Path, write) -> None:
 def latest_step_file(directory: str | Path) -> Path:
     """The `step_N` file with the largest N in `directory`."""
     directory = Path(directory)
-    steps = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _STEP_FILE.match(p.name)) and p.is_file()]
+    steps = [(int(m.group(1)), p) for p in directory.iterdir() if (m := STEP_FILE.match(p.name)) and p.is_file()]
     if not steps:
         raise CheckpointError(f"no step_N checkpoint file in {directory}; point at a checkpoint file or a run's checkpoint folder")
     return max(steps)[1]

@@ -21,6 +21,14 @@ class DatasetError(HRMError):
     """A dataset folder or source file that is missing or malformed."""
 
 
+class AnalysisError(HRMError):
+    """A request the analysis tools cannot serve (wrong task, unsupported model, bad puzzle string)."""
+
+
+class TaskError(AnalysisError):
+    """A puzzle typed as text that its task cannot read, or a task feature the task does not have."""
+
+
 def one_line(err: BaseException) -> str:
     """The first non-blank line of an exception's message, or its type name when the message is empty.
 

@@ -9,17 +9,16 @@ and a missing one is a one-line error.
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 from hrm.errors import CheckpointError
+from hrm.paths import STEP_FILE
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "hf://"
 CONFIG_FILE = "all_config.yaml"
 PUBLISHED_WEIGHTS_FILE = "checkpoint"  # the name the published HRM repos use
-_STEP_FILE = re.compile(r"^step_(\d+)$")
 
 
 def is_hub_path(path: object) -> bool:
@@ -54,7 +53,7 @@ def download_checkpoint(path: str) -> Path:
     except HfHubHTTPError as err:
         raise CheckpointError(f"{path}: cannot download {repo_id} from the Hugging Face Hub ({str(err).splitlines()[0]})") from None
     folder = Path(local) / subfolder
-    steps = [(int(m.group(1)), p) for p in folder.glob("step_*") if (m := _STEP_FILE.match(p.name)) and p.is_file()]
+    steps = [(int(m.group(1)), p) for p in folder.glob("step_*") if (m := STEP_FILE.match(p.name)) and p.is_file()]
     weights = max(steps)[1] if steps else folder / PUBLISHED_WEIGHTS_FILE
     if not weights.is_file() or not (folder / CONFIG_FILE).is_file():
         raise CheckpointError(f"{path}: {repo_id} holds no step_N (or {PUBLISHED_WEIGHTS_FILE}) file with an {CONFIG_FILE} beside it"

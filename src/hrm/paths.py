@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from hrm.errors import ConfigError
+
+STEP_FILE = re.compile(r"^step_(\d+)$")  # the weights of one step (`step_N`); group 1 is the step
 
 
 def _check_ancestors(path: Path, label: str) -> None:

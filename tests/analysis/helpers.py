@@ -100,3 +100,14 @@ def checkpoint(root: Path, data_path: Path, seq_len: int, vocab_size: int) -> Pa
     model, cfg = tiny_hrm(seq_len=seq_len, vocab_size=vocab_size)
     cfg = cfg.model_copy(update={"data_path": str(data_path)})
     return save_model_checkpoint(model, cfg, root / "run", step=5)
+
+
+def mini_sudoku_dataset(root: Path, count: int = 8) -> Path:
+    """The quick start's 6x6 Sudoku (2x3 boxes, vocabulary 8) from its own generator."""
+    from hrm.data.mini_sudoku import generate_puzzles
+
+    puzzles, solutions, _ = generate_puzzles(count, seed=0)
+    for split in ("train", "test"):
+        write_split(root / split, puzzles.astype(np.int64) + 1, solutions.astype(np.int64) + 1, vocab_size=8)
+    (root / "identifiers.json").write_text(json.dumps(["<blank>"]))
+    return root

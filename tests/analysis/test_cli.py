@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from hrm.analysis import participation_ratio_curve, several_fixed_points
+from hrm.tasks import SudokuTask
 from hrm.analysis.cli import main
 from hrm.analysis.data import load_examples
 
-from .helpers import checkpoint, maze_dataset, sudoku_dataset, tiny_hrm
+from .helpers import checkpoint, maze_dataset, mini_sudoku_dataset, sudoku_dataset, tiny_hrm
 
 SMALL = ["num_puzzles=2", "max_panels=4", "pr_puzzles=4", "unknown_puzzles=2", "unknowns=1,3", "perturb_puzzles=1",
          "num_perturbations=4", "calibration_puzzles=8"]
@@ -44,6 +45,23 @@ def test_cli_writes_the_whole_figure_set_for_sudoku(tmp_path, capsys):
     assert set(report["participation_ratio"]) >= {"trained", "untrained"}
     assert report["halting_calibration"]["count"] == 8
     assert "wrote 10 figures" in capsys.readouterr().out
+
+
+def test_cli_on_the_quick_starts_6x6_sudoku_draws_sudoku_boards_and_rule_breaks(tmp_path):
+    """The quick start's mini Sudoku is a Sudoku: boards, rule-violation curves with critical steps and the
+    unknown-cells curve, with rule breaks counted in 2x3 boxes."""
+    data = mini_sudoku_dataset(tmp_path / "mini")
+    ckpt = checkpoint(tmp_path, data, seq_len=36, vocab_size=8)
+    out = tmp_path / "out"
+    assert main(["boards,errors,unknowns,fixed-points", f"checkpoint={ckpt}", f"out={out}", "device=cpu", *SMALL]) == 0
+    report = _check_outputs(out, ["boards_sudoku_puzzle0.png", "boards_sudoku_puzzle1.png", "error_curves.png",
+                                  "accuracy_vs_unknowns.png", "fixed_points.png"])
+    assert report["task"] == "sudoku" and report["notes"] == []
+    assert report["trace"]["critical_step_metric"] == "rule_violations"
+    assert [row["unknowns"] for row in report["accuracy_vs_unknowns"]["rows"]] == [1, 3]
+    # Digit relabellings over 6 digits and only the symmetries that keep 2x3 boxes upright.
+    names = report["several_fixed_points"]["perturbation_family"]
+    assert names[0] == "shift0/d0" and all(name.split("/d")[1] in "0245" for name in names)
 
 
 @pytest.mark.slow
@@ -93,7 +111,7 @@ def test_participation_ratio_curve_and_several_fixed_points(tmp_path):
     hidden = model.config.hidden_size
     assert all(1.0 <= value <= hidden for value in curve["H"] + curve["L"])
 
-    result = several_fixed_points(model, examples.subset(np.arange(2)), "sudoku", 11, num_perturbations=5)
+    result = several_fixed_points(model, examples.subset(np.arange(2)), SudokuTask(11, 81), num_perturbations=5)
     for puzzle in result["puzzles"]:
         assert sum(puzzle["answer_sizes"]) == 5 == len(puzzle["perturbations"])
         assert 1 <= puzzle["num_distinct_answers"] == len(puzzle["answer_correct"]) <= 5

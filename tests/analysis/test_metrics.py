@@ -19,6 +19,8 @@ from hrm.analysis import (
     make_batch,
 )
 
+from hrm.tasks import Task
+
 from .helpers import sudoku_examples, tiny_hrm
 
 
@@ -124,7 +126,7 @@ def test_step_error_curves_count_wrong_tokens_and_rule_breaks():
     labels = np.array([[2, 3, -100, 5]])
     step_preds = np.array([[[[2, 2, 9, 5]]], [[[2, 3, 9, 5]]]])  # [S=2, steps=1, B=1, 4]
     trace = _synthetic_trace(step_preds[:, 0], labels, np.zeros((2, 1)), step_preds=step_preds)
-    curves = step_error_curves(trace, "generic")
+    curves = step_error_curves(trace, Task(12, 4))
     np.testing.assert_array_equal(curves["token_errors"][:, 0], [1, 0])
     np.testing.assert_allclose(curves["token_error_rate"][:, 0], [1 / 3, 0])
     np.testing.assert_array_equal(curves["exact"][:, 0], [False, True])
@@ -160,14 +162,3 @@ def test_halting_calibration_bins_ece_and_pearson():
     assert result["pearson_r"] == pytest.approx(np.corrcoef(confidence, correct)[0, 1])
     perfect = halting_calibration(correct.astype(float), correct)
     assert perfect["ece"] == pytest.approx(0.0) and perfect["pearson_r"] == pytest.approx(1.0)
-
-
-def test_local_calibration_agrees_with_the_evaluators():
-    from hrm.analysis.metrics import _local_calibration
-
-    rng = np.random.default_rng(0)
-    confidence = rng.random(200)
-    correct = rng.random(200) < confidence
-    ours, theirs = _local_calibration(confidence, correct, 10), halting_calibration(confidence, correct, 10)
-    assert ours["ece"] == pytest.approx(theirs["ece"]) and ours["pearson_r"] == pytest.approx(theirs["pearson_r"])
-    assert [b["count"] for b in ours["bins"]] == [b["count"] for b in theirs["bins"]]

@@ -5,10 +5,22 @@ import itertools
 import numpy as np
 import pytest
 
-from hrm.analysis import AnalysisError, detect_task, perturbations, sudoku_conflicts, sudoku_violation_count
 from hrm.analysis.data import puzzle_from_string
-from hrm.analysis.experiments import _perturb_labels, blank_cells
-from hrm.analysis.tasks import crop_arc_grid, parse_arc_grid, parse_sudoku, solve_sudoku
+from hrm.analysis.experiments import _perturb_labels
+from hrm.errors import ConfigError, TaskError
+from hrm.tasks import ArcGridTask, SudokuTask, detect, detect_name, resolve
+
+SUDOKU, ARC = SudokuTask(11, 81), ArcGridTask(12, 900)
+sudoku_conflicts, sudoku_violation_count = SUDOKU.conflicts, SUDOKU.violation_count
+parse_sudoku, solve_sudoku, parse_arc_grid, crop_arc_grid = SUDOKU.parse, SUDOKU.solve, ARC.parse, ARC.crop
+
+
+def blank_cells(boards, count, rng):
+    return SUDOKU.unknown_cells(boards, count, rng)
+
+
+def perturbations(task, vocab, seq_len, count, seed=0):
+    return resolve(task, vocab, seq_len).perturbations(count, seed=seed)
 
 from .helpers import maze_examples, solved_sudokus
 
@@ -38,10 +50,21 @@ def test_sudoku_conflicts_agree_with_brute_force():
 
 
 def test_task_detection_from_metadata():
-    assert detect_task(11, 81) == "sudoku"
-    assert detect_task(6, 900) == "maze"
-    assert detect_task(12, 900) == "arc"
-    assert detect_task(7, 12) == "generic"
+    assert detect_name(11, 81) == "sudoku"
+    assert detect_name(6, 900) == "maze"
+    assert detect_name(12, 900) == "arc"
+    assert detect_name(7, 12) == "generic"
+    assert detect_name(8, 36) == "sudoku" and detect_name(6, 16) == "sudoku"  # 6x6 (2x3 boxes), 4x4 (mazes start at 5x5)
+    mini = detect(8, 36)
+    assert (mini.side, mini.box_rows, mini.box_cols) == (6, 2, 3)
+
+
+def test_explicit_task_is_checked_against_the_data():
+    assert resolve("sudoku", 8, 36).side == 6
+    with pytest.raises(ConfigError, match="task=arc does not fit"):
+        resolve("arc", 11, 81, where="the model")
+    with pytest.raises(ConfigError, match="unknown"):
+        resolve("chess", 11, 81)
 
 
 def test_sudoku_string_parsing_and_solving():
@@ -53,9 +76,9 @@ def test_sudoku_string_parsing_and_solving():
     solution = solve_sudoku(puzzle)
     assert solution is not None and sudoku_violation_count(solution) == 0
     assert np.all(solution[puzzle != 1] == puzzle[puzzle != 1])
-    examples = puzzle_from_string(text, "sudoku")
+    examples = puzzle_from_string(text, SUDOKU)
     assert examples.inputs.shape == (1, 81) and (examples.labels[0] == solution).all()
-    with pytest.raises(AnalysisError, match="81 cells"):
+    with pytest.raises(TaskError, match="81 cells"):
         parse_sudoku("123")
 
 
@@ -103,5 +126,5 @@ def test_arc_grid_round_trip():
     board = canvas.reshape(30, 30)
     assert (board[2, :3] == 1).all() and (board[:2, 3] == 1).all()
     np.testing.assert_array_equal(crop_arc_grid(canvas), grid)
-    with pytest.raises(AnalysisError, match="JSON"):
+    with pytest.raises(TaskError, match="JSON"):
         parse_arc_grid("[[10]]")

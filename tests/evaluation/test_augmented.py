@@ -4,6 +4,9 @@ import torch
 
 from hrm.evaluation import augmented as aug
 from hrm.evaluation.augmented import Pass, PuzzleResult
+from hrm.tasks import MazeTask, SudokuTask, detect_name
+
+SUDOKU, MAZE = SudokuTask(11, 81), MazeTask(6, 900)
 
 IGN = -100
 
@@ -42,57 +45,57 @@ def test_sudoku_shift_round_trip_and_validity():
     labels = torch.tensor(solution).reshape(-1)
     labels[:3] = IGN
     for k in range(9):
-        shifted = aug.shift_sudoku_digits(puzzle, k)
-        assert torch.equal(aug.unshift_sudoku_digits(shifted, k), puzzle)
+        shifted = SUDOKU.perturb_rows(puzzle, k)
+        assert torch.equal(SUDOKU.unperturb_rows(shifted, k), puzzle)
         assert torch.equal(shifted == 1, puzzle == 1)  # blanks stay blank
-        assert aug.sudoku_is_valid_solution(shifted.numpy(), aug.shift_sudoku_digits(torch.tensor(solution), k).numpy())
-        assert (aug.shift_sudoku_digits(labels, k)[:3] == IGN).all()
-    assert aug.shift_sudoku_digits(torch.tensor([2, 10, 5]), 1).tolist() == [3, 2, 6]
-    rows = aug.shift_sudoku_digits(torch.tensor([[2, 2], [2, 2]]), torch.tensor([0, 3]))
+        assert SUDOKU.verify(shifted.numpy(), SUDOKU.perturb_rows(torch.tensor(solution), k).numpy())
+        assert (SUDOKU.perturb_rows(labels, k)[:3] == IGN).all()
+    assert SUDOKU.perturb_rows(torch.tensor([2, 10, 5]), 1).tolist() == [3, 2, 6]
+    rows = SUDOKU.perturb_rows(torch.tensor([[2, 2], [2, 2]]), torch.tensor([0, 3]))
     assert rows.tolist() == [[2, 2], [5, 5]]
 
 
 def test_maze_swap_round_trip():
     grid, path = maze()
-    swapped = aug.swap_maze_ends(torch.tensor(grid), 1)
+    swapped = MAZE.perturb_rows(torch.tensor(grid), 1)
     assert swapped[0, 0] == 4 and swapped[2, 4] == 3
-    assert torch.equal(aug.swap_maze_ends(swapped, 1), torch.tensor(grid))
-    assert torch.equal(aug.swap_maze_ends(torch.tensor(path), 0), torch.tensor(path))
+    assert torch.equal(MAZE.perturb_rows(swapped, 1), torch.tensor(grid))
+    assert torch.equal(MAZE.perturb_rows(torch.tensor(path), 0), torch.tensor(path))
 
 
 def test_sudoku_verifier():
     solution = sudoku_solution()
     puzzle = sudoku_puzzle(solution)
-    assert aug.sudoku_is_valid_solution(puzzle, solution)
+    assert SUDOKU.verify(puzzle, solution)
     broken = solution.copy()
     broken[0, 0], broken[0, 1] = broken[0, 1], broken[0, 0]  # rows still fine, columns broken
-    assert not aug.sudoku_is_valid_solution(puzzle, broken)
-    relabelled = aug.shift_sudoku_digits(torch.tensor(solution), 1).numpy()  # valid grid, but drops the givens
-    assert not aug.sudoku_is_valid_solution(puzzle, relabelled)
+    assert not SUDOKU.verify(puzzle, broken)
+    relabelled = SUDOKU.perturb_rows(torch.tensor(solution), 1).numpy()  # valid grid, but drops the givens
+    assert not SUDOKU.verify(puzzle, relabelled)
     with_blank = solution.copy()
     with_blank[4, 4] = 1
-    assert not aug.sudoku_is_valid_solution(puzzle, with_blank)
+    assert not SUDOKU.verify(puzzle, with_blank)
 
 
 def test_maze_shortest_path_check():
     grid, path = maze()
-    assert aug.maze_is_shortest_path(grid, path)
+    assert MAZE.verify(grid, path)
     longer = grid.copy()
     for r, c in [(0, 1), (0, 2), (0, 3), (1, 3), (2, 3)]:  # the upper route is as long: still shortest
         longer[r, c] = 5
-    assert aug.maze_is_shortest_path(grid, longer)
+    assert MAZE.verify(grid, longer)
     broken = path.copy()
     broken[2, 2] = 2  # a gap
-    assert not aug.maze_is_shortest_path(grid, broken)
+    assert not MAZE.verify(grid, broken)
     extra = path.copy()
     extra[0, 1] = 5  # a detour cell
-    assert not aug.maze_is_shortest_path(grid, extra)
+    assert not MAZE.verify(grid, extra)
     through_wall = path.copy()
     through_wall[1, 1] = 5
-    assert not aug.maze_is_shortest_path(grid, through_wall)
+    assert not MAZE.verify(grid, through_wall)
     moved_goal = path.copy()
     moved_goal[2, 4] = 2
-    assert not aug.maze_is_shortest_path(grid, moved_goal)
+    assert not MAZE.verify(grid, moved_goal)
 
 
 def test_maze_detour_is_not_shortest():
@@ -102,10 +105,10 @@ def test_maze_detour_is_not_shortest():
     detour = grid.copy()
     for r, c in [(1, 0), (2, 0), (2, 1), (2, 2), (2, 3), (1, 3)]:
         detour[r, c] = 5
-    assert not aug.maze_is_shortest_path(grid, detour)  # valid path, but 7 steps vs 3
+    assert not MAZE.verify(grid, detour)  # valid path, but 7 steps vs 3
     direct = grid.copy()
     direct[0, 1] = direct[0, 2] = 5
-    assert aug.maze_is_shortest_path(grid, direct)
+    assert MAZE.verify(grid, direct)
 
 
 def _p(answer, confidence=0.5, counted=True, checkpoint=0, perturbation=0):
@@ -127,7 +130,7 @@ def test_verified_selection_prefers_a_valid_grid():
     wrong = solution.copy()
     wrong[0, 0], wrong[0, 1] = wrong[0, 1], wrong[0, 0]
     passes = [_p(wrong, 0.9), _p(wrong, 0.9), _p(solution, 0.1), _p(solution, 0.9, counted=False)]
-    verify = aug.TASKS["sudoku"].verify
+    verify = SUDOKU.verify
     assert np.array_equal(aug.select_verified(passes, puzzle, verify).prediction, solution)
     assert np.array_equal(aug.select_majority(passes).prediction, wrong)
     no_valid = [_p(wrong, 0.9)]
@@ -153,7 +156,7 @@ def test_tally_on_hand_made_puzzles():
                                                                _p(wrong.reshape(-1), perturbation=2)])
     verifier_only = PuzzleResult(puzzle.reshape(-1), labels, [_p(wrong.reshape(-1)), _p(wrong.reshape(-1), perturbation=1),
                                                               _p(solution.reshape(-1), perturbation=2)])
-    summary = aug.score_puzzles([solved_by_vote, verifier_only], aug.TASKS["sudoku"])
+    summary = aug.score_puzzles([solved_by_vote, verifier_only], SUDOKU)
     assert summary["paper_accuracy"] == 0.5 and summary["majority_accuracy"] == 0.5 and summary["verified_accuracy"] == 1.0
     assert summary["single_accuracy"] == 0.5 and summary["any_counted_correct_accuracy"] == 1.0
     assert summary["counted_pass_accuracy"] == pytest.approx(3 / 6)
@@ -164,17 +167,18 @@ def test_perturbed_examples_layout():
 
     solution = torch.tensor(sudoku_solution()).reshape(1, -1)
     source = TensorExamples({"inputs": solution.clone(), "labels": solution.clone(), "puzzle_identifiers": torch.zeros(1, dtype=torch.int32)})
-    rows = aug.PerturbedExamples(source, aug.TASKS["sudoku"], 3).gather(torch.arange(3))
+    rows = aug.PerturbedExamples(source, SUDOKU, 3).gather(torch.arange(3))
     for k in range(3):
-        assert torch.equal(rows["inputs"][k], aug.shift_sudoku_digits(solution[0], k))
+        assert torch.equal(rows["inputs"][k], SUDOKU.perturb_rows(solution[0], k))
         assert torch.equal(rows["labels"][k], rows["inputs"][k])
 
 
 def test_task_detection_and_bad_permutes():
-    assert aug.detect_task(11, 81) == "sudoku" and aug.detect_task(6, 900) == "maze" and aug.detect_task(12, 900) == "arc"
+    assert detect_name(11, 81) == "sudoku" and detect_name(6, 900) == "maze" and detect_name(12, 900) == "arc"
+    assert detect_name(8, 36) == "sudoku" and aug.resolve_task("auto", 8, 36, 6).side == 6
     with pytest.raises(Exception, match="permutes=10"):
         aug.resolve_task("sudoku", 11, 81, 10)
-    with pytest.raises(Exception, match="task=sudoku or task=maze"):
+    with pytest.raises(Exception, match="Sudoku and maze"):
         aug.resolve_task("auto", 7, 12, 2)
 
 
@@ -187,12 +191,12 @@ def test_verifiers_accept_the_builders_answers():
     mazes = generate_mazes(6, size=9, min_path_len=8, seed=0)
     for question, answer in zip(to_tokens(mazes.questions), to_tokens(mazes.answers)):
         question, answer = np.asarray(question, np.int64), np.asarray(answer, np.int64)
-        assert aug.maze_is_shortest_path(question, answer)
-        swapped = aug.swap_maze_ends(torch.tensor(answer), 1).numpy()
-        assert aug.maze_is_shortest_path(aug.swap_maze_ends(torch.tensor(question), 1).numpy(), swapped)
+        assert MAZE.verify(question, answer)
+        swapped = MAZE.perturb_rows(torch.tensor(answer), 1).numpy()
+        assert MAZE.verify(MAZE.perturb_rows(torch.tensor(question), 1).numpy(), swapped)
     sudokus = generate_sudokus(3, seed=0, progress=False)
     for puzzle, solution in zip(sudokus.puzzles.astype(np.int64) + 1, sudokus.solutions.astype(np.int64) + 1):
-        assert aug.sudoku_is_valid_solution(puzzle, solution)
+        assert SUDOKU.verify(puzzle, solution)
         for k in (1, 5):
-            assert aug.sudoku_is_valid_solution(aug.shift_sudoku_digits(torch.tensor(puzzle), k).numpy(),
-                                                aug.shift_sudoku_digits(torch.tensor(solution), k).numpy())
+            assert SUDOKU.verify(SUDOKU.perturb_rows(torch.tensor(puzzle), k).numpy(),
+                                                SUDOKU.perturb_rows(torch.tensor(solution), k).numpy())

@@ -156,8 +156,9 @@ def sudoku_dataset(root: Path, count: int = 10) -> Path:
 
 
 def test_augmented_protocol_end_to_end(tmp_path):
-    from hrm.evaluation.augmented import shift_sudoku_digits
+    from hrm.tasks import SudokuTask
 
+    shift_sudoku_digits = SudokuTask(11, 81).perturb_rows
     data = sudoku_dataset(tmp_path / "sudoku")
     for step, q_seed in ((10, 1), (20, 2)):
         make_checkpoint(tmp_path / "run", data, step=step, seed=step, q_scale=1.0, q_seed=q_seed, halt_max_steps=2, global_batch_size=6)
@@ -185,6 +186,19 @@ def test_augmented_protocol_end_to_end(tmp_path):
 
     act = results_of(tmp_path, f"checkpoint={tmp_path / 'run' / 'step_10'}", "permutes=2", "halt=act", name="act.json")
     assert act["augmented"]["all"]["passes"] == 20 and act["metrics"]["all"]["steps"] <= 2
+
+
+def test_augmented_protocol_on_the_quick_starts_6x6_sudoku(tmp_path, capsys, monkeypatch):
+    """permutes=P relabels the 6 digits of the mini Sudoku; verified selection checks 6x6 rules with 2x3 boxes."""
+    from hrm.data.mini_sudoku import generate_puzzles
+
+    puzzles, solutions, _ = generate_puzzles(8, seed=0)
+    data = write_tiny_dataset(tmp_path / "mini", puzzles + 1, solutions + 1, 8)
+    make_checkpoint(tmp_path / "run", data, step=5, seed=5, q_scale=1.0, q_seed=1, halt_max_steps=2, global_batch_size=8)
+    results = results_of(tmp_path, f"checkpoint={tmp_path / 'run' / 'step_5'}", "permutes=6")
+    assert results["task"] == "sudoku" and results["augmented"]["all"]["passes"] == 8 * 6
+    assert "verified_accuracy" in results["augmented"]["all"]
+    assert "permutes=7" in _fails(capsys, monkeypatch, f"checkpoint={tmp_path / 'run' / 'step_5'}", "permutes=7")
 
 
 def test_published_checkpoint_layout(tmp_path, run):

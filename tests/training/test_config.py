@@ -121,7 +121,7 @@ def test_paper_model_size():
 
 def test_device_resolution_per_local_rank(monkeypatch):
     from hrm.errors import ConfigError
-    from hrm.training.distributed import resolve_device
+    from hrm.distributed import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

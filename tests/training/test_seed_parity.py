@@ -18,7 +18,7 @@ from hrm.checkpoint import clean_state_dict
 from hrm.data.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
 from hrm.training import trainer as trainer_module
 from hrm.training.cli import compose_config, to_pretrain_config
-from hrm.training.distributed import init_distributed, shutdown_distributed
+from hrm.distributed import init_distributed, shutdown_distributed
 
 GOLDEN = Path(__file__).resolve().parents[2] / ".." / "shared" / "golden" / "seed_parity"
 needs_golden = pytest.mark.skipif(not (GOLDEN / "original_run.json").is_file(),

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from training_helpers import tiny_config
-from hrm.training.distributed import DistributedContext
+from hrm.distributed import DistributedContext
 from hrm.training.trainer import Trainer, all_finite
 
 

@@ -17,7 +17,7 @@ from hrm.data.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
 from hrm.errors import DatasetError
 from hrm.training.checkpointing import saved_steps
 from hrm.training.cli import accept_plus_for_existing_keys, compose_config, to_pretrain_config
-from hrm.training.distributed import init_distributed
+from hrm.distributed import init_distributed
 from hrm.training.ema import EMA
 from hrm.training.trainer import Trainer, run_training
 

@@ -33,7 +33,7 @@ from hrm.adaptation.tasks import AdaptationSet, CheckpointShape, build_from_arc,
 from hrm.checkpoint import PUZZLE_EMB_KEY, atomic_write_bytes, dataset_shapes, read_checkpoint_config, read_state_dict, resolve_checkpoint_path
 from hrm.config import PretrainConfig, validate_config
 from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError
-from hrm.training.distributed import DistributedContext, broadcast_object, init_distributed, shutdown_distributed
+from hrm.distributed import DistributedContext, broadcast_object, init_distributed, shutdown_distributed
 
 logger = logging.getLogger("hrm.adapt")
 

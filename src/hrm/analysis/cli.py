@@ -15,22 +15,21 @@ from pathlib import Path
 
 import torch
 
-from hrm.analysis.data import Examples, load_examples, puzzle_from_string
+from hrm.analysis.data import Puzzles, load_examples, puzzle_from_string
 from hrm.analysis.metrics import calibration_from_evaluator
 from hrm.analysis.report import ANALYSES, AnalysisOptions, run_analyses
-from hrm.analysis.tasks import TASKS, AnalysisError, detect_task
 from hrm.analysis.trace import hrm_inner
 from hrm.checkpoint import load_model, resolve_checkpoint_path
-from hrm.data.metadata import check_benchmark
-from hrm.errors import HRMError, error_line, one_line
+from hrm.errors import AnalysisError, HRMError, error_line, one_line
 from hrm.paths import check_output_folder
+from hrm.tasks import TASK_NAMES, resolve
 
 USAGE = """usage: python -m hrm.analysis [all|boards,residuals,pca,errors,qvalues,pr,unknowns,fixed-points,calibration]
                           checkpoint=PATH [key=value ...]
 
   checkpoint=PATH        step_N file or a run's checkpoint folder (its latest step_N)
   data_path=PATH         dataset folder (default: the checkpoint's data_path)
-  puzzle=TEXT            trace this puzzle instead of dataset examples: 81-char Sudoku (. or 0 blank),
+  puzzle=TEXT            trace this puzzle instead of dataset examples: Sudoku of side^2 chars (. or 0 blank),
                          maze rows joined by | (chars '# SGo'), or an ARC grid as JSON
   puzzle_file=PATH       the same, read from a file;  solution=TEXT  its answer (Sudoku: solved if absent)
   task=auto|sudoku|maze|arc|generic   (auto: from vocab_size/seq_len)
@@ -173,19 +172,17 @@ def _run(argv: list[str]) -> int:
     checkpoint = Path(own["checkpoint"]).resolve()
     default_out = Path("outputs") / "analysis" / (checkpoint.parent.name if checkpoint.is_file() else checkpoint.name)
     out_dir = check_output_folder(Path(own["out"]) if own.get("out") else default_out, f"out={own.get('out', default_out)}")
-    task = own.get("task", "auto")
-    if task != "auto" and task not in TASKS:
-        raise AnalysisError(f"task={task!r} is unknown; choose auto or one of {', '.join(TASKS)}")
+    task_name = own.get("task", "auto")
+    if task_name != "auto" and task_name not in TASK_NAMES:
+        raise AnalysisError(f"task={task_name!r} is unknown; choose auto or one of {', '.join(TASK_NAMES)}")
     device = pick_device(own.get("device", "auto"))
     model, config = load_model(own["checkpoint"], device=device, overrides=overrides)
     inner = hrm_inner(model)
-    if task == "auto":
-        task = detect_task(inner.config.vocab_size, inner.config.seq_len)
-    check_benchmark(task, inner.config.vocab_size, inner.config.seq_len, f"the model of {own['checkpoint']}")
-    logger.info("checkpoint %s: task %s, device %s, model %s", resolve_checkpoint_path(own["checkpoint"]), task, device, type(inner).__name__)
+    task = resolve(task_name, inner.config.vocab_size, inner.config.seq_len, f"the model of {own['checkpoint']}")
+    logger.info("checkpoint %s: task %s, device %s, model %s", resolve_checkpoint_path(own["checkpoint"]), task.name, device, type(inner).__name__)
 
     split = own.get("split", "test")
-    pool: Examples | None = None
+    pool: Puzzles | None = None
     data_path = Path(own.get("data_path", config.data_path))
     if (data_path / split / "dataset.json").is_file():
         pool, _ = load_examples(data_path, split, _int_key(own, "calibration_puzzles", 256), set_name=own.get("set"), seed=options.seed)

@@ -12,7 +12,7 @@ import numpy as np
 from torch import nn
 from tqdm import tqdm
 
-from hrm.analysis.data import Examples
+from hrm.analysis.data import Puzzles
 from hrm.analysis.metrics import (
     CovarianceAccumulator,
     critical_step,
@@ -23,13 +23,14 @@ from hrm.analysis.metrics import (
     step_error_curves,
     token_state_samples,
 )
-from hrm.analysis.tasks import SUDOKU_BLANK, AnalysisError, Perturbation, perturbations
 from hrm.analysis.trace import Trace, exact_match, hrm_inner, iter_traces
+from hrm.errors import AnalysisError
+from hrm.tasks import Perturbation, Task, detect
 
 logger = logging.getLogger(__name__)
 
 
-def _examples_traces(model: nn.Module, examples: Examples, chunk_size: int, desc: str, **options):
+def _examples_traces(model: nn.Module, examples: Puzzles, chunk_size: int, desc: str, **options):
     chunks = iter_traces(model, examples.inputs, examples.labels, examples.puzzle_identifiers, chunk_size=chunk_size, **options)
     total = -(len(examples) // -chunk_size)
     return tqdm(chunks, total=total, desc=desc, leave=False, disable=total < 4)
@@ -38,7 +39,7 @@ def _examples_traces(model: nn.Module, examples: Examples, chunk_size: int, desc
 # ------------------------------------------------------------------------------- a traced batch
 
 
-def summarise_trace(trace: Trace, task: str) -> dict:
+def summarise_trace(trace: Trace, task: Task) -> dict:
     """The JSON numbers of one traced batch: residuals, PCA of z_H, error curves with critical steps,
     Q-values per segment and the fixed-point check."""
     residuals = forward_residuals(trace)
@@ -69,7 +70,7 @@ def summarise_trace(trace: Trace, task: str) -> dict:
 # ------------------------------------------------------------------------------ participation ratio
 
 
-def participation_ratio_curve(model: nn.Module, examples: Examples, puzzle_counts: list[int] | None = None, *,
+def participation_ratio_curve(model: nn.Module, examples: Puzzles, puzzle_counts: list[int] | None = None, *,
                               chunk_size: int = 4, num_segments: int | None = None) -> dict:
     """PR of z_H and z_L against the number of puzzles whose trajectories are pooled.
 
@@ -111,23 +112,29 @@ def _doubling(total: int) -> list[int]:
 DEFAULT_UNKNOWNS = (1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 40, 50, 60)
 
 
-def accuracy_vs_unknowns(model: nn.Module, solved: Examples, unknowns: tuple[int, ...] = DEFAULT_UNKNOWNS, *,
+def accuracy_vs_unknowns(model: nn.Module, solved: Puzzles, unknowns: tuple[int, ...] = DEFAULT_UNKNOWNS, *,
                          seed: int = 0, chunk_size: int = 32, num_segments: int | None = None,
-                         tolerance: float = 0.01) -> dict:
-    """Sudoku: blank k random cells of solved boards (the labels) for each k and measure exact accuracy,
-    with the fixed-point check (does z_H stop moving once the answer is right) on every such puzzle."""
+                         tolerance: float = 0.01, task: Task | None = None) -> dict:
+    """Hide k random cells of solved boards (the labels) for each k, the task's way (Sudoku: blanks), and
+    measure exact accuracy, with the fixed-point check (does z_H stop moving once the answer is right) on
+    every such puzzle. `task`: default, detected from the model's vocabulary and sequence length."""
+    if task is None:
+        config = hrm_inner(model).config
+        task = detect(config.vocab_size, config.seq_len)
+    if not task.supports_unknowns:
+        raise AnalysisError(f"the unknown-cells experiment needs solved boards to hide cells of, which task={task.name} has not")
     rng = np.random.default_rng(seed)
     boards = solved.labels
-    valid_boards = (boards >= 2).all(-1) & (boards <= 10).all(-1)
+    valid_boards = task.complete(boards)
     boards = boards[valid_boards]
     if boards.shape[0] == 0:
-        raise AnalysisError("accuracy against unknown cells needs Sudoku examples with complete solution labels")
+        raise AnalysisError(f"accuracy against unknown cells needs {task.name} examples with complete solution labels")
     identifiers = solved.puzzle_identifiers[valid_boards]
     rows = []
     for k in unknowns:
         if k > boards.shape[1]:
             break
-        inputs = blank_cells(boards, k, rng)
+        inputs = task.unknown_cells(boards, k, rng)
         correct, checks = [], []
         for trace in iter_traces(model, inputs, boards, identifiers, chunk_size=chunk_size,
                                  num_segments=num_segments, keep_states=False, decode_steps=False):
@@ -148,14 +155,6 @@ def accuracy_vs_unknowns(model: nn.Module, solved: Examples, unknowns: tuple[int
             "fixed_point": "z_H moves by less than tolerance x ||z_H|| in every segment after the first correct answer"}
 
 
-def blank_cells(boards: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
-    """Copies of solved boards with `count` distinct random cells of each set to the Sudoku blank token."""
-    inputs = np.array(boards, copy=True)
-    for row in inputs:
-        row[rng.choice(inputs.shape[1], size=count, replace=False)] = SUDOKU_BLANK
-    return inputs
-
-
 def _rate(entries: list[dict], key: str) -> float | None:
     return float(np.mean([bool(e[key]) for e in entries])) if entries else None
 
@@ -168,12 +167,11 @@ def _perturb_labels(perturbation: Perturbation, labels: np.ndarray) -> np.ndarra
     return np.where(moved_mask, moved, -100)
 
 
-def several_fixed_points(model: nn.Module, examples: Examples, task: str, vocab_size: int, *,
+def several_fixed_points(model: nn.Module, examples: Puzzles, task: Task, *,
                          num_perturbations: int = 16, seed: int = 0, num_segments: int | None = None) -> dict:
     """Run perturbed copies of each puzzle (all in one batch), undo each perturbation on its answer, and count
     the distinct answers they settle on, how many are right, and whether the Q-head would halt on them."""
-    seq_len = examples.inputs.shape[1]
-    family = perturbations(task, vocab_size, seq_len, num_perturbations, seed=seed)
+    family = task.perturbations(num_perturbations, seed=seed)
     puzzles = []
     for index in tqdm(range(len(examples)), desc="perturbations", leave=False, disable=len(examples) < 4):
         inputs, labels = examples.inputs[index], examples.labels[index]
@@ -208,7 +206,7 @@ def several_fixed_points(model: nn.Module, examples: Examples, task: str, vocab_
 # ---------------------------------------------------------------------------------- calibration
 
 
-def calibration_from_runs(model: nn.Module, examples: Examples, *, chunk_size: int = 32, num_segments: int | None = None,
+def calibration_from_runs(model: nn.Module, examples: Puzzles, *, chunk_size: int = 32, num_segments: int | None = None,
                           num_bins: int = 10) -> dict:
     """Halting calibration of the final segment's sigmoid(q_halt) against exact correctness, run here."""
     confidence, correct, halts = [], [], []

@@ -9,8 +9,9 @@ import math
 import numpy as np
 import torch
 
-from hrm.analysis.tasks import sudoku_violation_count
 from hrm.analysis.trace import Trace, exact_match
+from hrm.evaluation.calibration import calibration_report
+from hrm.tasks import Task
 
 
 # ------------------------------------------------------------------------- hierarchical convergence
@@ -121,9 +122,9 @@ def token_state_samples(trace: Trace, module: str) -> torch.Tensor:
 # ------------------------------------------------------------------------------ errors along steps
 
 
-def step_error_curves(trace: Trace, task: str) -> dict[str, np.ndarray]:
-    """Per low-level step [S * H_cycles * L_cycles, B]: wrong labelled tokens, their fraction, and for Sudoku
-    the number of cells breaking a rule; plus `exact` (answer entirely right)."""
+def step_error_curves(trace: Trace, task: Task) -> dict[str, np.ndarray]:
+    """Per low-level step [S * H_cycles * L_cycles, B]: wrong labelled tokens, their fraction, and for a task
+    with rules (Sudoku) the number of cells breaking one; plus `exact` (answer entirely right)."""
     preds = trace.flat_step_preds()
     labels = trace.labels[None]
     valid = labels != -100
@@ -133,8 +134,8 @@ def step_error_curves(trace: Trace, task: str) -> dict[str, np.ndarray]:
         "token_error_rate": wrong / np.maximum(valid.sum(-1), 1),
         "exact": exact_match(preds, np.broadcast_to(labels, preds.shape)),
     }
-    if task == "sudoku":
-        curves["rule_violations"] = sudoku_violation_count(preds)
+    if task.has_rules:
+        curves["rule_violations"] = task.violation_count(preds)
     return curves
 
 
@@ -180,15 +181,8 @@ def fixed_point_check(trace: Trace, tolerance: float = 0.01) -> list[dict]:
 
 
 def halting_calibration(confidence: np.ndarray, correct: np.ndarray, num_bins: int = 10) -> dict:
-    """Reliability bins of sigmoid(q_halt) against exact correctness, expected calibration error and Pearson r.
-
-    Uses the evaluator's `hrm.evaluation.calibration` when it is installed, so both tools report the same
-    numbers; the small computation below stands in for it otherwise.
-    """
-    try:
-        from hrm.evaluation.calibration import calibration_report
-    except ImportError:
-        return _local_calibration(confidence, correct, num_bins)
+    """Reliability bins of sigmoid(q_halt) against exact correctness, expected calibration error and Pearson r,
+    computed by the evaluator's `hrm.evaluation.calibration` so both tools report the same numbers."""
     result = calibration_from_evaluator(calibration_report(confidence, correct, num_bins))
     result["computed_by"] = "hrm.evaluation.calibration"
     return result
@@ -207,30 +201,6 @@ def calibration_from_evaluator(report: dict) -> dict:
 
 def _maybe_float(value) -> float | None:
     return None if value is None else safe_float(value)
-
-
-def _local_calibration(confidence: np.ndarray, correct: np.ndarray, num_bins: int) -> dict:
-    confidence = np.asarray(confidence, dtype=np.float64).reshape(-1)
-    correct = np.asarray(correct, dtype=np.float64).reshape(-1)
-    edges = np.linspace(0.0, 1.0, num_bins + 1)
-    index = np.clip(np.digitize(confidence, edges[1:-1]), 0, num_bins - 1)
-    bins, ece = [], 0.0
-    for i in range(num_bins):
-        members = index == i
-        count = int(members.sum())
-        mean_conf = float(confidence[members].mean()) if count else None
-        accuracy = float(correct[members].mean()) if count else None
-        if count:
-            ece += count / confidence.size * abs(mean_conf - accuracy)
-        bins.append({"low": float(edges[i]), "high": float(edges[i + 1]), "count": count,
-                     "mean_confidence": mean_conf, "accuracy": accuracy})
-    pearson = None
-    if confidence.size > 1 and confidence.std() > 0 and correct.std() > 0:
-        pearson = float(np.corrcoef(confidence, correct)[0, 1])
-    return {"bins": bins, "ece": float(ece) if confidence.size else None, "pearson_r": pearson,
-            "mean_confidence": float(confidence.mean()) if confidence.size else None,
-            "accuracy": float(correct.mean()) if correct.size else None, "count": int(confidence.size),
-            "computed_by": "hrm.analysis.metrics"}
 
 
 def safe_float(value) -> float | None:

@@ -1,40 +1,19 @@
 """Figures for the analyses, drawn from the plain data the computing functions return.
 
 Figures are built on matplotlib's object API with the Agg canvas (no pyplot state, no display needed)
-and written atomically as PNG.
+and written atomically as PNG. Boards are drawn by their task (`Task.plot_steps`).
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.ticker import ScalarFormatter
-from matplotlib.patches import Rectangle
 
-from hrm.analysis.tasks import ARC_COLOUR_OFFSET, MAZE_GOAL, MAZE_OPEN, MAZE_PATH, MAZE_START, MAZE_WALL, crop_arc_grid, grid_side, sudoku_conflicts
-from hrm.checkpoint import atomic_write_bytes
-
-ARC_PALETTE = ["#000000", "#0074D9", "#FF4136", "#2ECC40", "#FFDC00", "#AAAAAA", "#F012BE", "#FF851B", "#7FDBFF", "#870C25"]
-
-
-def save_figure(fig: Figure, path: str | Path, dpi: int = 110, tight: bool = True) -> Path:
-    """PNG of `fig`, atomically. tight=False skips the second layout pass (boards with thousands of labels)."""
-    FigureCanvasAgg(fig)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
-    atomic_write_bytes(path, lambda handle: handle.write(buffer.getvalue()))
-    return Path(path)
-
-
-def _panel_grid(count: int, max_columns: int = 8) -> tuple[int, int]:
-    columns = min(count, max_columns)
-    return -(-count // columns), columns
+from hrm.tasks.figures import save_figure
 
 
 def choose_steps(num_steps: int, max_panels: int, must_include: Sequence[int | None] = ()) -> list[int]:
@@ -44,116 +23,6 @@ def choose_steps(num_steps: int, max_panels: int, must_include: Sequence[int | N
         if step is not None and 0 <= step < num_steps:
             chosen.add(int(step))
     return sorted(chosen)
-
-
-# ---------------------------------------------------------------------------------- boards per step
-
-
-def _draw_sudoku(ax, givens: np.ndarray, board: np.ndarray, previous: np.ndarray | None, labels: np.ndarray) -> None:
-    conflicts = sudoku_conflicts(board)
-    for cell in range(81):
-        r, c = divmod(cell, 9)
-        if previous is not None and previous[cell] != board[cell]:
-            ax.add_patch(Rectangle((c, r), 1, 1, color="#ffe08a", zorder=0))
-        token = int(board[cell])
-        if not 2 <= token <= 10:
-            continue
-        is_given = givens[cell] >= 2
-        wrong = labels[cell] != -100 and labels[cell] != token
-        color = "#d62728" if conflicts[cell] else ("#7f7f7f" if wrong else "black")
-        ax.text(c + 0.5, r + 0.55, str(token - 1), ha="center", va="center", fontsize=7,
-                fontweight="bold" if is_given else "normal", color=color)
-    widths = [1.4 if line % 3 == 0 else 0.3 for line in range(10)]
-    ax.vlines(range(10), 0, 9, colors="black", linewidths=widths)
-    ax.hlines(range(10), 0, 9, colors="black", linewidths=widths)
-    ax.set_xlim(0, 9)
-    ax.set_ylim(9, 0)
-    ax.set_aspect("equal")
-    ax.axis("off")
-
-
-def plot_sudoku_steps(inputs: np.ndarray, step_preds: np.ndarray, labels: np.ndarray, steps: Sequence[int],
-                      titles: Sequence[str], path: str | Path) -> Path:
-    """Boards at the chosen steps: givens bold, cells breaking a rule red, wrong-but-legal grey, changed cells shaded."""
-    rows, columns = _panel_grid(len(steps))
-    fig = Figure(figsize=(2.0 * columns, 2.2 * rows + 0.4))
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.5 / (2.2 * rows + 0.4), wspace=0.08, hspace=0.25)
-    previous = None
-    for panel, (step, title) in enumerate(zip(steps, titles)):
-        ax = fig.add_subplot(rows, columns, panel + 1)
-        _draw_sudoku(ax, inputs, step_preds[step], previous, labels)
-        ax.set_title(title, fontsize=7)
-        previous = step_preds[step]
-    fig.suptitle("Intermediate predictions (bold: given, red: breaks a rule, grey: wrong, shaded: changed)", fontsize=9)
-    return save_figure(fig, path, tight=False)
-
-
-MAZE_COLOURS = ListedColormap(["#ffffff", "#222222", "#ffffff", "#2ca02c", "#d62728", "#1f77b4"])
-
-
-def plot_maze_steps(inputs: np.ndarray, step_preds: np.ndarray, labels: np.ndarray, steps: Sequence[int],
-                    titles: Sequence[str], path: str | Path) -> Path:
-    """The maze with the predicted path (blue) at each chosen step; path cells off the labelled path are orange."""
-    side = grid_side(inputs.shape[-1])
-    rows, columns = _panel_grid(len(steps))
-    fig = Figure(figsize=(2.2 * columns, 2.3 * rows))
-    for panel, (step, title) in enumerate(zip(steps, titles)):
-        ax = fig.add_subplot(rows, columns, panel + 1)
-        board = np.where(np.isin(inputs, (MAZE_WALL, MAZE_START, MAZE_GOAL)), inputs, MAZE_OPEN)
-        predicted_path = step_preds[step] == MAZE_PATH
-        board = np.where(predicted_path & (board == MAZE_OPEN), MAZE_PATH, board)
-        ax.imshow(board.reshape(side, side), cmap=MAZE_COLOURS, vmin=0, vmax=5, interpolation="nearest")
-        off_path = predicted_path & (labels != -100) & (labels != MAZE_PATH)
-        missed = ~predicted_path & (labels == MAZE_PATH)
-        for cells, style in ((off_path, dict(s=4, color="#ff7f0e", marker="s")),
-                             (missed, dict(s=10, facecolors="none", edgecolors="#1f77b4", marker="s", linewidths=0.8))):
-            if cells.any():
-                r, c = np.divmod(np.flatnonzero(cells), side)
-                ax.scatter(c, r, **style)
-        ax.set_title(title, fontsize=7)
-        ax.axis("off")
-    fig.suptitle("Predicted path per step (green: start, red: goal, blue: path, orange dot: off the true path, "
-                 "hollow square: true path cell missed)", fontsize=9)
-    return save_figure(fig, path)
-
-
-ARC_COLOURS = ListedColormap(["#ffffff", "#bbbbbb"] + ARC_PALETTE)
-
-
-def plot_arc_steps(inputs: np.ndarray, step_preds: np.ndarray, labels: np.ndarray, steps: Sequence[int],
-                   titles: Sequence[str], path: str | Path) -> Path:
-    """The input grid, the predicted grid at each chosen step (cropped at its end-of-grid marker), and the target."""
-    panels = [("input", inputs)] + [(title, step_preds[step]) for step, title in zip(steps, titles)]
-    if (labels != -100).any():
-        panels.append(("target", np.where(labels == -100, 0, labels)))
-    rows, columns = _panel_grid(len(panels))
-    fig = Figure(figsize=(2.0 * columns, 2.2 * rows))
-    for panel, (title, tokens) in enumerate(panels):
-        ax = fig.add_subplot(rows, columns, panel + 1)
-        grid = crop_arc_grid(tokens)
-        if grid.size:
-            ax.imshow(grid + ARC_COLOUR_OFFSET, cmap=ARC_COLOURS, vmin=0, vmax=11, interpolation="nearest")
-        else:
-            ax.text(0.5, 0.5, "no grid", ha="center", va="center", transform=ax.transAxes, fontsize=7)
-        ax.set_title(title, fontsize=7)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle("ARC: predicted output grid per step", fontsize=9)
-    return save_figure(fig, path)
-
-
-def plot_token_steps(inputs: np.ndarray, step_preds: np.ndarray, labels: np.ndarray, steps: Sequence[int],
-                     titles: Sequence[str], path: str | Path) -> Path:
-    """Any other task: predicted tokens per step as rows of an image, with the label as the last row."""
-    rows = [step_preds[s] for s in steps] + ([np.where(labels == -100, 0, labels)] if (labels != -100).any() else [])
-    names = list(titles) + (["label"] if len(rows) > len(steps) else [])
-    fig = Figure(figsize=(8, 0.3 * len(rows) + 1))
-    ax = fig.add_subplot(1, 1, 1)
-    ax.imshow(np.stack(rows), aspect="auto", interpolation="nearest", cmap="tab20")
-    ax.set_yticks(range(len(names)), names, fontsize=6)
-    ax.set_xlabel("position")
-    ax.set_title("Predicted tokens per step")
-    return save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------------------ curves

@@ -1,6 +1,6 @@
 """The whole figure set: run the chosen analyses, write one PNG per figure and `analysis.json` with the numbers.
 
-Analyses that do not apply (Sudoku-only ones on a maze, calibration without a test set) are skipped
+Analyses that do not apply (the unknown-cells experiment on a maze, calibration without a test set) are skipped
 with a logged note that is also kept in the JSON.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 from torch import nn
 
 from hrm.analysis import plots
-from hrm.analysis.data import Examples
+from hrm.analysis.data import Puzzles
 from hrm.analysis.experiments import (
     accuracy_vs_unknowns,
     calibration_from_runs,
@@ -24,9 +24,10 @@ from hrm.analysis.experiments import (
     several_fixed_points,
     summarise_trace,
 )
-from hrm.analysis.tasks import AnalysisError
 from hrm.analysis.trace import Trace, hrm_inner, make_batch, trace_batch, untrained_copy
 from hrm.checkpoint import atomic_write_bytes
+from hrm.errors import AnalysisError
+from hrm.tasks import Task, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -80,25 +81,25 @@ def step_titles(trace: Trace, steps: list[int], curves: dict) -> list[str]:
     return titles
 
 
-def _board_figures(report: AnalysisReport, trace: Trace, summary: dict, task: str, max_panels: int) -> None:
+def _board_figures(report: AnalysisReport, trace: Trace, summary: dict, task: Task, max_panels: int) -> None:
     steps_total = trace.num_segments * trace.steps_per_segment
-    draw = {"sudoku": plots.plot_sudoku_steps, "maze": plots.plot_maze_steps, "arc": plots.plot_arc_steps}.get(task, plots.plot_token_steps)
     preds = trace.flat_step_preds()
     for b in range(trace.num_puzzles):
         critical = summary["critical_step"][b]
         steps = plots.choose_steps(steps_total, max_panels, (critical, critical - 1 if critical else None))
         curves = {name: np.asarray(values[b]) for name, values in summary["error_curves"].items()}
         titles = step_titles(trace, steps, curves)
-        path = report.out_dir / f"boards_{task}_puzzle{b}.png"
-        report.figure(draw(trace.inputs[b], preds[:, b], trace.labels[b], steps, titles, path))
+        path = report.out_dir / f"boards_{task.name}_puzzle{b}.png"
+        report.figure(task.plot_steps(trace.inputs[b], preds[:, b], trace.labels[b], steps, titles, path))
 
 
-def run_analyses(model: nn.Module, task: str, traced: Examples, pool: Examples | None, out_dir: str | Path,
+def run_analyses(model: nn.Module, task: Task | str, traced: Puzzles, pool: Puzzles | None, out_dir: str | Path,
                  analyses: tuple[str, ...] = ANALYSES, options: AnalysisOptions | None = None,
                  vocab_size: int | None = None, context: dict | None = None,
                  calibration_report: dict | None = None) -> AnalysisReport:
     """Run `analyses` and write their figures and `analysis.json` into `out_dir`.
 
+    `task`: a task, or its name (`auto`: detected from the model's vocabulary and sequence length).
     `traced`: the few puzzles whose full traces are drawn; `pool`: a larger set (e.g. the test split) for
     the participation ratio, near-solved puzzles and calibration (None: those use `traced` or are skipped).
     `calibration_report`: the evaluator's calibration numbers (`metrics.calibration_from_evaluator`), drawn
@@ -109,10 +110,10 @@ def run_analyses(model: nn.Module, task: str, traced: Examples, pool: Examples |
     if unknown:
         raise AnalysisError(f"unknown analysis {unknown[0]!r}; choose from all, {', '.join(ANALYSES)}")
     inner = hrm_inner(model)
-    vocab_size = vocab_size or inner.config.vocab_size
+    task = resolve(task, vocab_size or inner.config.vocab_size, inner.config.seq_len, "the model")
     report = AnalysisReport(Path(out_dir))
     report.out_dir.mkdir(parents=True, exist_ok=True)
-    report.numbers["task"] = task
+    report.numbers["task"] = task.name
     report.numbers["context"] = context or {}
     report.numbers["num_segments"] = options.num_segments or inner.config.halt_max_steps
 
@@ -152,15 +153,15 @@ def run_analyses(model: nn.Module, task: str, traced: Examples, pool: Examples |
                                                      report.out_dir / "participation_ratio.png"))
 
     if "unknowns" in analyses:
-        if task != "sudoku":
-            report.note(f"accuracy against unknown cells skipped: it blanks cells of solved Sudoku boards, and the task is {task}")
+        if not task.supports_unknowns:
+            report.note(f"accuracy against unknown cells skipped: it blanks cells of solved Sudoku boards, and the task is {task.name}")
         else:
             solved = source.subset(np.arange(min(options.unknown_puzzles, len(source))))
             if len(solved) < options.unknown_puzzles:  # one typed puzzle: blank it many different ways
                 solved = solved.subset(np.resize(np.arange(len(solved)), options.unknown_puzzles))
             try:
                 data = accuracy_vs_unknowns(model, solved, options.unknowns, seed=options.seed,
-                                            num_segments=options.num_segments, tolerance=options.tolerance)
+                                            num_segments=options.num_segments, tolerance=options.tolerance, task=task)
             except AnalysisError as err:
                 report.note(f"accuracy against unknown cells skipped: {err}")
             else:
@@ -169,7 +170,7 @@ def run_analyses(model: nn.Module, task: str, traced: Examples, pool: Examples |
 
     if "fixed-points" in analyses:
         examples = source.subset(np.arange(min(options.perturb_puzzles, len(source))))
-        data = several_fixed_points(model, examples, task, vocab_size, num_perturbations=options.num_perturbations,
+        data = several_fixed_points(model, examples, task, num_perturbations=options.num_perturbations,
                                     seed=options.seed, num_segments=options.num_segments)
         report.numbers["several_fixed_points"] = data
         report.figure(plots.plot_fixed_points(data, report.out_dir / "fixed_points.png"))

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hrm.analysis.tasks import AnalysisError
+from hrm.errors import AnalysisError
 from hrm.models.act import ACTModel, unwrap_act_model as _unwrap
 
 

@@ -122,10 +122,6 @@ def apply_augmentation(grid: np.ndarray, dihedral_id: int, colour_map: np.ndarra
     return dihedral_transform(np.asarray(colour_map, np.uint8)[np.asarray(grid)], dihedral_id)
 
 
-def inverse_dihedral(grid: np.ndarray, dihedral_id: int) -> np.ndarray:
-    return dihedral_transform(grid, DIHEDRAL_INVERSE[dihedral_id])
-
-
 # ---------------------------------------------------------------- loading
 
 

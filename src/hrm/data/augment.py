@@ -38,11 +38,6 @@ def inverse_dihedral(grid: np.ndarray, transform_id: int) -> np.ndarray:
     return dihedral_transform(grid, DIHEDRAL_INVERSE[transform_id])
 
 
-def swaps_axes(transform_id: int) -> bool:
-    """Whether the transform turns an H x W grid into W x H."""
-    return transform_id in (1, 3, 6, 7)
-
-
 def random_colour_maps(rng: np.random.Generator, count: int) -> np.ndarray:
     """`count` colour maps `[count, 10]` (uint8): 0 stays 0, colours 1..9 permuted."""
     maps = np.zeros((count, 10), np.uint8)

@@ -33,10 +33,10 @@ from hrm.data.common import (
 from hrm.data.format import BLANK_IDENTIFIER_NAME, check_output_dir, staged_directory, write_identifiers
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import DatasetError
+from hrm.tasks.maze import CHARSET
 
 logger = logging.getLogger(__name__)
 
-CHARSET = "# SGo"
 WALL, OPEN, START, GOAL, PATH = (ord(ch) for ch in CHARSET)
 DEFAULT_REPO = "sapientinc/maze-30x30-hard-1k"
 OFFLINE_HINT = "use --source-csv DIR_OR_FILE (train.csv/test.csv with source,question,answer,rating) or --generate N --size 30 --min-difficulty 110"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from hrm.errors import ConfigError, DatasetError, one_line
+from hrm.errors import DatasetError, one_line
 
 
 def _first_problem(err: ValidationError) -> str:
@@ -54,25 +54,3 @@ class PuzzleDatasetMetadata(BaseModel):
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(), indent=2)
-
-
-BENCHMARK_LAYOUTS = {"sudoku": "vocab_size 11 and seq_len 81", "maze": "vocab_size 6 and a square seq_len",
-                     "arc": "vocab_size 12 and seq_len 900"}
-
-
-def fits_benchmark(task: str, vocab_size: int, seq_len: int) -> bool:
-    """Whether data with this token layout can be a `task` dataset (spec section 1); other task names always fit."""
-    if task == "sudoku":
-        return vocab_size == 11 and seq_len == 81
-    if task == "maze":
-        return vocab_size == 6 and round(seq_len ** 0.5) ** 2 == seq_len
-    if task == "arc":
-        return vocab_size == 12 and seq_len == 900
-    return True
-
-
-def check_benchmark(task: str, vocab_size: int, seq_len: int, where: str) -> None:
-    """A one-line ConfigError when `task=` names a benchmark whose token layout the data does not have."""
-    if not fits_benchmark(task, vocab_size, seq_len):
-        raise ConfigError(f"task={task} does not fit {where} (vocab_size {vocab_size}, seq_len {seq_len}; {task} needs "
-                          f"{BENCHMARK_LAYOUTS[task]}); use task=auto or the task the model was trained on")

@@ -26,8 +26,6 @@ from hrm.evaluation.data import Examples
 from hrm.evaluation.metrics import ExampleMetrics, example_metrics
 from hrm.models.act import ACTCarry, ACTModel, unwrap_act_model
 
-PER_EXAMPLE_KEYS = ("logits", "preds", "q_halt_logits", "q_continue_logits", "steps")
-
 
 def act_model_of(model: nn.Module) -> ACTModel:
     """The ACT model inside a loss head (or the model itself)."""

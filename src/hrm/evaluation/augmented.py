@@ -1,23 +1,24 @@
 """Augmented HRM test-time scaling (spec section 8): input perturbations, checkpoint ensembles, selection.
 
-Each test puzzle is evaluated as P perturbed copies (Sudoku: cyclic shifts of the digit tokens; Maze:
-start and goal swapped) by each of C checkpoints. A pass *counts* only when the Q-head wants to halt
-at its final step (the model's own rule `wants_halt`: HRM `q_halt > q_continue`, TRM `q_halt > 0`). Predictions are mapped back through the inverse
+Each test puzzle is evaluated as P perturbed copies, its task's `input_perturbations` (Sudoku of any size:
+cyclic shifts of the digit tokens; Maze: start and goal swapped) by each of C checkpoints. A pass *counts* only
+when the Q-head wants to halt at its final step (the model's own rule `wants_halt`: HRM `q_halt > q_continue`,
+TRM `q_halt > 0`). Predictions are mapped back through the inverse
 perturbation before they are compared or voted on.
 
 Scores reported per puzzle:
 - `paper`: solved when, for some checkpoint, more than half of that checkpoint's counted passes are
   exactly correct (needs the labels; the papers' metric).
 - `majority`: the most frequent answer over counted passes, ties by mean confidence (label-free).
-- `verified`: Sudoku, the majority among counted passes whose grid keeps the givens and breaks no
-  rule; Maze, among counted passes whose path is a valid shortest path. Label-free.
+- `verified`: the majority among counted passes that pass the task's label-free `verify` (Sudoku: the
+  grid keeps the givens and breaks no rule; Maze: the path is a valid shortest path).
 A selector with no candidate falls back to the majority, and the majority with no counted pass falls
 back to all passes, so a deployable selector always answers.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -28,136 +29,20 @@ from hrm.errors import ConfigError
 from hrm.evaluation.data import Examples
 from hrm.models.act import unwrap_act_model
 from hrm.models.losses import IGNORE_LABEL_ID
-
-SUDOKU_DIGIT_LOW, SUDOKU_DIGIT_HIGH, SUDOKU_BLANK = 2, 10, 1
-MAZE_WALL, MAZE_OPEN, MAZE_START, MAZE_GOAL, MAZE_PATH = 1, 2, 3, 4, 5
-SUDOKU_SHAPE = (9, 9)
-MAZE_SIDE = 30
-
+from hrm.tasks import Task, resolve
 
 # ---------------------------------------------------------------- perturbations
 
 
-def _per_row(shift: int | torch.Tensor, tokens: torch.Tensor) -> int | torch.Tensor:
-    """A scalar, or one value per row broadcast over the row's tokens."""
-    return shift.view(-1, *([1] * (tokens.ndim - 1))) if isinstance(shift, torch.Tensor) else shift
-
-
-def shift_sudoku_digits(tokens: torch.Tensor, shift: int | torch.Tensor) -> torch.Tensor:
-    """Token t in 2..10 becomes ((t - 2 + shift) mod 9) + 2; blanks, padding and -100 stay.
-    `shift` is an int or one value per row."""
-    is_digit = (tokens >= SUDOKU_DIGIT_LOW) & (tokens <= SUDOKU_DIGIT_HIGH)
-    shifted = (tokens - SUDOKU_DIGIT_LOW + _per_row(shift, tokens)) % 9 + SUDOKU_DIGIT_LOW
-    return torch.where(is_digit, shifted.to(tokens.dtype), tokens)
-
-
-def unshift_sudoku_digits(tokens: torch.Tensor, shift: int | torch.Tensor) -> torch.Tensor:
-    return shift_sudoku_digits(tokens, -shift)
-
-
-def swap_maze_ends(tokens: torch.Tensor, swap: int | torch.Tensor) -> torch.Tensor:
-    """An odd `swap` exchanges start and goal (the shortest path is the same set of cells); even keeps
-    them. `swap` is an int or one value per row. The swap is its own inverse."""
-    odd = _per_row(swap, tokens) % 2 == 1
-    swapped = torch.where(tokens == MAZE_START, MAZE_GOAL, torch.where(tokens == MAZE_GOAL, MAZE_START, tokens))
-    return torch.where(torch.as_tensor(odd, device=tokens.device), swapped.to(tokens.dtype), tokens)
-
-
-@dataclass(frozen=True)
-class Task:
-    """A benchmark's perturbation, its inverse and its label-free answer check."""
-
-    name: str
-    max_perturbations: int
-    perturb: Callable[[torch.Tensor, int], torch.Tensor]
-    unperturb: Callable[[torch.Tensor, int], torch.Tensor]
-    verify: Callable[[np.ndarray, np.ndarray], bool]
-
-
-def sudoku_is_valid_solution(inputs: np.ndarray, prediction: np.ndarray) -> bool:
-    """A full grid of digits that keeps every given of the puzzle and has each digit once per row,
-    column and 3x3 box."""
-    grid = np.asarray(prediction).reshape(SUDOKU_SHAPE)
-    puzzle = np.asarray(inputs).reshape(SUDOKU_SHAPE)
-    if ((grid < SUDOKU_DIGIT_LOW) | (grid > SUDOKU_DIGIT_HIGH)).any():
-        return False
-    givens = (puzzle >= SUDOKU_DIGIT_LOW) & (puzzle <= SUDOKU_DIGIT_HIGH)
-    if (grid[givens] != puzzle[givens]).any():
-        return False
-    digits = set(range(SUDOKU_DIGIT_LOW, SUDOKU_DIGIT_HIGH + 1))
-    boxes = grid.reshape(3, 3, 3, 3).transpose(0, 2, 1, 3).reshape(9, 9)
-    return all(set(unit.tolist()) == digits for lines in (grid, grid.T, boxes) for unit in lines)
-
-
-def maze_shortest_distance(open_cells: np.ndarray, start: tuple[int, int], goal: tuple[int, int]) -> int | None:
-    """BFS steps from start to goal through `open_cells` (4-connected); None when unreachable."""
-    rows, cols = open_cells.shape
-    distance = {start: 0}
-    queue = deque([start])
-    while queue:
-        cell = queue.popleft()
-        if cell == goal:
-            return distance[cell]
-        r, c = cell
-        for nr, nc in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
-            if 0 <= nr < rows and 0 <= nc < cols and open_cells[nr, nc] and (nr, nc) not in distance:
-                distance[(nr, nc)] = distance[cell] + 1
-                queue.append((nr, nc))
-    return None
-
-
-def maze_is_shortest_path(inputs: np.ndarray, prediction: np.ndarray) -> bool:
-    """The prediction equals the maze except that some open cells are marked as path, and those cells
-    joined to start and goal form a 4-connected path exactly as long as the maze's shortest path."""
-    maze = np.asarray(inputs)
-    if maze.ndim == 1:  # a flat sequence of a square maze (30x30 in Maze-Hard)
-        side = int(round(np.sqrt(maze.size)))
-        maze = maze.reshape(side, side)
-    grid = np.asarray(prediction).reshape(maze.shape)
-    on_path = grid == MAZE_PATH
-    if (on_path & (maze != MAZE_OPEN)).any() or (grid[~on_path] != maze[~on_path]).any():
-        return False
-    starts, goals = np.argwhere(maze == MAZE_START), np.argwhere(maze == MAZE_GOAL)
-    if len(starts) != 1 or len(goals) != 1:
-        return False
-    start, goal = tuple(starts[0].tolist()), tuple(goals[0].tolist())
-    shortest = maze_shortest_distance(maze != MAZE_WALL, start, goal)
-    if shortest is None:
-        return False
-    along_path = maze_shortest_distance(on_path | (maze == MAZE_START) | (maze == MAZE_GOAL), start, goal)
-    return along_path == shortest and int(on_path.sum()) == shortest - 1
-
-
-TASKS: dict[str, Task] = {
-    "sudoku": Task("sudoku", 9, shift_sudoku_digits, unshift_sudoku_digits, sudoku_is_valid_solution),
-    "maze": Task("maze", 2, swap_maze_ends, swap_maze_ends, maze_is_shortest_path),
-}
-
-
-def detect_task(vocab_size: int, seq_len: int) -> str | None:
-    """The benchmark from the dataset's token layout (spec section 1), or None. Mazes of any square size
-    (the builder makes 5x5 to 30x30) have vocabulary 6."""
-    if vocab_size == 11 and seq_len == 81:
-        return "sudoku"
-    if vocab_size == 6 and round(seq_len ** 0.5) ** 2 == seq_len:
-        return "maze"
-    if vocab_size == 12 and seq_len == MAZE_SIDE * MAZE_SIDE:
-        return "arc"
-    return None
-
-
 def resolve_task(name: str, vocab_size: int, seq_len: int, permutes: int) -> Task:
-    if name == "auto":
-        detected = detect_task(vocab_size, seq_len)
-        if detected not in TASKS:
-            raise ConfigError(f"cannot tell Sudoku from Maze for a dataset with vocab_size {vocab_size} and seq_len {seq_len}; "
-                              "set task=sudoku or task=maze")
-        name = detected
-    if name not in TASKS:
-        raise ConfigError(f"task={name!r} has no input perturbation; use task=sudoku or task=maze")
-    task = TASKS[name]
-    if not 1 <= permutes <= task.max_perturbations:
-        raise ConfigError(f"permutes={permutes} is out of range for {name}: use 1..{task.max_perturbations}")
+    """The task whose input perturbations and verifier the protocol uses (`auto`: detected from the data)."""
+    task = resolve(name, vocab_size, seq_len, "the dataset")
+    if not task.verifiable:
+        raise ConfigError(f"task={task.name!r} has no input perturbation and label-free check (vocab_size {vocab_size}, "
+                          f"seq_len {seq_len}); Augmented HRM runs on Sudoku and maze datasets (task=sudoku or task=maze)")
+    available = len(task.input_perturbations())
+    if not 1 <= permutes <= available:
+        raise ConfigError(f"permutes={permutes} is out of range for {task.name}: use 1..{available}")
     return task
 
 
@@ -286,8 +171,8 @@ class PerturbedExamples:
         positions = torch.as_tensor(positions, dtype=torch.long)
         batch = self.source.gather(positions // self.permutes)
         shift = positions % self.permutes
-        batch["inputs"] = self.task.perturb(batch["inputs"], shift)
-        batch["labels"] = self.task.perturb(batch["labels"], shift)
+        batch["inputs"] = self.task.perturb_rows(batch["inputs"], shift)
+        batch["labels"] = self.task.perturb_rows(batch["labels"], shift)
         return batch
 
 
@@ -331,7 +216,7 @@ def evaluate_chunk(models: Sequence[torch.nn.Module], source: Examples, task: Ta
     baseline: dict[str, torch.Tensor] = {}
     for checkpoint_index, model in enumerate(models):
         outputs = run_passes(model, perturbed, batch_size, halt, device)
-        preds = task.unperturb(outputs["preds"].to(torch.int64), shifts).numpy()
+        preds = task.unperturb_rows(outputs["preds"].to(torch.int64), shifts).numpy()
         counted = unwrap_act_model(model).wants_halt(outputs).tolist()
         confidence = torch.sigmoid(outputs["q_halt_logits"].float()).tolist()
         for row in range(len(perturbed)):

@@ -17,7 +17,6 @@ import glob
 import json
 import logging
 import os
-import re
 import sys
 import tempfile
 import time
@@ -32,9 +31,10 @@ from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import nn
 
-from hrm.checkpoint import atomic_write_bytes, load_model, read_checkpoint_config, read_state_dict, resolve_checkpoint_path
+from hrm.checkpoint import STEP_FILE, atomic_write_bytes, load_model, read_checkpoint_config, read_state_dict, resolve_checkpoint_path
 from hrm.config import PretrainConfig, validate_config
-from hrm.data.metadata import PuzzleDatasetMetadata, check_benchmark
+from hrm.data.metadata import PuzzleDatasetMetadata
+from hrm.distributed import init_distributed
 from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError, error_line, one_line
 from hrm.evaluation import arc as arc_scoring
 from hrm.evaluation import augmented
@@ -43,19 +43,18 @@ from hrm.evaluation.act_refill import evaluate_act, segment_trace
 from hrm.evaluation.batching import auto_global_batch_size
 from hrm.evaluation.calibration import calibration_report, format_calibration
 from hrm.evaluation.data import ExampleSource, TestSplit, indexed_batches, load_test_split, rank_rows
-from hrm.evaluation.metrics import example_metrics, metric_sums
+from hrm.evaluation.metrics import TABLE_METRICS, example_metrics, metric_sums
 from hrm.evaluation.report import format_key_values, format_metrics_table, format_sweep_table, write_json
-from hrm.evaluation.runner import evaluate, reduce_metric_sums
+from hrm.evaluation.runner import OUTPUT_KEYS, evaluate, reduce_metric_sums
 from hrm.models.registry import seq_len_from_state
 from hrm.paths import check_output_file
-from hrm.training.distributed import init_distributed
+from hrm.tasks import resolve as resolve_task
 
 logger = logging.getLogger("hrm.evaluate")
 
 ORIGINAL_SAVE_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "logits", "q_halt_logits", "q_continue_logits"]
-SAVABLE_OUTPUTS = {"inputs", "labels", "puzzle_identifiers", "logits", "preds", "q_halt_logits", "q_continue_logits", "steps"}
-METRIC_ORDER = ["accuracy", "count", "exact_accuracy", "q_halt_accuracy", "steps"]
-_STEP_NAME = re.compile(r"^step_(\d+)$")
+SAVABLE_OUTPUTS = {*OUTPUT_KEYS, "steps"}
+METRIC_ORDER = sorted(TABLE_METRICS)  # the order of the summed table reduced across ranks
 
 
 class EvalConfig(BaseModel):
@@ -122,10 +121,10 @@ def expand_checkpoints(config: EvalConfig) -> list[Path]:
     files: list[Path] = []
     for item in items:
         if glob.has_magic(item):
-            matches = [Path(p) for p in glob.glob(item) if Path(p).is_dir() or _STEP_NAME.match(Path(p).name)]
+            matches = [Path(p) for p in glob.glob(item) if Path(p).is_dir() or STEP_FILE.match(Path(p).name)]
             if not matches:
                 raise CheckpointError(f"no checkpoint matches {item!r}")
-            matches.sort(key=lambda p: (str(p.parent), int(m.group(1)) if (m := _STEP_NAME.match(p.name)) else -1, p.name))
+            matches.sort(key=lambda p: (str(p.parent), int(m.group(1)) if (m := STEP_FILE.match(p.name)) else -1, p.name))
             files += [resolve_checkpoint_path(p) for p in matches]
         else:
             files.append(resolve_checkpoint_path(item))
@@ -135,7 +134,7 @@ def expand_checkpoints(config: EvalConfig) -> list[Path]:
 # ---------------------------------------------------------------- checks before compute
 
 
-def check_dataset_fits(checkpoint_file: Path, config: PretrainConfig, meta: PuzzleDatasetMetadata, overrides: Sequence[str],
+def check_dataset_fits(checkpoint_file: Path, config: PretrainConfig, meta: PuzzleDatasetMetadata,
                        check_identifiers: bool = True) -> None:
     """The test split's vocabulary, sequence length and identifier count against the checkpoint."""
     state = read_state_dict(checkpoint_file)
@@ -177,7 +176,7 @@ def load_checked(checkpoint_file: Path, device: torch.device, overrides: Sequenc
     overrides = list(overrides) + ([f"data_path={data_path}"] if data_path else [])
     config = read_checkpoint_config(checkpoint_file, overrides)
     split = load_test_split(config.data_path)
-    check_dataset_fits(checkpoint_file, config, split.metadata, overrides, check_identifiers)
+    check_dataset_fits(checkpoint_file, config, split.metadata, check_identifiers)
     if check_identifiers:
         model, config = load_model(checkpoint_file, device, overrides)
     else:
@@ -331,7 +330,7 @@ def run_augmented(cfg: EvalConfig, models: Sequence[nn.Module], split: TestSplit
 def outputs_path(checkpoint_file: Path, rank: int) -> Path:
     """The original's layout: `<checkpoint dir>/step_<N>_all_preds.<rank>`, N from a `step_N` file name
     and 0 for other names (the published checkpoints are files called `checkpoint`)."""
-    match = _STEP_NAME.match(checkpoint_file.name)
+    match = STEP_FILE.match(checkpoint_file.name)
     return checkpoint_file.parent / f"step_{int(match.group(1)) if match else 0}_all_preds.{rank}"
 
 
@@ -367,7 +366,7 @@ def run(cfg: EvalConfig, overrides: Sequence[str], rank: int, world_size: int, d
         raise ConfigError(f"batch_size {global_batch_size} must be a multiple of the number of processes ({world_size})")
     meta = split.metadata
     check_before_compute(cfg, split, checkpoint_files[0], rank)
-    task = augmented.detect_task(meta.vocab_size, meta.seq_len) if cfg.task == "auto" else cfg.task
+    task = data_task(cfg, split)
     if is_augmented:
         augmented.resolve_task(cfg.task, meta.vocab_size, meta.seq_len, cfg.permutes)  # fail before compute
     if rank == 0:
@@ -435,16 +434,20 @@ def run(cfg: EvalConfig, overrides: Sequence[str], rank: int, world_size: int, d
     return results
 
 
+def data_task(cfg: EvalConfig, split: TestSplit) -> str:
+    """The name of the task of the test data: `task=` checked against the data, or detected (`none`: no task)."""
+    if cfg.task == "none":
+        return "none"
+    return resolve_task(cfg.task, split.metadata, where=f"the dataset at {split.data_path}").name
+
+
 def check_before_compute(cfg: EvalConfig, split: TestSplit, checkpoint_file: Path, rank: int) -> None:
     """What would otherwise fail only after the compute: an empty test split, a task the data is not,
     and output files that cannot be written."""
-    meta = split.metadata
     if sum(puzzle_set.num_examples for puzzle_set in split.sets.values()) == 0:
         raise DatasetError(f"the test split of {split.data_path} holds no examples, so there is nothing to evaluate; "
                            "rebuild the dataset with test puzzles (ARC: include evaluation tasks)")
-    check_benchmark(cfg.task, meta.vocab_size, meta.seq_len, f"the dataset at {split.data_path}")
-    is_arc = cfg.task == "arc" or (cfg.task == "auto" and augmented.detect_task(meta.vocab_size, meta.seq_len) == "arc")
-    if is_arc and not cfg.submission:
+    if data_task(cfg, split) == "arc" and not cfg.submission:
         submission = Path(cfg.output).with_name("submission.json")
         check_output_file(submission, f"the submission file {submission} (beside output=)")
     if cfg.save_outputs:

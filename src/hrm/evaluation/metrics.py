@@ -17,6 +17,8 @@ from hrm.models.losses import IGNORE_LABEL_ID
 
 # The per-set figures of the evaluation table, in print order.
 TABLE_METRICS = ("exact_accuracy", "accuracy", "steps", "q_halt_accuracy", "count")
+# The loss head's losses, reported beside them by the training loop's evaluation.
+HEAD_LOSSES = ("lm_loss", "q_halt_loss")
 
 
 @dataclass
@@ -66,10 +68,3 @@ def divide_by_count(sums: dict[str, float]) -> dict[str, float]:
     divided = {key: (value / count if count else float("nan")) for key, value in sums.items() if key != "count"}
     divided["count"] = count
     return divided
-
-
-def concat_metrics(parts: list[ExampleMetrics]) -> ExampleMetrics:
-    if not parts:
-        empty = torch.zeros(0)
-        return ExampleMetrics(empty.bool(), empty, empty.bool(), empty.bool(), empty.long(), empty)
-    return ExampleMetrics(*(torch.cat([getattr(p, name) for p in parts]) for name in ExampleMetrics.__dataclass_fields__))

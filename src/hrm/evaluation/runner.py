@@ -13,7 +13,12 @@ from typing import Iterable, Sequence
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from hrm.evaluation.metrics import HEAD_LOSSES, TABLE_METRICS
 from hrm.progress import progress_bar
+
+# What an evaluation pass can return per example (inputs and the model outputs).
+OUTPUT_KEYS = ("inputs", "labels", "puzzle_identifiers", "logits", "preds", "q_halt_logits", "q_continue_logits")
 
 
 @dataclass
@@ -76,7 +81,7 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[str, dict[str, torch.Tens
         model.train(was_training)
 
     if metric_names is None:  # this rank saw no batch; still join the reduction
-        metric_names = ["accuracy", "count", "exact_accuracy", "lm_loss", "q_halt_accuracy", "q_halt_loss", "steps"]
+        metric_names = sorted((*TABLE_METRICS, *HEAD_LOSSES))
         sums = torch.zeros(len(set_names), len(metric_names), dtype=torch.float64, device=device)
     divided, raw = reduce_metric_sums(sums, set_names, metric_names, rank, world_size)
     return EvalResult(metrics=divided, outputs={key: torch.cat(parts) for key, parts in saved.items()}, metric_sums=raw)

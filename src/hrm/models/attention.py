@@ -3,8 +3,8 @@
 The original hard-requires FlashAttention. Here `attn_backend: auto` picks FlashAttention 3, then 2, on
 CUDA with fp16/bf16 (the only place they run); elsewhere it takes the backend measured fastest for the
 device, dtype and pass (`MEASURED_AUTO`, from scripts/bench_attention.py), SDPA where nothing was measured.
-The pass matters on CPU in bf16: PyTorch's fused kernel is 4-5x slower than two matmuls in training
-(forward+backward) but up to 2x faster in evaluation, so training takes `math` and evaluation (anything under
+The pass matters on CPU in bf16: PyTorch's fused kernel is slower than two matmuls in training
+(forward+backward) but faster in evaluation (figures in the README's Attention backends), so training takes `math` and evaluation (anything under
 `torch.inference_mode`, as every evaluator runs) takes SDPA, the kernel the original's results are compared
 with. Every backend computes the same function, so the choice moves results only by float rounding. All backends take and return [batch, seq, heads, head_dim].
 """

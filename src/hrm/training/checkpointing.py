@@ -25,11 +25,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from hrm.checkpoint import atomic_write_bytes, clean_state_dict, load_weights_only, save_model_checkpoint
+from hrm.checkpoint import STEP_FILE, atomic_write_bytes, clean_state_dict, load_weights_only, save_model_checkpoint
 from hrm.config import PretrainConfig
+from hrm.distributed import DistributedContext, any_rank, broadcast_object
 from hrm.errors import CheckpointError
 from hrm.models.act import ACTCarry
-from hrm.training.distributed import DistributedContext, any_rank, broadcast_object
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ TRAINER_FILE = "trainer.pt"
 FORMAT_VERSION = 1
 _TRAINER_KEYS = {"step", "world_size", "optimizers", "progress"}
 _TRAIN_STATE_DIR = re.compile(rf"^{TRAIN_STATE_PREFIX}(\d+)$")
-_STEP_FILE = re.compile(r"^step_(\d+)(_all_preds\.\d+)?$")
+_STEP_FILE = re.compile(STEP_FILE.pattern.removesuffix("$") + r"(_all_preds\.\d+)?$")  # weights and saved outputs
 
 
 def rank_file(rank: int) -> str:
@@ -171,7 +171,7 @@ def find_resume_state(resume: str) -> Path:
         if not steps:
             raise CheckpointError(f"resume={resume}: no {TRAIN_STATE_PREFIX}N folder in {path}; it holds no resumable checkpoint")
         chosen = path / f"{TRAIN_STATE_PREFIX}{steps[-1]}"
-    elif path.is_file() and (match := re.match(r"^step_(\d+)$", path.name)):
+    elif path.is_file() and (match := STEP_FILE.match(path.name)):
         chosen = path.parent / f"{TRAIN_STATE_PREFIX}{match.group(1)}"
         if not chosen.is_dir():
             raise CheckpointError(f"resume={resume}: {path.name} holds only weights (no {chosen.name}/ beside it), so the run cannot continue exactly")

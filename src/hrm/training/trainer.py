@@ -30,8 +30,9 @@ from hrm.data.combined import read_splits
 from hrm.data.format import IGNORE_LABEL, read_split
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.data.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
+from hrm.distributed import DistributedContext, any_rank, broadcast_object, init_distributed, shutdown_distributed
 from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError, one_line
-from hrm.evaluation.runner import evaluate
+from hrm.evaluation.runner import OUTPUT_KEYS, evaluate
 from hrm.models.act import ACTCarry
 from hrm.models.registry import build_model
 from hrm.progress import configured, progress_bar, resolve_mode
@@ -44,7 +45,6 @@ from hrm.training.checkpointing import (
     saved_steps,
     set_rng_state,
 )
-from hrm.training.distributed import DistributedContext, any_rank, broadcast_object, init_distributed, shutdown_distributed
 from hrm.training.ema import EMA
 from hrm.training.evaluators import build_evaluators
 from hrm.training.flops import peak_flops, training_flops_per_example
@@ -56,7 +56,6 @@ from hrm.training.tracking import RunLogger
 
 logger = logging.getLogger(__name__)
 
-EVAL_OUTPUT_KEYS = ("inputs", "labels", "puzzle_identifiers", "logits", "preds", "q_halt_logits", "q_continue_logits")
 MAX_CONSECUTIVE_SKIPS = 20
 _CHECK_ELEMENTS = 1 << 24  # tokens per block when every row is checked against the vocabulary
 
@@ -177,7 +176,7 @@ def effective_arch(config: PretrainConfig, device: torch.device) -> PretrainConf
     """On CPU the model runs in `cpu_forward_dtype` instead of arch.forward_dtype; recorded in the saved config.
 
     float32 (default) makes 1-process and N-process runs agree to float tolerance; `auto` takes bfloat16
-    where the CPU has bf16 instructions (1.2-1.6x faster steps here) and float32 elsewhere.
+    where the CPU has bf16 instructions (faster; measured in the README) and float32 elsewhere.
     """
     if device.type != "cpu":
         return config
@@ -239,9 +238,9 @@ class Trainer:
             raise ConfigError(f"global_batch_size={config.global_batch_size} must be divisible by the number of processes ({ctx.world_size})")
         if config.data_workers != "auto" and config.data_workers < 0:
             raise ConfigError(f"data_workers={config.data_workers} must be auto or a number of processes >= 0")
-        unknown = [key for key in config.eval_save_outputs if key not in EVAL_OUTPUT_KEYS]
+        unknown = [key for key in config.eval_save_outputs if key not in OUTPUT_KEYS]
         if unknown:
-            raise ConfigError(f"eval_save_outputs: {unknown[0]!r} is not an output; choose from {', '.join(EVAL_OUTPUT_KEYS)}")
+            raise ConfigError(f"eval_save_outputs: {unknown[0]!r} is not an output; choose from {', '.join(OUTPUT_KEYS)}")
 
         resolve_mode(config.progress)  # a bad HRM_PROGRESS is an error before anything is written
         self.train_meta, self.test_meta, self.test_examples = check_datasets(config.train_data_paths, config.test_data_paths)
