@@ -2,8 +2,8 @@
 
 import sys
 
-from hrm.data.common import run_cli
 from hrm.data.arc import main
+from hrm.data.common import run_cli
 
 if __name__ == "__main__":
     sys.exit(run_cli(main))

@@ -36,8 +36,18 @@ from hrm.evaluation.cli import main as evaluate_main
 from hrm.training.cli import compose_config, to_pretrain_config
 from hrm.training.trainer import run_training
 
-ARCH = ["arch.hidden_size=64", "arch.num_heads=2", "arch.expansion=2", "arch.H_layers=1", "arch.L_layers=1", "arch.H_cycles=1",
-        "arch.L_cycles=2", "arch.halt_max_steps=2", "arch.act_enabled=false", "arch.puzzle_emb_ndim=64"]
+ARCH = [
+    "arch.hidden_size=64",
+    "arch.num_heads=2",
+    "arch.expansion=2",
+    "arch.H_layers=1",
+    "arch.L_layers=1",
+    "arch.H_cycles=1",
+    "arch.L_cycles=2",
+    "arch.halt_max_steps=2",
+    "arch.act_enabled=false",
+    "arch.puzzle_emb_ndim=64",
+]
 
 
 def parse() -> argparse.Namespace:
@@ -74,27 +84,68 @@ def main() -> None:
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_adaptation_"))
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    seen = build_permutation_tasks(out / "seen", range(args.tasks), demos=args.demos, queries=args.queries, family_seed=args.seed)
-    unseen = build_permutation_tasks(out / "unseen", range(args.tasks, args.tasks + args.unseen), demos=args.demos,
-                                     queries=args.queries, family_seed=args.seed, seed=1)
+    seen = build_permutation_tasks(
+        out / "seen", range(args.tasks), demos=args.demos, queries=args.queries, family_seed=args.seed
+    )
+    unseen = build_permutation_tasks(
+        out / "unseen",
+        range(args.tasks, args.tasks + args.unseen),
+        demos=args.demos,
+        queries=args.queries,
+        family_seed=args.seed,
+        seed=1,
+    )
     run_dir = out / "run"
-    overrides = [f"data_path={seen}", f"checkpoint_path={run_dir}", f"global_batch_size={args.batch}", f"epochs={args.train_epochs}",
-                 f"eval_interval={args.train_epochs}", "lr=1e-3", "puzzle_emb_lr=1e-2", "lr_warmup_steps=50", "wandb_mode=disabled",
-                 "device=cpu", "project_name=bench", "run_name=adaptation", f"seed={args.seed}", *ARCH]
+    overrides = [
+        f"data_path={seen}",
+        f"checkpoint_path={run_dir}",
+        f"global_batch_size={args.batch}",
+        f"epochs={args.train_epochs}",
+        f"eval_interval={args.train_epochs}",
+        "lr=1e-3",
+        "puzzle_emb_lr=1e-2",
+        "lr_warmup_steps=50",
+        "wandb_mode=disabled",
+        "device=cpu",
+        "project_name=bench",
+        "run_name=adaptation",
+        f"seed={args.seed}",
+        *ARCH,
+    ]
     t0 = time.perf_counter()
     run_training(to_pretrain_config(compose_config(overrides)))
     train_seconds = time.perf_counter() - t0
 
     common = ["device=cpu", "progress=false", "save_outputs=[]"]
     check(evaluate_main([f"checkpoint={run_dir}", *common, f"output={out / 'seen.json'}"]), "evaluating the seen tasks")
-    check(evaluate_main([f"checkpoint={run_dir}", f"data_path={unseen}", "puzzle_identifiers=blank,mean,shuffled", *common,
-                         f"output={out / 'unseen_ids.json'}"]), "the identifier ablation")
-    adapt_common = [f"checkpoint={run_dir}", f"tasks={unseen}", "device=cpu", "progress=false", f"steps={args.adapt_steps}",
-                    f"batch_size={args.batch}", f"seed={args.seed}"]
+    check(
+        evaluate_main(
+            [
+                f"checkpoint={run_dir}",
+                f"data_path={unseen}",
+                "puzzle_identifiers=blank,mean,shuffled",
+                *common,
+                f"output={out / 'unseen_ids.json'}",
+            ]
+        ),
+        "the identifier ablation",
+    )
+    adapt_common = [
+        f"checkpoint={run_dir}",
+        f"tasks={unseen}",
+        "device=cpu",
+        "progress=false",
+        f"steps={args.adapt_steps}",
+        f"batch_size={args.batch}",
+        f"seed={args.seed}",
+    ]
     t0 = time.perf_counter()
     check(adapt_main([*adapt_common, f"output_dir={out / 'adapted'}"]), "adaptation")
     adapt_seconds = time.perf_counter() - t0
-    check(adapt_main([*adapt_common, "adapt_weights=true", "lr=1e-4", f"output_dir={out / 'adapted_weights'}"]), "adaptation with weights")
+    check(
+        adapt_main([*adapt_common, "adapt_weights=true", "lr=1e-4", f"output_dir={out / 'adapted_weights'}"]),
+        "adaptation with weights",
+    )
 
     seen_acc = exact(out / "seen.json")
     rows = [
@@ -106,15 +157,22 @@ def main() -> None:
         ("unseen tasks, after adaptation with weights", exact(out / "adapted_weights" / "results.json")),
     ]
     total = time.perf_counter() - started
-    print(f"\n{args.tasks} seen and {args.unseen} unseen secret-permutation tasks, {args.demos} demonstrations and "
-          f"{args.queries} queries each; training {train_seconds:.0f} s, adaptation {adapt_seconds:.0f} s, {total / 60:.1f} min in all\n")
+    print(
+        f"\n{args.tasks} seen and {args.unseen} unseen secret-permutation tasks, {args.demos} demonstrations and "
+        f"{args.queries} queries each; training {train_seconds:.0f} s, adaptation {adapt_seconds:.0f} s, {total / 60:.1f} min in all\n"
+    )
     print(f"| {'evaluation':<50} | exact accuracy | share of seen |")
     print(f"|{'-' * 52}|----------------|---------------|")
     for name, value in rows:
         share = value / seen_acc if seen_acc else float("nan")
         print(f"| {name:<50} | {value:>14.3f} | {share:>13.2f} |")
-    summary = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": dict(rows), "train_seconds": train_seconds,
-               "adapt_seconds": adapt_seconds, "total_seconds": total}
+    summary = {
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "rows": dict(rows),
+        "train_seconds": train_seconds,
+        "adapt_seconds": adapt_seconds,
+        "total_seconds": total,
+    }
     (out / "bench_adaptation.json").write_text(json.dumps(summary, indent=2))
     print(f"\nfiles in {out}")
 

@@ -30,15 +30,17 @@ from hrm.models.attention import attention, auto_backend, load_flash_function
 
 # name -> (batch, sequence incl. puzzle positions, heads, head_dim); the batch is overridable (CPU: small).
 SHAPES = {
-    "quickstart": (64, 37, 4, 16),     # 6x6 Sudoku, hidden 64, 1 puzzle position
+    "quickstart": (64, 37, 4, 16),  # 6x6 Sudoku, hidden 64, 1 puzzle position
     "small-sudoku": (100, 81, 4, 16),  # 9x9 Sudoku, hidden 64, no puzzle embedding (bench_eval.py --box 3)
     "paper-sudoku": (384, 82, 8, 64),  # 9x9 Sudoku, hidden 512, 1 puzzle position
-    "arc": (768, 901, 8, 64),          # 30x30 ARC canvas, hidden 512, 1 puzzle position
+    "arc": (768, 901, 8, 64),  # 30x30 ARC canvas, hidden 512, 1 puzzle position
 }
 PASSES = ("inference", "training")
 
 
-def time_backend(backend: str, dtype: torch.dtype, shape: tuple[int, ...], training: bool, args: argparse.Namespace) -> float:
+def time_backend(
+    backend: str, dtype: torch.dtype, shape: tuple[int, ...], training: bool, args: argparse.Namespace
+) -> float:
     device = torch.device(args.device)
     q, k, v = (torch.randn(shape, dtype=dtype, device=device, requires_grad=training) for _ in range(3))
 
@@ -61,10 +63,16 @@ def candidates(device: torch.device, dtype: torch.dtype) -> list[str]:
 
 def halting_flips(args: argparse.Namespace) -> None:
     """Halting decisions of a checkpoint under each backend in bf16, against float32 SDPA."""
-    variants = {"float32 sdpa": ("float32", "sdpa"), "bfloat16 sdpa": ("bfloat16", "sdpa"), "bfloat16 math": ("bfloat16", "math")}
+    variants = {
+        "float32 sdpa": ("float32", "sdpa"),
+        "bfloat16 sdpa": ("bfloat16", "sdpa"),
+        "bfloat16 math": ("bfloat16", "math"),
+    }
     decisions, margins = {}, None
     for label, (dtype, backend) in variants.items():
-        model, config = load_model(args.checkpoint, args.device, [f"arch.forward_dtype={dtype}", f"arch.attn_backend={backend}"])
+        model, config = load_model(
+            args.checkpoint, args.device, [f"arch.forward_dtype={dtype}", f"arch.attn_backend={backend}"]
+        )
         split = load_test_split(config.data_path)
         meta = split.metadata
         task = augmented.resolve_task("auto", meta.vocab_size, meta.seq_len, args.permutes)
@@ -76,7 +84,9 @@ def halting_flips(args: argparse.Namespace) -> None:
         if margins is None:
             margins = (out["q_halt_logits"] - out["q_continue_logits"]).abs()
     reference = decisions["float32 sdpa"]
-    print(f"{args.checkpoint}: {reference.numel()} halting decisions ({len(rows)} examples x {args.permutes} perturbations)")
+    print(
+        f"{args.checkpoint}: {reference.numel()} halting decisions ({len(rows)} examples x {args.permutes} perturbations)"
+    )
     for label, decided in decisions.items():
         flipped = decided != reference
         worst = f", largest float32 margin among them {margins[flipped].max():.4f}" if flipped.any() else ""
@@ -88,7 +98,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--shapes", default="quickstart,paper-sudoku", help=f"comma-separated, of {', '.join(SHAPES)}")
-    parser.add_argument("--batch", type=int, default=None, help="override every shape's batch (CPU: e.g. 8 for the paper's shapes)")
+    parser.add_argument(
+        "--batch", type=int, default=None, help="override every shape's batch (CPU: e.g. 8 for the paper's shapes)"
+    )
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
@@ -104,7 +116,9 @@ def main() -> None:
         halting_flips(args)
         return
     device = torch.device(args.device)
-    print(f"device={args.device} threads={torch.get_num_threads()} torch={torch.__version__} steps={args.steps} repeats={args.repeats}")
+    print(
+        f"device={args.device} threads={torch.get_num_threads()} torch={torch.__version__} steps={args.steps} repeats={args.repeats}"
+    )
     print("| shape (batch, seq, heads, dim) | dtype | pass | ms per call (best of repeats) | fastest | auto picks |")
     print("|---|---|---|---|---|---|")
     for shape_name in args.shapes.split(","):

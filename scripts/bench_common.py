@@ -8,8 +8,14 @@ from typing import Callable
 import torch
 
 
-def seconds_per_call(step: Callable[[], None], device: torch.device, warmup: int, steps: int,
-                     max_seconds: float | None = None, sync_every_call: bool = True) -> float:
+def seconds_per_call(
+    step: Callable[[], None],
+    device: torch.device,
+    warmup: int,
+    steps: int,
+    max_seconds: float | None = None,
+    sync_every_call: bool = True,
+) -> float:
     """Mean wall-clock seconds of `step()` after `warmup` untimed calls; waits for CUDA work inside the timing.
 
     With `max_seconds`, timing stops after the first call that ends past that many seconds (at least one call).

@@ -50,7 +50,12 @@ def run_build(script: str, args: list[str]) -> tuple[float, float]:
     """(wall seconds, peak RSS in MB) of one builder CLI run."""
     started = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    result = subprocess.run([sys.executable, str(REPO / "dataset" / script), *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "dataset" / script), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     wall = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"{script} failed with exit code {result.returncode}")
@@ -62,17 +67,27 @@ def run_build(script: str, args: list[str]) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sudoku-csv", default=None, help="a real Sudoku-Extreme folder (train.csv/test.csv) instead of the synthetic one")
+    parser.add_argument(
+        "--sudoku-csv",
+        default=None,
+        help="a real Sudoku-Extreme folder (train.csv/test.csv) instead of the synthetic one",
+    )
     parser.add_argument("--skip-arc", action="store_true")
-    parser.add_argument("--workdir", default=None, help="where to build (default: a temporary folder, removed afterwards)")
+    parser.add_argument(
+        "--workdir", default=None, help="where to build (default: a temporary folder, removed afterwards)"
+    )
     args = parser.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="hrm-bench-"))
     rows = []
     try:
-        source = Path(args.sudoku_csv) if args.sudoku_csv else synthetic_sudoku_source(workdir / "sudoku-src", 1100, 100)
+        source = (
+            Path(args.sudoku_csv) if args.sudoku_csv else synthetic_sudoku_source(workdir / "sudoku-src", 1100, 100)
+        )
         out = workdir / "sudoku-extreme-1k-aug-1000"
-        wall, peak = run_build("build_sudoku_dataset.py", ["--source-csv", str(source), "--output-dir", str(out),
-                                                           "--subsample-size", "1000", "--num-aug", "1000"])
+        wall, peak = run_build(
+            "build_sudoku_dataset.py",
+            ["--source-csv", str(source), "--output-dir", str(out), "--subsample-size", "1000", "--num-aug", "1000"],
+        )
         rows.append(("Sudoku-Extreme-1k x 1000 aug (1,001,000 train examples)", wall, peak, directory_size(out)))
         shutil.rmtree(out)
         if not args.skip_arc:

@@ -34,9 +34,8 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch.profiler import ProfilerActivity, profile
-
 from bench_common import seconds_per_call
+from torch.profiler import ProfilerActivity, profile
 
 from hrm.config import HRM_ARCH_NAME, validate_config
 from hrm.data.format import write_dataset, write_identifiers
@@ -60,14 +59,49 @@ logger = logging.getLogger("bench_gpu")
 TRM_ARCH_NAME = "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1"
 
 # configs/arch/hrm_v1.yaml: the paper's HRM (27M parameters on Sudoku).
-PAPER_HRM = dict(name=HRM_ARCH_NAME, hidden_size=512, num_heads=8, expansion=4, H_layers=4, L_layers=4, H_cycles=2,
-                 L_cycles=2, halt_max_steps=16, halt_exploration_prob=0.1, puzzle_emb_ndim=512, pos_encodings="rope",
-                 forward_dtype="bfloat16")
+PAPER_HRM = dict(
+    name=HRM_ARCH_NAME,
+    hidden_size=512,
+    num_heads=8,
+    expansion=4,
+    H_layers=4,
+    L_layers=4,
+    H_cycles=2,
+    L_cycles=2,
+    halt_max_steps=16,
+    halt_exploration_prob=0.1,
+    puzzle_emb_ndim=512,
+    pos_encodings="rope",
+    forward_dtype="bfloat16",
+)
 # TRM's README settings (spec section 10): Sudoku with the MLP mixer, ARC with attention.
-TRM_SUDOKU_MLP = dict(name=TRM_ARCH_NAME, hidden_size=512, num_heads=8, expansion=4, L_layers=2, H_cycles=3, L_cycles=6,
-                      halt_max_steps=16, puzzle_emb_ndim=512, mlp_t=True, pos_encodings="none", forward_dtype="bfloat16")
-TRM_ARC_ATTENTION = dict(name=TRM_ARCH_NAME, hidden_size=512, num_heads=8, expansion=4, L_layers=2, H_cycles=3, L_cycles=4,
-                         halt_max_steps=16, puzzle_emb_ndim=512, pos_encodings="rope", forward_dtype="bfloat16")
+TRM_SUDOKU_MLP = dict(
+    name=TRM_ARCH_NAME,
+    hidden_size=512,
+    num_heads=8,
+    expansion=4,
+    L_layers=2,
+    H_cycles=3,
+    L_cycles=6,
+    halt_max_steps=16,
+    puzzle_emb_ndim=512,
+    mlp_t=True,
+    pos_encodings="none",
+    forward_dtype="bfloat16",
+)
+TRM_ARC_ATTENTION = dict(
+    name=TRM_ARCH_NAME,
+    hidden_size=512,
+    num_heads=8,
+    expansion=4,
+    L_layers=2,
+    H_cycles=3,
+    L_cycles=4,
+    halt_max_steps=16,
+    puzzle_emb_ndim=512,
+    pos_encodings="rope",
+    forward_dtype="bfloat16",
+)
 
 # Dataset shapes: Sudoku-Extreme (81 cells, tokens pad/blank/1-9, one identifier) and ARC (30x30 canvas,
 # about 960 tasks x 1000 augmentations of puzzle identifiers, which sizes the puzzle-embedding table).
@@ -75,8 +109,18 @@ SUDOKU = dict(seq_len=81, vocab_size=11, num_puzzle_identifiers=1)
 ARC = dict(seq_len=900, vocab_size=12, num_puzzle_identifiers=960_001)
 
 # --dry-run: the same cases, tiny (the sequence lengths stay, except ARC's, so Augmented HRM's Sudoku checks apply).
-DRY_ARCH = dict(hidden_size=32, num_heads=2, expansion=2, H_layers=1, L_layers=1, H_cycles=2, L_cycles=2, halt_max_steps=2,
-                puzzle_emb_ndim=32, forward_dtype="float32")
+DRY_ARCH = dict(
+    hidden_size=32,
+    num_heads=2,
+    expansion=2,
+    H_layers=1,
+    L_layers=1,
+    H_cycles=2,
+    L_cycles=2,
+    halt_max_steps=2,
+    puzzle_emb_ndim=32,
+    forward_dtype="float32",
+)
 DRY_BATCH, DRY_ARC_SEQ_LEN, DRY_IDENTIFIERS = 4, 30, 8
 
 
@@ -115,8 +159,16 @@ CASES: list[Case] = [
     Case("HRM Sudoku eval Augmented permutes=9 b768", "eval", PAPER_HRM, 768, SUDOKU, halt="augmented", permutes=9),
     Case("HRM ARC train b768 compiled", "train", PAPER_HRM, 768, ARC, compile=True),
     Case("HRM Sudoku eval halt=act batch=auto", "eval", PAPER_HRM, MAX_ROWS, SUDOKU, halt="act", auto_batch=True),
-    Case("HRM Sudoku eval Augmented permutes=9 batch=auto", "eval", PAPER_HRM, MAX_ROWS, SUDOKU, halt="augmented", permutes=9,
-         auto_batch=True),
+    Case(
+        "HRM Sudoku eval Augmented permutes=9 batch=auto",
+        "eval",
+        PAPER_HRM,
+        MAX_ROWS,
+        SUDOKU,
+        halt="augmented",
+        permutes=9,
+        auto_batch=True,
+    ),
     # TRM (issue 8): one line per case; `not available` until the model registry knows TRM_ARCH_NAME.
     Case("TRM Sudoku MLP train b768 compiled", "train", TRM_SUDOKU_MLP, 768, SUDOKU, compile=True),
     Case("TRM ARC attention train b768 compiled", "train", TRM_ARC_ATTENTION, 768, ARC, compile=True),
@@ -150,8 +202,9 @@ def random_batch(case: Case, batch: int, device: torch.device, generator: torch.
     return {
         "inputs": torch.randint(1, shapes["vocab_size"], size, generator=generator, dtype=torch.int32).to(device),
         "labels": torch.randint(low, shapes["vocab_size"], size, generator=generator, dtype=torch.int32).to(device),
-        "puzzle_identifiers": torch.randint(0, shapes["num_puzzle_identifiers"], (batch,), generator=generator,
-                                            dtype=torch.int32).to(device),
+        "puzzle_identifiers": torch.randint(
+            0, shapes["num_puzzle_identifiers"], (batch,), generator=generator, dtype=torch.int32
+        ).to(device),
     }
 
 
@@ -161,12 +214,32 @@ def write_tiny_dataset(root: Path, case: Case) -> Path:
     rows = 8
     rng = np.random.default_rng(0)
     for split in ("train", "test"):
-        meta = PuzzleDatasetMetadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=shapes["vocab_size"],
-                                     seq_len=shapes["seq_len"], num_puzzle_identifiers=shapes["num_puzzle_identifiers"],
-                                     total_groups=rows, mean_puzzle_examples=1.0, sets=["all"])
+        meta = PuzzleDatasetMetadata(
+            pad_id=0,
+            ignore_label_id=0,
+            blank_identifier_id=0,
+            vocab_size=shapes["vocab_size"],
+            seq_len=shapes["seq_len"],
+            num_puzzle_identifiers=shapes["num_puzzle_identifiers"],
+            total_groups=rows,
+            mean_puzzle_examples=1.0,
+            sets=["all"],
+        )
         tokens = rng.integers(1, shapes["vocab_size"], size=(rows, shapes["seq_len"]), dtype=np.int64).astype(np.uint8)
-        write_dataset(root, split, {"all": {"inputs": tokens, "labels": tokens, "puzzle_identifiers": np.arange(rows, dtype=np.int32) % shapes["num_puzzle_identifiers"],
-                                            "puzzle_indices": np.arange(rows + 1), "group_indices": np.arange(rows + 1)}}, meta)
+        write_dataset(
+            root,
+            split,
+            {
+                "all": {
+                    "inputs": tokens,
+                    "labels": tokens,
+                    "puzzle_identifiers": np.arange(rows, dtype=np.int32) % shapes["num_puzzle_identifiers"],
+                    "puzzle_indices": np.arange(rows + 1),
+                    "group_indices": np.arange(rows + 1),
+                }
+            },
+            meta,
+        )
     write_identifiers(root, ["<blank>"] + [f"p{i}" for i in range(1, min(rows, shapes["num_puzzle_identifiers"]))])
     return root
 
@@ -177,10 +250,21 @@ def write_tiny_dataset(root: Path, case: Case) -> Path:
 def bench_training(case: Case, device: torch.device, work: Path, row: Row, profile_dir: Path | None = None) -> None:
     """Seconds per `Trainer.train_batch` call, the loop `pretrain.py` runs (log_interval=1, its default)."""
     data = write_tiny_dataset(work / "data", case)
-    config = validate_config(dict(arch=case.arch, data_path=str(data), global_batch_size=case.batch, epochs=100_000,
-                                  eval_interval=None, compile=case.compile, wandb_mode="disabled", device=device.type,
-                                  checkpoint_path=str(work / "checkpoints"), cpu_forward_dtype=case.arch.get("forward_dtype", "float32"),
-                                  lr_warmup_steps=10))
+    config = validate_config(
+        dict(
+            arch=case.arch,
+            data_path=str(data),
+            global_batch_size=case.batch,
+            epochs=100_000,
+            eval_interval=None,
+            compile=case.compile,
+            wandb_mode="disabled",
+            device=device.type,
+            checkpoint_path=str(work / "checkpoints"),
+            cpu_forward_dtype=case.arch.get("forward_dtype", "float32"),
+            lr_warmup_steps=10,
+        )
+    )
     trainer = Trainer(config, DistributedContext(rank=0, world_size=1, local_rank=0, device=device))
     generator = torch.Generator().manual_seed(0)
     batches = [random_batch(case, case.batch, device, generator) for _ in range(4)]
@@ -192,7 +276,9 @@ def bench_training(case: Case, device: torch.device, work: Path, row: Row, profi
         calls += 1
 
     warmup = 1 if device.type == "cpu" else 5  # compilation happens in the first calls
-    seconds = seconds_per_call(step, device, warmup=warmup, steps=1000, max_seconds=case.budget_s, sync_every_call=False)
+    seconds = seconds_per_call(
+        step, device, warmup=warmup, steps=1000, max_seconds=case.budget_s, sync_every_call=False
+    )
     row.step_ms = seconds * 1000
     row.examples_per_s = case.batch / seconds
     row.extra["parameters"] = trainer.num_params
@@ -255,14 +341,17 @@ def bench_eval(case: Case, device: torch.device, work: Path, row: Row) -> None:
 def eval_protocol(case: Case, model: torch.nn.Module, device: torch.device) -> Callable[[TensorExamples], float]:
     """A function running the case's protocol over some examples and returning the mean segments per pass."""
     if case.halt == "max":
+
         def run(examples: TensorExamples) -> float:
             def batches():
                 for start in range(0, len(examples), case.batch):
                     rows = torch.arange(start, min(len(examples), start + case.batch))
                     yield "all", examples.gather(rows), case.batch
+
             result = evaluate(model, batches(), ["all"], device=device)
             return result.metrics["all"]["steps"]
     elif case.halt == "act":
+
         def run(examples: TensorExamples) -> float:
             out = evaluate_act(model, examples, case.batch, device=device, keep_keys=("preds", "steps"))
             return float(out["steps"].float().mean())
@@ -270,7 +359,9 @@ def eval_protocol(case: Case, model: torch.nn.Module, device: torch.device) -> C
         task = SudokuTask(11, 81)
 
         def run(examples: TensorExamples) -> float:
-            puzzles, baseline = augmented.evaluate_chunk([model], examples, task, case.permutes, case.batch, "max", device)
+            puzzles, baseline = augmented.evaluate_chunk(
+                [model], examples, task, case.permutes, case.batch, "max", device
+            )
             augmented.tally_puzzles(puzzles, task)
             return float(baseline["steps"].float().mean())
     else:
@@ -350,18 +441,28 @@ def _cell(value: float | None, fmt: str) -> str:
 
 
 def markdown_table(rows: list[Row]) -> str:
-    lines = ["| case | status | examples/s | step ms | MFU | peak GiB | segments | attention | tokens | batch |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| case | status | examples/s | step ms | MFU | peak GiB | segments | attention | tokens | batch |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         mfu = None if row.mfu is None else row.mfu * 100
-        lines.append(f"| {row.name} | {row.status} | {_cell(row.examples_per_s, ',.0f')} | {_cell(row.step_ms, '.1f')} | "
-                     f"{_cell(mfu, '.1f')}{'%' if mfu is not None else ''} | {_cell(row.peak_memory_gib, '.1f')} | "
-                     f"{_cell(row.segments_per_example, '.1f')} | {row.attention or 'n/a'} | {row.seq_len} | {row.batch} |")
+        lines.append(
+            f"| {row.name} | {row.status} | {_cell(row.examples_per_s, ',.0f')} | {_cell(row.step_ms, '.1f')} | "
+            f"{_cell(mfu, '.1f')}{'%' if mfu is not None else ''} | {_cell(row.peak_memory_gib, '.1f')} | "
+            f"{_cell(row.segments_per_example, '.1f')} | {row.attention or 'n/a'} | {row.seq_len} | {row.batch} |"
+        )
     return "\n".join(lines)
 
 
-def run_all(cases: list[Case], device: torch.device, budget_s: float, dry_run: bool = False,
-            on_row: Callable[[list[Row]], None] | None = None, profile_dir: Path | None = None) -> list[Row]:
+def run_all(
+    cases: list[Case],
+    device: torch.device,
+    budget_s: float,
+    dry_run: bool = False,
+    on_row: Callable[[list[Row]], None] | None = None,
+    profile_dir: Path | None = None,
+) -> list[Row]:
     """Run the cases in order; a case starts only if the remaining budget covers its timed seconds plus warm-up.
     `on_row` sees the rows so far after each case (the JSON is rewritten, so a killed run keeps its rows)."""
     deadline = time.monotonic() + budget_s
@@ -371,8 +472,15 @@ def run_all(cases: list[Case], device: torch.device, budget_s: float, dry_run: b
         remaining = deadline - time.monotonic()
         needed = case.budget_s * (3 if case.compile else 1.5)
         if remaining < needed:
-            rows.append(Row(case.name, status=f"skipped (time budget: {remaining:.0f} s left)", compiled=case.compile,
-                            batch=case.batch, seq_len=case.shapes["seq_len"]))
+            rows.append(
+                Row(
+                    case.name,
+                    status=f"skipped (time budget: {remaining:.0f} s left)",
+                    compiled=case.compile,
+                    batch=case.batch,
+                    seq_len=case.shapes["seq_len"],
+                )
+            )
             continue
         case = replace(case, budget_s=min(case.budget_s, remaining / 3))
         started = time.monotonic()
@@ -402,7 +510,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     device = torch.device(args.device or ("cpu" if args.dry_run else "cuda"))
     if device.type == "cuda" and not torch.cuda.is_available():
-        print("error: no CUDA device is visible; run on a GPU machine, or pass --dry-run for the CPU check", file=sys.stderr)
+        print(
+            "error: no CUDA device is visible; run on a GPU machine, or pass --dry-run for the CPU check",
+            file=sys.stderr,
+        )
         return 2
     cases = CASES
     if args.cases:
@@ -411,10 +522,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         torch.set_num_threads(1)  # tiny ops: threads only wait on each other (and on a shared machine, on other jobs)
     env = environment(device)
-    rows = run_all(cases, device, args.budget_s, dry_run=args.dry_run, on_row=lambda rows: write_report(Path(args.out), rows, env),
-                   profile_dir=None if args.no_profile else Path(args.out).parent)
+    rows = run_all(
+        cases,
+        device,
+        args.budget_s,
+        dry_run=args.dry_run,
+        on_row=lambda rows: write_report(Path(args.out), rows, env),
+        profile_dir=None if args.no_profile else Path(args.out).parent,
+    )
     write_report(Path(args.out), rows, env)
-    print(f"{env.get('gpu', device)}, torch {env['torch']}" + (" (dry run: tiny sizes, not figures)" if args.dry_run else ""))
+    print(
+        f"{env.get('gpu', device)}, torch {env['torch']}"
+        + (" (dry run: tiny sizes, not figures)" if args.dry_run else "")
+    )
     print(markdown_table(rows))
     print(f"written to {args.out}")
     return 0

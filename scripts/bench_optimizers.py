@@ -73,9 +73,19 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
 
-    arch = ArchConfig(H_cycles=2, L_cycles=2, H_layers=args.layers, L_layers=args.layers,
-                      hidden_size=args.hidden_size, num_heads=8, expansion=4, pos_encodings="rope",
-                      puzzle_emb_ndim=0, halt_max_steps=16, halt_exploration_prob=0.1)
+    arch = ArchConfig(
+        H_cycles=2,
+        L_cycles=2,
+        H_layers=args.layers,
+        L_layers=args.layers,
+        hidden_size=args.hidden_size,
+        num_heads=8,
+        expansion=4,
+        pos_encodings="rope",
+        puzzle_emb_ndim=0,
+        halt_max_steps=16,
+        halt_exploration_prob=0.1,
+    )
     model = build_model(arch, batch_size=1, seq_len=81, vocab_size=11, num_puzzle_identifiers=1)
     params = [p.detach().to(device).requires_grad_(True) for p in model.parameters()]
     for param in params:
@@ -101,8 +111,10 @@ def main() -> None:
         sign_sgd.step()
 
     milliseconds = time_steps(sparse_step, device, args.steps)
-    print(f"{'SignSGDSparse (fwd+bwd+step)':32s} {milliseconds:9.2f} ms/step"
-          f"  ({args.num_identifiers:,} x {args.hidden_size} table, {args.batch_size} rows)")
+    print(
+        f"{'SignSGDSparse (fwd+bwd+step)':32s} {milliseconds:9.2f} ms/step"
+        f"  ({args.num_identifiers:,} x {args.hidden_size} table, {args.batch_size} rows)"
+    )
 
 
 if __name__ == "__main__":

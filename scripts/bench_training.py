@@ -25,13 +25,26 @@ TRM_NAME = "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1"
 
 
 def arch_of(args: argparse.Namespace, model_name: str, dtype: str) -> ArchConfig:
-    common = dict(hidden_size=args.hidden, num_heads=max(1, args.hidden // 32), expansion=4, halt_max_steps=4,
-                  puzzle_emb_ndim=args.hidden, forward_dtype=dtype)
+    common = dict(
+        hidden_size=args.hidden,
+        num_heads=max(1, args.hidden // 32),
+        expansion=4,
+        halt_max_steps=4,
+        puzzle_emb_ndim=args.hidden,
+        forward_dtype=dtype,
+    )
     if model_name == "hrm":
         return ArchConfig(H_layers=args.layers, L_layers=args.layers, H_cycles=2, L_cycles=2, **common)
     mlp = model_name == "trm_mlp"
-    return ArchConfig(name=TRM_NAME, L_layers=args.layers, H_cycles=3, L_cycles=6, mlp_t=mlp,
-                      pos_encodings="none" if mlp else "rope", **common)
+    return ArchConfig(
+        name=TRM_NAME,
+        L_layers=args.layers,
+        H_cycles=3,
+        L_cycles=6,
+        mlp_t=mlp,
+        pos_encodings="none" if mlp else "rope",
+        **common,
+    )
 
 
 def time_variant(args: argparse.Namespace, model_name: str, dtype: str, compiled: bool) -> tuple[float, float]:
@@ -76,16 +89,20 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"device={args.device} threads={torch.get_num_threads()} hidden={args.hidden} layers={args.layers} "
-          f"batch={args.batch} seq_len={args.seq_len}")
+    print(
+        f"device={args.device} threads={torch.get_num_threads()} hidden={args.hidden} layers={args.layers} "
+        f"batch={args.batch} seq_len={args.seq_len}"
+    )
     for model_name in args.models.split(","):
         if model_name not in ("hrm", "trm", "trm_mlp"):
             parser.error(f"--models: {model_name!r} is not one of hrm, trm, trm_mlp")
         for dtype in args.dtypes.split(","):
-            for compiled in ([False, True] if args.compile else [False]):
+            for compiled in [False, True] if args.compile else [False]:
                 seconds, flops = time_variant(args, model_name, dtype, compiled)
-                print(f"{model_name:8s} {dtype:9s} compile={str(compiled):5s} {seconds * 1000:8.1f} ms/step "
-                      f"{args.batch / seconds:8.1f} examples/s {flops / 1e6:8.1f} MFLOP/example")
+                print(
+                    f"{model_name:8s} {dtype:9s} compile={str(compiled):5s} {seconds * 1000:8.1f} ms/step "
+                    f"{args.batch / seconds:8.1f} examples/s {flops / 1e6:8.1f} MFLOP/example"
+                )
 
 
 if __name__ == "__main__":

@@ -35,8 +35,18 @@ def evaluate_checkpoint(checkpoint_dir: str) -> dict[str, float]:
     from hrm.evaluation.runner import evaluate
 
     model, config = load_model(REPO / checkpoint_dir, device="cpu")
-    test = PuzzleDataset(PuzzleDatasetConfig(seed=0, dataset_path=str(REPO / config.data_path), global_batch_size=256,
-                                             test_set_mode=True, epochs_per_iter=1, rank=0, num_replicas=1), split="test")
+    test = PuzzleDataset(
+        PuzzleDatasetConfig(
+            seed=0,
+            dataset_path=str(REPO / config.data_path),
+            global_batch_size=256,
+            test_set_mode=True,
+            epochs_per_iter=1,
+            rank=0,
+            num_replicas=1,
+        ),
+        split="test",
+    )
     with torch.inference_mode():
         result = evaluate(model, iter(test), test.metadata.sets, device="cpu")
     return result.metrics["all"]
@@ -56,8 +66,10 @@ def main() -> None:
 
     metrics = evaluate_checkpoint(CHECKPOINT_DIR)
     minutes = (time.perf_counter() - started) / 60
-    print(f"\nHeld-out exact accuracy: {100 * metrics['exact_accuracy']:.1f}% of {int(metrics['count'])} unseen 6x6 Sudoku puzzles "
-          f"(token accuracy {100 * metrics['accuracy']:.1f}%); checkpoint {CHECKPOINT_DIR}/, {minutes:.1f} min in all")
+    print(
+        f"\nHeld-out exact accuracy: {100 * metrics['exact_accuracy']:.1f}% of {int(metrics['count'])} unseen 6x6 Sudoku puzzles "
+        f"(token accuracy {100 * metrics['accuracy']:.1f}%); checkpoint {CHECKPOINT_DIR}/, {minutes:.1f} min in all"
+    )
 
 
 if __name__ == "__main__":

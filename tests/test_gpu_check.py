@@ -46,7 +46,10 @@ def test_dry_run_runs_every_case_and_writes_table_and_json(bench, tmp_path, caps
     profiled = [row for row in report["rows"] if "profile" in row["extra"]]
     assert len(profiled) == 1 and "Self CPU" in Path(profiled[0]["extra"]["profile"]).read_text()
     table = capsys.readouterr().out
-    assert table.count("\n| ") == len(bench.CASES) + 1 and "| case | status | examples/s | step ms | MFU | peak GiB |" in table
+    assert (
+        table.count("\n| ") == len(bench.CASES) + 1
+        and "| case | status | examples/s | step ms | MFU | peak GiB |" in table
+    )
 
 
 def test_unknown_architecture_failure_and_budget_are_rows_not_crashes(bench, monkeypatch):
@@ -54,15 +57,18 @@ def test_unknown_architecture_failure_and_budget_are_rows_not_crashes(bench, mon
     unknown = replace(template, name="unknown", arch={**template.arch, "name": "nowhere@Model"})
     broken = replace(template, name="broken", halt="no-such-protocol")
     rows = bench.run_all([unknown, broken, template], torch.device("cpu"), budget_s=60, dry_run=True)
-    assert [row.status for row in rows][:2] == ["not available", "error: ValueError: unknown evaluation protocol 'no-such-protocol'"]
+    assert [row.status for row in rows][:2] == [
+        "not available",
+        "error: ValueError: unknown evaluation protocol 'no-such-protocol'",
+    ]
     assert rows[2].status == "ok"
     skipped = bench.run_all([template], torch.device("cpu"), budget_s=0, dry_run=True)
     assert skipped[0].status.startswith("skipped (time budget")
 
 
 def test_training_flops_count_backward_and_q_target_segment(bench):
-    from hrm.models.registry import build_model
     from hrm.config import validate_config
+    from hrm.models.registry import build_model
     from hrm.training.flops import inference_flops_per_segment, training_flops_per_example
 
     case = bench.CASES[0].tiny()
@@ -77,12 +83,19 @@ def test_training_flops_count_backward_and_q_target_segment(bench):
 def test_gpu_check_script_dry_run_writes_its_outputs(tmp_path):
     env = dict(os.environ, HRM_PYTHON=sys.executable, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
     out = tmp_path / "check"
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--dry-run", "--out", str(out),
-                           "--cases", "eval halt=max"], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--dry-run", "--out", str(out), "--cases", "eval halt=max"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     rows = json.loads((out / "bench.json").read_text())["rows"]
     assert [(row["name"], row["status"]) for row in rows] == [("HRM Sudoku eval halt=max b768", "ok")]
     assert (out / "bench.md").read_text().startswith("| case | status |")
     assert "benchmark (scripts/bench_gpu.py)" in (out / "gpu_check.log").read_text()
-    bad = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--bogus"], env=env, capture_output=True, text=True)
+    bad = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--bogus"], env=env, capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "unknown argument --bogus" in bad.stderr

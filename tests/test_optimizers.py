@@ -46,9 +46,7 @@ def make_params(dtype, seed=0):
 
 def make_grads(params, num_steps, seed=1, scale=1.0):
     generator = torch.Generator().manual_seed(seed)
-    return [
-        [(scale * torch.randn(p.shape, generator=generator)).to(p.dtype) for p in params] for _ in range(num_steps)
-    ]
+    return [[(scale * torch.randn(p.shape, generator=generator)).to(p.dtype) for p in params] for _ in range(num_steps)]
 
 
 def run_optimizer(optimizer, params, grads_per_step):
@@ -272,9 +270,7 @@ def test_fused_implementation_off_cuda_is_a_config_error(fake_fused_package):
 
 def test_unknown_implementation_is_a_config_error():
     with pytest.raises(ConfigError, match="auto"):
-        make_adam_atan2(
-            make_params(torch.float32), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1, implementation="cuda"
-        )
+        make_adam_atan2(make_params(torch.float32), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1, implementation="cuda")
 
 
 def test_all_on_cuda_is_false_for_cpu_params():
@@ -409,7 +405,9 @@ def free_tcp_port():
 @pytest.mark.distributed
 def test_sign_sgd_two_ranks_apply_the_update_of_the_union_batch(tmp_path):
     # spawn, not fork: a forked child cannot run autograd once the parent has (CUDA tests earlier in the session).
-    mp.start_processes(_distributed_worker, args=(free_tcp_port(), str(tmp_path)), nprocs=2, join=True, start_method="spawn")
+    mp.start_processes(
+        _distributed_worker, args=(free_tcp_port(), str(tmp_path)), nprocs=2, join=True, start_method="spawn"
+    )
     rank_tables = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
     assert torch.equal(rank_tables[0], rank_tables[1])
 

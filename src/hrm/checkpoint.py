@@ -25,8 +25,8 @@ from hrm.config import PretrainConfig, apply_overrides, validate_config
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import CheckpointError, HRMError, one_line
 from hrm.hub import download_checkpoint, is_hub_path
-from hrm.paths import STEP_FILE
 from hrm.models.registry import build_model, seq_len_from_state
+from hrm.paths import STEP_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,9 @@ def latest_step_file(directory: str | Path) -> Path:
     directory = Path(directory)
     steps = [(int(m.group(1)), p) for p in directory.iterdir() if (m := STEP_FILE.match(p.name)) and p.is_file()]
     if not steps:
-        raise CheckpointError(f"no step_N checkpoint file in {directory}; point at a checkpoint file or a run's checkpoint folder")
+        raise CheckpointError(
+            f"no step_N checkpoint file in {directory}; point at a checkpoint file or a run's checkpoint folder"
+        )
     return max(steps)[1]
 
 
@@ -65,7 +67,9 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         chosen = latest_step_file(path)
-        logger.debug("using the latest checkpoint in %s: %s", path, chosen.name)  # CLIs name the file once their checks pass
+        logger.debug(
+            "using the latest checkpoint in %s: %s", path, chosen.name
+        )  # CLIs name the file once their checks pass
         return chosen
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -75,7 +79,9 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
 def read_checkpoint_config(checkpoint_file: Path, overrides: Iterable[str] = ()) -> PretrainConfig:
     config_path = checkpoint_file.parent / CONFIG_FILE
     if not config_path.is_file():
-        raise CheckpointError(f"{config_path} is missing; a checkpoint needs the {CONFIG_FILE} written beside it at training time")
+        raise CheckpointError(
+            f"{config_path} is missing; a checkpoint needs the {CONFIG_FILE} written beside it at training time"
+        )
     try:
         data = yaml.safe_load(config_path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError, OSError) as err:
@@ -91,7 +97,7 @@ def clean_state_dict(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     for key, value in state.items():
         key = key.replace(COMPILED_PREFIX, "")
         while key.startswith("module."):
-            key = key[len("module."):]
+            key = key[len("module.") :]
         cleaned[key] = value
     return cleaned
 
@@ -108,25 +114,37 @@ def load_weights_only(path: str | Path) -> Any:
     except OSError as err:
         raise CheckpointError(f"cannot read {path}: {one_line(err)}") from None
     if size == 0:
-        raise CheckpointError(f"cannot read {path}: the file is empty (0 bytes), not a checkpoint; it was not written completely, use another checkpoint")
+        raise CheckpointError(
+            f"cannot read {path}: the file is empty (0 bytes), not a checkpoint; it was not written completely, use another checkpoint"
+        )
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. torch's pickle-protocol warning would add lines to the one-line error
+            warnings.simplefilter(
+                "ignore"
+            )  # e.g. torch's pickle-protocol warning would add lines to the one-line error
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "unsupported global" not in str(err).lower():  # garbage bytes, not a file carrying code
-            raise CheckpointError(f"cannot read {path}: it is corrupt, not a checkpoint this project can read (truncated or "
-                                  "damaged); use another checkpoint") from None
-        raise CheckpointError(f"cannot read {path}: it is not a checkpoint this project can read safely (it holds Python objects "
-                              "other than tensors, and checkpoints are only ever loaded as data, weights_only=True); use a "
-                              "checkpoint written by training") from None
+            raise CheckpointError(
+                f"cannot read {path}: it is corrupt, not a checkpoint this project can read (truncated or "
+                "damaged); use another checkpoint"
+            ) from None
+        raise CheckpointError(
+            f"cannot read {path}: it is not a checkpoint this project can read safely (it holds Python objects "
+            "other than tensors, and checkpoints are only ever loaded as data, weights_only=True); use a "
+            "checkpoint written by training"
+        ) from None
     except OSError as err:
         raise CheckpointError(f"cannot read {path}: {one_line(err)}") from None
-    except Exception as err:  # torch raises many types (RuntimeError, EOFError, KeyError) for truncated or foreign files
+    except (
+        Exception
+    ) as err:  # torch raises many types (RuntimeError, EOFError, KeyError) for truncated or foreign files
         reason = one_line(err).split(". ")[0]
         detail = "" if "weights_only" in reason else f" ({type(err).__name__}: {reason})"
-        raise CheckpointError(f"cannot read {path}: it is not a checkpoint this project can read (truncated, corrupt or not a "
-                              f"PyTorch file){detail}; use another checkpoint") from None
+        raise CheckpointError(
+            f"cannot read {path}: it is not a checkpoint this project can read (truncated, corrupt or not a "
+            f"PyTorch file){detail}; use another checkpoint"
+        ) from None
 
 
 def read_state_dict(checkpoint_file: Path) -> dict[str, torch.Tensor]:
@@ -138,7 +156,9 @@ def read_state_dict(checkpoint_file: Path) -> dict[str, torch.Tensor]:
     return clean_state_dict(state)
 
 
-def dataset_shapes(config: PretrainConfig, state: dict[str, torch.Tensor], beside: Path | None = None) -> dict[str, int]:
+def dataset_shapes(
+    config: PretrainConfig, state: dict[str, torch.Tensor], beside: Path | None = None
+) -> dict[str, int]:
     """vocab_size, seq_len and num_puzzle_identifiers from the dataset (its data_path(s), else a `data/`
     dataset folder kept beside the checkpoint), else from the weights."""
     candidates = [*config.train_data_paths, *config.test_data_paths] + ([beside / "data"] if beside is not None else [])
@@ -172,9 +192,13 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: P
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing:
-        raise CheckpointError(f"{source} lacks {len(missing)} model keys, e.g. {missing[0]}; was it written for another architecture (arch.name)?")
+        raise CheckpointError(
+            f"{source} lacks {len(missing)} model keys, e.g. {missing[0]}; was it written for another architecture (arch.name)?"
+        )
     if unexpected:
-        raise CheckpointError(f"{source} has {len(unexpected)} keys the model does not, e.g. {unexpected[0]}; check arch.* settings against the run that wrote it")
+        raise CheckpointError(
+            f"{source} has {len(unexpected)} keys the model does not, e.g. {unexpected[0]}; check arch.* settings against the run that wrote it"
+        )
     for key, tensor in state.items():
         if tuple(tensor.shape) != tuple(expected[key].shape):
             raise CheckpointError(
@@ -183,7 +207,9 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: P
             )
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu", overrides: Iterable[str] = ()) -> tuple[nn.Module, PretrainConfig]:
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu", overrides: Iterable[str] = ()
+) -> tuple[nn.Module, PretrainConfig]:
     """Load a checkpoint (ours or the original's) as `(loss-head-wrapped model in eval mode, config)`.
 
     `path` is a `step_N` file or a folder (its latest `step_N`); `all_config.yaml` must sit beside it.
@@ -238,10 +264,22 @@ def load_initial_weights(model: nn.Module, path: str | Path) -> None:
     if table is not None and PUZZLE_EMB_KEY in expected and table.shape != expected[PUZZLE_EMB_KEY].shape:
         target = expected[PUZZLE_EMB_KEY]
         if table.shape[1:] != target.shape[1:]:
-            raise CheckpointError(f"load_checkpoint={path}: puzzle embedding width {tuple(table.shape[1:])} differs from the model's "
-                                  f"{tuple(target.shape[1:])}; set arch.puzzle_emb_ndim as in the run that wrote it")
-        logger.info("load_checkpoint: puzzle embedding %s -> %s, every row set to the checkpoint's mean row",
-                    tuple(table.shape), tuple(target.shape))
-        state = {**state, PUZZLE_EMB_KEY: table.to(torch.float32).mean(dim=0, keepdim=True).expand_as(target).to(target.dtype).clone()}
+            raise CheckpointError(
+                f"load_checkpoint={path}: puzzle embedding width {tuple(table.shape[1:])} differs from the model's "
+                f"{tuple(target.shape[1:])}; set arch.puzzle_emb_ndim as in the run that wrote it"
+            )
+        logger.info(
+            "load_checkpoint: puzzle embedding %s -> %s, every row set to the checkpoint's mean row",
+            tuple(table.shape),
+            tuple(target.shape),
+        )
+        state = {
+            **state,
+            PUZZLE_EMB_KEY: table.to(torch.float32)
+            .mean(dim=0, keepdim=True)
+            .expand_as(target)
+            .to(target.dtype)
+            .clone(),
+        }
     check_state_dict(model, state, checkpoint_file)
     model.load_state_dict(state, strict=True)

@@ -23,11 +23,15 @@ def relative_errors(ours: dict[str, torch.Tensor], theirs: dict[str, torch.Tenso
     """`||a - b|| / ||b||` per key (in float64; 0 when both are zero); the key sets must be equal."""
     if ours.keys() != theirs.keys():
         only = sorted(set(ours) ^ set(theirs))
-        raise HRMError(f"the checkpoints hold different tensors ({len(only)} keys in only one, e.g. {only[0]}); compare runs of the same architecture")
+        raise HRMError(
+            f"the checkpoints hold different tensors ({len(only)} keys in only one, e.g. {only[0]}); compare runs of the same architecture"
+        )
     errors = {}
     for key, value in theirs.items():
         if tuple(ours[key].shape) != tuple(value.shape):
-            raise HRMError(f"{key} has shape {tuple(ours[key].shape)} in one checkpoint and {tuple(value.shape)} in the other")
+            raise HRMError(
+                f"{key} has shape {tuple(ours[key].shape)} in one checkpoint and {tuple(value.shape)} in the other"
+            )
         a, b = ours[key].double(), value.double()
         scale = b.norm().item()
         difference = (a - b).norm().item()

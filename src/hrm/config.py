@@ -56,7 +56,8 @@ class ArchConfig(BaseModel):
         except ValidationError as err:
             first = err.errors()[0]
             raise PydanticCustomError(
-                "arch_field", "{message}",
+                "arch_field",
+                "{message}",
                 {"field": ".".join(str(p) for p in first["loc"]), "message": _describe(first)},
             ) from None
         return self
@@ -96,7 +97,9 @@ class PretrainConfig(BaseModel):
 
     # TRM's training keys.
     evaluators: list[EvaluatorConfig] = Field(default_factory=list)
-    load_checkpoint: str | None = None  # initial weights (a puzzle-embedding table of another shape becomes its mean row)
+    load_checkpoint: str | None = (
+        None  # initial weights (a puzzle-embedding table of another shape becomes its mean row)
+    )
     ema: bool = False
     ema_rate: float = Field(0.999, ge=0.0, le=1.0)
     freeze_weights: bool = False  # train only the puzzle embedding
@@ -114,7 +117,9 @@ class PretrainConfig(BaseModel):
     compile: Union[Literal["auto"], bool] = "auto"
     wandb_mode: Literal["online", "offline", "disabled"] = "online"
     resume: str | None = None
-    cpu_forward_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"  # auto: bf16 where the CPU has bf16 instructions
+    cpu_forward_dtype: Literal["auto", "float32", "bfloat16", "float16"] = (
+        "float32"  # auto: bf16 where the CPU has bf16 instructions
+    )
     checkpoint_every_steps: int | None = Field(None, gt=0)  # resumable checkpoint every N steps
     checkpoint_keep_last: int | None = Field(None, gt=0)  # keep only the newest K checkpoints
     max_steps: int | None = Field(None, gt=0)  # stop early (resumable), e.g. for a time-limited job

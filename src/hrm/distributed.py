@@ -58,8 +58,10 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
         count = torch.cuda.device_count()
         index = local_rank if device.index is None else device.index
         if index >= count:
-            raise ConfigError(f"process with LOCAL_RANK={local_rank} needs cuda:{index} but this node has {count} CUDA "
-                              f"device(s); launch at most {count} per node (torchrun --nproc-per-node {count}) or use device=cpu")
+            raise ConfigError(
+                f"process with LOCAL_RANK={local_rank} needs cuda:{index} but this node has {count} CUDA "
+                f"device(s); launch at most {count} per node (torchrun --nproc-per-node {count}) or use device=cpu"
+            )
         return torch.device("cuda", index)
     if device.type == "mps":
         if not torch.backends.mps.is_available():

@@ -27,10 +27,12 @@ def is_hub_path(path: object) -> bool:
 
 def parse_hub_path(path: str) -> tuple[str, str, str | None]:
     """(repo_id, subfolder, revision) of `hf://owner/repo[/subfolder][@revision]`."""
-    spec, _, revision = path[len(PREFIX):].partition("@")
+    spec, _, revision = path[len(PREFIX) :].partition("@")
     parts = [part for part in spec.split("/") if part]
     if len(parts) < 2:
-        raise CheckpointError(f"{path!r} is not a Hub checkpoint; write hf://owner/repo (optionally /subfolder and @revision)")
+        raise CheckpointError(
+            f"{path!r} is not a Hub checkpoint; write hf://owner/repo (optionally /subfolder and @revision)"
+        )
     return "/".join(parts[:2]), "/".join(parts[2:]), revision or None
 
 
@@ -44,19 +46,28 @@ def download_checkpoint(path: str) -> Path:
         raise CheckpointError(f"{path}: Hub checkpoints need huggingface_hub (pip install huggingface_hub)") from None
     prefix = f"{subfolder}/" if subfolder else ""
     try:
-        local = snapshot_download(repo_id, revision=revision,
-                                  allow_patterns=[f"{prefix}{CONFIG_FILE}", f"{prefix}step_*", f"{prefix}{PUBLISHED_WEIGHTS_FILE}"],
-                                  ignore_patterns=[f"{prefix}step_*_*"])  # not the saved evaluation outputs
+        local = snapshot_download(
+            repo_id,
+            revision=revision,
+            allow_patterns=[f"{prefix}{CONFIG_FILE}", f"{prefix}step_*", f"{prefix}{PUBLISHED_WEIGHTS_FILE}"],
+            ignore_patterns=[f"{prefix}step_*_*"],
+        )  # not the saved evaluation outputs
     except (LocalEntryNotFoundError, OfflineModeIsEnabled):
-        raise CheckpointError(f"{path}: the repo {repo_id} is not in the Hugging Face cache and the Hub cannot be reached "
-                              "(offline); download it once with network access, or unset HF_HUB_OFFLINE") from None
+        raise CheckpointError(
+            f"{path}: the repo {repo_id} is not in the Hugging Face cache and the Hub cannot be reached "
+            "(offline); download it once with network access, or unset HF_HUB_OFFLINE"
+        ) from None
     except HfHubHTTPError as err:
-        raise CheckpointError(f"{path}: cannot download {repo_id} from the Hugging Face Hub ({str(err).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"{path}: cannot download {repo_id} from the Hugging Face Hub ({str(err).splitlines()[0]})"
+        ) from None
     folder = Path(local) / subfolder
     steps = [(int(m.group(1)), p) for p in folder.glob("step_*") if (m := STEP_FILE.match(p.name)) and p.is_file()]
     weights = max(steps)[1] if steps else folder / PUBLISHED_WEIGHTS_FILE
     if not weights.is_file() or not (folder / CONFIG_FILE).is_file():
-        raise CheckpointError(f"{path}: {repo_id} holds no step_N (or {PUBLISHED_WEIGHTS_FILE}) file with an {CONFIG_FILE} beside it"
-                              + (f" in {subfolder}/" if subfolder else ""))
+        raise CheckpointError(
+            f"{path}: {repo_id} holds no step_N (or {PUBLISHED_WEIGHTS_FILE}) file with an {CONFIG_FILE} beside it"
+            + (f" in {subfolder}/" if subfolder else "")
+        )
     logger.info("%s -> %s", path, weights)
     return weights

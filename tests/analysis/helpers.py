@@ -12,9 +12,20 @@ from hrm.checkpoint import save_model_checkpoint
 from hrm.config import validate_config
 from hrm.models.registry import build_model
 
-TINY_ARCH = dict(hidden_size=32, num_heads=4, expansion=2, H_layers=1, L_layers=1, H_cycles=2, L_cycles=3,
-                 puzzle_emb_ndim=32, halt_max_steps=3, halt_exploration_prob=0.0, forward_dtype="float32",
-                 pos_encodings="rope")
+TINY_ARCH = dict(
+    hidden_size=32,
+    num_heads=4,
+    expansion=2,
+    H_layers=1,
+    L_layers=1,
+    H_cycles=2,
+    L_cycles=3,
+    puzzle_emb_ndim=32,
+    halt_max_steps=3,
+    halt_exploration_prob=0.0,
+    forward_dtype="float32",
+    pos_encodings="rope",
+)
 
 
 def tiny_hrm(seq_len: int = 81, vocab_size: int = 11, num_ids: int = 1, **arch):
@@ -56,8 +67,17 @@ def write_split(folder: Path, inputs: np.ndarray, labels: np.ndarray, vocab_size
     np.save(folder / "all__puzzle_identifiers.npy", np.zeros(n, dtype=np.int32))
     np.save(folder / "all__puzzle_indices.npy", np.arange(n + 1, dtype=np.int32))
     np.save(folder / "all__group_indices.npy", np.arange(n + 1, dtype=np.int32))
-    meta = dict(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=vocab_size, seq_len=inputs.shape[1],
-                num_puzzle_identifiers=1, total_groups=n, mean_puzzle_examples=1.0, sets=["all"])
+    meta = dict(
+        pad_id=0,
+        ignore_label_id=0,
+        blank_identifier_id=0,
+        vocab_size=vocab_size,
+        seq_len=inputs.shape[1],
+        num_puzzle_identifiers=1,
+        total_groups=n,
+        mean_puzzle_examples=1.0,
+        sets=["all"],
+    )
     (folder / "dataset.json").write_text(json.dumps(meta))
 
 
@@ -79,8 +99,8 @@ def maze_examples(count: int, side: int = 6, seed: int = 0) -> tuple[np.ndarray,
         start, goal = (1, int(rng.integers(1, side - 1))), (side - 2, int(rng.integers(1, side - 1)))
         label = grid.copy()
         c0, c1 = sorted((start[1], goal[1]))
-        label[1:side - 1, start[1]] = 5
-        label[side - 2, c0:c1 + 1] = 5
+        label[1 : side - 1, start[1]] = 5
+        label[side - 2, c0 : c1 + 1] = 5
         for g in (grid, label):
             g[start], g[goal] = 3, 4
         inputs.append(grid.reshape(-1))

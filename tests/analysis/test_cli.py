@@ -6,14 +6,22 @@ import numpy as np
 import pytest
 
 from hrm.analysis import participation_ratio_curve, several_fixed_points
-from hrm.tasks import SudokuTask
 from hrm.analysis.cli import main
 from hrm.analysis.data import load_examples
+from hrm.tasks import SudokuTask
 
 from .helpers import checkpoint, maze_dataset, mini_sudoku_dataset, sudoku_dataset, tiny_hrm
 
-SMALL = ["num_puzzles=2", "max_panels=4", "pr_puzzles=4", "unknown_puzzles=2", "unknowns=1,3", "perturb_puzzles=1",
-         "num_perturbations=4", "calibration_puzzles=8"]
+SMALL = [
+    "num_puzzles=2",
+    "max_panels=4",
+    "pr_puzzles=4",
+    "unknown_puzzles=2",
+    "unknowns=1,3",
+    "perturb_puzzles=1",
+    "num_perturbations=4",
+    "calibration_puzzles=8",
+]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -33,9 +41,18 @@ def test_cli_writes_the_whole_figure_set_for_sudoku(tmp_path, capsys):
     ckpt = checkpoint(tmp_path, data, seq_len=81, vocab_size=11)
     out = tmp_path / "out"
     assert main(["all", f"checkpoint={ckpt.parent}", f"out={out}", "device=cpu", *SMALL]) == 0
-    expected = ["boards_sudoku_puzzle0.png", "boards_sudoku_puzzle1.png", "residuals.png", "pca_zH.png", "error_curves.png",
-                "q_values.png", "participation_ratio.png", "accuracy_vs_unknowns.png", "fixed_points.png",
-                "halting_calibration.png"]
+    expected = [
+        "boards_sudoku_puzzle0.png",
+        "boards_sudoku_puzzle1.png",
+        "residuals.png",
+        "pca_zH.png",
+        "error_curves.png",
+        "q_values.png",
+        "participation_ratio.png",
+        "accuracy_vs_unknowns.png",
+        "fixed_points.png",
+        "halting_calibration.png",
+    ]
     report = _check_outputs(out, expected)
     assert report["task"] == "sudoku" and report["notes"] == []
     trace = report["trace"]
@@ -54,8 +71,16 @@ def test_cli_on_the_quick_starts_6x6_sudoku_draws_sudoku_boards_and_rule_breaks(
     ckpt = checkpoint(tmp_path, data, seq_len=36, vocab_size=8)
     out = tmp_path / "out"
     assert main(["boards,errors,unknowns,fixed-points", f"checkpoint={ckpt}", f"out={out}", "device=cpu", *SMALL]) == 0
-    report = _check_outputs(out, ["boards_sudoku_puzzle0.png", "boards_sudoku_puzzle1.png", "error_curves.png",
-                                  "accuracy_vs_unknowns.png", "fixed_points.png"])
+    report = _check_outputs(
+        out,
+        [
+            "boards_sudoku_puzzle0.png",
+            "boards_sudoku_puzzle1.png",
+            "error_curves.png",
+            "accuracy_vs_unknowns.png",
+            "fixed_points.png",
+        ],
+    )
     assert report["task"] == "sudoku" and report["notes"] == []
     assert report["trace"]["critical_step_metric"] == "rule_violations"
     assert [row["unknowns"] for row in report["accuracy_vs_unknowns"]["rows"]] == [1, 3]
@@ -85,11 +110,14 @@ def test_cli_traces_a_puzzle_given_as_a_string(tmp_path):
     assert report["trace"]["num_puzzles"] == 1 and max(report["trace"]["error_curves"]["token_errors"][0]) > 0
 
 
-@pytest.mark.parametrize("args,message", [
-    (["all", "checkpoint=/nonexistent/step_1"], "does not exist"),
-    (["everything", "checkpoint=x"], "unknown analysis"),
-    (["all"], "checkpoint=PATH is required"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["all", "checkpoint=/nonexistent/step_1"], "does not exist"),
+        (["everything", "checkpoint=x"], "unknown analysis"),
+        (["all"], "checkpoint=PATH is required"),
+    ],
+)
 def test_cli_errors_are_one_line(args, message, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()

@@ -11,18 +11,16 @@ from hrm.analysis import (
     fixed_point_check,
     forward_residuals,
     halting_calibration,
+    make_batch,
     participation_ratio,
     participation_ratio_from_eigenvalues,
     pca_trajectory,
     step_error_curves,
     trace_batch,
-    make_batch,
 )
-
 from hrm.tasks import Task
 
 from .helpers import sudoku_examples, tiny_hrm
-
 
 # ------------------------------------------------------------------------------ participation ratio
 
@@ -39,7 +37,9 @@ def test_participation_ratio_isotropic_gaussian_is_its_dimension():
     assert participation_ratio(samples) == pytest.approx(12, rel=0.02)
     # Isotropic inside a 5-dimensional subspace of 12 dimensions, randomly rotated.
     rotation, _ = torch.linalg.qr(torch.randn(12, 12, generator=gen, dtype=torch.float64))
-    embedded = torch.cat((torch.randn(40000, 5, generator=gen, dtype=torch.float64), torch.zeros(40000, 7, dtype=torch.float64)), 1)
+    embedded = torch.cat(
+        (torch.randn(40000, 5, generator=gen, dtype=torch.float64), torch.zeros(40000, 7, dtype=torch.float64)), 1
+    )
     assert participation_ratio(embedded @ rotation) == pytest.approx(5, rel=0.02)
 
 
@@ -59,7 +59,9 @@ def test_covariance_accumulator_matches_the_direct_computation():
         accumulator = CovarianceAccumulator(6, matmul_dtype=dtype)
         for chunk in samples.split(70):
             accumulator.add(chunk)
-        torch.testing.assert_close(accumulator.covariance(), torch.cov(samples.T.to(torch.float64)), rtol=tolerance, atol=tolerance)
+        torch.testing.assert_close(
+            accumulator.covariance(), torch.cov(samples.T.to(torch.float64)), rtol=tolerance, atol=tolerance
+        )
         assert accumulator.participation_ratio() == pytest.approx(participation_ratio(samples), rel=tolerance)
 
 
@@ -98,7 +100,9 @@ def test_pca_of_points_on_a_line_has_one_component():
     assert result["explained_variance_ratio"][0] == pytest.approx(1.0, abs=1e-9)
     first = result["projection"][..., 0]
     # Distances along the line are preserved (up to the sign of the component).
-    np.testing.assert_allclose(np.abs(first - first[0, 0]), np.abs(offsets.numpy() - 0.0) * direction.norm().item(), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.abs(first - first[0, 0]), np.abs(offsets.numpy() - 0.0) * direction.norm().item(), rtol=1e-6
+    )
 
 
 # ------------------------------------------------------------------------------- error curves
@@ -114,11 +118,23 @@ def test_critical_step_finds_a_sudden_drop_only():
 def _synthetic_trace(segment_preds, labels, delta, norm=10.0, step_preds=None):
     S, B = segment_preds.shape[:2]
     return Trace(
-        inputs=np.zeros_like(labels), labels=labels, puzzle_identifiers=np.zeros(B, int), H_cycles=1, L_cycles=1,
-        puzzle_emb_len=0, halt_max_steps=S, segment_preds=segment_preds, q_halt=np.zeros((S, B)),
-        q_continue=np.zeros((S, B)), segment_delta_H=np.asarray(delta, float), segment_delta_L=np.asarray(delta, float),
-        segment_norm_H=np.full((S, B), norm), final_logits=torch.zeros(1), final_z_H=torch.zeros(1),
-        final_z_L=torch.zeros(1), step_preds=step_preds,
+        inputs=np.zeros_like(labels),
+        labels=labels,
+        puzzle_identifiers=np.zeros(B, int),
+        H_cycles=1,
+        L_cycles=1,
+        puzzle_emb_len=0,
+        halt_max_steps=S,
+        segment_preds=segment_preds,
+        q_halt=np.zeros((S, B)),
+        q_continue=np.zeros((S, B)),
+        segment_delta_H=np.asarray(delta, float),
+        segment_delta_L=np.asarray(delta, float),
+        segment_norm_H=np.full((S, B), norm),
+        final_logits=torch.zeros(1),
+        final_z_H=torch.zeros(1),
+        final_z_L=torch.zeros(1),
+        step_preds=step_preds,
     )
 
 
@@ -135,12 +151,14 @@ def test_step_error_curves_count_wrong_tokens_and_rule_breaks():
 def test_fixed_point_check_reads_first_correct_segment_and_movement():
     labels = np.array([[2, 3], [4, 5]])
     right, wrong = [2, 3], [9, 9]
-    preds = np.array([
-        [wrong, [4, 5]],
-        [right, [4, 5]],
-        [right, [9, 5]],
-        [right, [4, 5]],
-    ])
+    preds = np.array(
+        [
+            [wrong, [4, 5]],
+            [right, [4, 5]],
+            [right, [9, 5]],
+            [right, [4, 5]],
+        ]
+    )
     delta = np.array([[5.0, 5.0], [2.0, 0.01], [0.01, 3.0], [0.02, 0.01]])
     checks = fixed_point_check(_synthetic_trace(preds, labels, delta), tolerance=0.01)
     assert checks[0]["first_correct_segment"] == 2 and checks[0]["stays_correct"]

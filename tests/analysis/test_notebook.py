@@ -28,12 +28,22 @@ def test_analysis_notebook_runs_on_a_tiny_checkpoint(tmp_path):
     data = mini_sudoku_dataset(tmp_path / "mini", count=8)
     ckpt = checkpoint(tmp_path, data, seq_len=36, vocab_size=8)
     out = tmp_path / "figures"
-    env = {**os.environ, "HRM_NOTEBOOK_CHECKPOINT": str(ckpt), "HRM_NOTEBOOK_DATA": str(data), "HRM_NOTEBOOK_OUT": str(out),
-           # the kernel is a fresh process: it must import this checkout's package
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "HRM_NOTEBOOK_CHECKPOINT": str(ckpt),
+        "HRM_NOTEBOOK_DATA": str(data),
+        "HRM_NOTEBOOK_OUT": str(out),
+        # the kernel is a fresh process: it must import this checkout's package
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])),
+    }
     executed = tmp_path / "executed.ipynb"
-    result = subprocess.run([sys.executable, "-c", RUN, str(REPO / "examples" / "analysis.ipynb"), str(tmp_path), str(executed)],
-                            env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", RUN, str(REPO / "examples" / "analysis.ipynb"), str(tmp_path), str(executed)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("boards.png", "error_curves.png", "calibration.png"):
         assert (out / name).stat().st_size > 2000, name

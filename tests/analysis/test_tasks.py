@@ -10,6 +10,8 @@ from hrm.analysis.experiments import _perturb_labels
 from hrm.errors import ConfigError, TaskError
 from hrm.tasks import ArcGridTask, SudokuTask, detect, detect_name, resolve
 
+from .helpers import maze_examples, solved_sudokus
+
 SUDOKU, ARC = SudokuTask(11, 81), ArcGridTask(12, 900)
 sudoku_conflicts, sudoku_violation_count = SUDOKU.conflicts, SUDOKU.violation_count
 parse_sudoku, solve_sudoku, parse_arc_grid, crop_arc_grid = SUDOKU.parse, SUDOKU.solve, ARC.parse, ARC.crop
@@ -21,8 +23,6 @@ def blank_cells(boards, count, rng):
 
 def perturbations(task, vocab, seq_len, count, seed=0):
     return resolve(task, vocab, seq_len).perturbations(count, seed=seed)
-
-from .helpers import maze_examples, solved_sudokus
 
 
 def _reference_conflicts(tokens):
@@ -54,7 +54,9 @@ def test_task_detection_from_metadata():
     assert detect_name(6, 900) == "maze"
     assert detect_name(12, 900) == "arc"
     assert detect_name(7, 12) == "generic"
-    assert detect_name(8, 36) == "sudoku" and detect_name(6, 16) == "sudoku"  # 6x6 (2x3 boxes), 4x4 (mazes start at 5x5)
+    assert (
+        detect_name(8, 36) == "sudoku" and detect_name(6, 16) == "sudoku"
+    )  # 6x6 (2x3 boxes), 4x4 (mazes start at 5x5)
     mini = detect(8, 36)
     assert (mini.side, mini.box_rows, mini.box_cols) == (6, 2, 3)
 

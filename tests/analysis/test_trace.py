@@ -27,8 +27,14 @@ def _run_act(model, batch, segments):
     return carry, calls
 
 
-@pytest.mark.parametrize("arch", [dict(), dict(pos_encodings="learned", puzzle_emb_ndim=0, H_cycles=3, L_cycles=1),
-                                  dict(H_cycles=1, L_cycles=2, halt_max_steps=1)])
+@pytest.mark.parametrize(
+    "arch",
+    [
+        dict(),
+        dict(pos_encodings="learned", puzzle_emb_ndim=0, H_cycles=3, L_cycles=1),
+        dict(H_cycles=1, L_cycles=2, halt_max_steps=1),
+    ],
+)
 def test_trace_reproduces_the_models_forward(arch):
     model, _ = tiny_hrm(**arch)
     halt_max_steps = model.config.halt_max_steps
@@ -53,7 +59,13 @@ def test_trace_entry_counts_and_shapes():
     trace = trace_batch(model, batch, num_segments=4)
     cfg = model.config
     positions = cfg.seq_len + model.model.inner.puzzle_emb_len
-    assert trace.z_L.shape == (4, 2 * 3, 2, positions, cfg.hidden_size)  # H_cycles x L_cycles low-level states per segment
+    assert trace.z_L.shape == (
+        4,
+        2 * 3,
+        2,
+        positions,
+        cfg.hidden_size,
+    )  # H_cycles x L_cycles low-level states per segment
     assert trace.z_H.shape == (4, 2, 2, positions, cfg.hidden_size)
     assert trace.step_preds.shape == (4, 6, 2, cfg.seq_len)
     assert trace.segment_preds.shape == (4, 2, cfg.seq_len)
@@ -79,7 +91,9 @@ def test_intermediate_decoding_does_not_change_the_carry():
     inner = model.model.inner
     with torch.no_grad():
         # Step (segment 0, cycle 0, low step 1): lm_head(H_level(z_H, z_L)) with z_H still the initial state.
-        expected = inner.heads(inner.H_level(decoded.z_H_init, decoded.z_L[0, 1], cos_sin=inner.cos_sin()))[0].argmax(-1)
+        expected = inner.heads(inner.H_level(decoded.z_H_init, decoded.z_L[0, 1], cos_sin=inner.cos_sin()))[0].argmax(
+            -1
+        )
     np.testing.assert_array_equal(decoded.step_preds[0, 1], expected.numpy())
     # At the last low-level step of a cycle the decoded update is the one the model applies.
     with torch.no_grad():
@@ -110,8 +124,17 @@ def test_segment_movement_matches_states():
 
 
 def test_transformer_baseline_is_refused_with_a_clear_error():
-    cfg = validate_config({"arch": {"name": "hrm.transformer_baseline@TransformerBaselineACT", "hidden_size": 32,
-                                    "num_heads": 4, "num_layers": 1, "forward_dtype": "float32"}})
+    cfg = validate_config(
+        {
+            "arch": {
+                "name": "hrm.transformer_baseline@TransformerBaselineACT",
+                "hidden_size": 32,
+                "num_heads": 4,
+                "num_layers": 1,
+                "forward_dtype": "float32",
+            }
+        }
+    )
     model = build_model(cfg.arch, batch_size=2, seq_len=81, vocab_size=11, num_puzzle_identifiers=1)
     with pytest.raises(AnalysisError, match="two-level HRM"):
         trace_batch(model, _batch(count=2))
@@ -127,13 +150,30 @@ def test_untrained_copy_has_fresh_weights_of_the_same_shape():
     torch.testing.assert_close(untrained_copy(model, seed=3).state_dict()["inner.L_init"], fresh_state["inner.L_init"])
 
 
-TRM_ARCH = dict(name="recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1", hidden_size=32, num_heads=4, expansion=2,
-                H_cycles=2, L_cycles=3, L_layers=1, puzzle_emb_ndim=32, puzzle_emb_len=2, halt_max_steps=3,
-                halt_exploration_prob=0.0, forward_dtype="float32")
+TRM_ARCH = dict(
+    name="recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1",
+    hidden_size=32,
+    num_heads=4,
+    expansion=2,
+    H_cycles=2,
+    L_cycles=3,
+    L_layers=1,
+    puzzle_emb_ndim=32,
+    puzzle_emb_len=2,
+    halt_max_steps=3,
+    halt_exploration_prob=0.0,
+    forward_dtype="float32",
+)
 
 
-@pytest.mark.parametrize("arch", [dict(pos_encodings="rope"), dict(mlp_t=True, pos_encodings="none"),
-                                  dict(name="recursive_reasoning.trm_singlez@TinyRecursiveReasoningModel_ACTV1")])
+@pytest.mark.parametrize(
+    "arch",
+    [
+        dict(pos_encodings="rope"),
+        dict(mlp_t=True, pos_encodings="none"),
+        dict(name="recursive_reasoning.trm_singlez@TinyRecursiveReasoningModel_ACTV1"),
+    ],
+)
 def test_trm_trace_comes_from_the_models_own_forward(arch):
     """The tracer records TRM's states through the model's hook: same carry, outputs and entry counts."""
     cfg = validate_config({"arch": {**TRM_ARCH, **arch}})
@@ -158,5 +198,7 @@ def test_trm_trace_comes_from_the_models_own_forward(arch):
             torch.testing.assert_close(trace.final_z_H, trace.final_z_L, rtol=0, atol=0)
             expected = inner.heads(inner.L_level(trace.z_L[0, 1], 0, cos_sin=inner.cos_sin()))[0].argmax(-1)
         else:
-            expected = inner.heads(inner.L_level(trace.z_H_init, trace.z_L[0, 1], cos_sin=inner.cos_sin()))[0].argmax(-1)
+            expected = inner.heads(inner.L_level(trace.z_H_init, trace.z_L[0, 1], cos_sin=inner.cos_sin()))[0].argmax(
+                -1
+            )
     np.testing.assert_array_equal(trace.step_preds[0, 1], expected.numpy())

@@ -17,8 +17,11 @@ def fake_flash(monkeypatch):
     def make(name, returns_tuple):
         def flash_attn_func(q, k, v, causal=False):
             calls.append((name, tuple(q.shape), causal))
-            out = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal).transpose(1, 2)
+            out = torch.nn.functional.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal
+            ).transpose(1, 2)
             return (out, None) if returns_tuple else out
+
         return types.SimpleNamespace(flash_attn_func=flash_attn_func)
 
     def install(fa3=True, fa2=True):
@@ -66,7 +69,9 @@ def test_cpu_bf16_trains_with_math_and_evaluates_with_sdpa_logging_each_choice_o
     install()
     used = []
     real_sdpa, real_math = torch.nn.functional.scaled_dot_product_attention, attn.math_attention
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", lambda *a, **kw: used.append("sdpa") or real_sdpa(*a, **kw))
+    monkeypatch.setattr(
+        torch.nn.functional, "scaled_dot_product_attention", lambda *a, **kw: used.append("sdpa") or real_sdpa(*a, **kw)
+    )
     monkeypatch.setattr(attn, "math_attention", lambda *a, **kw: used.append("math") or real_math(*a, **kw))
     q, k, v = (torch.randn(2, 5, 3, 4, dtype=torch.bfloat16) for _ in range(3))
     with caplog.at_level("INFO", logger="hrm.models.attention"):
@@ -82,8 +87,10 @@ def test_cpu_bf16_trains_with_math_and_evaluates_with_sdpa_logging_each_choice_o
     assert used == ["sdpa", "sdpa"]
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("attention backend")]
-    assert lines == ["attention backend: math (requested auto, cpu, torch.bfloat16, training)",
-                     "attention backend: sdpa (requested auto, cpu, torch.bfloat16, inference)"]
+    assert lines == [
+        "attention backend: math (requested auto, cpu, torch.bfloat16, training)",
+        "attention backend: sdpa (requested auto, cpu, torch.bfloat16, inference)",
+    ]
 
 
 def test_requesting_a_missing_backend_is_a_one_line_error(fake_flash):

@@ -54,9 +54,21 @@ weight_decay: 0.1
 def write_metadata(folder, seq_len=12, vocab_size=7, num_ids=5):
     for split in ("train", "test"):
         (folder / split).mkdir(parents=True, exist_ok=True)
-        (folder / split / "dataset.json").write_text(json.dumps(dict(
-            pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=vocab_size, seq_len=seq_len,
-            num_puzzle_identifiers=num_ids, total_groups=3, mean_puzzle_examples=1.0, sets=["all"])))
+        (folder / split / "dataset.json").write_text(
+            json.dumps(
+                dict(
+                    pad_id=0,
+                    ignore_label_id=0,
+                    blank_identifier_id=0,
+                    vocab_size=vocab_size,
+                    seq_len=seq_len,
+                    num_puzzle_identifiers=num_ids,
+                    total_groups=3,
+                    mean_puzzle_examples=1.0,
+                    sets=["all"],
+                )
+            )
+        )
     return folder
 
 
@@ -107,7 +119,9 @@ def test_directory_means_latest_step(tmp_path, caplog):
     with caplog.at_level("DEBUG"):  # the CLIs name the chosen file once their checks pass
         loaded, _ = hrm.load_model(run)
     assert "step_12" in caplog.text
-    torch.testing.assert_close(loaded.state_dict()["model.inner.lm_head.weight"], other.state_dict()["model.inner.lm_head.weight"])
+    torch.testing.assert_close(
+        loaded.state_dict()["model.inner.lm_head.weight"], other.state_dict()["model.inner.lm_head.weight"]
+    )
 
 
 def test_round_trip_of_our_checkpoint_and_keys_match_the_original_names(tmp_path):
@@ -174,7 +188,9 @@ def test_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="not valid YAML"):
         hrm.load_model(run / "step_7")
     text = (run / "moved.yaml").read_text()
-    (run / "all_config.yaml").write_text(text.replace("hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1", "hrm.nope@Nope"))
+    (run / "all_config.yaml").write_text(
+        text.replace("hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1", "hrm.nope@Nope")
+    )
     with pytest.raises(ConfigError, match="unknown"):
         hrm.load_model(run / "step_7")
 

@@ -22,7 +22,7 @@ def _ref_rope(x, theta=10000.0):
     freqs = theta ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)
     angle = torch.arange(seq, dtype=torch.float64)[:, None] * freqs[None]
     cos, sin = angle.cos()[None, :, None, :].float(), angle.sin()[None, :, None, :].float()
-    a, b = x[..., : dim // 2], x[..., dim // 2:]
+    a, b = x[..., : dim // 2], x[..., dim // 2 :]
     return torch.cat((a * cos - b * sin, b * cos + a * sin), dim=-1)
 
 
@@ -30,7 +30,7 @@ def _ref_block(sd, prefix, h, heads, rope):
     B, S, D = h.shape
     hd = D // heads
     qkv = h @ sd[f"{prefix}.self_attn.qkv_proj.weight"].T
-    q, k, v = qkv[..., :D], qkv[..., D:2 * D], qkv[..., 2 * D:]
+    q, k, v = qkv[..., :D], qkv[..., D : 2 * D], qkv[..., 2 * D :]
     q, k, v = (t.reshape(B, S, heads, hd) for t in (q, k, v))
     if rope:
         q, k = _ref_rope(q), _ref_rope(k)
@@ -79,7 +79,9 @@ def test_segment_matches_functional_reference_rope_and_learned():
         model.eval()
         batch = tiny_batch()
         carry = model.initial_carry(batch)
-        carry, _, _, outputs, _ = model(carry=carry, batch=batch, return_keys=["logits", "q_halt_logits", "q_continue_logits"])
+        carry, _, _, outputs, _ = model(
+            carry=carry, batch=batch, return_keys=["logits", "q_halt_logits", "q_continue_logits"]
+        )
         inner = model.model.inner
         P = inner.puzzle_emb_len
         z0 = inner.H_init.expand(4, 12 + P, 32), inner.L_init.expand(4, 12 + P, 32)
@@ -299,9 +301,19 @@ def test_act_disabled_runs_fixed_number_of_segments():
 
 
 def test_transformer_baseline_runs_in_the_act_loop():
-    cfg = validate_config({"arch": {"name": "hrm.transformer_baseline@TransformerBaselineACT", "hidden_size": 32,
-                                    "num_heads": 4, "num_layers": 2, "puzzle_emb_ndim": 32, "halt_max_steps": 2,
-                                    "forward_dtype": "float32"}})
+    cfg = validate_config(
+        {
+            "arch": {
+                "name": "hrm.transformer_baseline@TransformerBaselineACT",
+                "hidden_size": 32,
+                "num_heads": 4,
+                "num_layers": 2,
+                "puzzle_emb_ndim": 32,
+                "halt_max_steps": 2,
+                "forward_dtype": "float32",
+            }
+        }
+    )
     model = build_model(cfg.arch, batch_size=4, seq_len=12, vocab_size=7, num_puzzle_identifiers=5).train()
     batch = tiny_batch()
     carry = model.initial_carry(batch)

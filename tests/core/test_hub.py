@@ -14,9 +14,20 @@ from hrm.config import validate_config
 from hrm.models.registry import build_model
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = {"name": "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1", "hidden_size": 32, "num_heads": 2, "expansion": 2,
-        "L_layers": 1, "H_cycles": 2, "L_cycles": 2, "mlp_t": True, "pos_encodings": "none", "puzzle_emb_len": 2, "puzzle_emb_ndim": 32,
-        "forward_dtype": "float32"}
+TINY = {
+    "name": "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1",
+    "hidden_size": 32,
+    "num_heads": 2,
+    "expansion": 2,
+    "L_layers": 1,
+    "H_cycles": 2,
+    "L_cycles": 2,
+    "mlp_t": True,
+    "pos_encodings": "none",
+    "puzzle_emb_len": 2,
+    "puzzle_emb_ndim": 32,
+    "forward_dtype": "float32",
+}
 
 
 def populate_cache(cache: Path, repo_id: str, files: dict[str, Path]) -> None:
@@ -44,8 +55,16 @@ def hub_cache(tmp_path):
     save_model_checkpoint(model, cfg, tmp_path / "run", step=7)
     cache = tmp_path / "cache"
     # Our layout (step_N) and the published HRM repos' layout (a file called `checkpoint`).
-    populate_cache(cache, "someone/trm-tiny", {"step_7": tmp_path / "run" / "step_7", "all_config.yaml": tmp_path / "run" / "all_config.yaml"})
-    populate_cache(cache, "someone/published", {"checkpoint": tmp_path / "run" / "step_7", "all_config.yaml": tmp_path / "run" / "all_config.yaml"})
+    populate_cache(
+        cache,
+        "someone/trm-tiny",
+        {"step_7": tmp_path / "run" / "step_7", "all_config.yaml": tmp_path / "run" / "all_config.yaml"},
+    )
+    populate_cache(
+        cache,
+        "someone/published",
+        {"checkpoint": tmp_path / "run" / "step_7", "all_config.yaml": tmp_path / "run" / "all_config.yaml"},
+    )
     return cache, model
 
 
@@ -56,7 +75,7 @@ def test_load_model_and_load_checkpoint_take_a_cached_hub_repo_offline(hub_cache
     code = f"""
 import torch, hrm
 from hrm.checkpoint import load_initial_weights
-expected = torch.load({str(tmp_path / 'expected.pt')!r}, weights_only=True)
+expected = torch.load({str(tmp_path / "expected.pt")!r}, weights_only=True)
 for repo in ("hf://someone/trm-tiny", "hf://someone/published"):
     model, config = hrm.load_model(repo)
     assert torch.equal(model.state_dict()["model.inner.puzzle_emb.weights"], expected), repo
@@ -71,12 +90,20 @@ print("ok")
 
 def test_missing_repo_offline_is_a_one_line_error(hub_cache):
     cache, _ = hub_cache
-    result = run_offline(cache, "import hrm\ntry:\n    hrm.load_model('hf://nobody/missing')\nexcept hrm.HRMError as err:\n    print(err)")
+    result = run_offline(
+        cache,
+        "import hrm\ntry:\n    hrm.load_model('hf://nobody/missing')\nexcept hrm.HRMError as err:\n    print(err)",
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1 and "nobody/missing" in lines[0] and "offline" in lines[0]
 
-    cli = subprocess.run([sys.executable, str(REPO / "evaluate.py"), "checkpoint=hf://nobody/missing"], capture_output=True, text=True,
-                         timeout=300, env={**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO / "src")})
+    cli = subprocess.run(
+        [sys.executable, str(REPO / "evaluate.py"), "checkpoint=hf://nobody/missing"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO / "src")},
+    )
     assert cli.returncode != 0 and "Traceback" not in cli.stderr
     assert "nobody/missing" in cli.stderr.strip().splitlines()[-1]

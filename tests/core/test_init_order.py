@@ -26,16 +26,22 @@ def blocks(prefix: str, count: int, hidden: int, expansion: float) -> dict[str, 
     inter = swiglu_intermediate_size(hidden, expansion)
     weights = {}
     for layer in range(count):
-        for name, (rows, cols) in (("self_attn.qkv_proj", (3 * hidden, hidden)), ("self_attn.o_proj", (hidden, hidden)),
-                                   ("mlp.gate_up_proj", (2 * inter, hidden)), ("mlp.down_proj", (hidden, inter))):
+        for name, (rows, cols) in (
+            ("self_attn.qkv_proj", (3 * hidden, hidden)),
+            ("self_attn.o_proj", (hidden, hidden)),
+            ("mlp.gate_up_proj", (2 * inter, hidden)),
+            ("mlp.down_proj", (hidden, inter)),
+        ):
             weights[f"{prefix}.{layer}.{name}.weight"] = draw(rows, cols, std=1 / math.sqrt(cols))
     return weights
 
 
 def front(hidden: int, pos: str, puzzle_ndim: int) -> dict[str, torch.Tensor]:
     """embed_tokens, lm_head, q_head (drawn, then zeroed), puzzle_emb (no draws), embed_pos."""
-    weights = {"embed_tokens.embedding_weight": draw(SHAPES["vocab_size"], hidden, std=1 / math.sqrt(hidden)),
-               "lm_head.weight": draw(SHAPES["vocab_size"], hidden, std=1 / math.sqrt(hidden))}
+    weights = {
+        "embed_tokens.embedding_weight": draw(SHAPES["vocab_size"], hidden, std=1 / math.sqrt(hidden)),
+        "lm_head.weight": draw(SHAPES["vocab_size"], hidden, std=1 / math.sqrt(hidden)),
+    }
     draw(2, hidden, std=1 / math.sqrt(hidden))
     weights["q_head.weight"] = torch.zeros(2, hidden)
     weights["q_head.bias"] = torch.full((2,), -5.0)
@@ -47,13 +53,18 @@ def front(hidden: int, pos: str, puzzle_ndim: int) -> dict[str, torch.Tensor]:
     return weights
 
 
-@pytest.mark.parametrize("arch", [
-    dict(pos_encodings="rope", puzzle_emb_ndim=48, H_layers=2, L_layers=3),
-    dict(pos_encodings="learned", puzzle_emb_ndim=0, H_layers=1, L_layers=2),
-])
+@pytest.mark.parametrize(
+    "arch",
+    [
+        dict(pos_encodings="rope", puzzle_emb_ndim=48, H_layers=2, L_layers=3),
+        dict(pos_encodings="learned", puzzle_emb_ndim=0, H_layers=1, L_layers=2),
+    ],
+)
 def test_hrm_draws_in_the_originals_order(arch):
     hidden, expansion = 32, 2.5
-    config = validate_config({"arch": dict(hidden_size=hidden, num_heads=4, expansion=expansion, forward_dtype="float32", **arch)})
+    config = validate_config(
+        {"arch": dict(hidden_size=hidden, num_heads=4, expansion=expansion, forward_dtype="float32", **arch)}
+    )
     torch.manual_seed(11)
     model = build_model(config.arch, batch_size=2, **SHAPES)
     torch.manual_seed(11)
@@ -70,9 +81,20 @@ def test_hrm_draws_in_the_originals_order(arch):
 
 def test_transformer_baseline_draws_in_its_documented_order():
     hidden = 32
-    config = validate_config({"arch": dict(name=TRANSFORMER_ARCH_NAME, hidden_size=hidden, num_heads=4,
-                                           expansion=2, num_layers=3, pos_encodings="learned", puzzle_emb_ndim=32,
-                                           forward_dtype="float32")})
+    config = validate_config(
+        {
+            "arch": dict(
+                name=TRANSFORMER_ARCH_NAME,
+                hidden_size=hidden,
+                num_heads=4,
+                expansion=2,
+                num_layers=3,
+                pos_encodings="learned",
+                puzzle_emb_ndim=32,
+                forward_dtype="float32",
+            )
+        }
+    )
     torch.manual_seed(5)
     model = build_model(config.arch, batch_size=2, **SHAPES)
     torch.manual_seed(5)

@@ -63,8 +63,12 @@ def test_rope_rotates_each_pair_by_position_times_frequency():
         for i in range(half):
             theta = pos * base ** (-2 * i / head_dim)
             a, b = q[0, pos, :, i], q[0, pos, :, i + half]
-            torch.testing.assert_close(q_rot[0, pos, :, i], a * math.cos(theta) - b * math.sin(theta), atol=1e-5, rtol=1e-5)
-            torch.testing.assert_close(q_rot[0, pos, :, i + half], b * math.cos(theta) + a * math.sin(theta), atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(
+                q_rot[0, pos, :, i], a * math.cos(theta) - b * math.sin(theta), atol=1e-5, rtol=1e-5
+            )
+            torch.testing.assert_close(
+                q_rot[0, pos, :, i + half], b * math.cos(theta) + a * math.sin(theta), atol=1e-5, rtol=1e-5
+            )
     # Rotations preserve norms and make q.k depend only on the relative position.
     torch.testing.assert_close(q_rot.norm(dim=-1), q.norm(dim=-1))
     same = torch.randn(head_dim)

@@ -36,7 +36,9 @@ def test_softmax_cross_entropy_matches_torch_and_accepts_non_contiguous_logits()
     labels = torch.randint(0, 6, (3, 8))
     labels[0, 0] = -100
     loss = softmax_cross_entropy(logits, labels)
-    expected = F.cross_entropy(logits.reshape(-1, 6), labels.reshape(-1), ignore_index=-100, reduction="none").view(3, 8)
+    expected = F.cross_entropy(logits.reshape(-1, 6), labels.reshape(-1), ignore_index=-100, reduction="none").view(
+        3, 8
+    )
     torch.testing.assert_close(loss, expected)
 
 

@@ -13,7 +13,9 @@ from hrm.training.flops import training_flops_per_example
 ARCHS = {
     "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1": dict(H_layers=1, L_layers=1, H_cycles=2, L_cycles=2),
     "hrm.transformer_baseline@TransformerBaselineACT": dict(num_layers=2),
-    "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1": dict(L_layers=1, H_cycles=2, L_cycles=2, puzzle_emb_len=3),
+    "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1": dict(
+        L_layers=1, H_cycles=2, L_cycles=2, puzzle_emb_len=3
+    ),
     "recursive_reasoning.trm_singlez@TinyRecursiveReasoningModel_ACTV1": dict(L_layers=1, H_cycles=2, L_cycles=2),
 }
 COMMON = dict(hidden_size=32, num_heads=4, expansion=2, puzzle_emb_ndim=32, forward_dtype="float32", halt_max_steps=2)
@@ -50,20 +52,38 @@ def test_models_own_their_positions_and_flops(name):
 
 def test_trm_flops_count_the_whole_last_cycle():
     """TRM: H_cycles * (L_cycles + 1) network passes forward, the last L_cycles + 1 of them also backward."""
-    base = {"name": "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1", **COMMON, "L_layers": 1, "mlp_t": True,
-            "pos_encodings": "none", "puzzle_emb_len": 1}
+    base = {
+        "name": "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1",
+        **COMMON,
+        "L_layers": 1,
+        "mlp_t": True,
+        "pos_encodings": "none",
+        "puzzle_emb_len": 1,
+    }
 
     def flops(**arch):
         cfg = validate_config({"arch": {**base, **arch}})
-        return training_flops_per_example(build_model(cfg.arch, batch_size=1, seq_len=9, vocab_size=5, num_puzzle_identifiers=1))
+        return training_flops_per_example(
+            build_model(cfg.arch, batch_size=1, seq_len=9, vocab_size=5, num_puzzle_identifiers=1)
+        )
 
     one_pass = flops(H_cycles=2, L_cycles=1) - flops(H_cycles=1, L_cycles=1)  # one more no-grad cycle = 2 passes
     assert flops(H_cycles=1, L_cycles=2) - flops(H_cycles=1, L_cycles=1) == pytest.approx(one_pass / 2 * 3)
 
 
 def test_seq_len_from_weights_is_asked_of_the_model():
-    cfg = validate_config({"arch": {"name": "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1", **COMMON,
-                                    "mlp_t": True, "pos_encodings": "none", "puzzle_emb_len": 3, "L_layers": 1}})
+    cfg = validate_config(
+        {
+            "arch": {
+                "name": "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1",
+                **COMMON,
+                "mlp_t": True,
+                "pos_encodings": "none",
+                "puzzle_emb_len": 3,
+                "L_layers": 1,
+            }
+        }
+    )
     state = build_model(cfg.arch, batch_size=1, seq_len=9, vocab_size=5, num_puzzle_identifiers=1).state_dict()
     assert seq_len_from_state(cfg.arch, state) == 9
     hrm_cfg = validate_config({"arch": {**COMMON, "pos_encodings": "learned", "puzzle_emb_ndim": 40}})

@@ -13,11 +13,25 @@ from hrm.config import validate_config
 from hrm.models.registry import build_model
 
 GOLDEN = Path(__file__).resolve().parents[2] / ".." / "shared" / "golden" / "trm" / "trm_visible"
-needs_golden = pytest.mark.skipif(not (GOLDEN / "golden.pt").is_file(), reason="golden TRM data (../shared/golden/trm) not present")
+needs_golden = pytest.mark.skipif(
+    not (GOLDEN / "golden.pt").is_file(), reason="golden TRM data (../shared/golden/trm) not present"
+)
 
-TINY_TRM = dict(name="recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1", hidden_size=32, num_heads=2, expansion=2,
-                H_cycles=2, L_cycles=3, L_layers=2, puzzle_emb_ndim=32, puzzle_emb_len=4, halt_max_steps=3,
-                halt_exploration_prob=0.0, forward_dtype="float32", pos_encodings="rope")
+TINY_TRM = dict(
+    name="recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1",
+    hidden_size=32,
+    num_heads=2,
+    expansion=2,
+    H_cycles=2,
+    L_cycles=3,
+    L_layers=2,
+    puzzle_emb_ndim=32,
+    puzzle_emb_len=4,
+    halt_max_steps=3,
+    halt_exploration_prob=0.0,
+    forward_dtype="float32",
+    pos_encodings="rope",
+)
 SEQ, VOCAB, IDS, BATCH = 10, 7, 5, 4
 
 
@@ -42,8 +56,11 @@ def tiny_batch(seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     labels = torch.randint(1, VOCAB, (BATCH, SEQ), generator=gen, dtype=torch.int32)
     labels[:, :2] = -100
-    return {"inputs": torch.randint(0, VOCAB, (BATCH, SEQ), generator=gen, dtype=torch.int32), "labels": labels,
-            "puzzle_identifiers": torch.randint(0, IDS, (BATCH,), generator=gen, dtype=torch.int32)}
+    return {
+        "inputs": torch.randint(0, VOCAB, (BATCH, SEQ), generator=gen, dtype=torch.int32),
+        "labels": labels,
+        "puzzle_identifiers": torch.randint(0, IDS, (BATCH,), generator=gen, dtype=torch.int32),
+    }
 
 
 # ---------------------------------------------------------------- TRM's own code, on identical weights
@@ -112,7 +129,7 @@ def _rope(x, theta=10000.0):
     freqs = theta ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)
     angle = torch.arange(seq, dtype=torch.float64)[:, None] * freqs[None]
     cos, sin = angle.cos()[None, :, None, :].float(), angle.sin()[None, :, None, :].float()
-    a, b = x[..., : dim // 2], x[..., dim // 2:]
+    a, b = x[..., : dim // 2], x[..., dim // 2 :]
     return torch.cat((a * cos - b * sin, b * cos + a * sin), dim=-1)
 
 
@@ -129,7 +146,9 @@ def _block(p, prefix, h, cfg):
         h = _rms(h + _swiglu(p, f"{prefix}.mlp_t", h.transpose(1, 2)).transpose(1, 2), dim=1)
     else:
         hd = D // cfg.num_heads
-        q, k, v = (t.reshape(B, S, cfg.num_heads, hd) for t in (h @ p[f"{prefix}.self_attn.qkv_proj.weight"].T).split(D, -1))
+        q, k, v = (
+            t.reshape(B, S, cfg.num_heads, hd) for t in (h @ p[f"{prefix}.self_attn.qkv_proj.weight"].T).split(D, -1)
+        )
         if cfg.pos_encodings == "rope":
             q, k = _rope(q), _rope(k)
         scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(hd)
@@ -207,7 +226,9 @@ def test_gradient_flows_through_the_whole_last_cycle_only(case):
 
     def reference_grads(grad_cycles):
         params = {name: p.detach().clone().requires_grad_(True) for name, p in model.named_parameters()}
-        _, _, ref_logits, ref_q = _reference_segment(model, params, carry.z_H, carry.z_L, batch, grad_cycles=grad_cycles)
+        _, _, ref_logits, ref_q = _reference_segment(
+            model, params, carry.z_H, carry.z_L, batch, grad_cycles=grad_cycles
+        )
         (ref_logits.square().mean() + ref_q[:, 0].sum()).backward()
         return {name: p.grad for name, p in params.items()}
 
@@ -236,7 +257,9 @@ def test_no_act_continue_halts_on_q_halt_alone_and_learns_no_continue_value():
     batch = tiny_batch(2)
     _split_decisions(model, batch)
     carry = model.initial_carry(batch)
-    carry, loss, metrics, outputs, _ = model(return_keys=["q_halt_logits", "q_continue_logits"], carry=carry, batch=batch)
+    carry, loss, metrics, outputs, _ = model(
+        return_keys=["q_halt_logits", "q_continue_logits"], carry=carry, batch=batch
+    )
     torch.testing.assert_close(carry.halted, outputs["q_halt_logits"] > 0)
     assert 0 < int(carry.halted.sum()) < BATCH  # the batch has both decisions, so the test can fail
     assert "q_continue_loss" not in metrics
@@ -248,8 +271,9 @@ def test_act_continue_uses_hrms_rule_and_target():
     batch = tiny_batch(2)
     _split_decisions(model, batch)
     carry = model.initial_carry(batch)
-    carry, loss, metrics, outputs, _ = model(return_keys=["q_halt_logits", "q_continue_logits", "target_q_continue"],
-                                             carry=carry, batch=batch)
+    carry, loss, metrics, outputs, _ = model(
+        return_keys=["q_halt_logits", "q_continue_logits", "target_q_continue"], carry=carry, batch=batch
+    )
     torch.testing.assert_close(carry.halted, outputs["q_halt_logits"] > outputs["q_continue_logits"])
     assert 0 < int(carry.halted.sum()) < BATCH
     assert not torch.equal(carry.halted, outputs["q_halt_logits"] > 0)  # the two rules differ on this batch
@@ -272,8 +296,12 @@ def test_both_losses_train(loss_type):
 def test_state_dict_names_are_trms():
     attention = set(tiny_trm().state_dict())
     assert "model.inner.L_level.layers.1.self_attn.qkv_proj.weight" in attention
-    assert {"model.inner.H_init", "model.inner.L_init", "model.inner.puzzle_emb.weights",
-            "model.inner.embed_tokens.embedding_weight"} <= attention
+    assert {
+        "model.inner.H_init",
+        "model.inner.L_init",
+        "model.inner.puzzle_emb.weights",
+        "model.inner.embed_tokens.embedding_weight",
+    } <= attention
     assert not any(".H_level." in key for key in attention)
     mlp_t = tiny_trm(mlp_t=True, pos_encodings="none").state_dict()
     # The sequence MLP mixes seq_len + puzzle_emb_len positions.

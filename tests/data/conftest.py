@@ -9,7 +9,9 @@ import pytest
 METADATA_KEYS = dict(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=12, num_puzzle_identifiers=4)
 
 
-def write_original_layout(root: Path, split: str, puzzle_sizes_per_group: list[list[int]], seq_len: int = 6, dtype=np.int64) -> dict:
+def write_original_layout(
+    root: Path, split: str, puzzle_sizes_per_group: list[list[int]], seq_len: int = 6, dtype=np.int64
+) -> dict:
     """A split written the way the original builders write it (np.save of int64 tokens, int32 indices)."""
     split_dir = root / split
     split_dir.mkdir(parents=True, exist_ok=True)
@@ -35,8 +37,13 @@ def write_original_layout(root: Path, split: str, puzzle_sizes_per_group: list[l
     }
     for key, value in arrays.items():
         np.save(split_dir / f"all__{key}.npy", value)
-    meta = dict(METADATA_KEYS, seq_len=seq_len, total_groups=len(puzzle_sizes_per_group),
-                mean_puzzle_examples=num_examples / len(identifiers), sets=["all"])
+    meta = dict(
+        METADATA_KEYS,
+        seq_len=seq_len,
+        total_groups=len(puzzle_sizes_per_group),
+        mean_puzzle_examples=num_examples / len(identifiers),
+        sets=["all"],
+    )
     (split_dir / "dataset.json").write_text(json.dumps(meta))
     (root / "identifiers.json").write_text(json.dumps(["<blank>", "a", "b", "c"]))
     return arrays

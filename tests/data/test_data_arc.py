@@ -45,7 +45,7 @@ def _locate(tokens):
     canvas = np.asarray(tokens).reshape(30, 30)
     rows, cols = np.nonzero(canvas >= 2)
     shifted = np.zeros_like(canvas)
-    part = canvas[rows.min():, cols.min():]
+    part = canvas[rows.min() :, cols.min() :]
     shifted[: part.shape[0], : part.shape[1]] = part
     return arc.crop_grid(shifted), (rows.min(), cols.min())
 
@@ -59,11 +59,15 @@ def test_split_rule_counts_and_metadata(built, raw_dir):
     names = read_identifiers(built)
     assert names[0] == "<blank>" and len(names) == len(set(names)) == train_meta.num_puzzle_identifiers
     copies = np.diff(train["all"].group_indices)
-    expected_train = sum(c * (len(t["train"]) + (0 if s == "evaluation" else len(t["test"])))
-                         for c, (s, t) in zip(copies, (tasks[n] for n in _group_names(train["all"], names))))
+    expected_train = sum(
+        c * (len(t["train"]) + (0 if s == "evaluation" else len(t["test"])))
+        for c, (s, t) in zip(copies, (tasks[n] for n in _group_names(train["all"], names)))
+    )
     assert train["all"].num_examples == expected_train
-    assert test["all"].num_examples == sum(np.diff(test["all"].group_indices)[i] * len(tasks[n][1]["test"])
-                                           for i, n in enumerate(_group_names(test["all"], names)))
+    assert test["all"].num_examples == sum(
+        np.diff(test["all"].group_indices)[i] * len(tasks[n][1]["test"])
+        for i, n in enumerate(_group_names(test["all"], names))
+    )
 
 
 def _group_names(puzzle_set, names):
@@ -81,8 +85,12 @@ def test_every_test_example_undoes_to_its_real_test_pair(built, raw_dir):
         puzzle = owners[example]
         base, tid, colour_map = arc.parse_aug_name(names[s.puzzle_identifiers[puzzle]])
         pair = tasks[base][1]["test"][example - s.puzzle_indices[puzzle]]
-        np.testing.assert_array_equal(arc.undo_augmentation(arc.crop_grid(s.inputs[example]), tid, colour_map), pair["input"])
-        np.testing.assert_array_equal(arc.undo_augmentation(arc.crop_grid(s.labels[example]), tid, colour_map), pair["output"])
+        np.testing.assert_array_equal(
+            arc.undo_augmentation(arc.crop_grid(s.inputs[example]), tid, colour_map), pair["input"]
+        )
+        np.testing.assert_array_equal(
+            arc.undo_augmentation(arc.crop_grid(s.labels[example]), tid, colour_map), pair["output"]
+        )
 
 
 def test_train_examples_are_translated_copies_with_one_in_place_per_puzzle(built, raw_dir):
@@ -177,7 +185,9 @@ def test_canvas_markers_and_crop():
 
 def test_malformed_task_is_a_one_line_error(tmp_path):
     (tmp_path / "training").mkdir()
-    (tmp_path / "training" / "bad.json").write_text(json.dumps({"train": [{"input": [[1, 2], [3]], "output": [[1]]}], "test": []}))
+    (tmp_path / "training" / "bad.json").write_text(
+        json.dumps({"train": [{"input": [[1, 2], [3]], "output": [[1]]}], "test": []})
+    )
     with pytest.raises(DatasetError, match=r"bad.json: task bad train pair 1 input: row 2 has 1 cells"):
         arc.load_directory(tmp_path)
     (tmp_path / "training" / "bad.json").write_text('{"train": [')

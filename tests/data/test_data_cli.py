@@ -46,8 +46,21 @@ def test_sudoku_csv_folder_with_subsample_and_min_difficulty(tmp_path):
     (source / "train.csv").write_text("source,question,answer,rating\n" + "".join(rows))
     (source / "test.csv").write_text("source,question,answer,rating\n" + "".join(rows[:5]))
     out = tmp_path / "out"
-    code = run_cli(sudoku.main, ["--source-csv", str(source), "--output-dir", str(out), "--min-difficulty", "2",
-                                 "--subsample-size", "6", "--num-aug", "2"])
+    code = run_cli(
+        sudoku.main,
+        [
+            "--source-csv",
+            str(source),
+            "--output-dir",
+            str(out),
+            "--min-difficulty",
+            "2",
+            "--subsample-size",
+            "6",
+            "--num-aug",
+            "2",
+        ],
+    )
     assert code == 0
     train_meta, train = read_split(out, "train")
     test_meta, _ = read_split(out, "test")
@@ -68,7 +81,10 @@ def test_malformed_source_is_one_line_and_leaves_no_output(tmp_path, capsys):
 def test_without_network_or_source_the_cli_names_the_offline_options(tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO / "dataset" / "build_sudoku_dataset.py"), "--output-dir", str(tmp_path / "x")],
-        capture_output=True, text=True, timeout=120, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "--source-csv" in result.stderr and "--generate" in result.stderr
@@ -77,7 +93,19 @@ def test_without_network_or_source_the_cli_names_the_offline_options(tmp_path):
 
 def test_maze_generate_cli_with_aug(tmp_path, capsys):
     out = tmp_path / "maze"
-    args = ["--generate", "5", "--size", "11", "--min-difficulty", "8", "--aug", "--test-size", "2", "--output-dir", str(out)]
+    args = [
+        "--generate",
+        "5",
+        "--size",
+        "11",
+        "--min-difficulty",
+        "8",
+        "--aug",
+        "--test-size",
+        "2",
+        "--output-dir",
+        str(out),
+    ]
     assert run_cli(maze.main, args) == 0
     assert "path length" in capsys.readouterr().out
     meta, train = read_split(out, "train")
@@ -99,7 +127,9 @@ def test_arc_cli_rejects_missing_default_folders(tmp_path, capsys, monkeypatch):
 
 def test_inspector_draws_examples(tmp_path, capsys):
     out = tmp_path / "maze"
-    assert run_cli(maze.main, ["--generate", "2", "--size", "7", "--min-difficulty", "2", "--output-dir", str(out)]) == 0
+    assert (
+        run_cli(maze.main, ["--generate", "2", "--size", "7", "--min-difficulty", "2", "--output-dir", str(out)]) == 0
+    )
     capsys.readouterr()
     assert inspect.main([str(out), "--split", "test", "-n", "1"]) == 0
     text = capsys.readouterr().out

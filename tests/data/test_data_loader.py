@@ -14,17 +14,38 @@ from hrm.errors import DatasetError
 
 
 def config(path, batch, test=False, epochs=1, rank=0, replicas=1, seed=3):
-    return PuzzleDatasetConfig(seed=seed, dataset_path=str(path), global_batch_size=batch, test_set_mode=test,
-                               epochs_per_iter=epochs, rank=rank, num_replicas=replicas)
+    return PuzzleDatasetConfig(
+        seed=seed,
+        dataset_path=str(path),
+        global_batch_size=batch,
+        test_set_mode=test,
+        epochs_per_iter=epochs,
+        rank=rank,
+        num_replicas=replicas,
+    )
 
 
 def test_write_read_round_trip_keeps_arrays_and_uses_small_dtype(tmp_path):
     rng = np.random.default_rng(0)
     inputs = rng.integers(0, 11, size=(7, 81)).astype(token_dtype(10))
-    arrays = {"inputs": inputs, "labels": inputs[::-1].copy(), "puzzle_identifiers": np.zeros(5),
-              "puzzle_indices": np.array([0, 1, 3, 4, 6, 7]), "group_indices": np.array([0, 2, 5])}
-    meta = PuzzleDatasetMetadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=11, seq_len=81,
-                                 num_puzzle_identifiers=1, total_groups=2, mean_puzzle_examples=1.4, sets=["all"])
+    arrays = {
+        "inputs": inputs,
+        "labels": inputs[::-1].copy(),
+        "puzzle_identifiers": np.zeros(5),
+        "puzzle_indices": np.array([0, 1, 3, 4, 6, 7]),
+        "group_indices": np.array([0, 2, 5]),
+    }
+    meta = PuzzleDatasetMetadata(
+        pad_id=0,
+        ignore_label_id=0,
+        blank_identifier_id=0,
+        vocab_size=11,
+        seq_len=81,
+        num_puzzle_identifiers=1,
+        total_groups=2,
+        mean_puzzle_examples=1.4,
+        sets=["all"],
+    )
     write_dataset(tmp_path, "train", {"all": arrays}, meta)
     loaded_meta, sets = read_split(tmp_path, "train")
     assert loaded_meta == meta
@@ -71,7 +92,12 @@ def test_rebuild_replaces_only_what_the_earlier_build_wrote(tmp_path):
         (stage / "train" / "new.npy").write_text("new")
         (stage / "kept-by-name.json").write_text("v2")
     assert sorted(p.relative_to(previous).as_posix() for p in previous.rglob("*") if p.is_file()) == [
-        ".hrm-build.json", "NOTES.md", "kept-by-name.json", "train/mine.txt", "train/new.npy"]
+        ".hrm-build.json",
+        "NOTES.md",
+        "kept-by-name.json",
+        "train/mine.txt",
+        "train/new.npy",
+    ]
     assert (previous / "kept-by-name.json").read_text() == "v2"
     assert [p.name for p in tmp_path.iterdir()] == ["built"]  # no staging or trash folder left
 
@@ -101,7 +127,11 @@ def test_test_batches_are_padded_and_ranks_split_them(tmp_path):
     parts = [list(PuzzleDataset(config(tmp_path, 4, test=True, rank=r, replicas=2), "test")) for r in range(2)]
     last = whole[-1][1]
     assert whole[-1][2] == 2
-    assert (last["inputs"][2:] == 0).all() and (last["labels"][2:] == -100).all() and (last["puzzle_identifiers"][2:] == 0).all()
+    assert (
+        (last["inputs"][2:] == 0).all()
+        and (last["labels"][2:] == -100).all()
+        and (last["puzzle_identifiers"][2:] == 0).all()
+    )
     for i, (_, batch, count) in enumerate(whole):
         assert parts[0][i][2] == parts[1][i][2] == count
         for key in batch:
@@ -140,7 +170,10 @@ def test_chunks_are_deterministic_resumable_and_differ_between_chunks(tmp_path):
     first, second = list(dataset), list(dataset)  # chunk counter advances per __iter__
     again = list(dataset.iter_chunk(0))
     resumed = list(dataset.iter_chunk(0, skip_batches=3))
-    numbers = lambda bs: [example_number(b[1]["inputs"]).tolist() for b in bs]
+
+    def numbers(batches):
+        return [example_number(batch[1]["inputs"]).tolist() for batch in batches]
+
     assert numbers(first) == numbers(again)
     assert numbers(resumed) == numbers(first)[3:]
     assert numbers(first) != numbers(second)
@@ -149,7 +182,9 @@ def test_chunks_are_deterministic_resumable_and_differ_between_chunks(tmp_path):
 def test_rank_slices_partition_the_global_train_batch(tmp_path):
     write_original_layout(tmp_path, "train", [[3], [1], [2], [2], [1]] * 4)
     whole = list(PuzzleDataset(config(tmp_path, 6, epochs=2), "train").iter_chunk(5))
-    ranks = [list(PuzzleDataset(config(tmp_path, 6, epochs=2, rank=r, replicas=3), "train").iter_chunk(5)) for r in range(3)]
+    ranks = [
+        list(PuzzleDataset(config(tmp_path, 6, epochs=2, rank=r, replicas=3), "train").iter_chunk(5)) for r in range(3)
+    ]
     assert len(whole) > 1 and all(len(r) == len(whole) for r in ranks)
     for i, (_, batch, count) in enumerate(whole):
         assert count == 6

@@ -6,16 +6,29 @@ import numpy as np
 import pytest
 
 from hrm.data import maze
-from hrm.data.augment import (DIHEDRAL_INVERSE, dihedral_transform, inverse_colour_map, inverse_dihedral,
-                              random_colour_maps)
+from hrm.data.augment import (
+    DIHEDRAL_INVERSE,
+    dihedral_transform,
+    inverse_colour_map,
+    inverse_dihedral,
+    random_colour_maps,
+)
 from hrm.errors import DatasetError
 
 
 @pytest.mark.parametrize("tid", range(8))
 def test_dihedral_transforms_invert_and_match_their_definition(tid):
     grid = np.arange(12).reshape(3, 4)
-    expected = [grid, np.rot90(grid), np.rot90(grid, 2), np.rot90(grid, 3), np.fliplr(grid), np.flipud(grid), grid.T,
-                np.fliplr(np.rot90(grid))][tid]
+    expected = [
+        grid,
+        np.rot90(grid),
+        np.rot90(grid, 2),
+        np.rot90(grid, 3),
+        np.fliplr(grid),
+        np.flipud(grid),
+        grid.T,
+        np.fliplr(np.rot90(grid)),
+    ][tid]
     np.testing.assert_array_equal(dihedral_transform(grid, tid), expected)
     np.testing.assert_array_equal(inverse_dihedral(dihedral_transform(grid, tid), tid), grid)
     np.testing.assert_array_equal(dihedral_transform(dihedral_transform(grid, tid), DIHEDRAL_INVERSE[tid]), grid)
@@ -100,4 +113,4 @@ def test_maze_csv_round_trip_and_errors(tmp_path):
         maze.read_maze_csv(_csv(tmp_path, question, "x" + answer[1:]))
     wall = answer.index("#")
     with pytest.raises(DatasetError, match="only open cells may become 'o'"):
-        maze.read_maze_csv(_csv(tmp_path, question, answer[:wall] + "o" + answer[wall + 1:]))
+        maze.read_maze_csv(_csv(tmp_path, question, answer[:wall] + "o" + answer[wall + 1 :]))

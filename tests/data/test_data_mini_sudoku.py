@@ -101,9 +101,23 @@ def test_generated_puzzles_have_one_solution_and_their_rating():
 
 def test_builder_writes_the_sudoku_layout_with_disjoint_splits(tmp_path):
     out = tmp_path / "mini"
-    result = subprocess.run([sys.executable, str(REPO / "dataset/build_mini_sudoku_dataset.py"), "--output-dir", str(out),
-                             "--generate", "300", "--test-size", "50", "--min-difficulty", "4"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "dataset/build_mini_sudoku_dataset.py"),
+            "--output-dir",
+            str(out),
+            "--generate",
+            "300",
+            "--test-size",
+            "50",
+            "--min-difficulty",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     meta = PuzzleDatasetMetadata.load(out / "train")
     assert (meta.seq_len, meta.vocab_size, meta.total_groups) == (36, 8, 300)
@@ -117,14 +131,27 @@ def test_builder_writes_the_sudoku_layout_with_disjoint_splits(tmp_path):
     assert rounds.min() >= 4
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--min-blanks", "30", "--max-blanks", "20"], "--min-blanks <= --max-blanks"),
-    (["--generate", "0"], "must be positive"),
-    (["--min-difficulty", "30", "--generate", "5"], "lower --min-difficulty"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--min-blanks", "30", "--max-blanks", "20"], "--min-blanks <= --max-blanks"),
+        (["--generate", "0"], "must be positive"),
+        (["--min-difficulty", "30", "--generate", "5"], "lower --min-difficulty"),
+    ],
+)
 def test_bad_settings_are_one_line_errors(tmp_path, flags, message):
-    result = subprocess.run([sys.executable, str(REPO / "dataset/build_mini_sudoku_dataset.py"), "--output-dir",
-                             str(tmp_path / "x"), *flags], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "dataset/build_mini_sudoku_dataset.py"),
+            "--output-dir",
+            str(tmp_path / "x"),
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and message in result.stderr
     assert not (tmp_path / "x").exists()

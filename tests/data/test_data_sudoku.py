@@ -10,7 +10,7 @@ from hrm.errors import DatasetError
 
 def independent_is_solution(puzzle, solution) -> bool:
     grid = np.asarray(solution).reshape(9, 9)
-    groups = list(grid) + list(grid.T) + [grid[r:r + 3, c:c + 3].ravel() for r in (0, 3, 6) for c in (0, 3, 6)]
+    groups = list(grid) + list(grid.T) + [grid[r : r + 3, c : c + 3].ravel() for r in (0, 3, 6) for c in (0, 3, 6)]
     rules = all(sorted(g.tolist()) == list(range(1, 10)) for g in groups)
     givens = np.asarray(puzzle).ravel()
     return rules and bool(np.all((givens == 0) | (givens == np.asarray(solution).ravel())))
@@ -140,6 +140,8 @@ def test_answer_disagreeing_with_givens_is_rejected(tmp_path):
 def test_non_utf8_bytes_are_reported_with_their_line(tmp_path):
     path = tmp_path / "train.csv"
     row = _good_row(2)
-    path.write_bytes(("source,question,answer,rating\n" + ",".join(map(str, row)) + "\n").encode() + b"x,\xff\xfe,1,2\n")
+    path.write_bytes(
+        ("source,question,answer,rating\n" + ",".join(map(str, row)) + "\n").encode() + b"x,\xff\xfe,1,2\n"
+    )
     with pytest.raises(DatasetError, match=r"train.csv:3: not UTF-8"):
         sudoku.read_sudoku_csv(path)

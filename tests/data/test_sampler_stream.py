@@ -31,9 +31,17 @@ def write_sets(path, sets: dict[str, list[list[int]]]) -> None:
         total_groups += len(groups)
         examples += num_examples
         puzzles += len(sizes)
-    meta = PuzzleDatasetMetadata(pad_id=0, ignore_label_id=None, blank_identifier_id=0, vocab_size=1000, seq_len=2,
-                                 num_puzzle_identifiers=1000, total_groups=total_groups,
-                                 mean_puzzle_examples=examples / puzzles, sets=list(sets))
+    meta = PuzzleDatasetMetadata(
+        pad_id=0,
+        ignore_label_id=None,
+        blank_identifier_id=0,
+        vocab_size=1000,
+        seq_len=2,
+        num_puzzle_identifiers=1000,
+        total_groups=total_groups,
+        mean_puzzle_examples=examples / puzzles,
+        sets=list(sets),
+    )
     write_dataset(path, "train", arrays, meta)
 
 
@@ -62,18 +70,35 @@ def reference_walk(seed, sets, epochs, batch_size, num_chunks):
                 yield chunk, name, visits
 
 
-@pytest.mark.parametrize("seed, batch_size, epochs, shape_seed", [(0, 4, 3, 0), (7, 5, 2, 1), (123, 16, 4, 2), (5, 3, 1, 3)])
+@pytest.mark.parametrize(
+    "seed, batch_size, epochs, shape_seed", [(0, 4, 3, 0), (7, 5, 2, 1), (123, 16, 4, 2), (5, 3, 1, 3)]
+)
 def test_batches_follow_the_originals_stream_over_sets_and_chunks(tmp_path, seed, batch_size, epochs, shape_seed):
     rng = np.random.default_rng(shape_seed)
-    sets = {name: [list(rng.integers(1, 5, size=rng.integers(1, 4))) for _ in range(rng.integers(5, 12))]
-            for name in ("first", "second")}
+    sets = {
+        name: [list(rng.integers(1, 5, size=rng.integers(1, 4))) for _ in range(rng.integers(5, 12))]
+        for name in ("first", "second")
+    }
     write_sets(tmp_path, sets)
     expected = list(reference_walk(seed, sets, epochs, batch_size, num_chunks=3))
-    dataset = PuzzleDataset(PuzzleDatasetConfig(seed=seed, dataset_path=str(tmp_path), global_batch_size=batch_size,
-                                                test_set_mode=False, epochs_per_iter=epochs, rank=0, num_replicas=1))
-    ours = [(chunk, name, batch, effective) for chunk in range(3) for name, batch, effective in dataset.iter_chunk(chunk)]
+    dataset = PuzzleDataset(
+        PuzzleDatasetConfig(
+            seed=seed,
+            dataset_path=str(tmp_path),
+            global_batch_size=batch_size,
+            test_set_mode=False,
+            epochs_per_iter=epochs,
+            rank=0,
+            num_replicas=1,
+        )
+    )
+    ours = [
+        (chunk, name, batch, effective) for chunk in range(3) for name, batch, effective in dataset.iter_chunk(chunk)
+    ]
     assert len(ours) == len(expected) > 0
-    offsets = {name: np.concatenate([[0], np.cumsum([s for group in groups for s in group])]) for name, groups in sets.items()}
+    offsets = {
+        name: np.concatenate([[0], np.cumsum([s for group in groups for s in group])]) for name, groups in sets.items()
+    }
     for (chunk, name, batch, effective), (want_chunk, want_name, visits) in zip(ours, expected):
         assert (chunk, name, effective) == (want_chunk, want_name, batch_size)
         puzzles = batch["puzzle_identifiers"].numpy() - 1
@@ -89,8 +114,17 @@ def test_example_choice_is_seeded_and_resumes_exactly(tmp_path):
     write_sets(tmp_path, {"all": [[5, 3], [4], [2, 6], [3, 3, 3]] * 3})
 
     def run(seed, skip=0):
-        dataset = PuzzleDataset(PuzzleDatasetConfig(seed=seed, dataset_path=str(tmp_path), global_batch_size=4,
-                                                    test_set_mode=False, epochs_per_iter=3, rank=0, num_replicas=1))
+        dataset = PuzzleDataset(
+            PuzzleDatasetConfig(
+                seed=seed,
+                dataset_path=str(tmp_path),
+                global_batch_size=4,
+                test_set_mode=False,
+                epochs_per_iter=3,
+                rank=0,
+                num_replicas=1,
+            )
+        )
         return [batch["inputs"][:, 0].tolist() for _, batch, _ in dataset.iter_chunk(1, skip)]
 
     assert run(3) == run(3)

@@ -9,14 +9,18 @@ from hrm.evaluation.data import TensorExamples
 from hrm.evaluation.metrics import divide_by_count, example_metrics, metric_sums
 from hrm.evaluation.runner import evaluate
 from hrm.models.registry import build_model
-
 from tests.evaluation.helpers import TINY_ARCH
 
 
 def tiny_model(halt_max_steps=6, seed=0, q_seed=4):
     torch.manual_seed(seed)
-    model = build_model(ArchConfig(**{**TINY_ARCH, "halt_max_steps": halt_max_steps}), batch_size=4, seq_len=10, vocab_size=9,
-                        num_puzzle_identifiers=7)
+    model = build_model(
+        ArchConfig(**{**TINY_ARCH, "halt_max_steps": halt_max_steps}),
+        batch_size=4,
+        seq_len=10,
+        vocab_size=9,
+        num_puzzle_identifiers=7,
+    )
     with torch.no_grad():
         model.model.inner.puzzle_emb.weights.normal_()
         q_weight = model.model.inner.q_head.weight
@@ -27,9 +31,11 @@ def tiny_model(halt_max_steps=6, seed=0, q_seed=4):
 
 def examples(n=12, seed=1):
     g = torch.Generator().manual_seed(seed)
-    return {"inputs": torch.randint(1, 9, (n, 10), generator=g, dtype=torch.int32),
-            "labels": torch.randint(1, 9, (n, 10), generator=g, dtype=torch.int32),
-            "puzzle_identifiers": torch.randint(0, 7, (n,), generator=g, dtype=torch.int32)}
+    return {
+        "inputs": torch.randint(1, 9, (n, 10), generator=g, dtype=torch.int32),
+        "labels": torch.randint(1, 9, (n, 10), generator=g, dtype=torch.int32),
+        "puzzle_identifiers": torch.randint(0, 7, (n,), generator=g, dtype=torch.int32),
+    }
 
 
 def test_refill_gives_each_example_its_result_alone():
@@ -39,12 +45,18 @@ def test_refill_gives_each_example_its_result_alone():
     together = evaluate_act(model, TensorExamples(data), 4, device="cpu", keep_keys=keys)
     steps = together["steps"].tolist()
     assert len(set(steps)) >= 3, "the test needs examples that halt at different segments"
-    assert torch.equal(together["inputs"], data["inputs"]) and torch.equal(together["puzzle_identifiers"], data["puzzle_identifiers"])
+    assert torch.equal(together["inputs"], data["inputs"]) and torch.equal(
+        together["puzzle_identifiers"], data["puzzle_identifiers"]
+    )
     for i in range(len(steps)):
-        alone = evaluate_act(model, TensorExamples({k: v[i:i + 1] for k, v in data.items()}), 1, device="cpu", keep_keys=keys)
+        alone = evaluate_act(
+            model, TensorExamples({k: v[i : i + 1] for k, v in data.items()}), 1, device="cpu", keep_keys=keys
+        )
         assert alone["steps"][0] == steps[i]
         assert torch.equal(alone["preds"][0], together["preds"][i])
-        torch.testing.assert_close(alone["q_halt_logits"][0], together["q_halt_logits"][i], atol=1e-3, rtol=1e-3)  # batch-size-dependent kernels
+        torch.testing.assert_close(
+            alone["q_halt_logits"][0], together["q_halt_logits"][i], atol=1e-3, rtol=1e-3
+        )  # batch-size-dependent kernels
         # the stop rule: Q says halt at the stop segment, or the cap was reached
         assert steps[i] == 6 or together["q_halt_logits"][i] > together["q_continue_logits"][i]
 

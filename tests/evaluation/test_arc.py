@@ -38,11 +38,11 @@ def test_inverse_augmentation_round_trip(transform_id):
 
 def test_dihedral_ids_in_spec_order():
     g = np.array([[1, 2], [3, 4]])
-    assert arc.Augmentation('x', 1).apply(g).tolist() == [[2, 4], [1, 3]]  # rot90 counter-clockwise
-    assert arc.Augmentation('x', 4).apply(g).tolist() == [[2, 1], [4, 3]]
-    assert arc.Augmentation('x', 5).apply(g).tolist() == [[3, 4], [1, 2]]
-    assert arc.Augmentation('x', 6).apply(g).tolist() == [[1, 3], [2, 4]]
-    assert arc.Augmentation('x', 7).apply(g).tolist() == [[4, 2], [3, 1]]  # rot90 then flip left-right
+    assert arc.Augmentation("x", 1).apply(g).tolist() == [[2, 4], [1, 3]]  # rot90 counter-clockwise
+    assert arc.Augmentation("x", 4).apply(g).tolist() == [[2, 1], [4, 3]]
+    assert arc.Augmentation("x", 5).apply(g).tolist() == [[3, 4], [1, 2]]
+    assert arc.Augmentation("x", 6).apply(g).tolist() == [[1, 3], [2, 4]]
+    assert arc.Augmentation("x", 7).apply(g).tolist() == [[4, 2], [3, 1]]  # rot90 then flip left-right
 
 
 def test_plain_names_and_crop():
@@ -76,9 +76,12 @@ def test_collect_score_and_pass_at_k_by_hand():
     aug_tr = arc.parse_puzzle_name(names[3])
     # taskA has two test inputs (examples 0 and 1 of each copy); taskB one.
     rows = [
-        (1, truth0, truth0, 0.0), (1, truth1, truth1, 0.0),  # identity copy: right on both
-        (2, aug_rot.apply(wrong), aug_rot.apply(truth0), 2.0), (2, aug_rot.apply(wrong), aug_rot.apply(truth1), 2.0),
-        (3, aug_tr.apply(wrong), aug_tr.apply(truth0), 3.0), (3, aug_tr.apply(truth1), aug_tr.apply(truth1), 1.0),
+        (1, truth0, truth0, 0.0),
+        (1, truth1, truth1, 0.0),  # identity copy: right on both
+        (2, aug_rot.apply(wrong), aug_rot.apply(truth0), 2.0),
+        (2, aug_rot.apply(wrong), aug_rot.apply(truth1), 2.0),
+        (3, aug_tr.apply(wrong), aug_tr.apply(truth0), 3.0),
+        (3, aug_tr.apply(truth1), aug_tr.apply(truth1), 1.0),
         (4, np.array([[7]]), np.array([[8]]), 0.0),
         (0, np.zeros((1, 1)), np.zeros((1, 1)), 0.0),  # padding row
     ]
@@ -87,7 +90,11 @@ def test_collect_score_and_pass_at_k_by_hand():
     labels = np.stack([canvas(r[2]) for r in rows])
     q = np.array([r[3] for r in rows])
     items = arc.collect_test_inputs(names, ids, preds, q, labels)
-    assert [(i.task_id, i.test_index, len(i.predictions)) for i in items] == [("taskA", 0, 3), ("taskA", 1, 3), ("taskB", 0, 1)]
+    assert [(i.task_id, i.test_index, len(i.predictions)) for i in items] == [
+        ("taskA", 0, 3),
+        ("taskA", 1, 3),
+        ("taskB", 0, 1),
+    ]
     assert np.array_equal(items[0].truth, truth0) and np.array_equal(items[1].truth, truth1)
     scores = arc.score(items, ks=(1, 2))
     # taskA/0: wrong has 2 votes (rank 1), truth 1 vote (rank 2) -> pass@1 0, pass@2 1
@@ -112,7 +119,9 @@ def test_submission_two_attempts_and_fewer_candidates(tmp_path):
 
 def test_reference_outputs_and_missing_test_inputs():
     items = [arc.ArcTestInput("t1", 0, [(np.array([[1]]), 0.5)], truth=np.array([[9]]))]
-    merged = arc.attach_reference(items, {"t1": {"test": [{"input": [[0]], "output": [[1]]}, {"input": [[0]], "output": [[2]]}]}})
+    merged = arc.attach_reference(
+        items, {"t1": {"test": [{"input": [[0]], "output": [[1]]}, {"input": [[0]], "output": [[2]]}]}}
+    )
     assert len(merged) == 2 and merged[0].truth.tolist() == [[1]]
     scores = arc.score(merged, ks=(1, 2))
     assert scores["pass@2"] == 0.5 and scores["num_test_inputs"] == 2
@@ -129,10 +138,14 @@ def test_builder_dataset_labels_score_perfectly(tmp_path):
     folder = tmp_path / "raw" / "evaluation"
     folder.mkdir(parents=True)
     for task in ("aaa", "bbb"):
+
         def pair(h, w):
             grid = rng.integers(0, 10, (h, w))
             return {"input": grid.tolist(), "output": np.rot90(grid).tolist()}
-        (folder / f"{task}.json").write_text(json.dumps({"train": [pair(3, 4), pair(2, 2)], "test": [pair(3, 5), pair(4, 2)]}))
+
+        (folder / f"{task}.json").write_text(
+            json.dumps({"train": [pair(3, 4), pair(2, 2)], "test": [pair(3, 5), pair(4, 2)]})
+        )
     build_arc([str(tmp_path / "raw")], tmp_path / "arc", num_aug=4, seed=0, progress=False)
     meta, sets = read_split(tmp_path / "arc", "test")
     data = sets["all"]

@@ -26,11 +26,7 @@ def sudoku_puzzle(solution: np.ndarray, blanks: int = 30, seed: int = 0) -> np.n
 
 def maze() -> tuple[np.ndarray, np.ndarray]:
     """A 5x5 maze with two routes from S (top-left) to G; the lower route is the shortest."""
-    text = ["S   #",
-            " ## #",
-            "    G",
-            "#####",
-            "#####"]
+    text = ["S   #", " ## #", "    G", "#####", "#####"]
     codes = {"#": 1, " ": 2, "S": 3, "G": 4, "o": 5}
     grid = np.array([[codes[ch] for ch in row] for row in text])
     path = grid.copy()
@@ -99,9 +95,7 @@ def test_maze_shortest_path_check():
 
 
 def test_maze_detour_is_not_shortest():
-    grid = np.array([[3, 2, 2, 4],
-                     [2, 1, 1, 2],
-                     [2, 2, 2, 2]])
+    grid = np.array([[3, 2, 2, 4], [2, 1, 1, 2], [2, 2, 2, 2]])
     detour = grid.copy()
     for r, c in [(1, 0), (2, 0), (2, 1), (2, 2), (2, 3), (1, 3)]:
         detour[r, c] = 5
@@ -116,8 +110,15 @@ def _p(answer, confidence=0.5, counted=True, checkpoint=0, perturbation=0):
 
 
 def test_majority_counts_only_counted_passes_and_breaks_ties_by_confidence():
-    passes = [_p([1], 0.2), _p([1], 0.3), _p([2], 0.9), _p([2], 0.8), _p([3], 0.99, counted=False), _p([3], 0.99, counted=False),
-              _p([3], 0.99, counted=False)]
+    passes = [
+        _p([1], 0.2),
+        _p([1], 0.3),
+        _p([2], 0.9),
+        _p([2], 0.8),
+        _p([3], 0.99, counted=False),
+        _p([3], 0.99, counted=False),
+        _p([3], 0.99, counted=False),
+    ]
     assert aug.select_majority(passes).prediction.tolist() == [2]  # [1] and [2] tie; [2] is more confident
     only_uncounted = [_p([4], 0.1, counted=False), _p([5], 0.9, counted=False)]
     assert aug.select_majority(only_uncounted).prediction.tolist() == [5]  # fallback to all passes
@@ -140,9 +141,14 @@ def test_verified_selection_prefers_a_valid_grid():
 def test_paper_metric_needs_more_than_half_of_one_checkpoints_counted_passes():
     def passes(correct_counted):
         return [Pass(ckpt, i, np.zeros(1), 0.5, counted, correct) for ckpt, i, counted, correct in correct_counted]
+
     # checkpoint 0: 1 of 2 counted correct (not more than half); checkpoint 1: 2 of 3
-    assert aug.paper_solved(passes([(0, 0, True, True), (0, 1, True, False), (1, 0, True, True), (1, 1, True, True), (1, 2, True, False)]))
-    assert not aug.paper_solved(passes([(0, 0, True, True), (0, 1, True, False), (1, 0, False, True), (1, 1, True, False)]))
+    assert aug.paper_solved(
+        passes([(0, 0, True, True), (0, 1, True, False), (1, 0, True, True), (1, 1, True, True), (1, 2, True, False)])
+    )
+    assert not aug.paper_solved(
+        passes([(0, 0, True, True), (0, 1, True, False), (1, 0, False, True), (1, 1, True, False)])
+    )
     assert not aug.paper_solved(passes([(0, 0, False, True)]))  # uncounted passes never count
 
 
@@ -152,12 +158,20 @@ def test_tally_on_hand_made_puzzles():
     wrong = solution.copy()
     wrong[0, 0], wrong[0, 1] = wrong[0, 1], wrong[0, 0]
     labels = solution.reshape(-1)
-    solved_by_vote = PuzzleResult(puzzle.reshape(-1), labels, [_p(solution.reshape(-1)), _p(solution.reshape(-1), perturbation=1),
-                                                               _p(wrong.reshape(-1), perturbation=2)])
-    verifier_only = PuzzleResult(puzzle.reshape(-1), labels, [_p(wrong.reshape(-1)), _p(wrong.reshape(-1), perturbation=1),
-                                                              _p(solution.reshape(-1), perturbation=2)])
+    solved_by_vote = PuzzleResult(
+        puzzle.reshape(-1),
+        labels,
+        [_p(solution.reshape(-1)), _p(solution.reshape(-1), perturbation=1), _p(wrong.reshape(-1), perturbation=2)],
+    )
+    verifier_only = PuzzleResult(
+        puzzle.reshape(-1),
+        labels,
+        [_p(wrong.reshape(-1)), _p(wrong.reshape(-1), perturbation=1), _p(solution.reshape(-1), perturbation=2)],
+    )
     summary = aug.score_puzzles([solved_by_vote, verifier_only], SUDOKU)
-    assert summary["paper_accuracy"] == 0.5 and summary["majority_accuracy"] == 0.5 and summary["verified_accuracy"] == 1.0
+    assert (
+        summary["paper_accuracy"] == 0.5 and summary["majority_accuracy"] == 0.5 and summary["verified_accuracy"] == 1.0
+    )
     assert summary["single_accuracy"] == 0.5 and summary["any_counted_correct_accuracy"] == 1.0
     assert summary["counted_pass_accuracy"] == pytest.approx(3 / 6)
 
@@ -166,7 +180,13 @@ def test_perturbed_examples_layout():
     from hrm.evaluation.data import TensorExamples
 
     solution = torch.tensor(sudoku_solution()).reshape(1, -1)
-    source = TensorExamples({"inputs": solution.clone(), "labels": solution.clone(), "puzzle_identifiers": torch.zeros(1, dtype=torch.int32)})
+    source = TensorExamples(
+        {
+            "inputs": solution.clone(),
+            "labels": solution.clone(),
+            "puzzle_identifiers": torch.zeros(1, dtype=torch.int32),
+        }
+    )
     rows = aug.PerturbedExamples(source, SUDOKU, 3).gather(torch.arange(3))
     for k in range(3):
         assert torch.equal(rows["inputs"][k], SUDOKU.perturb_rows(solution[0], k))
@@ -198,5 +218,7 @@ def test_verifiers_accept_the_builders_answers():
     for puzzle, solution in zip(sudokus.puzzles.astype(np.int64) + 1, sudokus.solutions.astype(np.int64) + 1):
         assert SUDOKU.verify(puzzle, solution)
         for k in (1, 5):
-            assert SUDOKU.verify(SUDOKU.perturb_rows(torch.tensor(puzzle), k).numpy(),
-                                                SUDOKU.perturb_rows(torch.tensor(solution), k).numpy())
+            assert SUDOKU.verify(
+                SUDOKU.perturb_rows(torch.tensor(puzzle), k).numpy(),
+                SUDOKU.perturb_rows(torch.tensor(solution), k).numpy(),
+            )

@@ -9,7 +9,6 @@ import torch
 
 from hrm.evaluation import batching
 from hrm.evaluation.data import TensorExamples
-
 from tests.evaluation.helpers import make_checkpoint, random_dataset
 from tests.evaluation.test_cli import _fails, results_of, sudoku_dataset
 
@@ -17,8 +16,12 @@ from tests.evaluation.test_cli import _fails, results_of, sudoku_dataset
 def test_halt_act_auto_equals_a_fixed_batch_and_reports_its_size(tmp_path):
     data = random_dataset(tmp_path / "data", num_examples=21, num_identifiers=6)
     checkpoint = make_checkpoint(tmp_path / "run", data, q_scale=1.0)
-    fixed = results_of(tmp_path, f"checkpoint={checkpoint}", "halt=act", "batch_size=4", "save_outputs=[]", name="fixed.json")
-    auto = results_of(tmp_path, f"checkpoint={checkpoint}", "halt=act", "batch_size=auto", "save_outputs=[]", name="auto.json")
+    fixed = results_of(
+        tmp_path, f"checkpoint={checkpoint}", "halt=act", "batch_size=4", "save_outputs=[]", name="fixed.json"
+    )
+    auto = results_of(
+        tmp_path, f"checkpoint={checkpoint}", "halt=act", "batch_size=auto", "save_outputs=[]", name="auto.json"
+    )
     assert fixed["batch_size"] == 4 and auto["batch_size"] == 21  # CPU: CPU_ROWS, never more rows than examples
     for key, value in fixed["metrics"]["all"].items():
         assert auto["metrics"]["all"][key] == pytest.approx(value, rel=1e-6), key

@@ -11,7 +11,6 @@ from hrm.checkpoint import load_model
 from hrm.data.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
 from hrm.evaluation import cli
 from hrm.evaluation.runner import evaluate
-
 from tests.evaluation.helpers import make_checkpoint, random_dataset, write_tiny_dataset
 
 ORIGINAL_KEYS = ["inputs", "labels", "puzzle_identifiers", "logits", "q_halt_logits", "q_continue_logits"]
@@ -37,8 +36,18 @@ def test_halt_max_equals_the_training_loop_evaluation(tmp_path, run):
     assert results["checkpoint"] == str(checkpoint)
 
     model, config = load_model(checkpoint, "cpu")
-    loader = PuzzleDataset(PuzzleDatasetConfig(seed=0, dataset_path=str(data), global_batch_size=config.global_batch_size,
-                                               test_set_mode=True, epochs_per_iter=1, rank=0, num_replicas=1), split="test")
+    loader = PuzzleDataset(
+        PuzzleDatasetConfig(
+            seed=0,
+            dataset_path=str(data),
+            global_batch_size=config.global_batch_size,
+            test_set_mode=True,
+            epochs_per_iter=1,
+            rank=0,
+            num_replicas=1,
+        ),
+        split="test",
+    )
     reference = evaluate(model, loader, ["all"], device="cpu", return_keys=ORIGINAL_KEYS)
     for key, value in reference.metrics["all"].items():
         assert results["metrics"]["all"][key] == pytest.approx(value, rel=1e-6), key
@@ -55,15 +64,27 @@ def test_halt_max_equals_the_training_loop_evaluation(tmp_path, run):
 
 def test_halt_act_and_sweep(tmp_path, run):
     data, checkpoint = run
-    plain = results_of(tmp_path, f"checkpoint={checkpoint}", "save_outputs=[]", "halt_max_steps_sweep=[1,4]", name="max.json")
-    act = results_of(tmp_path, f"checkpoint={checkpoint}", "halt=act", "save_outputs=[inputs,preds,steps]",
-                     "halt_max_steps_sweep=[2,4]", name="act.json")
-    assert plain["halt_max_steps_sweep"]["4"]["all"]["exact_accuracy"] == pytest.approx(plain["metrics"]["all"]["exact_accuracy"])
+    plain = results_of(
+        tmp_path, f"checkpoint={checkpoint}", "save_outputs=[]", "halt_max_steps_sweep=[1,4]", name="max.json"
+    )
+    act = results_of(
+        tmp_path,
+        f"checkpoint={checkpoint}",
+        "halt=act",
+        "save_outputs=[inputs,preds,steps]",
+        "halt_max_steps_sweep=[2,4]",
+        name="act.json",
+    )
+    assert plain["halt_max_steps_sweep"]["4"]["all"]["exact_accuracy"] == pytest.approx(
+        plain["metrics"]["all"]["exact_accuracy"]
+    )
     assert plain["halt_max_steps_sweep"]["4"]["all"]["accuracy"] == pytest.approx(plain["metrics"]["all"]["accuracy"])
     assert plain["halt_max_steps_sweep"]["1"]["all"]["steps"] == 1.0
     assert act["metrics"]["all"]["count"] == 21
     assert act["halt_max_steps_sweep"]["4"]["all"]["steps"] == pytest.approx(act["metrics"]["all"]["steps"])
-    assert act["halt_max_steps_sweep"]["4"]["all"]["accuracy"] == pytest.approx(act["metrics"]["all"]["accuracy"], rel=1e-5)
+    assert act["halt_max_steps_sweep"]["4"]["all"]["accuracy"] == pytest.approx(
+        act["metrics"]["all"]["accuracy"], rel=1e-5
+    )
     assert act["metrics"]["all"]["steps"] < 4.0  # the Q-head halts some examples early
     saved = torch.load(checkpoint.parent / "step_12_all_preds.0", weights_only=True)
     test_inputs = np.load(data / "test" / "all__inputs.npy")
@@ -103,7 +124,9 @@ def test_bad_input_is_one_line_before_compute(tmp_path, run, capsys, monkeypatch
     (lonely / "step_3").write_bytes(checkpoint.read_bytes())
     assert "all_config.yaml is missing" in _fails(capsys, monkeypatch, f"checkpoint={lonely}")
     assert "save_outputs" in _fails(capsys, monkeypatch, f"checkpoint={checkpoint}", "save_outputs=[everything]")
-    assert "no test split" in _fails(capsys, monkeypatch, f"checkpoint={checkpoint}", f"data_path={tmp_path / 'nodata'}")
+    assert "no test split" in _fails(
+        capsys, monkeypatch, f"checkpoint={checkpoint}", f"data_path={tmp_path / 'nodata'}"
+    )
 
     other_vocab = random_dataset(tmp_path / "vocab", num_examples=8, vocab_size=9, num_identifiers=6)
     assert "vocab_size" in _fails(capsys, monkeypatch, f"checkpoint={checkpoint}", f"data_path={other_vocab}")
@@ -128,8 +151,16 @@ def test_arc_voting_end_to_end(tmp_path):
                 grid[:2, 3] = 1
                 inputs.append(grid.reshape(-1))
                 labels.append(grid.reshape(-1))
-    data = write_tiny_dataset(tmp_path / "arc", np.stack(inputs), np.stack(labels), 12, num_identifiers=len(names),
-                              identifiers=np.array(identifiers), names=names, puzzle_sizes=[2, 2, 2, 1, 1, 1])
+    data = write_tiny_dataset(
+        tmp_path / "arc",
+        np.stack(inputs),
+        np.stack(labels),
+        12,
+        num_identifiers=len(names),
+        identifiers=np.array(identifiers),
+        names=names,
+        puzzle_sizes=[2, 2, 2, 1, 1, 1],
+    )
     checkpoint = make_checkpoint(tmp_path / "run", data, halt_max_steps=1, global_batch_size=4)
     results = results_of(tmp_path, f"checkpoint={checkpoint}", "save_outputs=[]")
     arc = results["arc"]
@@ -161,7 +192,16 @@ def test_augmented_protocol_end_to_end(tmp_path):
     shift_sudoku_digits = SudokuTask(11, 81).perturb_rows
     data = sudoku_dataset(tmp_path / "sudoku")
     for step, q_seed in ((10, 1), (20, 2)):
-        make_checkpoint(tmp_path / "run", data, step=step, seed=step, q_scale=1.0, q_seed=q_seed, halt_max_steps=2, global_batch_size=6)
+        make_checkpoint(
+            tmp_path / "run",
+            data,
+            step=step,
+            seed=step,
+            q_scale=1.0,
+            q_seed=q_seed,
+            halt_max_steps=2,
+            global_batch_size=6,
+        )
     results = results_of(tmp_path, f"checkpoints={tmp_path / 'run' / 'step_*'}", "permutes=3")
     assert results["checkpoints"] == [str(tmp_path / "run" / "step_10"), str(tmp_path / "run" / "step_20")]
     summary = results["augmented"]["all"]
@@ -174,9 +214,14 @@ def test_augmented_protocol_end_to_end(tmp_path):
     for step in (10, 20):
         model, _ = load_model(tmp_path / "run" / f"step_{step}", "cpu")
         for k in range(3):
-            batch = {"inputs": shift_sudoku_digits(inputs, k), "labels": shift_sudoku_digits(labels, k),
-                     "puzzle_identifiers": torch.zeros(10, dtype=torch.int32)}
-            result = evaluate(model, [("all", batch, 10)], ["all"], device="cpu", return_keys=["q_halt_logits", "q_continue_logits"])
+            batch = {
+                "inputs": shift_sudoku_digits(inputs, k),
+                "labels": shift_sudoku_digits(labels, k),
+                "puzzle_identifiers": torch.zeros(10, dtype=torch.int32),
+            }
+            result = evaluate(
+                model, [("all", batch, 10)], ["all"], device="cpu", return_keys=["q_halt_logits", "q_continue_logits"]
+            )
             counted += int((result.outputs["q_halt_logits"] > result.outputs["q_continue_logits"]).sum())
             if step == 10 and k == 0:
                 for key in ("exact_accuracy", "accuracy", "q_halt_accuracy", "steps"):
@@ -194,7 +239,9 @@ def test_augmented_protocol_on_the_quick_starts_6x6_sudoku(tmp_path, capsys, mon
 
     puzzles, solutions, _ = generate_puzzles(8, seed=0)
     data = write_tiny_dataset(tmp_path / "mini", puzzles + 1, solutions + 1, 8)
-    make_checkpoint(tmp_path / "run", data, step=5, seed=5, q_scale=1.0, q_seed=1, halt_max_steps=2, global_batch_size=8)
+    make_checkpoint(
+        tmp_path / "run", data, step=5, seed=5, q_scale=1.0, q_seed=1, halt_max_steps=2, global_batch_size=8
+    )
     results = results_of(tmp_path, f"checkpoint={tmp_path / 'run' / 'step_5'}", "permutes=6")
     assert results["task"] == "sudoku" and results["augmented"]["all"]["passes"] == 8 * 6
     assert "verified_accuracy" in results["augmented"]["all"]
@@ -213,4 +260,6 @@ def test_published_checkpoint_layout(tmp_path, run):
     theirs = results_of(tmp_path, f"checkpoint={published / 'checkpoint'}", "save_outputs=[preds]", name="theirs.json")
     assert theirs["metrics"] == ours["metrics"]
     saved = torch.load(published / "step_0_all_preds.0", weights_only=True)
-    assert torch.equal(saved["preds"], torch.load(checkpoint.parent / "step_12_all_preds.0", weights_only=True)["preds"])
+    assert torch.equal(
+        saved["preds"], torch.load(checkpoint.parent / "step_12_all_preds.0", weights_only=True)["preds"]
+    )

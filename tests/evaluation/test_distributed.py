@@ -13,7 +13,9 @@ from tests.evaluation.helpers import make_checkpoint, random_dataset
 
 
 def _worker(rank: int, world_size: int, port: int, args: list[str]) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     torch.set_num_threads(1)
     from hrm.evaluation.cli import main
 
@@ -32,8 +34,14 @@ def _free_port() -> int:
 def test_two_processes_equal_one(tmp_path, halt):
     data = random_dataset(tmp_path / "data", num_examples=27, num_identifiers=6)
     checkpoint = make_checkpoint(tmp_path / "run", data, step=3, q_scale=1.0, global_batch_size=8)
-    common = [f"checkpoint={checkpoint}", f"halt={halt}", "progress=false", "device=cpu", "halt_max_steps_sweep=[2,4]",
-              "save_outputs=[inputs,preds,q_halt_logits]"]
+    common = [
+        f"checkpoint={checkpoint}",
+        f"halt={halt}",
+        "progress=false",
+        "device=cpu",
+        "halt_max_steps_sweep=[2,4]",
+        "save_outputs=[inputs,preds,q_halt_logits]",
+    ]
     from hrm.evaluation.cli import main
 
     assert main([*common, f"output={tmp_path / 'one.json'}"]) == 0
@@ -43,7 +51,9 @@ def test_two_processes_equal_one(tmp_path, halt):
     two = json.loads((tmp_path / "two.json").read_text())
     assert two["world_size"] == 2
     for section in ("metrics", "halt_max_steps_sweep", "calibration"):
-        np.testing.assert_allclose(_numbers(two[section]), _numbers(one[section]), rtol=1e-5, atol=1e-6, err_msg=section)
+        np.testing.assert_allclose(
+            _numbers(two[section]), _numbers(one[section]), rtol=1e-5, atol=1e-6, err_msg=section
+        )
 
     # Each rank saved its slice of every global batch; together they are the single run's rows.
     parts = [torch.load(checkpoint.parent / f"step_3_all_preds.{r}", weights_only=True) for r in range(2)]
@@ -68,7 +78,7 @@ def _interleave(per_rank: list[torch.Tensor], global_batch: int) -> torch.Tensor
     pieces, offsets = [], [0] * len(per_rank)
     while any(offsets[r] < len(t) for r, t in enumerate(per_rank)):
         for r, rows in enumerate(per_rank):
-            pieces.append(rows[offsets[r]:offsets[r] + local])
+            pieces.append(rows[offsets[r] : offsets[r] + local])
             offsets[r] += local
     return torch.cat(pieces)
 
@@ -79,7 +89,9 @@ def test_two_processes_equal_one_augmented(tmp_path):
     from tests.evaluation.test_cli import sudoku_dataset
 
     data = sudoku_dataset(tmp_path / "sudoku", count=13)
-    checkpoint = make_checkpoint(tmp_path / "run", data, step=3, q_scale=1.0, q_seed=1, halt_max_steps=2, global_batch_size=6)
+    checkpoint = make_checkpoint(
+        tmp_path / "run", data, step=3, q_scale=1.0, q_seed=1, halt_max_steps=2, global_batch_size=6
+    )
     common = [f"checkpoints=[{checkpoint}]", "permutes=3", "progress=false", "device=cpu", "save_outputs=[]"]
     from hrm.evaluation.cli import main
 
@@ -89,4 +101,6 @@ def test_two_processes_equal_one_augmented(tmp_path):
     two = json.loads((tmp_path / "two.json").read_text())
     assert two["augmented"]["all"]["num_puzzles"] == 13
     for section in ("augmented", "metrics", "calibration"):
-        np.testing.assert_allclose(_numbers(two[section]), _numbers(one[section]), rtol=1e-5, atol=1e-6, err_msg=section)
+        np.testing.assert_allclose(
+            _numbers(two[section]), _numbers(one[section]), rtol=1e-5, atol=1e-6, err_msg=section
+        )

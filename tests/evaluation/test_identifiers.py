@@ -50,9 +50,11 @@ def test_each_mode_equals_its_table(checkpoint):
     model, _ = load_model(checkpoint_file)
     split = load_test_split(data)
     puzzle_set = split.sets["all"]
-    batch = {"inputs": torch.as_tensor(np.array(puzzle_set.inputs), dtype=torch.int32),
-             "labels": torch.as_tensor(np.array(puzzle_set.labels), dtype=torch.int32),
-             "puzzle_identifiers": torch.as_tensor(np.array(puzzle_set.puzzle_identifiers), dtype=torch.int32)}
+    batch = {
+        "inputs": torch.as_tensor(np.array(puzzle_set.inputs), dtype=torch.int32),
+        "labels": torch.as_tensor(np.array(puzzle_set.labels), dtype=torch.int32),
+        "puzzle_identifiers": torch.as_tensor(np.array(puzzle_set.puzzle_identifiers), dtype=torch.int32),
+    }
     table = model.model.puzzle_emb.weights.clone()
     ids = batch["puzzle_identifiers"].long()
     distinct = np.unique(ids.numpy())
@@ -110,7 +112,9 @@ def test_blank_and_mean_run_on_identifiers_the_checkpoint_never_saw(checkpoint, 
 def _worker(rank: int, world_size: int, port: int, args: list[str]) -> None:
     import os
 
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     torch.set_num_threads(1)
     assert main(args) == 0
 
@@ -123,8 +127,14 @@ def test_two_processes_equal_one(checkpoint, tmp_path):
     import torch.multiprocessing as mp
 
     checkpoint_file, _ = checkpoint
-    common = [f"checkpoint={checkpoint_file}", "progress=false", "device=cpu", "save_outputs=[]", "batch_size=4",
-              "puzzle_identifiers=shuffled,blank,mean"]
+    common = [
+        f"checkpoint={checkpoint_file}",
+        "progress=false",
+        "device=cpu",
+        "save_outputs=[]",
+        "batch_size=4",
+        "puzzle_identifiers=shuffled,blank,mean",
+    ]
     assert main([*common, f"output={tmp_path / 'one.json'}"]) == 0
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -34,7 +34,11 @@ def test_reliability_table_and_ece_by_hand():
     by_bin = {round(row["bin_low"], 1): row for row in table if row["count"]}
     assert set(by_bin) == {0.0, 0.1, 0.5, 0.9}
     top = by_bin[0.9]  # 0.95, 0.9 and 1.0 (a confidence of exactly 1 falls in the last bin)
-    assert top["count"] == 3 and top["accuracy"] == pytest.approx(2 / 3) and top["mean_confidence"] == pytest.approx(2.85 / 3)
+    assert (
+        top["count"] == 3
+        and top["accuracy"] == pytest.approx(2 / 3)
+        and top["mean_confidence"] == pytest.approx(2.85 / 3)
+    )
     expected = (1 / 6) * 0.05 + (1 / 6) * 0.15 + (1 / 6) * 0.45 + (3 / 6) * abs(2 / 3 - 2.85 / 3)
     assert expected_calibration_error(confidence, correct, 10) == pytest.approx(expected)
 

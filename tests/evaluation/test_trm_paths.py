@@ -10,12 +10,17 @@ from hrm.analysis.cli import main as analysis_main
 from hrm.checkpoint import load_model
 from hrm.evaluation import cli
 from hrm.evaluation.runner import evaluate
-
 from tests.analysis.helpers import sudoku_dataset
 from tests.evaluation.helpers import make_checkpoint
 
-TRM = dict(name="recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1", H_cycles=2, L_cycles=2, L_layers=1,
-           puzzle_emb_len=2, halt_max_steps=3)
+TRM = dict(
+    name="recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1",
+    H_cycles=2,
+    L_cycles=2,
+    L_layers=1,
+    puzzle_emb_len=2,
+    halt_max_steps=3,
+)
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +28,9 @@ def trm_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("trm")
     data = sudoku_dataset(root / "sudoku")
     for step, q_seed in ((10, 4), (20, 2)):
-        make_checkpoint(root / "run", data, step=step, seed=step, q_scale=1.0, q_seed=q_seed, global_batch_size=6, **TRM)
+        make_checkpoint(
+            root / "run", data, step=step, seed=step, q_scale=1.0, q_seed=q_seed, global_batch_size=6, **TRM
+        )
     return root, data
 
 
@@ -45,9 +52,11 @@ def _segments(model, batch):
 
 
 def _test_batch(data):
-    return {"inputs": torch.from_numpy(np.load(data / "test" / "all__inputs.npy").astype(np.int32)),
-            "labels": torch.from_numpy(np.load(data / "test" / "all__labels.npy").astype(np.int32)),
-            "puzzle_identifiers": torch.zeros(12, dtype=torch.int32)}
+    return {
+        "inputs": torch.from_numpy(np.load(data / "test" / "all__inputs.npy").astype(np.int32)),
+        "labels": torch.from_numpy(np.load(data / "test" / "all__labels.npy").astype(np.int32)),
+        "puzzle_identifiers": torch.zeros(12, dtype=torch.int32),
+    }
 
 
 def test_halt_max_and_act_follow_trms_rule(tmp_path, trm_run):
@@ -80,7 +89,11 @@ def test_augmented_protocol_counts_passes_by_trms_rule(tmp_path, trm_run):
     for step in (10, 20):
         model, _ = load_model(root / "run" / f"step_{step}", "cpu")
         for k in range(2):
-            batch = {**base, "inputs": shift_sudoku_digits(base["inputs"], k), "labels": shift_sudoku_digits(base["labels"], k)}
+            batch = {
+                **base,
+                "inputs": shift_sudoku_digits(base["inputs"], k),
+                "labels": shift_sudoku_digits(base["labels"], k),
+            }
             counted += int((_segments(model, batch)[-1] > 0).sum())
     assert summary["counted_pass_fraction"] == pytest.approx(counted / 48)
 
@@ -89,10 +102,28 @@ def test_augmented_protocol_counts_passes_by_trms_rule(tmp_path, trm_run):
 def test_analysis_all_on_a_trm_checkpoint(tmp_path, trm_run, capsys):
     root, _ = trm_run
     out = tmp_path / "out"
-    assert analysis_main(["all", f"checkpoint={root / 'run'}", f"out={out}", "device=cpu", "num_puzzles=2", "max_panels=4",
-                          "pr_puzzles=4", "unknown_puzzles=2", "unknowns=1,3", "perturb_puzzles=1", "num_perturbations=4",
-                          "calibration_puzzles=8"]) == 0
+    assert (
+        analysis_main(
+            [
+                "all",
+                f"checkpoint={root / 'run'}",
+                f"out={out}",
+                "device=cpu",
+                "num_puzzles=2",
+                "max_panels=4",
+                "pr_puzzles=4",
+                "unknown_puzzles=2",
+                "unknowns=1,3",
+                "perturb_puzzles=1",
+                "num_perturbations=4",
+                "calibration_puzzles=8",
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "analysis.json").read_text())
-    assert {"residuals.png", "pca_zH.png", "q_values.png", "participation_ratio.png", "halting_calibration.png"} <= set(report["figures"])
+    assert {"residuals.png", "pca_zH.png", "q_values.png", "participation_ratio.png", "halting_calibration.png"} <= set(
+        report["figures"]
+    )
     trace = report["trace"]
     assert len(trace["residuals"]["L"][0]) == report["num_segments"] * trace["H_cycles"] * trace["L_cycles"]

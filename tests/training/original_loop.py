@@ -19,10 +19,21 @@ from hrm.training.schedule import cosine_schedule_with_warmup_lr_lambda, total_t
 
 
 def _loader(config: PretrainConfig, split: str, test: bool, epochs_per_iter: int) -> torch.utils.data.DataLoader:
-    dataset = PuzzleDataset(PuzzleDatasetConfig(
-        seed=config.seed, dataset_path=config.data_path, global_batch_size=config.global_batch_size,
-        test_set_mode=test, epochs_per_iter=epochs_per_iter, rank=0, num_replicas=1), split=split)
-    return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=1, prefetch_factor=8, persistent_workers=True)
+    dataset = PuzzleDataset(
+        PuzzleDatasetConfig(
+            seed=config.seed,
+            dataset_path=config.data_path,
+            global_batch_size=config.global_batch_size,
+            test_set_mode=test,
+            epochs_per_iter=epochs_per_iter,
+            rank=0,
+            num_replicas=1,
+        ),
+        split=split,
+    )
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=None, num_workers=1, prefetch_factor=8, persistent_workers=True
+    )
 
 
 def original_style_run(config: PretrainConfig, num_steps: int) -> dict[str, torch.Tensor]:
@@ -33,10 +44,16 @@ def original_style_run(config: PretrainConfig, num_steps: int) -> dict[str, torc
     eval_loader = _loader(config, "test", True, 1)
     meta = PuzzleDatasetMetadata.load(f"{config.data_path}/train")
     model = build_model(config.arch, batch_size=config.global_batch_size, **meta.model_shapes())
-    optimizers = [SignSGDSparse(model.model.puzzle_emb, lr=0.0, weight_decay=config.puzzle_emb_weight_decay),
-                  make_adam_atan2(model.parameters(), lr=0.0, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay)]
+    optimizers = [
+        SignSGDSparse(model.model.puzzle_emb, lr=0.0, weight_decay=config.puzzle_emb_weight_decay),
+        make_adam_atan2(
+            model.parameters(), lr=0.0, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay
+        ),
+    ]
     base_lrs = [config.puzzle_emb_lr, config.lr]
-    total_steps = total_training_steps(config.epochs, meta.total_groups, meta.mean_puzzle_examples, config.global_batch_size)
+    total_steps = total_training_steps(
+        config.epochs, meta.total_groups, meta.mean_puzzle_examples, config.global_batch_size
+    )
     step, carry = 0, None
     for _ in range(config.epochs // epochs_per_iter):
         model.train()
@@ -49,8 +66,13 @@ def original_style_run(config: PretrainConfig, num_steps: int) -> dict[str, torc
             carry, loss, _, _, _ = model(carry=carry, batch=batch, return_keys=[])
             ((1 / config.global_batch_size) * loss).backward()
             for optimizer, base_lr in zip(optimizers, base_lrs):
-                lr = cosine_schedule_with_warmup_lr_lambda(step, base_lr=base_lr, num_warmup_steps=config.lr_warmup_steps,
-                                                           num_training_steps=total_steps, min_ratio=config.lr_min_ratio)
+                lr = cosine_schedule_with_warmup_lr_lambda(
+                    step,
+                    base_lr=base_lr,
+                    num_warmup_steps=config.lr_warmup_steps,
+                    num_training_steps=total_steps,
+                    min_ratio=config.lr_min_ratio,
+                )
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 optimizer.step()

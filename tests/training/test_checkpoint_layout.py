@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-
 from training_helpers import tiny_config
+
 from hrm.checkpoint import load_model
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.models.registry import build_model
@@ -23,8 +23,11 @@ def test_pretrain_writes_compiled_keys_that_the_originals_default_path_loads(tin
     compiled = torch.compile(build_model(config.arch, batch_size=config.global_batch_size, **shapes))
     compiled.load_state_dict(raw, strict=True)
     plain = compiled._orig_mod.eval()
-    batch = {"inputs": torch.randint(1, 6, (4, 16), dtype=torch.int32), "labels": torch.randint(1, 6, (4, 16), dtype=torch.int32),
-             "puzzle_identifiers": torch.arange(1, 5, dtype=torch.int32)}
+    batch = {
+        "inputs": torch.randint(1, 6, (4, 16), dtype=torch.int32),
+        "labels": torch.randint(1, 6, (4, 16), dtype=torch.int32),
+        "puzzle_identifiers": torch.arange(1, 5, dtype=torch.int32),
+    }
     with torch.no_grad():
         _, _, _, theirs_out, _ = plain(carry=plain.initial_carry(batch), batch=batch, return_keys=["logits"])
         _, _, _, ours_out, _ = ours(carry=ours.initial_carry(batch), batch=batch, return_keys=["logits"])

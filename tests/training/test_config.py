@@ -28,7 +28,12 @@ def config(*overrides: str):
 
 def test_defaults_are_the_papers_arc_setting():
     cfg = config()
-    assert (cfg.data_path, cfg.global_batch_size, cfg.epochs, cfg.eval_interval) == ("data/arc-aug-1000", 768, 100000, 10000)
+    assert (cfg.data_path, cfg.global_batch_size, cfg.epochs, cfg.eval_interval) == (
+        "data/arc-aug-1000",
+        768,
+        100000,
+        10000,
+    )
     assert (cfg.lr, cfg.lr_min_ratio, cfg.lr_warmup_steps, cfg.puzzle_emb_lr) == (1e-4, 1.0, 2000, 1e-2)
     assert (cfg.beta1, cfg.beta2, cfg.weight_decay, cfg.puzzle_emb_weight_decay) == (0.9, 0.95, 0.1, 0.1)
     arch = cfg.arch.model_extra
@@ -49,14 +54,25 @@ def test_original_readme_commands_validate(command):
 
 def test_presets():
     sudoku = config("+experiment=sudoku_extreme_1k")
-    assert (sudoku.data_path, sudoku.epochs, sudoku.eval_interval, sudoku.weight_decay) == ("data/sudoku-extreme-1k-aug-1000", 20000, 2000, 1.0)
+    assert (sudoku.data_path, sudoku.epochs, sudoku.eval_interval, sudoku.weight_decay) == (
+        "data/sudoku-extreme-1k-aug-1000",
+        20000,
+        2000,
+        1.0,
+    )
     maze = config("+experiment=maze_30x30_hard_1k")
     assert (maze.data_path, maze.lr, maze.puzzle_emb_lr) == ("data/maze-30x30-hard-1k", 1e-4, 1e-4)
     assert config("+experiment=arc2").data_path == "data/arc-2-aug-1000"
     assert config("+experiment=arc1").puzzle_emb_lr == 1e-2
     full = config("+experiment=sudoku_extreme_full")
     arch = full.arch.model_extra
-    assert (full.global_batch_size, full.lr, full.lr_min_ratio, full.epochs, full.eval_interval) == (2304, 3e-4, 0.1, 100, 10)
+    assert (full.global_batch_size, full.lr, full.lr_min_ratio, full.epochs, full.eval_interval) == (
+        2304,
+        3e-4,
+        0.1,
+        100,
+        10,
+    )
     assert (arch["L_cycles"], arch["halt_max_steps"], arch["pos_encodings"]) == (8, 8, "learned")
     assert full.arch.loss.loss_type == "softmax_cross_entropy"
     # A preset is a starting point: command-line keys still win.
@@ -67,24 +83,34 @@ def test_baseline_and_ablations_are_config():
     baseline = config("arch=transformer_baseline")
     assert baseline.arch.name == "hrm.transformer_baseline@TransformerBaselineACT"
     assert baseline.arch.model_extra["num_layers"] == 8 and baseline.arch.model_extra["hidden_size"] == 512
-    ablations = ["arch.act_enabled=false", "arch.puzzle_emb_ndim=0", "arch.H_cycles=1", "arch.L_layers=2",
-                 "arch.pos_encodings=learned", "arch.loss.loss_type=softmax_cross_entropy", "arch.halt_max_steps=1"]
+    ablations = [
+        "arch.act_enabled=false",
+        "arch.puzzle_emb_ndim=0",
+        "arch.H_cycles=1",
+        "arch.L_layers=2",
+        "arch.pos_encodings=learned",
+        "arch.loss.loss_type=softmax_cross_entropy",
+        "arch.halt_max_steps=1",
+    ]
     cfg = config(*ablations)
     arch = cfg.arch.model_extra
     assert (arch["act_enabled"], arch["puzzle_emb_ndim"], arch["H_cycles"], arch["L_layers"]) == (False, 0, 1, 2)
     assert config("arch=transformer_baseline", "arch.halt_max_steps=2").arch.model_extra["halt_max_steps"] == 2
 
 
-@pytest.mark.parametrize("overrides, expected", [
-    (["foo=1"], "foo: unknown config key"),
-    (["+foo=1"], "foo: unknown key"),
-    (["arch.H_cyles=3"], "arch.H_cyles: unknown config key"),
-    (["epochs=many"], "epochs: Input should be a valid integer"),
-    (["arch.hidden_size=big"], "arch.hidden_size"),
-    (["device=tpu"], "device:"),
-    (["wandb_mode=sometimes"], "wandb_mode:"),
-    (["+experiment=sudoku"], "available options in 'experiment'"),
-])
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["foo=1"], "foo: unknown config key"),
+        (["+foo=1"], "foo: unknown key"),
+        (["arch.H_cyles=3"], "arch.H_cyles: unknown config key"),
+        (["epochs=many"], "epochs: Input should be a valid integer"),
+        (["arch.hidden_size=big"], "arch.hidden_size"),
+        (["device=tpu"], "device:"),
+        (["wandb_mode=sometimes"], "wandb_mode:"),
+        (["+experiment=sudoku"], "available options in 'experiment'"),
+    ],
+)
 def test_command_line_mistakes_are_one_line_errors(overrides, expected, capsys):
     with pytest.raises(SystemExit) as info:
         check_command_line(overrides)
@@ -94,8 +120,13 @@ def test_command_line_mistakes_are_one_line_errors(overrides, expected, capsys):
 
 
 def test_pretrain_py_reports_a_one_line_error(tmp_path):
-    result = subprocess.run([sys.executable, str(REPO / "pretrain.py"), "epochs=10", "eval_interval=3", "wandb_mode=disabled"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "pretrain.py"), "epochs=10", "eval_interval=3", "wandb_mode=disabled"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["error: epochs=10 must be a multiple of eval_interval=3"]
     assert not list(tmp_path.iterdir())  # no outputs/ or .hydra/ litter
@@ -120,14 +151,17 @@ def test_paper_model_size():
 
 
 def test_device_resolution_per_local_rank(monkeypatch):
-    from hrm.errors import ConfigError
     from hrm.distributed import resolve_device
+    from hrm.errors import ConfigError
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert resolve_device("auto", local_rank=1) == torch.device("cuda", 1)
     assert resolve_device("cuda:0", local_rank=1) == torch.device("cuda", 0)
-    with pytest.raises(ConfigError, match=r"LOCAL_RANK=2 .* 2 CUDA device\(s\); launch at most 2 per node \(torchrun --nproc-per-node 2\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"LOCAL_RANK=2 .* 2 CUDA device\(s\); launch at most 2 per node \(torchrun --nproc-per-node 2\)",
+    ):
         resolve_device("cuda", local_rank=2)
     with pytest.raises(ConfigError, match="unknown"):
         resolve_device("tpu")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from core.helpers import tiny_batch, tiny_model
 from training_helpers import make_dataset, tiny_config
+
 from hrm.checkpoint import load_model
 from hrm.models.attention import resolve_backend
 from hrm.training.trainer import run_training

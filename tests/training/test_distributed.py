@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from training_helpers import tiny_config, tiny_overrides
+
 from hrm.checkpoint import clean_state_dict
 from hrm.training.trainer import run_training
 
@@ -27,8 +27,16 @@ def test_two_gloo_processes_equal_one_process(tiny_dataset, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               str(REPO / "pretrain.py"), *tiny_overrides(tiny_dataset, tmp_path / "two", *extra)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(REPO / "pretrain.py"),
+        *tiny_overrides(tiny_dataset, tmp_path / "two", *extra),
+    ]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -44,5 +52,7 @@ def test_two_gloo_processes_equal_one_process(tiny_dataset, tmp_path):
     preds = [torch.load(tmp_path / "two" / f"step_6_all_preds.{rank}", weights_only=True)["preds"] for rank in (0, 1)]
     single = torch.load(tmp_path / "one" / "step_6_all_preds.0", weights_only=True)["preds"]
     local = 4  # global_batch_size 8 over 2 ranks
-    merged = torch.cat([torch.cat([p[start:start + local] for p in preds]) for start in range(0, preds[0].shape[0], local)])
+    merged = torch.cat(
+        [torch.cat([p[start : start + local] for p in preds]) for start in range(0, preds[0].shape[0], local)]
+    )
     assert torch.equal(merged[:10], single[:10])  # the 10 real test examples, in order

@@ -11,18 +11,20 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from original_loop import original_style_run
 from training_helpers import make_dataset, tiny_config
+
 from hrm.checkpoint import clean_state_dict
 from hrm.data.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
+from hrm.distributed import init_distributed, shutdown_distributed
 from hrm.training import trainer as trainer_module
 from hrm.training.cli import compose_config, to_pretrain_config
-from hrm.distributed import init_distributed, shutdown_distributed
 
 GOLDEN = Path(__file__).resolve().parents[2] / ".." / "shared" / "golden" / "seed_parity"
-needs_golden = pytest.mark.skipif(not (GOLDEN / "original_run.json").is_file(),
-                                  reason=f"golden data not found at {GOLDEN} (the repository's ../shared)")
+needs_golden = pytest.mark.skipif(
+    not (GOLDEN / "original_run.json").is_file(),
+    reason=f"golden data not found at {GOLDEN} (the repository's ../shared)",
+)
 
 
 def golden(name: str):
@@ -33,8 +35,18 @@ def golden_config(checkpoint_path: Path, *extra: str):
     """The pretrain.py command of `original_run.json` (data_path pointing at the golden sudoku set)."""
     overrides = json.loads((GOLDEN / "original_run.json").read_text())["pretrain_overrides"]
     overrides = [item.replace("<this folder>", str(GOLDEN)) for item in overrides]
-    return to_pretrain_config(compose_config([*overrides, f"checkpoint_path={checkpoint_path}", "wandb_mode=disabled",
-                                              "project_name=parity", "run_name=seed0", *extra]))
+    return to_pretrain_config(
+        compose_config(
+            [
+                *overrides,
+                f"checkpoint_path={checkpoint_path}",
+                "wandb_mode=disabled",
+                "project_name=parity",
+                "run_name=seed0",
+                *extra,
+            ]
+        )
+    )
 
 
 def relative_error(ours: torch.Tensor, theirs: torch.Tensor) -> float:
@@ -42,17 +54,29 @@ def relative_error(ours: torch.Tensor, theirs: torch.Tensor) -> float:
 
 
 @needs_golden
-@pytest.mark.parametrize("name, folder, batch, epochs, rank, replicas, compare_inputs", [
-    ("sudoku_seed0_gbs32_epi10", "sudoku", 32, 10, 0, 1, True),
-    ("sudoku_seed0_gbs32_epi10_rank1of2", "sudoku", 32, 10, 1, 2, True),
-    # On `multi` the original picks examples inside a puzzle with NumPy's unseeded global generator: only the
-    # group and puzzle order (puzzle_identifiers) and the batch sizes are reproducible.
-    ("multi_seed0_gbs8_epi3", "multi", 8, 3, 0, 1, False),
-])
+@pytest.mark.parametrize(
+    "name, folder, batch, epochs, rank, replicas, compare_inputs",
+    [
+        ("sudoku_seed0_gbs32_epi10", "sudoku", 32, 10, 0, 1, True),
+        ("sudoku_seed0_gbs32_epi10_rank1of2", "sudoku", 32, 10, 1, 2, True),
+        # On `multi` the original picks examples inside a puzzle with NumPy's unseeded global generator: only the
+        # group and puzzle order (puzzle_identifiers) and the batch sizes are reproducible.
+        ("multi_seed0_gbs8_epi3", "multi", 8, 3, 0, 1, False),
+    ],
+)
 def test_batches_are_the_originals(name, folder, batch, epochs, rank, replicas, compare_inputs):
     expected = golden("original_batches.pt")[name]
-    dataset = PuzzleDataset(PuzzleDatasetConfig(seed=0, dataset_path=str(GOLDEN / folder), global_batch_size=batch,
-                                                test_set_mode=False, epochs_per_iter=epochs, rank=rank, num_replicas=replicas))
+    dataset = PuzzleDataset(
+        PuzzleDatasetConfig(
+            seed=0,
+            dataset_path=str(GOLDEN / folder),
+            global_batch_size=batch,
+            test_set_mode=False,
+            epochs_per_iter=epochs,
+            rank=rank,
+            num_replicas=replicas,
+        )
+    )
     ours = [(chunk, *item) for chunk in range(2) for item in dataset.iter_chunk(chunk)]
     assert len(ours) == len(expected)
     for index, ((chunk, _, got, effective), want) in enumerate(zip(ours, expected)):
@@ -120,8 +144,16 @@ def test_torch_randomness_is_consumed_as_in_the_original_loop(tmp_path):
     # original leaves it (its data loaders each draw a base seed when first iterated). With the stream shifted by one
     # draw the weights here differ by about 100%.
     data = make_dataset(tmp_path / "data")
-    config = tiny_config(data, tmp_path / "run", "epochs=8", "eval_interval=2", "max_steps=20",
-                         "checkpoint_every_eval=false", "arch.halt_exploration_prob=0.5", "arch.forward_dtype=float32")
+    config = tiny_config(
+        data,
+        tmp_path / "run",
+        "epochs=8",
+        "eval_interval=2",
+        "max_steps=20",
+        "checkpoint_every_eval=false",
+        "arch.halt_exploration_prob=0.5",
+        "arch.forward_dtype=float32",
+    )
     trainer_module.run_training(config)
     ours = clean_state_dict(torch.load(tmp_path / "run" / "step_20", weights_only=True))
     reference = original_style_run(config, 20)

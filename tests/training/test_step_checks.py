@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from training_helpers import tiny_config
+
 from hrm.distributed import DistributedContext
 from hrm.training.trainer import Trainer, all_finite
 

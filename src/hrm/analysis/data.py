@@ -33,8 +33,14 @@ class Puzzles:
         return Puzzles(self.inputs[index], self.labels[index], self.puzzle_identifiers[index], self.set_name)
 
 
-def load_examples(data_path: str | Path, split: str = "test", count: int | None = None, *,
-                  set_name: str | None = None, seed: int | None = None) -> tuple[Puzzles, PuzzleDatasetMetadata]:
+def load_examples(
+    data_path: str | Path,
+    split: str = "test",
+    count: int | None = None,
+    *,
+    set_name: str | None = None,
+    seed: int | None = None,
+) -> tuple[Puzzles, PuzzleDatasetMetadata]:
     """`count` examples of a split (all if None): the first ones, or a random sample when `seed` is given."""
     split_dir = Path(data_path) / split
     metadata, sets = read_split(data_path, split)
@@ -55,8 +61,12 @@ def load_examples(data_path: str | Path, split: str = "test", count: int | None 
     chosen_labels = np.array(puzzle_set.labels[index], dtype=np.int64)
     if metadata.ignore_label_id is not None:
         chosen_labels[chosen_labels == metadata.ignore_label_id] = -100
-    examples = Puzzles(np.array(puzzle_set.inputs[index], dtype=np.int64), chosen_labels,
-                       np.array(puzzle_set.puzzle_identifiers[owner], dtype=np.int64), set_name)
+    examples = Puzzles(
+        np.array(puzzle_set.inputs[index], dtype=np.int64),
+        chosen_labels,
+        np.array(puzzle_set.puzzle_identifiers[owner], dtype=np.int64),
+        set_name,
+    )
     return examples, metadata
 
 
@@ -67,5 +77,7 @@ def puzzle_from_string(text: str, task: Task, solution: str | None = None) -> Pu
     labels = task.parse(solution) if solution else task.solve(inputs)
     if labels is not None and labels.shape != inputs.shape:
         raise TaskError(f"the solution has {labels.size} cells but the puzzle {inputs.size}")
-    labels = np.full(inputs.shape, -100, dtype=np.int64) if labels is None else np.where(labels == 0, -100, labels)  # pad 0 is ignored
+    labels = (
+        np.full(inputs.shape, -100, dtype=np.int64) if labels is None else np.where(labels == 0, -100, labels)
+    )  # pad 0 is ignored
     return Puzzles(inputs[None], labels[None], np.zeros(1, dtype=np.int64), "string")

@@ -31,7 +31,9 @@ logger = logging.getLogger(__name__)
 
 
 def _examples_traces(model: nn.Module, examples: Puzzles, chunk_size: int, desc: str, **options):
-    chunks = iter_traces(model, examples.inputs, examples.labels, examples.puzzle_identifiers, chunk_size=chunk_size, **options)
+    chunks = iter_traces(
+        model, examples.inputs, examples.labels, examples.puzzle_identifiers, chunk_size=chunk_size, **options
+    )
     total = -(len(examples) // -chunk_size)
     return tqdm(chunks, total=total, desc=desc, leave=False, disable=total < 4)
 
@@ -48,20 +50,35 @@ def summarise_trace(trace: Trace, task: Task) -> dict:
     pca = pca_trajectory(z_H.permute(1, 0, 2, 3).flatten(2))
     key = "rule_violations" if "rule_violations" in curves else "token_errors"
     has_labels = bool((trace.labels != -100).any())
-    critical = [critical_step(curves[key][:, b]) for b in range(trace.num_puzzles)] if (has_labels or key == "rule_violations") else [None] * trace.num_puzzles
+    critical = (
+        [critical_step(curves[key][:, b]) for b in range(trace.num_puzzles)]
+        if (has_labels or key == "rule_violations")
+        else [None] * trace.num_puzzles
+    )
     return {
         "num_puzzles": trace.num_puzzles,
         "num_segments": trace.num_segments,
         "H_cycles": trace.H_cycles,
         "L_cycles": trace.L_cycles,
-        "residuals": {"L": residuals["L"].T.tolist(), "H": residuals["H"].T.tolist(), "H_at_L_step": residuals["H_at_L_step"].tolist()},
-        "pca_zH": {"projection": pca["projection"].tolist(), "explained_variance_ratio": pca["explained_variance_ratio"].tolist(),
-                   "points": "initial state, then z_H after every high-level update (positions x features flattened per puzzle)"},
+        "residuals": {
+            "L": residuals["L"].T.tolist(),
+            "H": residuals["H"].T.tolist(),
+            "H_at_L_step": residuals["H_at_L_step"].tolist(),
+        },
+        "pca_zH": {
+            "projection": pca["projection"].tolist(),
+            "explained_variance_ratio": pca["explained_variance_ratio"].tolist(),
+            "points": "initial state, then z_H after every high-level update (positions x features flattened per puzzle)",
+        },
         "error_curves": {name: np.asarray(values).T.tolist() for name, values in curves.items()},
         "critical_step_metric": key,
         "critical_step": critical,
-        "q_values": {"q_halt": trace.q_halt.T.tolist(), "q_continue": trace.q_continue.T.tolist(),
-                     "would_halt": trace.would_halt.T.tolist(), "halt_confidence": trace.halt_confidence.T.tolist()},
+        "q_values": {
+            "q_halt": trace.q_halt.T.tolist(),
+            "q_continue": trace.q_continue.T.tolist(),
+            "would_halt": trace.would_halt.T.tolist(),
+            "halt_confidence": trace.halt_confidence.T.tolist(),
+        },
         "segment_exact": trace.exact_correct().T.tolist(),
         "fixed_point_check": fixed_point_check(trace),
     }
@@ -70,8 +87,14 @@ def summarise_trace(trace: Trace, task: Task) -> dict:
 # ------------------------------------------------------------------------------ participation ratio
 
 
-def participation_ratio_curve(model: nn.Module, examples: Puzzles, puzzle_counts: list[int] | None = None, *,
-                              chunk_size: int = 4, num_segments: int | None = None) -> dict:
+def participation_ratio_curve(
+    model: nn.Module,
+    examples: Puzzles,
+    puzzle_counts: list[int] | None = None,
+    *,
+    chunk_size: int = 4,
+    num_segments: int | None = None,
+) -> dict:
     """PR of z_H and z_L against the number of puzzles whose trajectories are pooled.
 
     Samples are per cell and update (see `metrics.token_state_samples`); covariances are accumulated, so
@@ -84,7 +107,9 @@ def participation_ratio_curve(model: nn.Module, examples: Puzzles, puzzle_counts
     accumulators = {"H": CovarianceAccumulator(dim), "L": CovarianceAccumulator(dim)}
     curve: dict[str, list] = {"num_puzzles": [], "H": [], "L": []}
     seen = 0
-    for trace in _examples_traces(model, examples, chunk_size, "participation ratio", num_segments=num_segments, decode_steps=False):
+    for trace in _examples_traces(
+        model, examples, chunk_size, "participation ratio", num_segments=num_segments, decode_steps=False
+    ):
         samples = {module: token_state_samples(trace, module) for module in accumulators}
         for b in range(trace.num_puzzles):
             for module, accumulator in accumulators.items():
@@ -94,7 +119,7 @@ def participation_ratio_curve(model: nn.Module, examples: Puzzles, puzzle_counts
                 curve["num_puzzles"].append(seen)
                 for module, accumulator in accumulators.items():
                     curve[module].append(accumulator.participation_ratio())
-    curve["ratio_H_over_L"] = [h / l if l else None for h, l in zip(curve["H"], curve["L"])]
+    curve["ratio_H_over_L"] = [high / low if low else None for high, low in zip(curve["H"], curve["L"])]
     return curve
 
 
@@ -112,9 +137,17 @@ def _doubling(total: int) -> list[int]:
 DEFAULT_UNKNOWNS = (1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 40, 50, 60)
 
 
-def accuracy_vs_unknowns(model: nn.Module, solved: Puzzles, unknowns: tuple[int, ...] = DEFAULT_UNKNOWNS, *,
-                         seed: int = 0, chunk_size: int = 32, num_segments: int | None = None,
-                         tolerance: float = 0.01, task: Task | None = None) -> dict:
+def accuracy_vs_unknowns(
+    model: nn.Module,
+    solved: Puzzles,
+    unknowns: tuple[int, ...] = DEFAULT_UNKNOWNS,
+    *,
+    seed: int = 0,
+    chunk_size: int = 32,
+    num_segments: int | None = None,
+    tolerance: float = 0.01,
+    task: Task | None = None,
+) -> dict:
     """Hide k random cells of solved boards (the labels) for each k, the task's way (Sudoku: blanks), and
     measure exact accuracy, with the fixed-point check (does z_H stop moving once the answer is right) on
     every such puzzle. `task`: default, detected from the model's vocabulary and sequence length."""
@@ -122,7 +155,9 @@ def accuracy_vs_unknowns(model: nn.Module, solved: Puzzles, unknowns: tuple[int,
         config = hrm_inner(model).config
         task = detect(config.vocab_size, config.seq_len)
     if not task.supports_unknowns:
-        raise AnalysisError(f"the unknown-cells experiment needs solved boards to hide cells of, which task={task.name} has not")
+        raise AnalysisError(
+            f"the unknown-cells experiment needs solved boards to hide cells of, which task={task.name} has not"
+        )
     rng = np.random.default_rng(seed)
     boards = solved.labels
     valid_boards = task.complete(boards)
@@ -136,23 +171,38 @@ def accuracy_vs_unknowns(model: nn.Module, solved: Puzzles, unknowns: tuple[int,
             break
         inputs = task.unknown_cells(boards, k, rng)
         correct, checks = [], []
-        for trace in iter_traces(model, inputs, boards, identifiers, chunk_size=chunk_size,
-                                 num_segments=num_segments, keep_states=False, decode_steps=False):
+        for trace in iter_traces(
+            model,
+            inputs,
+            boards,
+            identifiers,
+            chunk_size=chunk_size,
+            num_segments=num_segments,
+            keep_states=False,
+            decode_steps=False,
+        ):
             correct.append(trace.exact_correct()[-1])
             checks.extend(fixed_point_check(trace, tolerance))
         correct_all = np.concatenate(correct)
         solved_ever = [c for c in checks if c["first_correct_segment"] is not None]
-        rows.append({
-            "unknowns": int(k),
-            "count": int(correct_all.size),
-            "accuracy": float(correct_all.mean()),
-            "ever_correct": len(solved_ever) / len(checks),
-            "stays_correct_rate": _rate(solved_ever, "stays_correct"),
-            "fixed_point_rate": _rate(solved_ever, "fixed_point"),
-            "mean_first_correct_segment": float(np.mean([c["first_correct_segment"] for c in solved_ever])) if solved_ever else None,
-        })
-    return {"rows": rows, "tolerance": tolerance,
-            "fixed_point": "z_H moves by less than tolerance x ||z_H|| in every segment after the first correct answer"}
+        rows.append(
+            {
+                "unknowns": int(k),
+                "count": int(correct_all.size),
+                "accuracy": float(correct_all.mean()),
+                "ever_correct": len(solved_ever) / len(checks),
+                "stays_correct_rate": _rate(solved_ever, "stays_correct"),
+                "fixed_point_rate": _rate(solved_ever, "fixed_point"),
+                "mean_first_correct_segment": float(np.mean([c["first_correct_segment"] for c in solved_ever]))
+                if solved_ever
+                else None,
+            }
+        )
+    return {
+        "rows": rows,
+        "tolerance": tolerance,
+        "fixed_point": "z_H moves by less than tolerance x ||z_H|| in every segment after the first correct answer",
+    }
 
 
 def _rate(entries: list[dict], key: str) -> float | None:
@@ -167,8 +217,15 @@ def _perturb_labels(perturbation: Perturbation, labels: np.ndarray) -> np.ndarra
     return np.where(moved_mask, moved, -100)
 
 
-def several_fixed_points(model: nn.Module, examples: Puzzles, task: Task, *,
-                         num_perturbations: int = 16, seed: int = 0, num_segments: int | None = None) -> dict:
+def several_fixed_points(
+    model: nn.Module,
+    examples: Puzzles,
+    task: Task,
+    *,
+    num_perturbations: int = 16,
+    seed: int = 0,
+    num_segments: int | None = None,
+) -> dict:
     """Run perturbed copies of each puzzle (all in one batch), undo each perturbation on its answer, and count
     the distinct answers they settle on, how many are right, and whether the Q-head would halt on them."""
     family = task.perturbations(num_perturbations, seed=seed)
@@ -178,40 +235,65 @@ def several_fixed_points(model: nn.Module, examples: Puzzles, task: Task, *,
         batch_inputs = np.stack([p.apply(inputs) for p in family])
         batch_labels = np.stack([_perturb_labels(p, labels) for p in family])
         identifiers = np.full(len(family), examples.puzzle_identifiers[index])
-        trace = next(iter_traces(model, batch_inputs, batch_labels, identifiers, chunk_size=len(family),
-                                 num_segments=num_segments, keep_states=False, decode_steps=False))
+        trace = next(
+            iter_traces(
+                model,
+                batch_inputs,
+                batch_labels,
+                identifiers,
+                chunk_size=len(family),
+                num_segments=num_segments,
+                keep_states=False,
+                decode_steps=False,
+            )
+        )
         final = trace.segment_preds[-1]
         answers = np.stack([p.undo(final[i]) for i, p in enumerate(family)])
-        settled = (trace.segment_preds[-1] == trace.segment_preds[-2]).all(-1) if trace.num_segments > 1 else np.ones(len(family), bool)
+        settled = (
+            (trace.segment_preds[-1] == trace.segment_preds[-2]).all(-1)
+            if trace.num_segments > 1
+            else np.ones(len(family), bool)
+        )
         correct = exact_match(answers, np.broadcast_to(labels, answers.shape))
         groups: dict[bytes, list[int]] = {}
         for i, answer in enumerate(answers):
             groups.setdefault(answer.astype(np.int64).tobytes(), []).append(i)
         ranked = sorted(groups.values(), key=len, reverse=True)
-        puzzles.append({
-            "num_perturbations": len(family),
-            "num_distinct_answers": len(ranked),
-            "answer_sizes": [len(members) for members in ranked],
-            "answer_correct": [bool(correct[members[0]]) for members in ranked],
-            "answer_halts": [float(np.mean(trace.would_halt[-1][members])) for members in ranked],
-            "settled_rate": float(settled.mean()),
-            "majority_correct": bool(correct[ranked[0][0]]),
-            "any_correct": bool(correct.any()),
-            "perturbations": [{"name": p.name, "correct": bool(correct[i]), "halts": bool(trace.would_halt[-1][i]),
-                               "settled": bool(settled[i])} for i, p in enumerate(family)],
-        })
+        puzzles.append(
+            {
+                "num_perturbations": len(family),
+                "num_distinct_answers": len(ranked),
+                "answer_sizes": [len(members) for members in ranked],
+                "answer_correct": [bool(correct[members[0]]) for members in ranked],
+                "answer_halts": [float(np.mean(trace.would_halt[-1][members])) for members in ranked],
+                "settled_rate": float(settled.mean()),
+                "majority_correct": bool(correct[ranked[0][0]]),
+                "any_correct": bool(correct.any()),
+                "perturbations": [
+                    {
+                        "name": p.name,
+                        "correct": bool(correct[i]),
+                        "halts": bool(trace.would_halt[-1][i]),
+                        "settled": bool(settled[i]),
+                    }
+                    for i, p in enumerate(family)
+                ],
+            }
+        )
     return {"puzzles": puzzles, "perturbation_family": [p.name for p in family]}
 
 
 # ---------------------------------------------------------------------------------- calibration
 
 
-def calibration_from_runs(model: nn.Module, examples: Puzzles, *, chunk_size: int = 32, num_segments: int | None = None,
-                          num_bins: int = 10) -> dict:
+def calibration_from_runs(
+    model: nn.Module, examples: Puzzles, *, chunk_size: int = 32, num_segments: int | None = None, num_bins: int = 10
+) -> dict:
     """Halting calibration of the final segment's sigmoid(q_halt) against exact correctness, run here."""
     confidence, correct, halts = [], [], []
-    for trace in _examples_traces(model, examples, chunk_size, "calibration", num_segments=num_segments,
-                                  keep_states=False, decode_steps=False):
+    for trace in _examples_traces(
+        model, examples, chunk_size, "calibration", num_segments=num_segments, keep_states=False, decode_steps=False
+    ):
         confidence.append(trace.halt_confidence[-1])
         correct.append(trace.exact_correct()[-1])
         halts.append(trace.would_halt[-1])

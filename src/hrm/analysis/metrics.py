@@ -13,7 +13,6 @@ from hrm.analysis.trace import Trace, exact_match
 from hrm.evaluation.calibration import calibration_report
 from hrm.tasks import Task
 
-
 # ------------------------------------------------------------------------- hierarchical convergence
 
 
@@ -113,7 +112,7 @@ def token_state_samples(trace: Trace, module: str) -> torch.Tensor:
     states = trace.z_H if module == "H" else trace.z_L
     if states is None:
         states = trace.flat_states(module)  # raises the keep_states error
-    cells = states[..., trace.puzzle_emb_len:, :]
+    cells = states[..., trace.puzzle_emb_len :, :]
     steps = cells.shape[0] * cells.shape[1]
     per_step = cells.reshape((steps,) + cells.shape[2:])  # [steps, B, cells, D]
     return per_step.permute(1, 0, 2, 3).reshape(per_step.shape[1], -1, per_step.shape[-1])
@@ -164,11 +163,16 @@ def fixed_point_check(trace: Trace, tolerance: float = 0.01) -> list[dict]:
     results = []
     for b in range(trace.num_puzzles):
         hits = np.flatnonzero(correct[:, b])
-        entry: dict = {"first_correct_segment": None, "stays_correct": False, "max_relative_move_after": None,
-                       "fixed_point": False, "relative_move_per_segment": relative[:, b].tolist()}
+        entry: dict = {
+            "first_correct_segment": None,
+            "stays_correct": False,
+            "max_relative_move_after": None,
+            "fixed_point": False,
+            "relative_move_per_segment": relative[:, b].tolist(),
+        }
         if hits.size:
             first = int(hits[0])
-            after = relative[first + 1:, b]
+            after = relative[first + 1 :, b]
             entry["first_correct_segment"] = first + 1  # 1-based: segments are counted as ACT steps
             entry["stays_correct"] = bool(correct[first:, b].all())
             entry["max_relative_move_after"] = float(after.max()) if after.size else None
@@ -190,13 +194,24 @@ def halting_calibration(confidence: np.ndarray, correct: np.ndarray, num_bins: i
 
 def calibration_from_evaluator(report: dict) -> dict:
     """The evaluator's calibration report (`calibration` in evaluate.py's results.json) in this module's layout."""
-    bins = [{"low": row["bin_low"], "high": row["bin_high"], "count": int(row["count"]),
-             "mean_confidence": safe_float(row["mean_confidence"]) if row["count"] else None,
-             "accuracy": safe_float(row["accuracy"]) if row["count"] else None}
-            for row in report["reliability"]]
-    return {"bins": bins, "ece": _maybe_float(report.get("ece")), "pearson_r": _maybe_float(report.get("pearson_r")),
-            "mean_confidence": _maybe_float(report.get("mean_confidence")), "accuracy": _maybe_float(report.get("exact_accuracy")),
-            "count": int(report["count"])}
+    bins = [
+        {
+            "low": row["bin_low"],
+            "high": row["bin_high"],
+            "count": int(row["count"]),
+            "mean_confidence": safe_float(row["mean_confidence"]) if row["count"] else None,
+            "accuracy": safe_float(row["accuracy"]) if row["count"] else None,
+        }
+        for row in report["reliability"]
+    ]
+    return {
+        "bins": bins,
+        "ece": _maybe_float(report.get("ece")),
+        "pearson_r": _maybe_float(report.get("pearson_r")),
+        "mean_confidence": _maybe_float(report.get("mean_confidence")),
+        "accuracy": _maybe_float(report.get("exact_accuracy")),
+        "count": int(report["count"]),
+    }
 
 
 def _maybe_float(value) -> float | None:

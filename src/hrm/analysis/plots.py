@@ -40,7 +40,15 @@ def plot_residuals(residuals: dict, num_segments: int, steps_per_segment: int, p
     L = np.asarray(residuals["L"], dtype=float)  # [B, steps]
     H = np.asarray(residuals["H"], dtype=float)
     ax.plot(np.arange(L.shape[1]), L.mean(0), color="#1f77b4", linewidth=1, label="z_L (low level)")
-    ax.plot(residuals["H_at_L_step"], H.mean(0), color="#d62728", marker="o", markersize=3, linewidth=1.4, label="z_H (high level)")
+    ax.plot(
+        residuals["H_at_L_step"],
+        H.mean(0),
+        color="#d62728",
+        marker="o",
+        markersize=3,
+        linewidth=1.4,
+        label="z_H (high level)",
+    )
     _segment_lines(ax, num_segments, steps_per_segment)
     ax.set_yscale("log")
     ax.set_xlabel("low-level step (grey lines: segment boundaries)")
@@ -58,7 +66,7 @@ def plot_pca(pca: dict, H_cycles: int, path: str | Path) -> Path:
     ax = fig.add_subplot(1, 1, 1)
     second = projection[..., 1] if projection.shape[-1] > 1 else np.zeros(projection.shape[:2])
     for puzzle in range(projection.shape[0]):
-        line, = ax.plot(projection[puzzle, :, 0], second[puzzle], linewidth=1, alpha=0.8)
+        (line,) = ax.plot(projection[puzzle, :, 0], second[puzzle], linewidth=1, alpha=0.8)
         segment_ends = np.arange(H_cycles, projection.shape[1], H_cycles)
         ax.scatter(projection[puzzle, segment_ends, 0], second[puzzle, segment_ends], s=8, color=line.get_color())
         ax.scatter(projection[puzzle, -1, 0], second[puzzle, -1], s=40, marker="*", color=line.get_color())
@@ -77,8 +85,15 @@ def plot_participation_ratio(curves: dict[str, dict], path: str | Path) -> Path:
     styles = {"trained": "-", "untrained": "--"}
     for name, curve in curves.items():
         for module, colour in (("H", "#d62728"), ("L", "#1f77b4")):
-            ax.plot(curve["num_puzzles"], curve[module], styles.get(name, ":"), color=colour, marker="o", markersize=3,
-                    label=f"z_{module} {name} (PR {curve[module][-1]:.1f})")
+            ax.plot(
+                curve["num_puzzles"],
+                curve[module],
+                styles.get(name, ":"),
+                color=colour,
+                marker="o",
+                markersize=3,
+                label=f"z_{module} {name} (PR {curve[module][-1]:.1f})",
+            )
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.set_xlabel("puzzles included")
@@ -88,14 +103,20 @@ def plot_participation_ratio(curves: dict[str, dict], path: str | Path) -> Path:
     return save_figure(fig, path)
 
 
-def plot_error_curves(curves: dict, critical: Sequence[int | None], metric: str, num_segments: int,
-                      steps_per_segment: int, path: str | Path) -> Path:
+def plot_error_curves(
+    curves: dict,
+    critical: Sequence[int | None],
+    metric: str,
+    num_segments: int,
+    steps_per_segment: int,
+    path: str | Path,
+) -> Path:
     """Per-step error of every traced puzzle (rule violations for Sudoku, else wrong tokens), critical steps marked."""
     fig = Figure(figsize=(8, 3.4))
     ax = fig.add_subplot(1, 1, 1)
     values = np.asarray(curves[metric], dtype=float)  # [B, steps]
     for puzzle, row in enumerate(values):
-        line, = ax.plot(np.arange(row.size), row, linewidth=1, label=f"puzzle {puzzle}")
+        (line,) = ax.plot(np.arange(row.size), row, linewidth=1, label=f"puzzle {puzzle}")
         if critical[puzzle] is not None:
             ax.axvline(critical[puzzle], color=line.get_color(), linestyle=":", linewidth=1)
     _segment_lines(ax, num_segments, steps_per_segment)
@@ -115,7 +136,7 @@ def plot_q_values(q_values: dict, path: str | Path) -> Path:
     q_continue = np.asarray(q_values["q_continue"], dtype=float)
     segments = np.arange(1, q_halt.shape[1] + 1)
     for puzzle in range(q_halt.shape[0]):
-        line, = ax.plot(segments, 1 / (1 + np.exp(-q_halt[puzzle])), linewidth=1.2, label=f"halt, puzzle {puzzle}")
+        (line,) = ax.plot(segments, 1 / (1 + np.exp(-q_halt[puzzle])), linewidth=1.2, label=f"halt, puzzle {puzzle}")
         ax.plot(segments, 1 / (1 + np.exp(-q_continue[puzzle])), linestyle="--", linewidth=1, color=line.get_color())
     ax.set_xlabel("segment (ACT step)")
     ax.set_ylabel("sigmoid(Q)")
@@ -153,7 +174,9 @@ def plot_fixed_points(data: dict, path: str | Path) -> Path:
     for index, puzzle in enumerate(puzzles):
         bottom = 0
         for size, correct in zip(puzzle["answer_sizes"], puzzle["answer_correct"]):
-            ax.bar(index, size, bottom=bottom, color="#2ca02c" if correct else "#bbbbbb", edgecolor="black", linewidth=0.5)
+            ax.bar(
+                index, size, bottom=bottom, color="#2ca02c" if correct else "#bbbbbb", edgecolor="black", linewidth=0.5
+            )
             bottom += size
         ax.text(index, bottom + 0.2, str(puzzle["num_distinct_answers"]), ha="center", fontsize=7)
     ax.set_xticks(range(len(puzzles)))
@@ -171,7 +194,14 @@ def plot_calibration(calibration: dict, path: str | Path) -> Path:
     ax.plot([0, 1], [0, 1], color="#999999", linestyle="--", linewidth=1)
     centres = [(b["low"] + b["high"]) / 2 for b in bins]
     ax.bar(centres, [b["accuracy"] for b in bins], width=0.09, color="#1f77b4", alpha=0.7, label="accuracy in bin")
-    ax.plot([b["mean_confidence"] for b in bins], [b["accuracy"] for b in bins], "o", color="#d62728", markersize=4, label="mean confidence")
+    ax.plot(
+        [b["mean_confidence"] for b in bins],
+        [b["accuracy"] for b in bins],
+        "o",
+        color="#d62728",
+        markersize=4,
+        label="mean confidence",
+    )
     ece, r = calibration["ece"], calibration["pearson_r"]
     ece_text = "n/a" if ece is None else f"{ece:.3f}"
     r_text = "n/a" if r is None else f"{r:.2f}"

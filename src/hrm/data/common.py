@@ -40,18 +40,25 @@ class CsvPuzzles:
         return int(self.questions.shape[0])
 
 
-def read_four_column_csv(path: str | Path, row_length: int | None, allowed_question: bytes, allowed_answer: bytes, what: str) -> CsvPuzzles:
+def read_four_column_csv(
+    path: str | Path, row_length: int | None, allowed_question: bytes, allowed_answer: bytes, what: str
+) -> CsvPuzzles:
     """Read `source,question,answer,rating` rows; every malformed row is a one-line error naming file and line.
 
     `row_length` None means: the length of the first row, which must be a square (mazes of any size).
     """
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"{path} does not exist; --source-csv takes a folder with train.csv/test.csv or one CSV file")
+        raise DatasetError(
+            f"{path} does not exist; --source-csv takes a folder with train.csv/test.csv or one CSV file"
+        )
     result = _read_plain_csv_fast(path, row_length)
     if result is None:
         result = _read_csv_rows(path, row_length, allowed_question, what)
-    for name, array, allowed in (("question", result.questions, allowed_question), ("answer", result.answers, allowed_answer)):
+    for name, array, allowed in (
+        ("question", result.questions, allowed_question),
+        ("answer", result.answers, allowed_answer),
+    ):
         ok = np.zeros(256, bool)
         ok[np.frombuffer(allowed, np.uint8)] = True
         bad = ~ok[array]
@@ -78,14 +85,14 @@ def _read_plain_csv_fast(path: Path, row_length: int | None) -> CsvPuzzles | Non
         data = np.append(data, np.uint8(ord("\n")))
     newlines = np.flatnonzero(data == ord("\n"))
     starts = np.concatenate([[0], newlines[:-1] + 1])
-    first = bytes(data[starts[0]: newlines[0]]).decode("utf-8", "replace")
+    first = bytes(data[starts[0] : newlines[0]]).decode("utf-8", "replace")
     skip_header = [cell.strip().lower() for cell in first.split(",")] == list(CSV_COLUMNS)
     commas = np.flatnonzero(data == ord(","))
     line_of_comma = np.searchsorted(newlines, commas)
     if np.any(np.bincount(line_of_comma, minlength=len(newlines)) != 3):
         return None
-    commas = commas.reshape(-1, 3)[int(skip_header):]
-    starts, ends = starts[int(skip_header):], newlines[int(skip_header):]
+    commas = commas.reshape(-1, 3)[int(skip_header) :]
+    starts, ends = starts[int(skip_header) :], newlines[int(skip_header) :]
     if len(commas) == 0:
         return None
     question_len = commas[:, 1] - commas[:, 0] - 1
@@ -119,7 +126,9 @@ def _rows_or_error(reader, path: Path):
         except StopIteration:
             return
         except UnicodeDecodeError:
-            raise DatasetError(f"{path}:{_first_undecodable_line(path)}: not UTF-8 text; the source must be a plain CSV file") from None
+            raise DatasetError(
+                f"{path}:{_first_undecodable_line(path)}: not UTF-8 text; the source must be a plain CSV file"
+            ) from None
         except csv.Error as err:
             raise DatasetError(f"{path}:{reader.line_num}: malformed CSV ({err})") from None
         yield row
@@ -154,7 +163,9 @@ def _read_csv_rows(path: Path, row_length: int | None, allowed_question: bytes, 
                 row_length = len(question)
                 side = int(round(row_length**0.5))
                 if side * side != row_length:
-                    raise DatasetError(f"{path}:{line}: a {what} row must be a square grid, got {row_length} characters")
+                    raise DatasetError(
+                        f"{path}:{line}: a {what} row must be a square grid, got {row_length} characters"
+                    )
             for name, text in (("question", question), ("answer", answer)):
                 if len(text) != row_length:
                     raise DatasetError(f"{path}:{line}: {name} has {len(text)} characters, expected {row_length}")
@@ -163,13 +174,17 @@ def _read_csv_rows(path: Path, row_length: int | None, allowed_question: bytes, 
             except ValueError:
                 raise DatasetError(f"{path}:{line}: rating {rating!r} is not a number") from None
             if not np.isfinite(value) or abs(value) >= 2**62:
-                raise DatasetError(f"{path}:{line}: rating {rating!r} is not a finite number; ratings are whole numbers such as 0 or 37")
+                raise DatasetError(
+                    f"{path}:{line}: rating {rating!r} is not a finite number; ratings are whole numbers such as 0 or 37"
+                )
             ratings.append(int(value))
             try:
                 questions.append(question.encode("ascii"))
                 answers.append(answer.encode("ascii"))
             except UnicodeEncodeError:
-                raise DatasetError(f"{path}:{line}: non-ASCII character in the {what}; allowed: {allowed_question.decode()!r}") from None
+                raise DatasetError(
+                    f"{path}:{line}: non-ASCII character in the {what}; allowed: {allowed_question.decode()!r}"
+                ) from None
             lines.append(line)
     if not questions:
         raise DatasetError(f"{path} holds no {what} rows")
@@ -240,15 +255,23 @@ class BuildSummary:
     def render(self) -> str:
         lines = [f"{self.name} dataset written to {self.output_dir} in {time.perf_counter() - self.started:.1f} s"]
         for split, counts in self.splits.items():
-            lines.append(f"  {split:5s}: {counts['examples']:>10,d} examples  {counts['puzzles']:>10,d} puzzles  {counts['groups']:>8,d} groups")
+            lines.append(
+                f"  {split:5s}: {counts['examples']:>10,d} examples  {counts['puzzles']:>10,d} puzzles  {counts['groups']:>8,d} groups"
+            )
         lines.append(f"  disk size: {format_bytes(directory_size(self.output_dir))}")
         for split, values in self.difficulty.items():
             lines.extend(difficulty_histogram(values, f"{self.difficulty_label} ({split} originals)"))
         return "\n".join(lines)
 
 
-def write_split(stage: Path, split: str, arrays: dict[str, np.ndarray], metadata_for: Callable[[int], Any],
-                summary: BuildSummary, ratings: np.ndarray) -> None:
+def write_split(
+    stage: Path,
+    split: str,
+    arrays: dict[str, np.ndarray],
+    metadata_for: Callable[[int], Any],
+    summary: BuildSummary,
+    ratings: np.ndarray,
+) -> None:
     """Write a split's one set (`all`) with its metadata, and record it in the build summary."""
     writer = SplitWriter(stage / split)
     writer.write_set("all", arrays)
@@ -260,11 +283,22 @@ def write_split(stage: Path, split: str, arrays: dict[str, np.ndarray], metadata
 
 def add_source_arguments(parser: argparse.ArgumentParser, noun: str, default_repo: str, default_test_size: str) -> None:
     """The source flags the Sudoku and maze builders share: hub repo, local CSV, offline generator."""
-    parser.add_argument("--source-repo", default=default_repo, help="Hugging Face dataset repo (needs network and huggingface_hub)")
-    parser.add_argument("--source-csv", default=None, help="folder with train.csv/test.csv, or one CSV (split by --test-fraction)")
+    parser.add_argument(
+        "--source-repo", default=default_repo, help="Hugging Face dataset repo (needs network and huggingface_hub)"
+    )
+    parser.add_argument(
+        "--source-csv", default=None, help="folder with train.csv/test.csv, or one CSV (split by --test-fraction)"
+    )
     parser.add_argument("--generate", type=int, default=None, metavar="N", help=f"generate N train {noun} offline")
-    parser.add_argument("--test-size", type=int, default=None, help=f"test {noun} to generate with --generate (default {default_test_size})")
-    parser.add_argument("--test-fraction", type=float, default=0.1, help="share of a single --source-csv file used as test")
+    parser.add_argument(
+        "--test-size",
+        type=int,
+        default=None,
+        help=f"test {noun} to generate with --generate (default {default_test_size})",
+    )
+    parser.add_argument(
+        "--test-fraction", type=float, default=0.1, help="share of a single --source-csv file used as test"
+    )
     parser.add_argument("--subsample-size", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
 

@@ -72,16 +72,30 @@ class PuzzleSet:
     def validate(self, where: str, seq_len: int | None = None) -> None:
         """Check the index arrays describe the token arrays; raise a one-line DatasetError if not."""
         if self.inputs.ndim != 2 or self.inputs.shape != self.labels.shape:
-            raise DatasetError(f"{where}: inputs {self.inputs.shape} and labels {self.labels.shape} must be equal 2-D shapes")
+            raise DatasetError(
+                f"{where}: inputs {self.inputs.shape} and labels {self.labels.shape} must be equal 2-D shapes"
+            )
         if seq_len is not None and self.inputs.shape[1] != seq_len:
-            raise DatasetError(f"{where}: rows have {self.inputs.shape[1]} tokens but dataset.json says seq_len={seq_len}")
+            raise DatasetError(
+                f"{where}: rows have {self.inputs.shape[1]} tokens but dataset.json says seq_len={seq_len}"
+            )
         puzzle_indices = np.asarray(self.puzzle_indices)
         group_indices = np.asarray(self.group_indices)
         if puzzle_indices.shape != (self.num_puzzles + 1,):
-            raise DatasetError(f"{where}: puzzle_indices has {puzzle_indices.shape[0]} entries, expected num_puzzles+1={self.num_puzzles + 1}")
+            raise DatasetError(
+                f"{where}: puzzle_indices has {puzzle_indices.shape[0]} entries, expected num_puzzles+1={self.num_puzzles + 1}"
+            )
         if puzzle_indices[0] != 0 or puzzle_indices[-1] != self.num_examples or np.any(np.diff(puzzle_indices) < 0):
-            raise DatasetError(f"{where}: puzzle_indices must rise from 0 to the number of examples ({self.num_examples})")
-        if group_indices.ndim != 1 or group_indices.shape[0] < 1 or group_indices[0] != 0 or group_indices[-1] != self.num_puzzles or np.any(np.diff(group_indices) < 0):
+            raise DatasetError(
+                f"{where}: puzzle_indices must rise from 0 to the number of examples ({self.num_examples})"
+            )
+        if (
+            group_indices.ndim != 1
+            or group_indices.shape[0] < 1
+            or group_indices[0] != 0
+            or group_indices[-1] != self.num_puzzles
+            or np.any(np.diff(group_indices) < 0)
+        ):
             raise DatasetError(f"{where}: group_indices must rise from 0 to the number of puzzles ({self.num_puzzles})")
 
 
@@ -89,7 +103,9 @@ def _array_path(split_dir: Path, set_name: str, key: str) -> Path:
     return split_dir / f"{set_name}__{key}.npy"
 
 
-def read_split(dataset_dir: str | Path, split: str, mmap: bool = True) -> tuple[PuzzleDatasetMetadata, dict[str, PuzzleSet]]:
+def read_split(
+    dataset_dir: str | Path, split: str, mmap: bool = True
+) -> tuple[PuzzleDatasetMetadata, dict[str, PuzzleSet]]:
     """Read one split. Inputs and labels are memory-mapped (read-only) unless `mmap` is False."""
     split_dir = Path(dataset_dir) / split
     metadata = PuzzleDatasetMetadata.load(split_dir)
@@ -110,7 +126,9 @@ def read_split(dataset_dir: str | Path, split: str, mmap: bool = True) -> tuple[
 def load_npy(path: Path, mmap: bool = False) -> np.ndarray:
     """One integer array of a dataset; a missing, empty, truncated or non-integer file is a one-line DatasetError."""
     if not path.is_file():
-        raise DatasetError(f"{path} is missing; the dataset folder is incomplete, rebuild it with dataset/build_*_dataset.py")
+        raise DatasetError(
+            f"{path} is missing; the dataset folder is incomplete, rebuild it with dataset/build_*_dataset.py"
+        )
     if path.stat().st_size == 0:
         raise DatasetError(f"{path} is empty (0 bytes); the dataset is damaged, rebuild it")
     try:
@@ -203,7 +221,9 @@ class SplitWriter:
         write_text_atomic(self.split_dir / "dataset.json", json.dumps(metadata.model_dump()))
 
 
-def write_dataset(output_dir: str | Path, split: str, sets: Mapping[str, Mapping[str, np.ndarray]], metadata: PuzzleDatasetMetadata) -> Path:
+def write_dataset(
+    output_dir: str | Path, split: str, sets: Mapping[str, Mapping[str, np.ndarray]], metadata: PuzzleDatasetMetadata
+) -> Path:
     """Write one split (`set name -> {array key -> array}`) atomically: staged, then renamed to `output_dir/split`."""
     output_dir = Path(output_dir)
     with staged_directory(output_dir / split) as stage:
@@ -212,7 +232,9 @@ def write_dataset(output_dir: str | Path, split: str, sets: Mapping[str, Mapping
             missing = set(ARRAY_KEYS) - set(arrays)
             if missing:
                 raise DatasetError(f"set {set_name!r} of split {split!r} lacks arrays {sorted(missing)}")
-            PuzzleSet(**{key: np.asarray(arrays[key]) for key in ARRAY_KEYS}).validate(f"{split}/{set_name}", metadata.seq_len)
+            PuzzleSet(**{key: np.asarray(arrays[key]) for key in ARRAY_KEYS}).validate(
+                f"{split}/{set_name}", metadata.seq_len
+            )
             writer.write_set(set_name, arrays)
         writer.finish(metadata)
     return output_dir / split

@@ -1,6 +1,6 @@
 """Print a dataset's metadata and draw a few examples as text (as its task draws them), to check a built set by eye.
 
-    python -m hrm.data.inspect data/sudoku-extreme-1k-aug-1000 --split test -n 3
+python -m hrm.data.inspect data/sudoku-extreme-1k-aug-1000 --split test -n 3
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from hrm.data.common import OneLineParser
 from hrm.data.format import PuzzleSet, directory_size, format_bytes, read_identifiers, read_split
 from hrm.errors import DatasetError, HRMError, error_line
 from hrm.tasks import Task, detect
+
 
 def side_by_side(left: list[str], right: list[str], gap: str = "    ") -> list[str]:
     width = max((len(line) for line in left), default=0)
@@ -30,7 +31,9 @@ def describe(dataset_dir: str | Path, split: str, num_examples: int, seed: int |
         names = read_identifiers(dataset_dir)
     except HRMError:
         names = []
-    lines = [f"{dataset_dir} [{split}]  kind: {task.name}  size on disk: {format_bytes(directory_size(Path(dataset_dir) / split))}"]
+    lines = [
+        f"{dataset_dir} [{split}]  kind: {task.name}  size on disk: {format_bytes(directory_size(Path(dataset_dir) / split))}"
+    ]
     lines += [f"  {key}: {value}" for key, value in metadata.model_dump().items()]
     for set_name, puzzle_set in sets.items():
         lines.append(
@@ -64,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dataset_dir")
     parser.add_argument("--split", default="train", choices=["train", "test"])
     parser.add_argument("-n", "--num-examples", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=None, help="draw random examples with this seed (default: the first ones)")
+    parser.add_argument(
+        "--seed", type=int, default=None, help="draw random examples with this seed (default: the first ones)"
+    )
     args = parser.parse_args(argv)
     try:
         if args.num_examples < 0:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from hrm.progress import progress_bar
 
 from hrm.data.augment import NUM_DIHEDRAL, dihedral_transform
 from hrm.data.common import (
@@ -33,6 +32,7 @@ from hrm.data.common import (
 from hrm.data.format import BLANK_IDENTIFIER_NAME, check_output_dir, staged_directory, write_identifiers
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import DatasetError
+from hrm.progress import progress_bar
 from hrm.tasks.maze import CHARSET
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,9 @@ def from_csv_rows(rows: CsvPuzzles) -> Mazes:
             counts = (array == char).sum(axis=1)
             if np.any(counts != 1):
                 row = int(np.argmax(counts != 1))
-                raise DatasetError(f"{rows.path}:{rows.lines[row]}: the {name} has {counts[row]} '{label}' cells, expected exactly one")
+                raise DatasetError(
+                    f"{rows.path}:{rows.lines[row]}: the {name} has {counts[row]} '{label}' cells, expected exactly one"
+                )
     bad = (answers != questions) & ~((questions == OPEN) & (answers == PATH))
     if bad.any():
         row, cell = np.argwhere(bad)[0]
@@ -96,7 +98,13 @@ def _neighbours(side: int) -> list[tuple[int, ...]]:
     result = []
     for cell in range(side * side):
         r, c = divmod(cell, side)
-        result.append(tuple(nr * side + nc for nr, nc in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)) if 0 <= nr < side and 0 <= nc < side))
+        result.append(
+            tuple(
+                nr * side + nc
+                for nr, nc in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1))
+                if 0 <= nr < side and 0 <= nc < side
+            )
+        )
     return result
 
 
@@ -136,8 +144,11 @@ def _carve(rng: np.random.Generator, side: int, loop_fraction: float) -> np.ndar
     grid[2 * start[0] + 1, 2 * start[1] + 1] = True
     while stack:
         r, c = stack[-1]
-        options = [(r + dr, c + dc) for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1))
-                   if 0 <= r + dr < cells_per_axis and 0 <= c + dc < cells_per_axis and not visited[r + dr, c + dc]]
+        options = [
+            (r + dr, c + dc)
+            for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1))
+            if 0 <= r + dr < cells_per_axis and 0 <= c + dc < cells_per_axis and not visited[r + dr, c + dc]
+        ]
         if not options:
             stack.pop()
             continue
@@ -147,7 +158,7 @@ def _carve(rng: np.random.Generator, side: int, loop_fraction: float) -> np.ndar
         grid[2 * nr + 1, 2 * nc + 1] = True
         stack.append((nr, nc))
     lattice_end = 2 * cells_per_axis - 1
-    walls = np.argwhere(~grid[1:lattice_end + 1, 1:lattice_end + 1]) + 1
+    walls = np.argwhere(~grid[1 : lattice_end + 1, 1 : lattice_end + 1]) + 1
     between = walls[(walls[:, 0] + walls[:, 1]) % 2 == 1]  # walls separating two lattice cells
     if len(between) and loop_fraction > 0:
         knock = rng.choice(len(between), int(round(loop_fraction * len(between))), replace=False)
@@ -155,7 +166,9 @@ def _carve(rng: np.random.Generator, side: int, loop_fraction: float) -> np.ndar
     return grid
 
 
-def generate_maze(rng: np.random.Generator, side: int, min_path_len: int, loop_fraction: float = 0.03, max_tries: int = 200):
+def generate_maze(
+    rng: np.random.Generator, side: int, min_path_len: int, loop_fraction: float = 0.03, max_tries: int = 200
+):
     """One maze (question, answer as characters `[side, side]`, path length) with a unique shortest path of more than
     `min_path_len` path cells, or None after `max_tries` mazes without such a start/goal pair."""
     neighbours = _neighbours(side)
@@ -182,8 +195,14 @@ def generate_maze(rng: np.random.Generator, side: int, min_path_len: int, loop_f
     return None
 
 
-def generate_mazes(n: int, size: int = 30, min_path_len: int = 110, seed: int = 0, progress: bool = False,
-                   exclude: set[bytes] | None = None) -> Mazes:
+def generate_mazes(
+    n: int,
+    size: int = 30,
+    min_path_len: int = 110,
+    seed: int = 0,
+    progress: bool = False,
+    exclude: set[bytes] | None = None,
+) -> Mazes:
     """`n` distinct mazes of `size` x `size` whose start-to-goal shortest path is unique and has more than
     `min_path_len` cells; mazes whose question is in `exclude` (e.g. the train split's) are skipped."""
     if size < 5:
@@ -203,7 +222,9 @@ def generate_mazes(n: int, size: int = 30, min_path_len: int = 110, seed: int = 
             if key in seen:
                 repeats += 1
                 if repeats > 100 + n:
-                    raise DatasetError(f"too few distinct {size}x{size} mazes for {n} more; raise --size or ask for fewer")
+                    raise DatasetError(
+                        f"too few distinct {size}x{size} mazes for {n} more; raise --size or ask for fewer"
+                    )
                 continue
             seen.add(key)
             questions.append(made[0])
@@ -261,16 +282,29 @@ def load_sources(args: argparse.Namespace) -> dict[str, Mazes]:
         num_test = args.test_size if args.test_size is not None else args.generate
         train = generate_mazes(args.generate, args.size, min_len, args.seed, progress=True)
         # no test maze is a train maze or one of its dihedral copies
-        exclude = {np.ascontiguousarray(dihedral_transform(q, t)).tobytes() for q in train.questions for t in range(NUM_DIHEDRAL)}
-        return {"train": train, "test": generate_mazes(num_test, args.size, min_len, args.seed + 1_000_003, progress=True, exclude=exclude)}
+        exclude = {
+            np.ascontiguousarray(dihedral_transform(q, t)).tobytes()
+            for q in train.questions
+            for t in range(NUM_DIHEDRAL)
+        }
+        return {
+            "train": train,
+            "test": generate_mazes(num_test, args.size, min_len, args.seed + 1_000_003, progress=True, exclude=exclude),
+        }
     if args.source_csv is not None:
         found = csv_sources(args.source_csv)
         if "file" in found:
             rows = read_four_column_csv(found["file"], None, b"# SG", CHARSET.encode(), "maze")
-            return {split: from_csv_rows(part) for split, part in split_single_file(rows, args.seed, args.test_fraction).items()}
+            return {
+                split: from_csv_rows(part)
+                for split, part in split_single_file(rows, args.seed, args.test_fraction).items()
+            }
         sources = {split: read_maze_csv(path) for split, path in found.items()}
     else:
-        sources = {split: read_maze_csv(hub_download(args.source_repo, f"{split}.csv", OFFLINE_HINT)) for split in ("train", "test")}
+        sources = {
+            split: read_maze_csv(hub_download(args.source_repo, f"{split}.csv", OFFLINE_HINT))
+            for split in ("train", "test")
+        }
     sides = {split: m.questions.shape[1] for split, m in sources.items()}
     if len(set(sides.values())) != 1:
         raise DatasetError(f"train and test mazes differ in size ({sides}); both splits need the same grid size")
@@ -304,10 +338,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="data/maze-30x30-hard-1k")
     add_source_arguments(p, "mazes", DEFAULT_REPO, default_test_size="N")
     p.add_argument("--size", type=int, default=30, help="side of generated mazes (5 or more)")
-    p.add_argument("--min-difficulty", type=int, default=None,
-                   help="generated: the path must have more than this many cells (default 110 at 30x30, scaled by area); "
-                        "CSV: keep rows with rating >= this")
-    p.add_argument("--aug", action=argparse.BooleanOptionalAction, default=False, help="add the 8 dihedral copies of every training maze")
+    p.add_argument(
+        "--min-difficulty",
+        type=int,
+        default=None,
+        help="generated: the path must have more than this many cells (default 110 at 30x30, scaled by area); "
+        "CSV: keep rows with rating >= this",
+    )
+    p.add_argument(
+        "--aug",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="add the 8 dihedral copies of every training maze",
+    )
     return p
 
 

@@ -36,7 +36,9 @@ class PuzzleDatasetMetadata(BaseModel):
     def load(cls, split_dir: str | Path) -> "PuzzleDatasetMetadata":
         path = Path(split_dir) / "dataset.json"
         if not path.is_file():
-            raise DatasetError(f"no dataset metadata at {path}; build the dataset first (see dataset/) or fix data_path")
+            raise DatasetError(
+                f"no dataset metadata at {path}; build the dataset first (see dataset/) or fix data_path"
+            )
         try:
             data = json.loads(path.read_text())
         except (ValueError, OSError) as err:
@@ -50,7 +52,11 @@ class PuzzleDatasetMetadata(BaseModel):
 
     def model_shapes(self) -> dict[str, int]:
         """The sizes a model takes from its data: vocab_size, seq_len, num_puzzle_identifiers."""
-        return {"vocab_size": self.vocab_size, "seq_len": self.seq_len, "num_puzzle_identifiers": self.num_puzzle_identifiers}
+        return {
+            "vocab_size": self.vocab_size,
+            "seq_len": self.seq_len,
+            "num_puzzle_identifiers": self.num_puzzle_identifiers,
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(), indent=2)

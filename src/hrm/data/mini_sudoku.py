@@ -84,7 +84,7 @@ def singles_rounds(puzzles: np.ndarray, max_rounds: int = SEQ_LEN) -> tuple[np.n
     """
     grids = puzzles.astype(np.uint8).copy()
     rounds = np.zeros(len(grids), np.int64)
-    cells_by_kind = [UNITS[k * SIDE:(k + 1) * SIDE].ravel() for k in range(3)]  # each kind covers every cell once
+    cells_by_kind = [UNITS[k * SIDE : (k + 1) * SIDE].ravel() for k in range(3)]  # each kind covers every cell once
     working = np.flatnonzero((grids == 0).any(axis=1))
     for _ in range(max_rounds):
         if len(working) == 0:
@@ -94,9 +94,11 @@ def singles_rounds(puzzles: np.ndarray, max_rounds: int = SEQ_LEN) -> tuple[np.n
         fill = np.where(_POPCOUNT[masks] == 1, _LOWEST_DIGIT[masks], 0)  # naked singles
         has = (masks[:, UNITS][..., None] & _DIGIT_BITS) > 0  # [n, units, cells, digit]
         only_place = has & (has.sum(axis=2, keepdims=True) == 1)  # hidden singles
-        hidden = np.where(only_place.any(axis=3), only_place.argmax(axis=3) + 1, 0).astype(np.uint8)  # [n, units, cells]
+        hidden = np.where(only_place.any(axis=3), only_place.argmax(axis=3) + 1, 0).astype(
+            np.uint8
+        )  # [n, units, cells]
         for kind, cells in enumerate(cells_by_kind):
-            from_kind = hidden[:, kind * SIDE:(kind + 1) * SIDE].reshape(len(working), SEQ_LEN)
+            from_kind = hidden[:, kind * SIDE : (kind + 1) * SIDE].reshape(len(working), SEQ_LEN)
             fill[:, cells] = np.where(from_kind > 0, from_kind, fill[:, cells])
         progressed = (fill > 0).any(axis=1)
         current = np.where(fill > 0, fill, current).astype(np.uint8)
@@ -106,8 +108,9 @@ def singles_rounds(puzzles: np.ndarray, max_rounds: int = SEQ_LEN) -> tuple[np.n
     return grids, rounds
 
 
-def generate_puzzles(count: int, seed: int, min_rounds: int = 3, blanks: tuple[int, int] = (14, 24),
-                     exclude: set[bytes] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def generate_puzzles(
+    count: int, seed: int, min_rounds: int = 3, blanks: tuple[int, int] = (14, 24), exclude: set[bytes] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`count` distinct puzzles (uint8 [count, 36], 0 = blank), their solutions and ratings (rounds >= min_rounds)."""
     rng = np.random.Generator(np.random.Philox(seed=seed))
     seen = set(exclude or ())
@@ -115,8 +118,10 @@ def generate_puzzles(count: int, seed: int, min_rounds: int = 3, blanks: tuple[i
     kept, fruitless = 0, 0
     while kept < count:
         if fruitless == 20:
-            raise DatasetError(f"found too few distinct mini Sudokus needing {min_rounds}+ rounds with {blanks[0]}-{blanks[1]} "
-                               "blanks; lower --min-difficulty or widen the blank range")
+            raise DatasetError(
+                f"found too few distinct mini Sudokus needing {min_rounds}+ rounds with {blanks[0]}-{blanks[1]} "
+                "blanks; lower --min-difficulty or widen the blank range"
+            )
         batch = min(max(8 * (count - kept), 4096), 1 << 16)  # about one in eight is kept; bounded memory
         # Each solution grid gets four random blank patterns: the grids, not the patterns, are the slow part.
         solution = np.repeat(random_solutions(rng, batch // 4), 4, axis=0)
@@ -155,22 +160,35 @@ def split_arrays(puzzles: np.ndarray, solutions: np.ndarray) -> dict[str, np.nda
 
 
 def mini_sudoku_metadata(num_groups: int) -> PuzzleDatasetMetadata:
-    return PuzzleDatasetMetadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=VOCAB_SIZE, seq_len=SEQ_LEN,
-                                 num_puzzle_identifiers=1, total_groups=num_groups, mean_puzzle_examples=1.0, sets=["all"])
+    return PuzzleDatasetMetadata(
+        pad_id=0,
+        ignore_label_id=0,
+        blank_identifier_id=0,
+        vocab_size=VOCAB_SIZE,
+        seq_len=SEQ_LEN,
+        num_puzzle_identifiers=1,
+        total_groups=num_groups,
+        mean_puzzle_examples=1.0,
+        sets=["all"],
+    )
 
 
 def build(args: argparse.Namespace) -> BuildSummary:
     if args.generate < 1 or args.test_size < 1:
         raise DatasetError(f"--generate and --test-size must be positive, got {args.generate} and {args.test_size}")
     if not 1 <= args.min_blanks <= args.max_blanks < SEQ_LEN:
-        raise DatasetError(f"need 1 <= --min-blanks <= --max-blanks < {SEQ_LEN}, got {args.min_blanks} and {args.max_blanks}")
+        raise DatasetError(
+            f"need 1 <= --min-blanks <= --max-blanks < {SEQ_LEN}, got {args.min_blanks} and {args.max_blanks}"
+        )
     check_seed(args.seed)
     check_output_dir(args.output_dir)
     blanks = (args.min_blanks, args.max_blanks)
     summary = BuildSummary("Mini Sudoku 6x6", Path(args.output_dir), difficulty_label="rounds of singles")
     train = generate_puzzles(args.generate, args.seed, args.min_difficulty, blanks)
     # Test puzzles are new puzzles: none of them appears in the train split.
-    test = generate_puzzles(args.test_size, args.seed + 1_000_003, args.min_difficulty, blanks, exclude={p.tobytes() for p in train[0]})
+    test = generate_puzzles(
+        args.test_size, args.seed + 1_000_003, args.min_difficulty, blanks, exclude={p.tobytes() for p in train[0]}
+    )
     with staged_directory(Path(args.output_dir)) as stage:
         for split, (puzzles, solutions, ratings) in (("train", train), ("test", test)):
             write_split(stage, split, split_arrays(puzzles, solutions), mini_sudoku_metadata, summary, ratings)
@@ -183,7 +201,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="data/mini-sudoku")
     p.add_argument("--generate", type=int, default=50000, metavar="N", help="train puzzles to generate")
     p.add_argument("--test-size", type=int, default=1000, help="test puzzles to generate (never in train)")
-    p.add_argument("--min-difficulty", type=int, default=3, help="keep puzzles needing at least this many rounds of singles")
+    p.add_argument(
+        "--min-difficulty", type=int, default=3, help="keep puzzles needing at least this many rounds of singles"
+    )
     p.add_argument("--min-blanks", type=int, default=14)
     p.add_argument("--max-blanks", type=int, default=24)
     p.add_argument("--seed", type=int, default=0)

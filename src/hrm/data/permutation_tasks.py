@@ -35,8 +35,17 @@ def _examples(rule: np.ndarray, count: int, size: int, rng: np.random.Generator)
     return inputs, rule[inputs]
 
 
-def build_permutation_tasks(output_dir: str | Path, tasks: Sequence[int], *, demos: int = 8, queries: int = 4, size: int = 4,
-                            num_colours: int = 6, family_seed: int = 0, seed: int = 0) -> Path:
+def build_permutation_tasks(
+    output_dir: str | Path,
+    tasks: Sequence[int],
+    *,
+    demos: int = 8,
+    queries: int = 4,
+    size: int = 4,
+    num_colours: int = 6,
+    family_seed: int = 0,
+    seed: int = 0,
+) -> Path:
     """Write the tasks `tasks` of family `family_seed` as a dataset folder (atomically)."""
     tasks = list(tasks)
     rng = np.random.default_rng([seed, family_seed, *tasks[:1], len(tasks)])
@@ -46,13 +55,23 @@ def build_permutation_tasks(output_dir: str | Path, tasks: Sequence[int], *, dem
         pairs = [_examples(rule, per_task, size, rng) for rule in rules]
         count = len(tasks)
         arrays = {
-            "inputs": np.concatenate([p[0] for p in pairs]), "labels": np.concatenate([p[1] for p in pairs]),
+            "inputs": np.concatenate([p[0] for p in pairs]),
+            "labels": np.concatenate([p[1] for p in pairs]),
             "puzzle_identifiers": np.arange(1, count + 1, dtype=np.int32),
-            "puzzle_indices": np.arange(count + 1, dtype=np.int64) * per_task, "group_indices": np.arange(count + 1, dtype=np.int64),
+            "puzzle_indices": np.arange(count + 1, dtype=np.int64) * per_task,
+            "group_indices": np.arange(count + 1, dtype=np.int64),
         }
-        meta = PuzzleDatasetMetadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=num_colours + 1,
-                                     seq_len=size * size, num_puzzle_identifiers=count + 1, total_groups=count,
-                                     mean_puzzle_examples=float(per_task), sets=["all"])
+        meta = PuzzleDatasetMetadata(
+            pad_id=0,
+            ignore_label_id=0,
+            blank_identifier_id=0,
+            vocab_size=num_colours + 1,
+            seq_len=size * size,
+            num_puzzle_identifiers=count + 1,
+            total_groups=count,
+            mean_puzzle_examples=float(per_task),
+            sets=["all"],
+        )
         splits[split] = (arrays, meta)
     with staged_directory(Path(output_dir)) as stage:
         for split, (arrays, meta) in splits.items():

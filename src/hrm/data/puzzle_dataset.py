@@ -132,8 +132,11 @@ class PuzzleDataset(torch.utils.data.IterableDataset):
         self.config = config
         self.split = split
         self.paths = list(config.dataset_paths) or [config.dataset_path]
-        self.metadata: PuzzleDatasetMetadata = (PuzzleDatasetMetadata.load(Path(self.paths[0]) / split) if len(self.paths) == 1
-                                                else read_splits(self.paths, split)[0])
+        self.metadata: PuzzleDatasetMetadata = (
+            PuzzleDatasetMetadata.load(Path(self.paths[0]) / split)
+            if len(self.paths) == 1
+            else read_splits(self.paths, split)[0]
+        )
         if config.num_replicas < 1 or not 0 <= config.rank < config.num_replicas:
             raise DatasetError(f"rank {config.rank} is outside 0..num_replicas-1 (num_replicas={config.num_replicas})")
         if config.global_batch_size < 1 or config.global_batch_size % config.num_replicas != 0:
@@ -192,14 +195,22 @@ class PuzzleDataset(torch.utils.data.IterableDataset):
         for set_index, (set_name, puzzle_set) in enumerate(self.sets.items()):
             iters = set_visit_number(chunk_index, set_index, num_sets)
             for example_ids, puzzle_ids in sample_chunk_batches(
-                chunk_generator(self.config.seed, iters), puzzle_set.puzzle_indices, puzzle_set.group_indices,
-                self.config.epochs_per_iter, self.config.global_batch_size, example_generator(self.config.seed, iters),
+                chunk_generator(self.config.seed, iters),
+                puzzle_set.puzzle_indices,
+                puzzle_set.group_indices,
+                self.config.epochs_per_iter,
+                self.config.global_batch_size,
+                example_generator(self.config.seed, iters),
             ):
                 batch_number += 1
                 if batch_number <= skip_batches:
                     continue
                 local = self._local_slice(example_ids.shape[0])
-                yield set_name, self._make_batch(puzzle_set, example_ids[local], puzzle_ids[local]), int(example_ids.shape[0])
+                yield (
+                    set_name,
+                    self._make_batch(puzzle_set, example_ids[local], puzzle_ids[local]),
+                    int(example_ids.shape[0]),
+                )
 
     def iter_test(self) -> Iterator[tuple[str, Batch, int]]:
         """Every example once, in order, set by set; the last batch of a set is padded."""

@@ -114,8 +114,10 @@ def check_output_dir(target: str | Path, recognise: Recogniser | None = None) ->
     if owned is not None:
         return [name for name in owned if (target / name).is_file()]
     if any(entry.name != MANIFEST for entry in target.iterdir()):
-        raise DatasetError(f"--output-dir {target} holds files that no dataset build wrote; "
-                           "choose a new or empty folder (nothing was changed)")
+        raise DatasetError(
+            f"--output-dir {target} holds files that no dataset build wrote; "
+            "choose a new or empty folder (nothing was changed)"
+        )
     return []
 
 
@@ -151,8 +153,10 @@ def _commit(stage: Path, target: Path, owned: list[str], trash: Path) -> None:
     for name in new:
         clash = _clash(target, name, set(owned))
         if clash is not None:
-            raise DatasetError(f"{clash} is in the way of the new build and no build wrote it; "
-                               "move it away or choose a new --output-dir (nothing was changed)")
+            raise DatasetError(
+                f"{clash} is in the way of the new build and no build wrote it; "
+                "move it away or choose a new --output-dir (nothing was changed)"
+            )
     moved_out: list[str] = []
     moved_in: list[str] = []
     try:
@@ -225,8 +229,10 @@ def staged_output(target: str | Path, recognise: Recogniser | None = None) -> It
             else:
                 _commit(stage, target, owned, trash)
     except OSError as err:
-        raise DatasetError(f"writing {target} failed: {one_line(err)}; free space or choose another --output-dir "
-                           "(the staged files were removed)") from None
+        raise DatasetError(
+            f"writing {target} failed: {one_line(err)}; free space or choose another --output-dir "
+            "(the staged files were removed)"
+        ) from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
         shutil.rmtree(trash, ignore_errors=True)

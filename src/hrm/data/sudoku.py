@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from hrm.progress import progress_bar
 
 from hrm.data import sudoku_solver
 from hrm.data.common import (
@@ -35,6 +34,7 @@ from hrm.data.common import (
 from hrm.data.format import BLANK_IDENTIFIER_NAME, check_output_dir, staged_directory, write_identifiers
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import DatasetError
+from hrm.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,8 @@ def grid_rule_violations(grids: np.ndarray) -> np.ndarray:
     bits = np.left_shift(np.uint16(1), np.asarray(grids).reshape(-1, 9, 9).astype(np.uint16))
     boxes = bits.reshape(-1, 3, 3, 3, 3).transpose(0, 1, 3, 2, 4).reshape(-1, 9, 9)
     seen = np.concatenate(
-        [np.bitwise_or.reduce(bits, axis=2), np.bitwise_or.reduce(bits, axis=1), np.bitwise_or.reduce(boxes, axis=2)], axis=1
+        [np.bitwise_or.reduce(bits, axis=2), np.bitwise_or.reduce(bits, axis=1), np.bitwise_or.reduce(boxes, axis=2)],
+        axis=1,
     )
     return seen != 0x3FE  # nine cells holding all of 1..9 hold each exactly once
 
@@ -90,10 +91,12 @@ def from_csv_rows(rows: CsvPuzzles) -> SudokuPuzzles:
     puzzles -= ord("0")
     solutions = rows.answers - np.uint8(ord("0"))
     for start in range(0, len(solutions), _BLOCK):  # in blocks: the check's temporaries are ~300 bytes per row
-        violations = grid_rule_violations(solutions[start: start + _BLOCK])
+        violations = grid_rule_violations(solutions[start : start + _BLOCK])
         if violations.any():
             row, unit = np.argwhere(violations)[0]
-            raise DatasetError(f"{rows.path}:{rows.lines[start + row]}: the answer breaks a Sudoku rule in {_unit_name(int(unit))}")
+            raise DatasetError(
+                f"{rows.path}:{rows.lines[start + row]}: the answer breaks a Sudoku rule in {_unit_name(int(unit))}"
+            )
     disagree = (puzzles != 0) & (puzzles != solutions)
     if disagree.any():
         row, cell = np.argwhere(disagree)[0]
@@ -121,7 +124,9 @@ def _generate_one(task: tuple[int, int, int | None]) -> tuple[np.ndarray, np.nda
     )
 
 
-def generate_sudokus(n: int, seed: int, min_difficulty: int | None = None, progress: bool = True, workers: int | None = None) -> SudokuPuzzles:
+def generate_sudokus(
+    n: int, seed: int, min_difficulty: int | None = None, progress: bool = True, workers: int | None = None
+) -> SudokuPuzzles:
     """`n` puzzles with a unique solution, each rated by the guesses of the singles-only solver.
 
     Puzzle `i` depends only on `(seed, i)`, so any number of worker processes gives the same puzzles.
@@ -188,7 +193,9 @@ def apply_transforms(grids: np.ndarray, source_cell: np.ndarray, digit_map: np.n
     return _gather_rows(digit_map, _gather_rows(np.ascontiguousarray(grids), source_cell))
 
 
-def _transform_pairs(puzzles: np.ndarray, solutions: np.ndarray, source_cell: np.ndarray, digit_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _transform_pairs(
+    puzzles: np.ndarray, solutions: np.ndarray, source_cell: np.ndarray, digit_map: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """`apply_transforms` for puzzles and their solutions at once (the puzzle is the solution where not blank)."""
     flat_index = np.arange(len(source_cell), dtype=np.intp)[:, None] * 81 + source_cell
     new_solutions = _gather_rows(digit_map, solutions.reshape(-1)[flat_index])
@@ -230,7 +237,9 @@ def build_split_arrays(
             augmented = copy > 0
             if augmented.any():
                 source_cell, digit_map = random_transforms(rng, int(augmented.sum()))
-                puzzles[augmented], solutions[augmented] = _transform_pairs(puzzles[augmented], solutions[augmented], source_cell, digit_map)
+                puzzles[augmented], solutions[augmented] = _transform_pairs(
+                    puzzles[augmented], solutions[augmented], source_cell, digit_map
+                )
             rows = index * per_copy
             inputs[rows] = puzzles + 1
             labels[rows] = solutions + 1
@@ -277,7 +286,9 @@ def load_sources(args: argparse.Namespace) -> dict[str, SudokuPuzzles | CsvPuzzl
         if "file" in found:
             return split_single_file(_read_rows(found["file"]), args.seed, args.test_fraction)
         return {split: _read_rows(path) for split, path in found.items()}
-    return {split: _read_rows(hub_download(args.source_repo, f"{split}.csv", OFFLINE_HINT)) for split in ("train", "test")}
+    return {
+        split: _read_rows(hub_download(args.source_repo, f"{split}.csv", OFFLINE_HINT)) for split in ("train", "test")
+    }
 
 
 def _read_rows(path) -> CsvPuzzles:
@@ -317,7 +328,12 @@ def parser() -> argparse.ArgumentParser:
     add_source_arguments(p, "puzzles", DEFAULT_REPO, default_test_size="N/10")
     p.add_argument("--min-difficulty", type=int, default=None, help="keep puzzles with rating >= this")
     p.add_argument("--num-aug", type=int, default=0)
-    p.add_argument("--hint", action=argparse.BooleanOptionalAction, default=False, help="add an easier copy after every training example (Augmented HRM)")
+    p.add_argument(
+        "--hint",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="add an easier copy after every training example (Augmented HRM)",
+    )
     return p
 
 

@@ -20,11 +20,11 @@ from typing import Iterator, Sequence
 
 import torch
 from torch import nn
-from hrm.progress import progress_bar
 
 from hrm.evaluation.data import Examples
 from hrm.evaluation.metrics import ExampleMetrics, example_metrics
 from hrm.models.act import ACTCarry, ACTModel, unwrap_act_model
+from hrm.progress import progress_bar
 
 
 def act_model_of(model: nn.Module) -> ACTModel:
@@ -51,14 +51,22 @@ def _take_rows(value, rows: torch.Tensor):
     if isinstance(value, dict):
         return {key: _take_rows(item, rows) for key, item in value.items()}
     if dataclasses.is_dataclass(value):
-        return dataclasses.replace(value, **{f.name: _take_rows(getattr(value, f.name), rows) for f in dataclasses.fields(value)})
+        return dataclasses.replace(
+            value, **{f.name: _take_rows(getattr(value, f.name), rows) for f in dataclasses.fields(value)}
+        )
     return value
 
 
 @torch.inference_mode()
-def evaluate_act(model: nn.Module, examples: Examples, batch_size: int, *, device: torch.device | str,
-                 keep_keys: Sequence[str] = ("preds", "q_halt_logits", "q_continue_logits", "steps"),
-                 progress: bool = False) -> dict[str, torch.Tensor]:
+def evaluate_act(
+    model: nn.Module,
+    examples: Examples,
+    batch_size: int,
+    *,
+    device: torch.device | str,
+    keep_keys: Sequence[str] = ("preds", "q_halt_logits", "q_continue_logits", "steps"),
+    progress: bool = False,
+) -> dict[str, torch.Tensor]:
     """Run every example (`examples.gather`) until its Q-head halts or it reaches halt_max_steps.
 
     Returns the kept outputs of each example at the segment it stopped, in the order of `examples`
@@ -86,9 +94,9 @@ def evaluate_act(model: nn.Module, examples: Examples, batch_size: int, *, devic
             new_ids = [next(queue) for _ in range(min(len(free), pending))]
             pending -= len(new_ids)
             is_new = torch.zeros(slot_example.shape[0], dtype=torch.bool)
-            is_new[free[:len(new_ids)]] = True
+            is_new[free[: len(new_ids)]] = True
             slot_example[free] = -1
-            slot_example[free[:len(new_ids)]] = torch.tensor(new_ids, dtype=torch.long)
+            slot_example[free[: len(new_ids)]] = torch.tensor(new_ids, dtype=torch.long)
             if (slot_example < 0).any():  # only once the queue is empty: shrink to the running slots
                 running = torch.nonzero(slot_example >= 0).flatten()
                 if running.numel() == 0:
@@ -99,8 +107,10 @@ def evaluate_act(model: nn.Module, examples: Examples, batch_size: int, *, devic
             if is_new.any():
                 new_slots = torch.nonzero(is_new).flatten()
                 fresh = examples.gather(slot_example[new_slots])
-                batch = {key: value.index_copy(0, new_slots.to(value.device), fresh[key].to(value.device))
-                         for key, value in batch.items()}
+                batch = {
+                    key: value.index_copy(0, new_slots.to(value.device), fresh[key].to(value.device))
+                    for key, value in batch.items()
+                }
 
             carry, outputs = act_model(carry=carry, batch=batch)
             finished = carry.halted | act_model.wants_halt(outputs)
@@ -112,7 +122,11 @@ def evaluate_act(model: nn.Module, examples: Examples, batch_size: int, *, devic
                 outputs["steps"] = carry.steps
                 device_slots = done_slots.to(device)
                 for key in keep_keys:
-                    rows = (carry.current_data[key] if key in carry.current_data else outputs[key]).index_select(0, device_slots).cpu()
+                    rows = (
+                        (carry.current_data[key] if key in carry.current_data else outputs[key])
+                        .index_select(0, device_slots)
+                        .cpu()
+                    )
                     for slot, row in zip(done_slots.tolist(), rows):
                         results[key][int(slot_example[slot])] = row
                 bar.update(done_slots.numel())
@@ -161,7 +175,9 @@ def segment_trace(model: nn.Module, batch: dict[str, torch.Tensor], num_segments
                 carry, outputs = act_model(carry=carry, batch=batch)
                 preds = torch.argmax(outputs["logits"], dim=-1)
                 rows = example_metrics(preds, carry.current_data["labels"], outputs["q_halt_logits"], carry.steps)
-                per_step.append(ExampleMetrics(**{f.name: getattr(rows, f.name).cpu() for f in dataclasses.fields(rows)}))
+                per_step.append(
+                    ExampleMetrics(**{f.name: getattr(rows, f.name).cpu() for f in dataclasses.fields(rows)})
+                )
                 q_halt.append(outputs["q_halt_logits"].float().cpu())
                 q_continue.append(outputs["q_continue_logits"].float().cpu())
                 halt_wanted.append(act_model.wants_halt(outputs).cpu())

@@ -36,17 +36,27 @@ class Augmentation:
     colour_map: tuple[int, ...] = IDENTITY_COLOURS
 
     def invert(self, grid: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(undo_augmentation(np.asarray(grid), self.transform_id, np.asarray(self.colour_map))).astype(np.int64)
+        return np.ascontiguousarray(
+            undo_augmentation(np.asarray(grid), self.transform_id, np.asarray(self.colour_map))
+        ).astype(np.int64)
 
     def apply(self, grid: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(apply_augmentation(np.asarray(grid), self.transform_id, np.asarray(self.colour_map))).astype(np.int64)
+        return np.ascontiguousarray(
+            apply_augmentation(np.asarray(grid), self.transform_id, np.asarray(self.colour_map))
+        ).astype(np.int64)
 
 
 def parse_puzzle_name(name: str) -> Augmentation:
     """The dataset builder's names (`task` or `task_t<id>_<10 colour digits>`, see `hrm.data.arc`), and
     the `task|||t<id>|||<digits>` form."""
     parts = name.split(LEGACY_SEPARATOR)
-    if len(parts) >= 3 and parts[-2][:1] == "t" and parts[-2][1:].isdigit() and len(parts[-1]) == NUM_COLOURS and parts[-1].isdigit():
+    if (
+        len(parts) >= 3
+        and parts[-2][:1] == "t"
+        and parts[-2][1:].isdigit()
+        and len(parts[-1]) == NUM_COLOURS
+        and parts[-1].isdigit()
+    ):
         colour_map = tuple(int(c) for c in parts[-1])
         transform_id = int(parts[-2][1:])
         if sorted(colour_map) != list(IDENTITY_COLOURS) or transform_id > 7:
@@ -99,9 +109,14 @@ class ArcTestInput:
     truth: np.ndarray | None = None
 
 
-def collect_test_inputs(identifier_names: Sequence[str], puzzle_identifiers: np.ndarray, preds: np.ndarray,
-                        q_halt_logits: np.ndarray, labels: np.ndarray | None = None,
-                        blank_identifier_id: int = 0) -> list[ArcTestInput]:
+def collect_test_inputs(
+    identifier_names: Sequence[str],
+    puzzle_identifiers: np.ndarray,
+    preds: np.ndarray,
+    q_halt_logits: np.ndarray,
+    labels: np.ndarray | None = None,
+    blank_identifier_id: int = 0,
+) -> list[ArcTestInput]:
     """Group evaluated examples (in dataset order) into test inputs of original tasks.
 
     An augmented puzzle's k-th example is the task's k-th test input. Rows with the blank identifier
@@ -119,7 +134,9 @@ def collect_test_inputs(identifier_names: Sequence[str], puzzle_identifiers: np.
         item = groups.setdefault((augmentation.task_id, test_index), ArcTestInput(augmentation.task_id, test_index))
         grid = crop_grid(preds[row])
         item.predictions.append((augmentation.invert(grid) if grid.size else grid, float(confidences[row])))
-        if labels is not None and (item.truth is None or augmentation.transform_id == 0 and augmentation.colour_map == IDENTITY_COLOURS):
+        if labels is not None and (
+            item.truth is None or augmentation.transform_id == 0 and augmentation.colour_map == IDENTITY_COLOURS
+        ):
             label = np.where(np.asarray(labels[row]) < 0, 0, labels[row])
             truth = crop_grid(label)
             if truth.size:
@@ -156,7 +173,9 @@ def score(test_inputs: Sequence[ArcTestInput], ks: Sequence[int] = PASS_AT_K) ->
     for k in ks:
         task_scores = [float(np.mean([hit[k] for hit in hits])) for hits in per_task.values()]
         result[f"pass@{k}"] = float(np.mean(task_scores)) if task_scores else float("nan")
-    result["per_task_pass@2"] = {task: float(np.mean([hit[2] for hit in hits])) for task, hits in per_task.items() if 2 in ks}
+    result["per_task_pass@2"] = {
+        task: float(np.mean([hit[2] for hit in hits])) for task, hits in per_task.items() if 2 in ks
+    }
     return result
 
 

@@ -38,8 +38,10 @@ def resolve_task(name: str, vocab_size: int, seq_len: int, permutes: int) -> Tas
     """The task whose input perturbations and verifier the protocol uses (`auto`: detected from the data)."""
     task = resolve(name, vocab_size, seq_len, "the dataset")
     if not task.verifiable:
-        raise ConfigError(f"task={task.name!r} has no input perturbation and label-free check (vocab_size {vocab_size}, "
-                          f"seq_len {seq_len}); Augmented HRM runs on Sudoku and maze datasets (task=sudoku or task=maze)")
+        raise ConfigError(
+            f"task={task.name!r} has no input perturbation and label-free check (vocab_size {vocab_size}, "
+            f"seq_len {seq_len}); Augmented HRM runs on Sudoku and maze datasets (task=sudoku or task=maze)"
+        )
     available = len(task.input_perturbations())
     if not 1 <= permutes <= available:
         raise ConfigError(f"permutes={permutes} is out of range for {task.name}: use 1..{available}")
@@ -78,7 +80,9 @@ def select_majority(passes: Sequence[Pass]) -> Pass | None:
     return majority(counted) if counted else majority(passes)
 
 
-def select_verified(passes: Sequence[Pass], inputs: np.ndarray, verify: Callable[[np.ndarray, np.ndarray], bool]) -> Pass | None:
+def select_verified(
+    passes: Sequence[Pass], inputs: np.ndarray, verify: Callable[[np.ndarray, np.ndarray], bool]
+) -> Pass | None:
     """The majority among counted passes whose answer passes `verify` (each distinct answer checked once)."""
     checked: dict[bytes, bool] = {}
     verified = []
@@ -142,12 +146,14 @@ def summarize_tally(tally: dict[str, float]) -> dict[str, float]:
     """Fractions of puzzles solved per rule (`<rule>_accuracy`) and pass statistics."""
     puzzles, passes, counted = tally["puzzles"], tally["passes"], tally["counted_passes"]
     result = {f"{rule}_accuracy": (tally[rule] / puzzles if puzzles else float("nan")) for rule in TALLY_RULES}
-    result.update({
-        "num_puzzles": int(puzzles),
-        "passes": int(passes),
-        "counted_pass_fraction": counted / passes if passes else float("nan"),
-        "counted_pass_accuracy": tally["counted_correct_passes"] / counted if counted else float("nan"),
-    })
+    result.update(
+        {
+            "num_puzzles": int(puzzles),
+            "passes": int(passes),
+            "counted_pass_fraction": counted / passes if passes else float("nan"),
+            "counted_pass_accuracy": tally["counted_correct_passes"] / counted if counted else float("nan"),
+        }
+    )
     return result
 
 
@@ -176,8 +182,13 @@ class PerturbedExamples:
         return batch
 
 
-def run_passes(model: torch.nn.Module, examples: Examples, batch_size: int, halt: str, device: torch.device | str,
-               ) -> dict[str, torch.Tensor]:
+def run_passes(
+    model: torch.nn.Module,
+    examples: Examples,
+    batch_size: int,
+    halt: str,
+    device: torch.device | str,
+) -> dict[str, torch.Tensor]:
     """preds, q_halt_logits, q_continue_logits of every row: after halt_max_steps segments
     (`halt=max`, the training loop's evaluation) or when the Q-head halts (`halt=act`)."""
     from hrm.evaluation.act_refill import evaluate_act
@@ -204,15 +215,25 @@ def run_passes(model: torch.nn.Module, examples: Examples, batch_size: int, halt
     return {key: torch.cat(value) for key, value in parts.items()}
 
 
-def evaluate_chunk(models: Sequence[torch.nn.Module], source: Examples, task: Task, permutes: int, batch_size: int,
-                   halt: str, device: torch.device | str) -> tuple[list[PuzzleResult], dict[str, torch.Tensor]]:
+def evaluate_chunk(
+    models: Sequence[torch.nn.Module],
+    source: Examples,
+    task: Task,
+    permutes: int,
+    batch_size: int,
+    halt: str,
+    device: torch.device | str,
+) -> tuple[list[PuzzleResult], dict[str, torch.Tensor]]:
     """All passes (checkpoints x perturbations, perturbations batched together) of the examples of
     `source`; returns the puzzles with their passes and the plain baseline's outputs (checkpoint 0,
     no perturbation)."""
     original = source.gather(torch.arange(len(source)))
     perturbed = PerturbedExamples(source, task, permutes)
     shifts = torch.arange(len(perturbed)) % permutes
-    puzzles = [PuzzleResult(inputs=original["inputs"][i].numpy(), labels=original["labels"][i].numpy()) for i in range(len(source))]
+    puzzles = [
+        PuzzleResult(inputs=original["inputs"][i].numpy(), labels=original["labels"][i].numpy())
+        for i in range(len(source))
+    ]
     baseline: dict[str, torch.Tensor] = {}
     for checkpoint_index, model in enumerate(models):
         outputs = run_passes(model, perturbed, batch_size, halt, device)
@@ -220,7 +241,9 @@ def evaluate_chunk(models: Sequence[torch.nn.Module], source: Examples, task: Ta
         counted = unwrap_act_model(model).wants_halt(outputs).tolist()
         confidence = torch.sigmoid(outputs["q_halt_logits"].float()).tolist()
         for row in range(len(perturbed)):
-            puzzles[row // permutes].passes.append(Pass(checkpoint_index, row % permutes, preds[row], confidence[row], counted[row]))
+            puzzles[row // permutes].passes.append(
+                Pass(checkpoint_index, row % permutes, preds[row], confidence[row], counted[row])
+            )
         if checkpoint_index == 0:
             first = torch.arange(0, len(perturbed), permutes)
             baseline = {key: outputs[key][first] for key in outputs}

@@ -83,7 +83,9 @@ def auto_rows(model: nn.Module, examples: Examples, device: torch.device, limit:
             rows //= 2
 
 
-def auto_global_batch_size(model: nn.Module, split: TestSplit, device: torch.device, world_size: int, passes: int = 1) -> int:
+def auto_global_batch_size(
+    model: nn.Module, split: TestSplit, device: torch.device, world_size: int, passes: int = 1
+) -> int:
     """`batch_size=auto` as a global batch for a test split: every rank's width (never wider than its share of the
     largest set's `passes` rows per example), the smallest over ranks, times the rank count."""
     puzzle_set = max(split.sets.values(), key=lambda item: item.num_examples)

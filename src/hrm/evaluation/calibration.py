@@ -27,7 +27,9 @@ def bin_index(confidence: np.ndarray, num_bins: int) -> np.ndarray:
     return np.clip(np.floor(confidence * num_bins).astype(np.int64), 0, num_bins - 1)
 
 
-def reliability_table(confidence: Sequence[float], correct: Sequence[bool], num_bins: int = 10) -> list[dict[str, float]]:
+def reliability_table(
+    confidence: Sequence[float], correct: Sequence[bool], num_bins: int = 10
+) -> list[dict[str, float]]:
     """One row per bin: its range, how many examples, their mean confidence and exact accuracy."""
     conf, hit = _as_arrays(confidence, correct)
     bins = bin_index(conf, num_bins)
@@ -35,13 +37,15 @@ def reliability_table(confidence: Sequence[float], correct: Sequence[bool], num_
     for b in range(num_bins):
         members = bins == b
         count = int(members.sum())
-        rows.append({
-            "bin_low": b / num_bins,
-            "bin_high": (b + 1) / num_bins,
-            "count": count,
-            "mean_confidence": float(conf[members].mean()) if count else float("nan"),
-            "accuracy": float(hit[members].mean()) if count else float("nan"),
-        })
+        rows.append(
+            {
+                "bin_low": b / num_bins,
+                "bin_high": (b + 1) / num_bins,
+                "count": count,
+                "mean_confidence": float(conf[members].mean()) if count else float("nan"),
+                "accuracy": float(hit[members].mean()) if count else float("nan"),
+            }
+        )
     return rows
 
 
@@ -85,12 +89,16 @@ def calibration_report(confidence: Sequence[float], correct: Sequence[bool], num
 
 def format_calibration(report: dict) -> str:
     """The reliability table and summary as text for the terminal."""
-    lines = [f"halting calibration over {report['count']} examples: Pearson r {report['pearson_r']:.3f}, "
-             f"ECE {report['ece']:.3f}, mean confidence {report['mean_confidence']:.3f}, "
-             f"exact accuracy {report['exact_accuracy']:.3f}",
-             f"{'confidence':>12} {'count':>8} {'mean conf':>10} {'exact acc':>10}"]
+    lines = [
+        f"halting calibration over {report['count']} examples: Pearson r {report['pearson_r']:.3f}, "
+        f"ECE {report['ece']:.3f}, mean confidence {report['mean_confidence']:.3f}, "
+        f"exact accuracy {report['exact_accuracy']:.3f}",
+        f"{'confidence':>12} {'count':>8} {'mean conf':>10} {'exact acc':>10}",
+    ]
     for row in report["reliability"]:
         if row["count"]:
-            lines.append(f"{row['bin_low']:.1f}-{row['bin_high']:.1f}".rjust(12)
-                         + f" {row['count']:>8} {row['mean_confidence']:>10.3f} {row['accuracy']:>10.3f}")
+            lines.append(
+                f"{row['bin_low']:.1f}-{row['bin_high']:.1f}".rjust(12)
+                + f" {row['count']:>8} {row['mean_confidence']:>10.3f} {row['accuracy']:>10.3f}"
+            )
     return "\n".join(lines)

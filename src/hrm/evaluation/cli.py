@@ -31,14 +31,20 @@ from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import nn
 
-from hrm.checkpoint import STEP_FILE, atomic_write_bytes, load_model, read_checkpoint_config, read_state_dict, resolve_checkpoint_path
+from hrm.checkpoint import (
+    STEP_FILE,
+    atomic_write_bytes,
+    load_model,
+    read_checkpoint_config,
+    read_state_dict,
+    resolve_checkpoint_path,
+)
 from hrm.config import PretrainConfig, validate_config
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.distributed import init_distributed
 from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError, error_line, one_line
 from hrm.evaluation import arc as arc_scoring
-from hrm.evaluation import augmented
-from hrm.evaluation import identifiers
+from hrm.evaluation import augmented, identifiers
 from hrm.evaluation.act_refill import evaluate_act, segment_trace
 from hrm.evaluation.batching import auto_global_batch_size
 from hrm.evaluation.calibration import calibration_report, format_calibration
@@ -68,7 +74,9 @@ class EvalConfig(BaseModel):
     halt: Literal["max", "act"] = "max"
     halt_max_steps_sweep: list[int] = Field(default_factory=list)
     batch_size: PositiveInt | Literal["auto"] | None = Field(
-        None, description="global evaluation batch size; default: the run's global_batch_size; auto (halt=act, Augmented HRM): as large as memory allows")
+        None,
+        description="global evaluation batch size; default: the run's global_batch_size; auto (halt=act, Augmented HRM): as large as memory allows",
+    )
     device: str = "auto"
     task: Literal["auto", "sudoku", "maze", "arc", "none"] = "auto"
     submission: str | None = None
@@ -76,7 +84,9 @@ class EvalConfig(BaseModel):
     checkpoints: list[str] | str | None = None
     calibration_bins: int = Field(10, ge=1)
     progress: bool = True
-    puzzle_identifiers: list[str] | str = "as_is"  # identifier ablation: as_is|blank|mean|shuffled, a comma list runs several
+    puzzle_identifiers: list[str] | str = (
+        "as_is"  # identifier ablation: as_is|blank|mean|shuffled, a comma list runs several
+    )
     identifier_seed: int = 0
 
 
@@ -88,7 +98,9 @@ def parse_args(argv: Sequence[str]) -> tuple[EvalConfig, list[str]]:
     own, overrides = [], []
     for item in argv:
         if "=" not in item:
-            raise ConfigError(f"argument {item!r} is not of the form key=value (e.g. checkpoint=checkpoints/run/step_1000)")
+            raise ConfigError(
+                f"argument {item!r} is not of the form key=value (e.g. checkpoint=checkpoints/run/step_1000)"
+            )
         key = item.split("=", 1)[0].lstrip("+")
         top = key.split(".", 1)[0]
         if top in EvalConfig.model_fields:
@@ -96,8 +108,10 @@ def parse_args(argv: Sequence[str]) -> tuple[EvalConfig, list[str]]:
         elif top in PretrainConfig.model_fields:
             overrides.append(item)
         else:
-            raise ConfigError(f"{key}: unknown key; evaluator keys are {', '.join(EvalConfig.model_fields)}, "
-                              "and training config keys (data_path=, arch.halt_max_steps=, ...) override the checkpoint's config")
+            raise ConfigError(
+                f"{key}: unknown key; evaluator keys are {', '.join(EvalConfig.model_fields)}, "
+                "and training config keys (data_path=, arch.halt_max_steps=, ...) override the checkpoint's config"
+            )
     try:
         values = OmegaConf.to_container(OmegaConf.from_dotlist(own), resolve=True)
     except OmegaConfBaseException as err:
@@ -105,7 +119,9 @@ def parse_args(argv: Sequence[str]) -> tuple[EvalConfig, list[str]]:
     config = validate_config(values, EvalConfig)
     unknown = sorted(set(config.save_outputs) - SAVABLE_OUTPUTS)
     if unknown:
-        raise ConfigError(f"save_outputs: {unknown[0]!r} is not an output; choose from {', '.join(sorted(SAVABLE_OUTPUTS))}")
+        raise ConfigError(
+            f"save_outputs: {unknown[0]!r} is not an output; choose from {', '.join(sorted(SAVABLE_OUTPUTS))}"
+        )
     if any(k < 1 for k in config.halt_max_steps_sweep):
         raise ConfigError("halt_max_steps_sweep: every value must be at least 1")
     if config.checkpoint is None and not config.checkpoints:
@@ -124,7 +140,9 @@ def expand_checkpoints(config: EvalConfig) -> list[Path]:
             matches = [Path(p) for p in glob.glob(item) if Path(p).is_dir() or STEP_FILE.match(Path(p).name)]
             if not matches:
                 raise CheckpointError(f"no checkpoint matches {item!r}")
-            matches.sort(key=lambda p: (str(p.parent), int(m.group(1)) if (m := STEP_FILE.match(p.name)) else -1, p.name))
+            matches.sort(
+                key=lambda p: (str(p.parent), int(m.group(1)) if (m := STEP_FILE.match(p.name)) else -1, p.name)
+            )
             files += [resolve_checkpoint_path(p) for p in matches]
         else:
             files.append(resolve_checkpoint_path(item))
@@ -134,8 +152,9 @@ def expand_checkpoints(config: EvalConfig) -> list[Path]:
 # ---------------------------------------------------------------- checks before compute
 
 
-def check_dataset_fits(checkpoint_file: Path, config: PretrainConfig, meta: PuzzleDatasetMetadata,
-                       check_identifiers: bool = True) -> None:
+def check_dataset_fits(
+    checkpoint_file: Path, config: PretrainConfig, meta: PuzzleDatasetMetadata, check_identifiers: bool = True
+) -> None:
     """The test split's vocabulary, sequence length and identifier count against the checkpoint."""
     state = read_state_dict(checkpoint_file)
     fits: list[tuple[str, int, int | None]] = []
@@ -143,15 +162,19 @@ def check_dataset_fits(checkpoint_file: Path, config: PretrainConfig, meta: Puzz
     fits.append(("vocab_size", meta.vocab_size, None if embed is None else int(embed.shape[0])))
     puzzle = state.get("model.inner.puzzle_emb.weights")
     if check_identifiers:
-        fits.append(("num_puzzle_identifiers", meta.num_puzzle_identifiers, None if puzzle is None else int(puzzle.shape[0])))
+        fits.append(
+            ("num_puzzle_identifiers", meta.num_puzzle_identifiers, None if puzzle is None else int(puzzle.shape[0]))
+        )
     trained_seq_len = seq_len_from_state(config.arch, state)
     if trained_seq_len is None:
         trained_seq_len = _training_seq_len(checkpoint_file, config)
     fits.append(("seq_len", meta.seq_len, trained_seq_len))
     for name, dataset_value, checkpoint_value in fits:
         if checkpoint_value is not None and dataset_value != checkpoint_value:
-            raise DatasetError(f"the dataset at {config.data_path} does not fit checkpoint {checkpoint_file}: {name} is "
-                               f"{dataset_value} in the data but {checkpoint_value} in the checkpoint; evaluate on the dataset it was trained on")
+            raise DatasetError(
+                f"the dataset at {config.data_path} does not fit checkpoint {checkpoint_file}: {name} is "
+                f"{dataset_value} in the data but {checkpoint_value} in the checkpoint; evaluate on the dataset it was trained on"
+            )
 
 
 def _training_seq_len(checkpoint_file: Path, config: PretrainConfig) -> int | None:
@@ -167,8 +190,13 @@ def _training_seq_len(checkpoint_file: Path, config: PretrainConfig) -> int | No
     return None
 
 
-def load_checked(checkpoint_file: Path, device: torch.device, overrides: Sequence[str], data_path: str | None = None,
-                 check_identifiers: bool = True) -> tuple[nn.Module, PretrainConfig, TestSplit]:
+def load_checked(
+    checkpoint_file: Path,
+    device: torch.device,
+    overrides: Sequence[str],
+    data_path: str | None = None,
+    check_identifiers: bool = True,
+) -> tuple[nn.Module, PretrainConfig, TestSplit]:
     """Config, test split and model of one checkpoint, every fit checked before anything runs.
 
     `check_identifiers=False` (identifier ablations that ignore the data's ids) accepts any identifier count.
@@ -184,8 +212,10 @@ def load_checked(checkpoint_file: Path, device: torch.device, overrides: Sequenc
     inner = model.config
     for name in ("vocab_size", "seq_len") + (("num_puzzle_identifiers",) if check_identifiers else ()):
         if getattr(inner, name) != getattr(split.metadata, name):
-            raise DatasetError(f"the test split of {config.data_path} has {name} {getattr(split.metadata, name)} but the train split "
-                               f"{getattr(inner, name)}; rebuild the dataset")
+            raise DatasetError(
+                f"the test split of {config.data_path} has {name} {getattr(split.metadata, name)} but the train split "
+                f"{getattr(inner, name)}; rebuild the dataset"
+            )
     return model, config, split
 
 
@@ -208,9 +238,14 @@ def sort_rows(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {key: value[order] for key, value in rows.items()}
 
 
-def reduce_sums(per_set: dict[str, dict[str, float]], set_names: Sequence[str], device: torch.device, rank: int, world_size: int):
-    table = torch.tensor([[per_set.get(name, {}).get(metric, 0.0) for metric in METRIC_ORDER] for name in set_names],
-                         dtype=torch.float64, device=device)
+def reduce_sums(
+    per_set: dict[str, dict[str, float]], set_names: Sequence[str], device: torch.device, rank: int, world_size: int
+):
+    table = torch.tensor(
+        [[per_set.get(name, {}).get(metric, 0.0) for metric in METRIC_ORDER] for name in set_names],
+        dtype=torch.float64,
+        device=device,
+    )
     return reduce_metric_sums(table, set_names, METRIC_ORDER, rank, world_size)
 
 
@@ -223,8 +258,15 @@ def add_sums(total: dict[str, dict[str, float]], set_name: str, sums: dict[str, 
 # ---------------------------------------------------------------- protocols
 
 
-def run_plain(cfg: EvalConfig, model: nn.Module, split: TestSplit, global_batch_size: int, device: torch.device,
-              rank: int, world_size: int) -> tuple[dict, dict[str, torch.Tensor], dict[str, np.ndarray]]:
+def run_plain(
+    cfg: EvalConfig,
+    model: nn.Module,
+    split: TestSplit,
+    global_batch_size: int,
+    device: torch.device,
+    rank: int,
+    world_size: int,
+) -> tuple[dict, dict[str, torch.Tensor], dict[str, np.ndarray]]:
     """Per-set metrics (rank 0), this rank's saved outputs, and per-row records for scoring."""
     set_names = list(split.sets)
     need = set(cfg.save_outputs) | {"preds", "labels", "q_halt_logits", "puzzle_identifiers"}
@@ -232,16 +274,29 @@ def run_plain(cfg: EvalConfig, model: nn.Module, split: TestSplit, global_batch_
     set_of_row: list[np.ndarray] = []
     index_of_row: list[np.ndarray] = []
     if cfg.halt == "max":
+
         def batches():
             for set_name, batch, effective, index in indexed_batches(split, global_batch_size, rank, world_size):
                 set_of_row.append(np.full(len(index), set_names.index(set_name)))
                 index_of_row.append(index)
                 yield set_name, batch, effective
 
-        result = evaluate(model, batches(), set_names, device=device, return_keys=sorted(need - {"steps"}),
-                          rank=rank, world_size=world_size, progress=cfg.progress)
+        result = evaluate(
+            model,
+            batches(),
+            set_names,
+            device=device,
+            return_keys=sorted(need - {"steps"}),
+            rank=rank,
+            world_size=world_size,
+            progress=cfg.progress,
+        )
         outputs = result.outputs
-        steps = torch.full((outputs["preds"].shape[0],), model.config.halt_max_steps, dtype=torch.int32) if outputs else torch.zeros(0)
+        steps = (
+            torch.full((outputs["preds"].shape[0],), model.config.halt_max_steps, dtype=torch.int32)
+            if outputs
+            else torch.zeros(0)
+        )
         outputs["steps"] = steps
         metrics = result.metrics
     else:
@@ -250,9 +305,15 @@ def run_plain(cfg: EvalConfig, model: nn.Module, split: TestSplit, global_batch_
         for set_id, (set_name, puzzle_set) in enumerate(split.sets.items()):
             rows = rank_rows(puzzle_set.num_examples, global_batch_size, rank, world_size)
             source = ExampleSource(puzzle_set, split.metadata, rows)
-            out = evaluate_act(model, source, local, device=device, keep_keys=sorted(need | {"steps"}), progress=cfg.progress)
+            out = evaluate_act(
+                model, source, local, device=device, keep_keys=sorted(need | {"steps"}), progress=cfg.progress
+            )
             if len(rows):
-                add_sums(per_set_sums, set_name, metric_sums(example_metrics(out["preds"], out["labels"], out["q_halt_logits"], out["steps"])))
+                add_sums(
+                    per_set_sums,
+                    set_name,
+                    metric_sums(example_metrics(out["preds"], out["labels"], out["q_halt_logits"], out["steps"])),
+                )
                 for key, value in out.items():
                     parts.setdefault(key, []).append(value)
             set_of_row.append(np.full(len(rows), set_id))
@@ -265,21 +326,39 @@ def run_plain(cfg: EvalConfig, model: nn.Module, split: TestSplit, global_batch_
     records = {"set": sets, "index": index}
     if outputs:
         rows = example_metrics(outputs["preds"], outputs["labels"], outputs["q_halt_logits"], outputs["steps"])
-        records.update(valid=rows.valid.numpy() & (index >= 0), exact=rows.exact.numpy(), confidence=rows.confidence.numpy(),
-                       q_halt_logits=outputs["q_halt_logits"].float().numpy(),
-                       puzzle_identifiers=outputs["puzzle_identifiers"].numpy().astype(np.int64),
-                       preds=outputs["preds"].numpy().astype(np.int16), labels=outputs["labels"].numpy().astype(np.int16))
+        records.update(
+            valid=rows.valid.numpy() & (index >= 0),
+            exact=rows.exact.numpy(),
+            confidence=rows.confidence.numpy(),
+            q_halt_logits=outputs["q_halt_logits"].float().numpy(),
+            puzzle_identifiers=outputs["puzzle_identifiers"].numpy().astype(np.int64),
+            preds=outputs["preds"].numpy().astype(np.int16),
+            labels=outputs["labels"].numpy().astype(np.int16),
+        )
     else:
         seq_len = split.metadata.seq_len
-        records.update(valid=np.zeros(0, bool), exact=np.zeros(0, bool), confidence=np.zeros(0, np.float32),
-                       q_halt_logits=np.zeros(0, np.float32), puzzle_identifiers=np.zeros(0, np.int64),
-                       preds=np.zeros((0, seq_len), np.int16), labels=np.zeros((0, seq_len), np.int16))
+        records.update(
+            valid=np.zeros(0, bool),
+            exact=np.zeros(0, bool),
+            confidence=np.zeros(0, np.float32),
+            q_halt_logits=np.zeros(0, np.float32),
+            puzzle_identifiers=np.zeros(0, np.int64),
+            preds=np.zeros((0, seq_len), np.int16),
+            labels=np.zeros((0, seq_len), np.int16),
+        )
     saved = {key: outputs[key] for key in cfg.save_outputs if key in outputs}
     return metrics, saved, records
 
 
-def run_sweep(cfg: EvalConfig, model: nn.Module, split: TestSplit, global_batch_size: int, device: torch.device,
-              rank: int, world_size: int) -> dict[int, dict] | None:
+def run_sweep(
+    cfg: EvalConfig,
+    model: nn.Module,
+    split: TestSplit,
+    global_batch_size: int,
+    device: torch.device,
+    rank: int,
+    world_size: int,
+) -> dict[int, dict] | None:
     """Metrics for each halt_max_steps of the sweep, from one pass to the largest."""
     caps = sorted(set(cfg.halt_max_steps_sweep))
     per_cap: dict[int, dict[str, dict[str, float]]] = {cap: {} for cap in caps}
@@ -291,8 +370,15 @@ def run_sweep(cfg: EvalConfig, model: nn.Module, split: TestSplit, global_batch_
     return reduced if rank == 0 else None
 
 
-def run_augmented(cfg: EvalConfig, models: Sequence[nn.Module], split: TestSplit, global_batch_size: int,
-                  device: torch.device, rank: int, world_size: int) -> tuple[dict | None, dict | None, dict[str, np.ndarray]]:
+def run_augmented(
+    cfg: EvalConfig,
+    models: Sequence[nn.Module],
+    split: TestSplit,
+    global_batch_size: int,
+    device: torch.device,
+    rank: int,
+    world_size: int,
+) -> tuple[dict | None, dict | None, dict[str, np.ndarray]]:
     meta = split.metadata
     task = augmented.resolve_task(cfg.task, meta.vocab_size, meta.seq_len, cfg.permutes)
     local = global_batch_size // world_size
@@ -303,7 +389,7 @@ def run_augmented(cfg: EvalConfig, models: Sequence[nn.Module], split: TestSplit
     for set_name, puzzle_set in split.sets.items():
         rows = rank_rows(puzzle_set.num_examples, global_batch_size, rank, world_size)
         for start in range(0, len(rows), chunk_examples):
-            source = ExampleSource(puzzle_set, meta, rows[start:start + chunk_examples])
+            source = ExampleSource(puzzle_set, meta, rows[start : start + chunk_examples])
             puzzles, baseline = augmented.evaluate_chunk(models, source, task, cfg.permutes, local, cfg.halt, device)
             add_sums(tallies, set_name, augmented.tally_puzzles(puzzles, task))
             base = example_metrics(baseline["preds"], baseline["labels"], baseline["q_halt_logits"], baseline["steps"])
@@ -312,15 +398,23 @@ def run_augmented(cfg: EvalConfig, models: Sequence[nn.Module], split: TestSplit
             exact.append(base.exact[base.valid].numpy())
     set_names = list(split.sets)
     keys = sorted({key for tally in tallies.values() for key in tally} or augmented.tally_puzzles([], task))
-    table = torch.tensor([[tallies.get(name, {}).get(key, 0.0) for key in keys] for name in set_names], dtype=torch.float64, device=device)
+    table = torch.tensor(
+        [[tallies.get(name, {}).get(key, 0.0) for key in keys] for name in set_names],
+        dtype=torch.float64,
+        device=device,
+    )
     if world_size > 1:
         dist.reduce(table, dst=0)
     metrics, _ = reduce_sums(baseline_sums, set_names, device, rank, world_size)
-    records = {"confidence": np.concatenate(confidence) if confidence else np.zeros(0),
-               "exact": np.concatenate(exact) if exact else np.zeros(0, bool)}
+    records = {
+        "confidence": np.concatenate(confidence) if confidence else np.zeros(0),
+        "exact": np.concatenate(exact) if exact else np.zeros(0, bool),
+    }
     if rank != 0:
         return None, None, records
-    summary = {name: augmented.summarize_tally(dict(zip(keys, row))) for name, row in zip(set_names, table.cpu().tolist())}
+    summary = {
+        name: augmented.summarize_tally(dict(zip(keys, row))) for name, row in zip(set_names, table.cpu().tolist())
+    }
     return summary, metrics, records
 
 
@@ -342,7 +436,9 @@ def run(cfg: EvalConfig, overrides: Sequence[str], rank: int, world_size: int, d
     checkpoint_files = expand_checkpoints(cfg)
     is_augmented = cfg.permutes > 1 or bool(cfg.checkpoints)
     if is_augmented and cfg.halt_max_steps_sweep:
-        raise ConfigError("halt_max_steps_sweep does not combine with the Augmented-HRM protocol (permutes=, checkpoints=); run them separately")
+        raise ConfigError(
+            "halt_max_steps_sweep does not combine with the Augmented-HRM protocol (permutes=, checkpoints=); run them separately"
+        )
     if not is_augmented and len(checkpoint_files) > 1:
         raise ConfigError("several checkpoints need the Augmented-HRM protocol: pass them as checkpoints=[...]")
     check_output_file(cfg.output, f"output={cfg.output}")
@@ -350,20 +446,32 @@ def run(cfg: EvalConfig, overrides: Sequence[str], rank: int, world_size: int, d
         check_output_file(cfg.submission, f"submission={cfg.submission}")
 
     if cfg.batch_size == "auto" and not is_augmented and cfg.halt != "act":
-        raise ConfigError("batch_size=auto works with halt=act and the Augmented-HRM protocol (permutes=, checkpoints=); "
-                          "give halt=max a number, or leave batch_size out for the run's global_batch_size")
+        raise ConfigError(
+            "batch_size=auto works with halt=act and the Augmented-HRM protocol (permutes=, checkpoints=); "
+            "give halt=max a number, or leave batch_size out for the run's global_batch_size"
+        )
 
     modes = identifiers.parse_modes(cfg.puzzle_identifiers)
     if is_augmented and modes != ["as_is"]:
-        raise ConfigError("puzzle_identifiers does not combine with the Augmented-HRM protocol (permutes=, checkpoints=); run them separately")
-    model, config, split = load_checked(checkpoint_files[0], device, overrides, check_identifiers=identifiers.needs_data_identifiers(modes))
-    models = [model] + [load_checked(file, device, overrides, data_path=config.data_path)[0] for file in checkpoint_files[1:]]
+        raise ConfigError(
+            "puzzle_identifiers does not combine with the Augmented-HRM protocol (permutes=, checkpoints=); run them separately"
+        )
+    model, config, split = load_checked(
+        checkpoint_files[0], device, overrides, check_identifiers=identifiers.needs_data_identifiers(modes)
+    )
+    models = [model] + [
+        load_checked(file, device, overrides, data_path=config.data_path)[0] for file in checkpoint_files[1:]
+    ]
     if cfg.batch_size == "auto":
-        global_batch_size = auto_global_batch_size(model, split, device, world_size, passes=cfg.permutes if is_augmented else 1)
+        global_batch_size = auto_global_batch_size(
+            model, split, device, world_size, passes=cfg.permutes if is_augmented else 1
+        )
     else:
         global_batch_size = cfg.batch_size or config.global_batch_size
     if global_batch_size % world_size:
-        raise ConfigError(f"batch_size {global_batch_size} must be a multiple of the number of processes ({world_size})")
+        raise ConfigError(
+            f"batch_size {global_batch_size} must be a multiple of the number of processes ({world_size})"
+        )
     meta = split.metadata
     check_before_compute(cfg, split, checkpoint_files[0], rank)
     task = data_task(cfg, split)
@@ -374,14 +482,20 @@ def run(cfg: EvalConfig, overrides: Sequence[str], rank: int, world_size: int, d
             logger.info("evaluating checkpoint %s", file)
 
     results: dict[str, Any] = {
-        "checkpoint": str(checkpoint_files[0]), "data_path": config.data_path, "halt": cfg.halt,
-        "halt_max_steps": model.config.halt_max_steps, "world_size": world_size, "device": str(device),
+        "checkpoint": str(checkpoint_files[0]),
+        "data_path": config.data_path,
+        "halt": cfg.halt,
+        "halt_max_steps": model.config.halt_max_steps,
+        "world_size": world_size,
+        "device": str(device),
         "batch_size": global_batch_size,
     }
     started = time.perf_counter()
     if is_augmented:
         summary, metrics, records = run_augmented(cfg, models, split, global_batch_size, device, rank, world_size)
-        results.update(protocol="augmented", checkpoints=[str(f) for f in checkpoint_files], task=task, permutes=cfg.permutes)
+        results.update(
+            protocol="augmented", checkpoints=[str(f) for f in checkpoint_files], task=task, permutes=cfg.permutes
+        )
         elapsed = time.perf_counter() - started
         gathered = gather_to_rank0(records, world_size)
         if rank != 0:
@@ -398,15 +512,27 @@ def run(cfg: EvalConfig, overrides: Sequence[str], rank: int, world_size: int, d
                 save_outputs(path, saved)
                 logger.info("rank %d: saved %s to %s", rank, ", ".join(saved), path)
             except OSError as err:  # keep going: the metrics are still written, then the exit status is 2
-                results.setdefault("write_errors", []).append(f"cannot write the save_outputs file {path} ({one_line(err)})")
+                results.setdefault("write_errors", []).append(
+                    f"cannot write the save_outputs file {path} ({one_line(err)})"
+                )
         with identifiers.ablated(model, modes[0], split, cfg.identifier_seed):
-            sweep = run_sweep(cfg, model, split, global_batch_size, device, rank, world_size) if cfg.halt_max_steps_sweep else None
-        keep = records if task == "arc" else {k: v for k, v in records.items() if k in ("set", "index", "valid", "exact", "confidence")}
+            sweep = (
+                run_sweep(cfg, model, split, global_batch_size, device, rank, world_size)
+                if cfg.halt_max_steps_sweep
+                else None
+            )
+        keep = (
+            records
+            if task == "arc"
+            else {k: v for k, v in records.items() if k in ("set", "index", "valid", "exact", "confidence")}
+        )
         gathered = gather_to_rank0(keep, world_size)
         other_modes = {}
         for mode in modes[1:]:
             with identifiers.ablated(model, mode, split, cfg.identifier_seed):
-                mode_metrics, _, mode_records = run_plain(cfg, model, split, global_batch_size, device, rank, world_size)
+                mode_metrics, _, mode_records = run_plain(
+                    cfg, model, split, global_batch_size, device, rank, world_size
+                )
             other_modes[mode] = (mode_metrics, gather_to_rank0({k: mode_records[k] for k in keep}, world_size))
         if rank != 0:
             return None
@@ -417,7 +543,9 @@ def run(cfg: EvalConfig, overrides: Sequence[str], rank: int, world_size: int, d
             results["arc"] = score_arc(cfg, split, gathered, modes[0] if len(modes) > 1 else None)
         if modes != ["as_is"]:
             results["puzzle_identifiers"] = modes
-            results["identifier_ablation"] = {modes[0]: {"metrics": metrics, **({"arc": results["arc"]} if task == "arc" else {})}}
+            results["identifier_ablation"] = {
+                modes[0]: {"metrics": metrics, **({"arc": results["arc"]} if task == "arc" else {})}
+            }
             for mode, (mode_metrics, mode_rows) in other_modes.items():
                 results["identifier_ablation"][mode] = {"metrics": mode_metrics}
                 if task == "arc":
@@ -428,8 +556,12 @@ def run(cfg: EvalConfig, overrides: Sequence[str], rank: int, world_size: int, d
     results["metrics"] = metrics
     total = sum(row["count"] for row in metrics.values()) if metrics else 0
     passes = total * cfg.permutes * len(checkpoint_files) if is_augmented else total
-    results["timing"] = {"seconds": elapsed, "examples": total, "examples_per_second": total / elapsed if elapsed else float("nan"),
-                         "passes_per_second": passes / elapsed if elapsed else float("nan")}
+    results["timing"] = {
+        "seconds": elapsed,
+        "examples": total,
+        "examples_per_second": total / elapsed if elapsed else float("nan"),
+        "passes_per_second": passes / elapsed if elapsed else float("nan"),
+    }
     results["calibration"] = calibration_report(gathered["confidence"], gathered["exact"], cfg.calibration_bins)
     return results
 
@@ -445,8 +577,10 @@ def check_before_compute(cfg: EvalConfig, split: TestSplit, checkpoint_file: Pat
     """What would otherwise fail only after the compute: an empty test split, a task the data is not,
     and output files that cannot be written."""
     if sum(puzzle_set.num_examples for puzzle_set in split.sets.values()) == 0:
-        raise DatasetError(f"the test split of {split.data_path} holds no examples, so there is nothing to evaluate; "
-                           "rebuild the dataset with test puzzles (ARC: include evaluation tasks)")
+        raise DatasetError(
+            f"the test split of {split.data_path} holds no examples, so there is nothing to evaluate; "
+            "rebuild the dataset with test puzzles (ARC: include evaluation tasks)"
+        )
     if data_task(cfg, split) == "arc" and not cfg.submission:
         submission = Path(cfg.output).with_name("submission.json")
         check_output_file(submission, f"the submission file {submission} (beside output=)")
@@ -468,13 +602,20 @@ def save_results(path: str | Path, results: dict) -> Path:
 
 def score_arc(cfg: EvalConfig, split: TestSplit, rows: dict[str, np.ndarray], mode: str | None = None) -> dict:
     if split.identifier_names is None:
-        raise DatasetError(f"{split.data_path}/identifiers.json is missing; ARC voting needs the puzzle names (rebuild the dataset)")
+        raise DatasetError(
+            f"{split.data_path}/identifiers.json is missing; ARC voting needs the puzzle names (rebuild the dataset)"
+        )
     test_inputs = []
     for set_id in np.unique(rows["set"]):
         mine = (rows["set"] == set_id) & (rows["index"] >= 0)
         test_inputs += arc_scoring.collect_test_inputs(
-            split.identifier_names, rows["puzzle_identifiers"][mine], rows["preds"][mine], rows["q_halt_logits"][mine],
-            rows["labels"][mine], blank_identifier_id=split.metadata.blank_identifier_id)
+            split.identifier_names,
+            rows["puzzle_identifiers"][mine],
+            rows["preds"][mine],
+            rows["q_halt_logits"][mine],
+            rows["labels"][mine],
+            blank_identifier_id=split.metadata.blank_identifier_id,
+        )
     reference_path = Path(split.data_path) / "test_puzzles.json"
     if reference_path.is_file():
         test_inputs = arc_scoring.attach_reference(test_inputs, json.loads(reference_path.read_text()))
@@ -491,8 +632,10 @@ def score_arc(cfg: EvalConfig, split: TestSplit, rows: dict[str, np.ndarray], mo
 
 
 def print_results(results: dict) -> None:
-    print(f"checkpoint {results['checkpoint']} on {results['data_path']} (halt={results['halt']}, "
-          f"halt_max_steps={results['halt_max_steps']})")
+    print(
+        f"checkpoint {results['checkpoint']} on {results['data_path']} (halt={results['halt']}, "
+        f"halt_max_steps={results['halt_max_steps']})"
+    )
     if results.get("metrics"):
         title = "plain baseline (first checkpoint, unperturbed)" if results["protocol"] == "augmented" else ""
         print(format_metrics_table(results["metrics"], title))
@@ -500,17 +643,28 @@ def print_results(results: dict) -> None:
         print(format_sweep_table(results["halt_max_steps_sweep"], results["halt"]))
     if "arc" in results:
         arc = results["arc"]
-        print(format_key_values("ARC voting over augmentations (pass@K averaged per task, then over tasks)",
-                                {k: v for k, v in arc.items() if k.startswith("pass@") or k.startswith("num_") or k == "submission"}))
+        print(
+            format_key_values(
+                "ARC voting over augmentations (pass@K averaged per task, then over tasks)",
+                {k: v for k, v in arc.items() if k.startswith("pass@") or k.startswith("num_") or k == "submission"},
+            )
+        )
     if "identifier_ablation" in results:
         print(identifiers.format_ablation_table(results["identifier_ablation"]))
     if results.get("augmented"):
         for set_name, summary in results["augmented"].items():
-            print(format_key_values(f"Augmented HRM [{set_name}]: {results['permutes']} perturbations x "
-                                    f"{len(results['checkpoints'])} checkpoints", summary))
+            print(
+                format_key_values(
+                    f"Augmented HRM [{set_name}]: {results['permutes']} perturbations x "
+                    f"{len(results['checkpoints'])} checkpoints",
+                    summary,
+                )
+            )
     print(format_calibration(results["calibration"]))
     timing = results["timing"]
-    print(f"{timing['examples']:.0f} examples in {timing['seconds']:.2f} s: {timing['examples_per_second']:.1f} examples/s")
+    print(
+        f"{timing['examples']:.0f} examples in {timing['seconds']:.2f} s: {timing['examples_per_second']:.1f} examples/s"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

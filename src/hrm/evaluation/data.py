@@ -66,7 +66,9 @@ class ExampleSource:
         return {
             "inputs": torch.from_numpy(np.asarray(self.puzzle_set.inputs[ids], dtype=np.int32)),
             "labels": torch.from_numpy(labels),
-            "puzzle_identifiers": torch.from_numpy(np.asarray(self.puzzle_set.puzzle_identifiers[self.example_puzzles[ids]], dtype=np.int32)),
+            "puzzle_identifiers": torch.from_numpy(
+                np.asarray(self.puzzle_set.puzzle_identifiers[self.example_puzzles[ids]], dtype=np.int32)
+            ),
         }
 
 
@@ -81,7 +83,9 @@ class TestSplit:
 def load_test_split(data_path: str | Path) -> TestSplit:
     """Open `<data_path>/test` (memory-mapped); a missing or malformed split is a one-line DatasetError."""
     if not (Path(data_path) / "test").is_dir():
-        raise DatasetError(f"no test split at {Path(data_path) / 'test'}; build the dataset or pass data_path=<dataset folder>")
+        raise DatasetError(
+            f"no test split at {Path(data_path) / 'test'}; build the dataset or pass data_path=<dataset folder>"
+        )
     metadata, sets = read_split(data_path, "test")
     try:
         names = read_identifiers(data_path)
@@ -99,16 +103,31 @@ def local_slice(start: int, end: int, global_batch_size: int, rank: int, world_s
 
 def rank_rows(num_examples: int, global_batch_size: int, rank: int, world_size: int) -> np.ndarray:
     """The example indices `rank` evaluates: its slice of every global batch, as in the test iterator."""
-    rows = [np.arange(*local_slice(start, min(num_examples, start + global_batch_size), global_batch_size, rank, world_size))
-            for start in range(0, num_examples, global_batch_size)]
+    rows = [
+        np.arange(
+            *local_slice(start, min(num_examples, start + global_batch_size), global_batch_size, rank, world_size)
+        )
+        for start in range(0, num_examples, global_batch_size)
+    ]
     return np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, dtype=np.int64)
 
 
-def indexed_batches(split: TestSplit, global_batch_size: int, rank: int = 0, world_size: int = 1
-                    ) -> Iterator[tuple[str, Batch, int, np.ndarray]]:
+def indexed_batches(
+    split: TestSplit, global_batch_size: int, rank: int = 0, world_size: int = 1
+) -> Iterator[tuple[str, Batch, int, np.ndarray]]:
     """The test iterator's `(set_name, batch, global effective batch size)` plus each row's example index."""
-    dataset = PuzzleDataset(PuzzleDatasetConfig(seed=0, dataset_path=split.data_path, global_batch_size=global_batch_size,
-                                                test_set_mode=True, epochs_per_iter=1, rank=rank, num_replicas=world_size), split="test")
+    dataset = PuzzleDataset(
+        PuzzleDatasetConfig(
+            seed=0,
+            dataset_path=split.data_path,
+            global_batch_size=global_batch_size,
+            test_set_mode=True,
+            epochs_per_iter=1,
+            rank=rank,
+            num_replicas=world_size,
+        ),
+        split="test",
+    )
     local = global_batch_size // world_size
     starts: dict[str, int] = {}
     for set_name, batch, effective in dataset:
@@ -116,5 +135,5 @@ def indexed_batches(split: TestSplit, global_batch_size: int, rank: int = 0, wor
         starts[set_name] = start + global_batch_size
         lo, hi = local_slice(start, start + effective, global_batch_size, rank, world_size)
         index = np.full(local, -1, dtype=np.int64)
-        index[:hi - lo] = np.arange(lo, hi)
+        index[: hi - lo] = np.arange(lo, hi)
         yield set_name, batch, effective, index

@@ -43,7 +43,9 @@ def parse_modes(value: str | Sequence[str]) -> list[str]:
         raise ConfigError(f"puzzle_identifiers: give at least one of {', '.join(MODES)}")
     unknown = [mode for mode in modes if mode not in MODES]
     if unknown:
-        raise ConfigError(f"puzzle_identifiers: {unknown[0]!r} is not a mode; choose from {', '.join(MODES)} (a comma list runs several)")
+        raise ConfigError(
+            f"puzzle_identifiers: {unknown[0]!r} is not a mode; choose from {', '.join(MODES)} (a comma list runs several)"
+        )
     return modes
 
 
@@ -80,8 +82,10 @@ def ablation_table(weights: torch.Tensor, mode: str, split: TestSplit, seed: int
     if mode == "shuffled":
         ids = test_identifiers(split)
         if ids.size and ids.max() >= weights.shape[0]:
-            raise ConfigError(f"puzzle_identifiers=shuffled: test puzzle identifier {int(ids.max())} is not among the checkpoint's "
-                              f"{weights.shape[0]} rows; use blank or mean on puzzles the checkpoint never saw")
+            raise ConfigError(
+                f"puzzle_identifiers=shuffled: test puzzle identifier {int(ids.max())} is not among the checkpoint's "
+                f"{weights.shape[0]} rows; use blank or mean on puzzles the checkpoint never saw"
+            )
         index = torch.as_tensor(ids, device=weights.device)
         table[index] = weights[torch.as_tensor(derangement(ids, seed), device=weights.device)]
     return table
@@ -95,7 +99,9 @@ def ablated(model: nn.Module, mode: str, split: TestSplit, seed: int = 0) -> Ite
         return
     embedding = model.model.puzzle_emb
     if embedding is None:
-        raise ConfigError(f"puzzle_identifiers={mode}: the checkpoint has no puzzle embedding (arch.puzzle_emb_ndim=0); only as_is applies")
+        raise ConfigError(
+            f"puzzle_identifiers={mode}: the checkpoint has no puzzle embedding (arch.puzzle_emb_ndim=0); only as_is applies"
+        )
     original = embedding.weights
     embedding.weights = ablation_table(original, mode, split, seed)
     try:
@@ -104,7 +110,9 @@ def ablated(model: nn.Module, mode: str, split: TestSplit, seed: int = 0) -> Ite
         embedding.weights = original
 
 
-def load_model_any_identifiers(checkpoint_file: Path, device: torch.device, overrides: Sequence[str]) -> tuple[nn.Module, PretrainConfig]:
+def load_model_any_identifiers(
+    checkpoint_file: Path, device: torch.device, overrides: Sequence[str]
+) -> tuple[nn.Module, PretrainConfig]:
     """`load_model` with the embedding table sized by the checkpoint rather than the dataset (blank/mean modes)."""
     config = read_checkpoint_config(checkpoint_file, overrides)
     state = read_state_dict(checkpoint_file)
@@ -119,7 +127,10 @@ def load_model_any_identifiers(checkpoint_file: Path, device: torch.device, over
 
 def format_ablation_table(ablation: dict[str, dict]) -> str:
     """Modes side by side: exact and token accuracy per set (and ARC pass@2 when scored)."""
-    lines = ["puzzle identifier ablation", f"{'mode':<10} {'set':<16} {'exact_accuracy':>15} {'accuracy':>10} {'pass@2':>8}"]
+    lines = [
+        "puzzle identifier ablation",
+        f"{'mode':<10} {'set':<16} {'exact_accuracy':>15} {'accuracy':>10} {'pass@2':>8}",
+    ]
     for mode, result in ablation.items():
         pass2 = result.get("arc", {}).get("pass@2")
         for set_name, row in (result.get("metrics") or {}).items():

@@ -33,8 +33,9 @@ class ExampleMetrics:
     confidence: torch.Tensor  # float [N], sigmoid(q_halt)
 
 
-def example_metrics(preds: torch.Tensor, labels: torch.Tensor, q_halt_logits: torch.Tensor,
-                    steps: torch.Tensor) -> ExampleMetrics:
+def example_metrics(
+    preds: torch.Tensor, labels: torch.Tensor, q_halt_logits: torch.Tensor, steps: torch.Tensor
+) -> ExampleMetrics:
     mask = labels != IGNORE_LABEL_ID
     valid_tokens = mask.sum(-1)
     correct_tokens = (mask & (preds == labels)).sum(-1)

@@ -26,12 +26,16 @@ def format_metrics_table(metrics: dict[str, dict[str, float]], title: str = "") 
 
 
 def format_sweep_table(sweep: dict[int, dict[str, dict[str, float]]], halt: str) -> str:
-    lines = [f"inference-time scaling (halt={halt}): halt_max_steps vs accuracy",
-             f"{'halt_max_steps':>15} {'set':<16} {'exact_accuracy':>15} {'accuracy':>10} {'mean steps':>11} {'count':>8}"]
+    lines = [
+        f"inference-time scaling (halt={halt}): halt_max_steps vs accuracy",
+        f"{'halt_max_steps':>15} {'set':<16} {'exact_accuracy':>15} {'accuracy':>10} {'mean steps':>11} {'count':>8}",
+    ]
     for cap, per_set in sweep.items():
         for set_name, row in per_set.items():
-            lines.append(f"{cap:>15} {set_name:<16} {row['exact_accuracy']:>15.4f} {row['accuracy']:>10.4f} "
-                         f"{row['steps']:>11.3f} {int(row['count']):>8d}")
+            lines.append(
+                f"{cap:>15} {set_name:<16} {row['exact_accuracy']:>15.4f} {row['accuracy']:>10.4f} "
+                f"{row['steps']:>11.3f} {int(row['count']):>8d}"
+            )
     return "\n".join(lines)
 
 

@@ -37,8 +37,9 @@ def run_to_halt(model: nn.Module, batch: dict[str, torch.Tensor], return_keys: S
             return carry, loss, metrics, outputs
 
 
-def reduce_metric_sums(sums: torch.Tensor, set_names: Sequence[str], metric_names: Sequence[str],
-                       rank: int, world_size: int) -> tuple[dict | None, dict | None]:
+def reduce_metric_sums(
+    sums: torch.Tensor, set_names: Sequence[str], metric_names: Sequence[str], rank: int, world_size: int
+) -> tuple[dict | None, dict | None]:
     """Sum [sets, metrics] over ranks onto rank 0; return (divided by count, raw sums) there."""
     if world_size > 1:
         dist.reduce(sums, dst=0)
@@ -49,15 +50,25 @@ def reduce_metric_sums(sums: torch.Tensor, set_names: Sequence[str], metric_name
     divided = {}
     for name, row in raw.items():
         count = row["count"]
-        divided[name] = {key: (value / count if count else float("nan")) for key, value in row.items() if key != "count"}
+        divided[name] = {
+            key: (value / count if count else float("nan")) for key, value in row.items() if key != "count"
+        }
         divided[name]["count"] = count
     return divided, raw
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, batches: Iterable[tuple[str, dict[str, torch.Tensor], int]], set_names: Sequence[str], *,
-             device: torch.device | str, return_keys: Sequence[str] = (), rank: int = 0, world_size: int = 1,
-             progress: bool = False) -> EvalResult:
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[tuple[str, dict[str, torch.Tensor], int]],
+    set_names: Sequence[str],
+    *,
+    device: torch.device | str,
+    return_keys: Sequence[str] = (),
+    rank: int = 0,
+    world_size: int = 1,
+    progress: bool = False,
+) -> EvalResult:
     """Evaluate `model` (the ACT loss head) on `(set_name, batch, global_batch_size)` items."""
     was_training = model.training
     model.eval()
@@ -66,7 +77,9 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[str, dict[str, torch.Tens
     sums: torch.Tensor | None = None
     saved: dict[str, list[torch.Tensor]] = {}
     try:
-        for set_name, batch, _ in progress_bar(batches, desc="evaluate", disable=not progress or rank != 0, leave=False):
+        for set_name, batch, _ in progress_bar(
+            batches, desc="evaluate", disable=not progress or rank != 0, leave=False
+        ):
             batch = {key: value.to(device) for key, value in batch.items()}
             _, _, metrics, outputs = run_to_halt(model, batch, return_keys)
             for source in (batch, outputs):

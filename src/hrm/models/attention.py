@@ -82,21 +82,33 @@ def resolve_backend(requested: str, device: torch.device, dtype: torch.dtype, tr
         return auto_backend(device, dtype, training)
     if requested in _FLASH_MODULES:
         if device.type != "cuda":
-            raise ConfigError(f"arch.attn_backend={requested} needs a CUDA device, got {device.type}; use arch.attn_backend=auto or sdpa")
+            raise ConfigError(
+                f"arch.attn_backend={requested} needs a CUDA device, got {device.type}; use arch.attn_backend=auto or sdpa"
+            )
         if dtype not in _FLASH_DTYPES:
-            raise ConfigError(f"arch.attn_backend={requested} needs bfloat16 or float16 activations, got {dtype}; set arch.forward_dtype=bfloat16 or use sdpa")
+            raise ConfigError(
+                f"arch.attn_backend={requested} needs bfloat16 or float16 activations, got {dtype}; set arch.forward_dtype=bfloat16 or use sdpa"
+            )
     return requested
 
 
 @functools.lru_cache(maxsize=None)
 def _resolve_cached(requested: str, device_type: str, dtype: torch.dtype, training: bool = False) -> str:
     backend = resolve_backend(requested, torch.device(device_type), dtype, training)
-    logger.info("attention backend: %s (requested %s, %s, %s, %s)", backend, requested, device_type, dtype,
-                "training" if training else "inference")
+    logger.info(
+        "attention backend: %s (requested %s, %s, %s, %s)",
+        backend,
+        requested,
+        device_type,
+        dtype,
+        "training" if training else "inference",
+    )
     return backend
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "auto", causal: bool = False) -> torch.Tensor:
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "auto", causal: bool = False
+) -> torch.Tensor:
     """Scaled dot-product attention on [batch, seq, heads, head_dim] tensors, same layout out."""
     # Evaluators run under inference_mode; a training step (its no-grad cycles too) is the training pass.
     chosen = _resolve_cached(backend, q.device.type, q.dtype, not torch.is_inference_mode_enabled())

@@ -42,12 +42,16 @@ class ModelConfig(BaseModel):
     def _check_heads(self) -> "ModelConfig":
         if self.hidden_size % self.num_heads:
             raise PydanticCustomError(
-                "heads", "num_heads={heads} must divide hidden_size={hidden} (each head gets hidden_size/num_heads channels)",
-                {"heads": self.num_heads, "hidden": self.hidden_size})
+                "heads",
+                "num_heads={heads} must divide hidden_size={hidden} (each head gets hidden_size/num_heads channels)",
+                {"heads": self.num_heads, "hidden": self.hidden_size},
+            )
         if self.pos_encodings == "rope" and (self.hidden_size // self.num_heads) % 2:
             raise PydanticCustomError(
-                "heads", "hidden_size/num_heads={head_dim} must be even for pos_encodings=rope; change num_heads or hidden_size",
-                {"head_dim": self.hidden_size // self.num_heads})
+                "heads",
+                "hidden_size/num_heads={head_dim} must be even for pos_encodings=rope; change num_heads or hidden_size",
+                {"head_dim": self.hidden_size // self.num_heads},
+            )
         return self
 
     @property

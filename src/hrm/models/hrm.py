@@ -50,7 +50,9 @@ class InputEmbedding(nn.Module):
         embed_init_std = 1.0 / self.embed_scale
         self.puzzle_emb_len = config.puzzle_emb_len
         self.total_len = config.seq_len + self.puzzle_emb_len
-        self.embed_tokens = CastedEmbedding(config.vocab_size, config.hidden_size, init_std=embed_init_std, cast_to=config.dtype)
+        self.embed_tokens = CastedEmbedding(
+            config.vocab_size, config.hidden_size, init_std=embed_init_std, cast_to=config.dtype
+        )
         if with_heads:
             self.lm_head = CastedLinear(config.hidden_size, config.vocab_size, bias=False)
             self.q_head = CastedLinear(config.hidden_size, 2, bias=True)
@@ -59,11 +61,15 @@ class InputEmbedding(nn.Module):
                 self.q_head.weight.zero_()
                 self.q_head.bias.fill_(-5.0)
         if config.puzzle_emb_ndim > 0:
-            self.puzzle_emb = CastedSparseEmbedding(config.num_puzzle_identifiers, config.puzzle_emb_ndim, init_std=0.0, cast_to=config.dtype)
+            self.puzzle_emb = CastedSparseEmbedding(
+                config.num_puzzle_identifiers, config.puzzle_emb_ndim, init_std=0.0, cast_to=config.dtype
+            )
         if config.pos_encodings == "rope":
             self.rotary_emb = RotaryEmbedding(config.hidden_size // config.num_heads, self.total_len, config.rope_theta)
         else:
-            self.embed_pos = CastedEmbedding(self.total_len, config.hidden_size, init_std=embed_init_std, cast_to=config.dtype)
+            self.embed_pos = CastedEmbedding(
+                self.total_len, config.hidden_size, init_std=embed_init_std, cast_to=config.dtype
+            )
 
     def cos_sin(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         return self.rotary_emb() if self.config.pos_encodings == "rope" else None
@@ -91,16 +97,28 @@ class HRMInner(InputEmbedding):
         super().__init__(config, with_heads=True)
 
         def stack(num_layers: int) -> ReasoningModule:
-            return ReasoningModule([
-                PostNormBlock(config.hidden_size, config.num_heads, config.expansion, config.rms_norm_eps,
-                              attn_backend=config.attn_backend, causal=config.causal)
-                for _ in range(num_layers)
-            ])
+            return ReasoningModule(
+                [
+                    PostNormBlock(
+                        config.hidden_size,
+                        config.num_heads,
+                        config.expansion,
+                        config.rms_norm_eps,
+                        attn_backend=config.attn_backend,
+                        causal=config.causal,
+                    )
+                    for _ in range(num_layers)
+                ]
+            )
 
         self.H_level = stack(config.H_layers)
         self.L_level = stack(config.L_layers)
-        self.register_buffer("H_init", trunc_normal_init_(torch.empty(config.hidden_size, dtype=config.dtype), std=1.0), persistent=True)
-        self.register_buffer("L_init", trunc_normal_init_(torch.empty(config.hidden_size, dtype=config.dtype), std=1.0), persistent=True)
+        self.register_buffer(
+            "H_init", trunc_normal_init_(torch.empty(config.hidden_size, dtype=config.dtype), std=1.0), persistent=True
+        )
+        self.register_buffer(
+            "L_init", trunc_normal_init_(torch.empty(config.hidden_size, dtype=config.dtype), std=1.0), persistent=True
+        )
 
     def empty_carry(self, batch_size: int, device: torch.device | str | None = None) -> HRMInnerCarry:
         shape = (batch_size, self.total_len, self.config.hidden_size)
@@ -112,11 +130,13 @@ class HRMInner(InputEmbedding):
 
     def reset_carry(self, reset_flag: torch.Tensor, carry: HRMInnerCarry) -> HRMInnerCarry:
         flag = reset_flag.view(-1, 1, 1)
-        return HRMInnerCarry(z_H=torch.where(flag, self.H_init, carry.z_H), z_L=torch.where(flag, self.L_init, carry.z_L))
+        return HRMInnerCarry(
+            z_H=torch.where(flag, self.H_init, carry.z_H), z_L=torch.where(flag, self.L_init, carry.z_L)
+        )
 
     def heads(self, z_H: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """Token logits (puzzle positions dropped) and the (halt, continue) Q-logits in float32."""
-        logits = self.lm_head(z_H)[:, self.puzzle_emb_len:]
+        logits = self.lm_head(z_H)[:, self.puzzle_emb_len :]
         q_logits = self.q_head(z_H[:, 0]).to(torch.float32)
         return logits, (q_logits[..., 0], q_logits[..., 1])
 

@@ -24,8 +24,8 @@ def truncated_normal_std_correction(lower: float = -2.0, upper: float = 2.0) -> 
     sqrt2 = math.sqrt(2.0)
     mass = (math.erf(upper / sqrt2) - math.erf(lower / sqrt2)) / 2
     inv_sqrt_2pi = (2 * math.pi) ** -0.5
-    pdf_lower = inv_sqrt_2pi * math.exp(-0.5 * lower ** 2)
-    pdf_upper = inv_sqrt_2pi * math.exp(-0.5 * upper ** 2)
+    pdf_lower = inv_sqrt_2pi * math.exp(-0.5 * lower**2)
+    pdf_upper = inv_sqrt_2pi * math.exp(-0.5 * upper**2)
     return math.sqrt(1 - (upper * pdf_lower - lower * pdf_upper) / mass - ((pdf_lower - pdf_upper) / mass) ** 2)
 
 
@@ -52,7 +52,9 @@ class CastedLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False):
         super().__init__()
-        self.weight = nn.Parameter(trunc_normal_init_(torch.empty(out_features, in_features), std=1.0 / math.sqrt(in_features)))
+        self.weight = nn.Parameter(
+            trunc_normal_init_(torch.empty(out_features, in_features), std=1.0 / math.sqrt(in_features))
+        )
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,7 +71,9 @@ class CastedEmbedding(nn.Module):
     def __init__(self, num_embeddings: int, embedding_dim: int, init_std: float, cast_to: torch.dtype):
         super().__init__()
         self.cast_to = cast_to
-        self.embedding_weight = nn.Parameter(trunc_normal_init_(torch.empty(num_embeddings, embedding_dim), std=init_std))
+        self.embedding_weight = nn.Parameter(
+            trunc_normal_init_(torch.empty(num_embeddings, embedding_dim), std=init_std)
+        )
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return F.embedding(ids, self.embedding_weight.to(self.cast_to))
@@ -97,7 +101,9 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-second, first), dim=-1)
 
 
-def apply_rotary_pos_emb(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def apply_rotary_pos_emb(
+    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotate q and k ([batch, seq, heads, head_dim]) by position, in the dtype of the tables (float32)."""
     dtype = q.dtype
     cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)
@@ -148,7 +154,9 @@ class Attention(nn.Module):
         self.qkv_proj = CastedLinear(hidden_size, 3 * hidden_size, bias=False)
         self.o_proj = CastedLinear(hidden_size, hidden_size, bias=False)
 
-    def forward(self, hidden_states: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         batch, seq, _ = hidden_states.shape
         qkv = self.qkv_proj(hidden_states).view(batch, seq, 3 * self.num_heads, self.head_dim)
         q, k, v = qkv.split(self.num_heads, dim=2)
@@ -162,14 +170,23 @@ class Attention(nn.Module):
 class PostNormBlock(nn.Module):
     """h = rmsnorm(h + attn(h)); h = rmsnorm(h + swiglu(h))."""
 
-    def __init__(self, hidden_size: int, num_heads: int, expansion: float, rms_norm_eps: float,
-                 attn_backend: AttentionBackend = "auto", causal: bool = False):
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        expansion: float,
+        rms_norm_eps: float,
+        attn_backend: AttentionBackend = "auto",
+        causal: bool = False,
+    ):
         super().__init__()
         self.self_attn = Attention(hidden_size, num_heads, backend=attn_backend, causal=causal)
         self.mlp = SwiGLU(hidden_size, expansion)
         self.norm_eps = rms_norm_eps
 
-    def forward(self, hidden_states: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         hidden_states = rms_norm(hidden_states + self.self_attn(hidden_states, cos_sin=cos_sin), self.norm_eps)
         return rms_norm(hidden_states + self.mlp(hidden_states), self.norm_eps)
 
@@ -181,8 +198,12 @@ class ReasoningModule(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(layers)
 
-    def forward(self, hidden_states: torch.Tensor, input_injection: torch.Tensor,
-                cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        input_injection: torch.Tensor,
+        cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         hidden_states = hidden_states + input_injection
         for layer in self.layers:
             hidden_states = layer(hidden_states, cos_sin=cos_sin)

@@ -22,7 +22,9 @@ def log_stablemax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return torch.log(s_x / s_x.sum(dim=dim, keepdim=True))
 
 
-def stablemax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_LABEL_ID) -> torch.Tensor:
+def stablemax_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_LABEL_ID
+) -> torch.Tensor:
     """Per-token cross entropy under stablemax probabilities, in float64; 0 where labels are ignored."""
     logprobs = log_stablemax(logits.to(torch.float64), dim=-1)
     valid = labels != ignore_index
@@ -31,7 +33,9 @@ def stablemax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_i
     return -torch.where(valid, picked, 0)
 
 
-def softmax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_LABEL_ID) -> torch.Tensor:
+def softmax_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_LABEL_ID
+) -> torch.Tensor:
     """Per-token softmax cross entropy in float32; 0 where labels are ignored.
 
     `reshape`, not `view`: logits sliced past the puzzle positions are not contiguous (the original crashes).
@@ -99,12 +103,16 @@ class ACTLossHead(nn.Module):
 
         lm_loss = (self.loss_fn(logits, labels, ignore_index=IGNORE_LABEL_ID) / loss_divisor).sum()
         q_halt_logits = outputs["q_halt_logits"]
-        q_halt_loss = F.binary_cross_entropy_with_logits(q_halt_logits, seq_is_correct.to(q_halt_logits.dtype), reduction="sum")
+        q_halt_loss = F.binary_cross_entropy_with_logits(
+            q_halt_logits, seq_is_correct.to(q_halt_logits.dtype), reduction="sum"
+        )
         metrics["lm_loss"] = lm_loss.detach()
         metrics["q_halt_loss"] = q_halt_loss.detach()
         q_continue_loss = 0
         if "target_q_continue" in outputs:
-            q_continue_loss = F.binary_cross_entropy_with_logits(outputs["q_continue_logits"], outputs["target_q_continue"], reduction="sum")
+            q_continue_loss = F.binary_cross_entropy_with_logits(
+                outputs["q_continue_logits"], outputs["target_q_continue"], reduction="sum"
+            )
             metrics["q_continue_loss"] = q_continue_loss.detach()
 
         loss = lm_loss + 0.5 * (q_halt_loss + q_continue_loss)

@@ -43,12 +43,19 @@ def loss_class(name: str) -> type[nn.Module]:
     return LOSS_HEADS[name]
 
 
-def model_config(arch: Any, *, batch_size: int, seq_len: int, vocab_size: int, num_puzzle_identifiers: int) -> ModelConfig:
+def model_config(
+    arch: Any, *, batch_size: int, seq_len: int, vocab_size: int, num_puzzle_identifiers: int
+) -> ModelConfig:
     """The model's validated config: the user's `arch.*` fields plus the data-filled sizes."""
     cls = model_class(arch.name)
     fields: dict[str, Any] = dict(arch.model_extra or {})
-    return cls.config_class(batch_size=batch_size, seq_len=seq_len, vocab_size=vocab_size,
-                            num_puzzle_identifiers=num_puzzle_identifiers, **fields)
+    return cls.config_class(
+        batch_size=batch_size,
+        seq_len=seq_len,
+        vocab_size=vocab_size,
+        num_puzzle_identifiers=num_puzzle_identifiers,
+        **fields,
+    )
 
 
 def puzzle_positions(arch: Any) -> int:
@@ -66,8 +73,13 @@ def build_model(arch: Any, *, batch_size: int, seq_len: int, vocab_size: int, nu
     """The loss-head-wrapped model (`model.model.inner...`), as the original builds it."""
     from hrm.models.attention import check_backend_available
 
-    config = model_config(arch, batch_size=batch_size, seq_len=seq_len, vocab_size=vocab_size,
-                          num_puzzle_identifiers=num_puzzle_identifiers)
+    config = model_config(
+        arch,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        vocab_size=vocab_size,
+        num_puzzle_identifiers=num_puzzle_identifiers,
+    )
     check_backend_available(config.attn_backend)
     model = model_class(arch.name)(config)
     return loss_class(arch.loss.name)(model, loss_type=arch.loss.loss_type)

@@ -19,7 +19,9 @@ class CastedSparseEmbedding(nn.Module):
     def __init__(self, num_embeddings: int, embedding_dim: int, init_std: float, cast_to: torch.dtype):
         super().__init__()
         self.cast_to = cast_to
-        self.register_buffer("weights", trunc_normal_init_(torch.empty(num_embeddings, embedding_dim), std=init_std), persistent=True)
+        self.register_buffer(
+            "weights", trunc_normal_init_(torch.empty(num_embeddings, embedding_dim), std=init_std), persistent=True
+        )
         self.local_weights: torch.Tensor | None = None
         self.local_ids: torch.Tensor | None = None
 

@@ -29,16 +29,28 @@ class TransformerInner(InputEmbedding):
 
     def __init__(self, config: TransformerConfig):
         super().__init__(config, with_heads=True)
-        self.layers = ReasoningModule([
-            PostNormBlock(config.hidden_size, config.num_heads, config.expansion, config.rms_norm_eps,
-                          attn_backend=config.attn_backend, causal=config.causal)
-            for _ in range(config.num_layers)
-        ])
-        self.register_buffer("H_init", trunc_normal_init_(torch.empty(config.hidden_size, dtype=config.dtype), std=1.0), persistent=True)
+        self.layers = ReasoningModule(
+            [
+                PostNormBlock(
+                    config.hidden_size,
+                    config.num_heads,
+                    config.expansion,
+                    config.rms_norm_eps,
+                    attn_backend=config.attn_backend,
+                    causal=config.causal,
+                )
+                for _ in range(config.num_layers)
+            ]
+        )
+        self.register_buffer(
+            "H_init", trunc_normal_init_(torch.empty(config.hidden_size, dtype=config.dtype), std=1.0), persistent=True
+        )
 
     def empty_carry(self, batch_size: int, device: torch.device | str | None = None) -> TransformerCarry:
         device = device if device is not None else self.H_init.device
-        return TransformerCarry(z_H=torch.empty(batch_size, self.total_len, self.config.hidden_size, dtype=self.config.dtype, device=device))
+        return TransformerCarry(
+            z_H=torch.empty(batch_size, self.total_len, self.config.hidden_size, dtype=self.config.dtype, device=device)
+        )
 
     def reset_carry(self, reset_flag: torch.Tensor, carry: TransformerCarry) -> TransformerCarry:
         return TransformerCarry(z_H=torch.where(reset_flag.view(-1, 1, 1), self.H_init, carry.z_H))
@@ -46,7 +58,7 @@ class TransformerInner(InputEmbedding):
     def forward(self, carry: TransformerCarry, batch: dict[str, torch.Tensor], hook: SegmentHook | None = None):
         x = self.embed(batch["inputs"], batch["puzzle_identifiers"])
         z = self.layers(carry.z_H, x, cos_sin=self.cos_sin())
-        logits = self.lm_head(z)[:, self.puzzle_emb_len:]
+        logits = self.lm_head(z)[:, self.puzzle_emb_len :]
         q_logits = self.q_head(z[:, 0]).to(torch.float32)
         return TransformerCarry(z_H=z.detach()), logits, (q_logits[..., 0], q_logits[..., 1])
 

@@ -48,7 +48,9 @@ class TRMConfig(ModelConfig):
     L_layers: int = Field(2, ge=1)
     pos_encodings: Literal["rope", "learned", "none"] = "rope"
     mlp_t: bool = Field(False, description="Mix positions with a SwiGLU across the sequence instead of attention.")
-    puzzle_emb_len: int = Field(16, ge=0, description="Prepended puzzle positions; 0: ceil(puzzle_emb_ndim / hidden_size).")
+    puzzle_emb_len: int = Field(
+        16, ge=0, description="Prepended puzzle positions; 0: ceil(puzzle_emb_ndim / hidden_size)."
+    )
     no_ACT_continue: bool = Field(True, description="Halt on q_halt > 0 and learn no continue value.")
 
     @model_validator(mode="after")
@@ -56,8 +58,10 @@ class TRMConfig(ModelConfig):
         if self.puzzle_emb_len == 0:
             self.puzzle_emb_len = puzzle_positions_for(self.puzzle_emb_ndim, self.hidden_size)
         if self.puzzle_emb_ndim > self.puzzle_emb_len * self.hidden_size:
-            raise ValueError(f"puzzle_emb_ndim={self.puzzle_emb_ndim} does not fit in puzzle_emb_len={self.puzzle_emb_len} "
-                             f"positions of hidden_size={self.hidden_size}; raise puzzle_emb_len or set it to 0 (derived)")
+            raise ValueError(
+                f"puzzle_emb_ndim={self.puzzle_emb_ndim} does not fit in puzzle_emb_len={self.puzzle_emb_len} "
+                f"positions of hidden_size={self.hidden_size}; raise puzzle_emb_len or set it to 0 (derived)"
+            )
         return self
 
 
@@ -76,11 +80,15 @@ class TRMBlock(nn.Module):
         if config.mlp_t:
             self.mlp_t = SwiGLU(config.seq_len + config.puzzle_emb_len, config.expansion)
         else:
-            self.self_attn = Attention(config.hidden_size, config.num_heads, backend=config.attn_backend, causal=config.causal)
+            self.self_attn = Attention(
+                config.hidden_size, config.num_heads, backend=config.attn_backend, causal=config.causal
+            )
         self.mlp = SwiGLU(config.hidden_size, config.expansion)
         self.norm_eps = config.rms_norm_eps
 
-    def forward(self, hidden_states: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         if self.mlp_t_mixing:
             # [batch, hidden, seq]: the MLP and its norm run over positions.
             transposed = hidden_states.transpose(1, 2)
@@ -101,18 +109,28 @@ class TRMInner(nn.Module):
         self.embed_scale = math.sqrt(config.hidden_size)
         embed_init_std = 1.0 / self.embed_scale
 
-        self.embed_tokens = CastedEmbedding(config.vocab_size, config.hidden_size, init_std=embed_init_std, cast_to=config.dtype)
+        self.embed_tokens = CastedEmbedding(
+            config.vocab_size, config.hidden_size, init_std=embed_init_std, cast_to=config.dtype
+        )
         self.lm_head = CastedLinear(config.hidden_size, config.vocab_size, bias=False)
         self.q_head = CastedLinear(config.hidden_size, 2, bias=True)
         if config.puzzle_emb_ndim > 0:
-            self.puzzle_emb = CastedSparseEmbedding(config.num_puzzle_identifiers, config.puzzle_emb_ndim, init_std=0.0, cast_to=config.dtype)
+            self.puzzle_emb = CastedSparseEmbedding(
+                config.num_puzzle_identifiers, config.puzzle_emb_ndim, init_std=0.0, cast_to=config.dtype
+            )
         if config.pos_encodings == "rope":
             self.rotary_emb = RotaryEmbedding(config.hidden_size // config.num_heads, self.total_len, config.rope_theta)
         elif config.pos_encodings == "learned":
-            self.embed_pos = CastedEmbedding(self.total_len, config.hidden_size, init_std=embed_init_std, cast_to=config.dtype)
+            self.embed_pos = CastedEmbedding(
+                self.total_len, config.hidden_size, init_std=embed_init_std, cast_to=config.dtype
+            )
         self.L_level = ReasoningModule([TRMBlock(config) for _ in range(config.L_layers)])
-        self.register_buffer("H_init", trunc_normal_init_(torch.empty(config.hidden_size, dtype=config.dtype), std=1.0), persistent=True)
-        self.register_buffer("L_init", trunc_normal_init_(torch.empty(config.hidden_size, dtype=config.dtype), std=1.0), persistent=True)
+        self.register_buffer(
+            "H_init", trunc_normal_init_(torch.empty(config.hidden_size, dtype=config.dtype), std=1.0), persistent=True
+        )
+        self.register_buffer(
+            "L_init", trunc_normal_init_(torch.empty(config.hidden_size, dtype=config.dtype), std=1.0), persistent=True
+        )
         with torch.no_grad():
             self.q_head.weight.zero_()
             self.q_head.bias.fill_(-5.0)
@@ -137,15 +155,19 @@ class TRMInner(nn.Module):
     def empty_carry(self, batch_size: int, device: torch.device | str | None = None) -> TRMInnerCarry:
         shape = (batch_size, self.total_len, self.config.hidden_size)
         device = device if device is not None else self.H_init.device
-        return TRMInnerCarry(z_H=torch.empty(shape, dtype=self.config.dtype, device=device),
-                             z_L=torch.empty(shape, dtype=self.config.dtype, device=device))
+        return TRMInnerCarry(
+            z_H=torch.empty(shape, dtype=self.config.dtype, device=device),
+            z_L=torch.empty(shape, dtype=self.config.dtype, device=device),
+        )
 
     def reset_carry(self, reset_flag: torch.Tensor, carry: TRMInnerCarry) -> TRMInnerCarry:
         flag = reset_flag.view(-1, 1, 1)
-        return TRMInnerCarry(z_H=torch.where(flag, self.H_init, carry.z_H), z_L=torch.where(flag, self.L_init, carry.z_L))
+        return TRMInnerCarry(
+            z_H=torch.where(flag, self.H_init, carry.z_H), z_L=torch.where(flag, self.L_init, carry.z_L)
+        )
 
     def heads(self, z_H: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        logits = self.lm_head(z_H)[:, self.puzzle_emb_len:]
+        logits = self.lm_head(z_H)[:, self.puzzle_emb_len :]
         q_logits = self.q_head(z_H[:, 0]).to(torch.float32)
         return logits, (q_logits[..., 0], q_logits[..., 1])
 
@@ -245,7 +267,9 @@ class TRMSingleZInner(TRMInner):
 
     def empty_carry(self, batch_size: int, device: torch.device | str | None = None) -> SingleZCarry:
         device = device if device is not None else self.L_init.device
-        return SingleZCarry(z_L=torch.empty(batch_size, self.total_len, self.config.hidden_size, dtype=self.config.dtype, device=device))
+        return SingleZCarry(
+            z_L=torch.empty(batch_size, self.total_len, self.config.hidden_size, dtype=self.config.dtype, device=device)
+        )
 
     def reset_carry(self, reset_flag: torch.Tensor, carry: SingleZCarry) -> SingleZCarry:
         return SingleZCarry(z_L=torch.where(reset_flag.view(-1, 1, 1), self.L_init, carry.z_L))

@@ -46,10 +46,23 @@ def resolve(name: str | Task, metadata_or_vocab, seq_len: int | None = None, whe
         raise ConfigError(f"task={name!r} is unknown; choose auto or one of {', '.join(TASK_NAMES)}")
     cls = REGISTRY[name]
     if not cls.fits(vocab_size, seq_len):
-        raise ConfigError(f"task={name} does not fit {where} (vocab_size {vocab_size}, seq_len {seq_len}; {name} needs "
-                          f"{cls.layout}); use task=auto or the task the model was trained on")
+        raise ConfigError(
+            f"task={name} does not fit {where} (vocab_size {vocab_size}, seq_len {seq_len}; {name} needs "
+            f"{cls.layout}); use task=auto or the task the model was trained on"
+        )
     return cls(vocab_size, seq_len)
 
 
-__all__ = ["REGISTRY", "TASK_NAMES", "ArcGridTask", "MazeTask", "Perturbation", "SudokuTask", "Task", "detect",
-           "detect_name", "grid_side", "resolve"]
+__all__ = [
+    "REGISTRY",
+    "TASK_NAMES",
+    "ArcGridTask",
+    "MazeTask",
+    "Perturbation",
+    "SudokuTask",
+    "Task",
+    "detect",
+    "detect_name",
+    "grid_side",
+    "resolve",
+]

@@ -35,8 +35,17 @@ class ArcGridTask(Task):
             grid = np.array(json.loads(text), dtype=np.int64)
         except (json.JSONDecodeError, ValueError, TypeError):
             grid = None
-        if grid is None or grid.ndim != 2 or grid.shape[0] > GRID_SIZE or grid.shape[1] > GRID_SIZE or grid.min() < 0 or grid.max() > 9:
-            raise TaskError("an ARC puzzle is a JSON list of rows of colours 0-9, at most 30x30, e.g. puzzle=[[0,1],[1,0]]")
+        if (
+            grid is None
+            or grid.ndim != 2
+            or grid.shape[0] > GRID_SIZE
+            or grid.shape[1] > GRID_SIZE
+            or grid.min() < 0
+            or grid.max() > 9
+        ):
+            raise TaskError(
+                "an ARC puzzle is a JSON list of rows of colours 0-9, at most 30x30, e.g. puzzle=[[0,1],[1,0]]"
+            )
         origin = np.zeros(1, dtype=np.int64)
         return place_on_canvas(grid[None], origin, origin)[0].astype(np.int64)
 
@@ -51,10 +60,19 @@ class ArcGridTask(Task):
         if used.size == 0:
             return ["(empty)"]
         bottom, right = used.max(axis=0) + 1
-        return ["".join(SYMBOLS[t] if t < len(SYMBOLS) else "?" for t in row[:right]) for row in canvas[:bottom].tolist()]
+        return [
+            "".join(SYMBOLS[t] if t < len(SYMBOLS) else "?" for t in row[:right]) for row in canvas[:bottom].tolist()
+        ]
 
-    def plot_steps(self, inputs: np.ndarray, step_preds: np.ndarray, labels: np.ndarray, steps: Sequence[int],
-                   titles: Sequence[str], path: str | Path) -> Path:
+    def plot_steps(
+        self,
+        inputs: np.ndarray,
+        step_preds: np.ndarray,
+        labels: np.ndarray,
+        steps: Sequence[int],
+        titles: Sequence[str],
+        path: str | Path,
+    ) -> Path:
         from hrm.tasks.figures import plot_arc_steps
 
         return plot_arc_steps(self, inputs, step_preds, labels, steps, titles, path)
@@ -64,6 +82,12 @@ class ArcGridTask(Task):
         relabels = [("colours0", relabel_table(self.vocab_size, {}))]
         for index in range(1, max(1, count)):
             perm = rng.permutation(9) + 1
-            relabels.append((f"colours{index}", relabel_table(
-                self.vocab_size, {c + COLOUR_OFFSET: int(p) + COLOUR_OFFSET for c, p in zip(range(1, 10), perm)})))
+            relabels.append(
+                (
+                    f"colours{index}",
+                    relabel_table(
+                        self.vocab_size, {c + COLOUR_OFFSET: int(p) + COLOUR_OFFSET for c, p in zip(range(1, 10), perm)}
+                    ),
+                )
+            )
         return relabels

@@ -100,7 +100,9 @@ class Task:
 
     def parse(self, text: str) -> np.ndarray:
         """A puzzle typed as text, as tokens [seq_len]."""
-        raise TaskError(f"puzzles as strings exist for sudoku, maze and arc, not for task={self.name}; pass task=sudoku|maze|arc")
+        raise TaskError(
+            f"puzzles as strings exist for sudoku, maze and arc, not for task={self.name}; pass task=sudoku|maze|arc"
+        )
 
     def solve(self, tokens: np.ndarray) -> np.ndarray | None:
         """The labels of a typed puzzle when the task can work them out itself (None: it cannot)."""
@@ -114,10 +116,17 @@ class Task:
             return [" ".join(str(t) for t in tokens.tolist())]
         symbols = "0123456789abcdefghijklmnopqrstuvwxyz"
         chars = [symbols[t] if 0 <= t < len(symbols) else "?" for t in tokens.tolist()]
-        return ["".join(chars[r * side: (r + 1) * side]) for r in range(side)]
+        return ["".join(chars[r * side : (r + 1) * side]) for r in range(side)]
 
-    def plot_steps(self, inputs: np.ndarray, step_preds: np.ndarray, labels: np.ndarray, steps: Sequence[int],
-                   titles: Sequence[str], path: str | Path) -> Path:
+    def plot_steps(
+        self,
+        inputs: np.ndarray,
+        step_preds: np.ndarray,
+        labels: np.ndarray,
+        steps: Sequence[int],
+        titles: Sequence[str],
+        path: str | Path,
+    ) -> Path:
         """The predictions at the chosen steps as one figure (generic: rows of tokens, the label last)."""
         from hrm.tasks.figures import plot_token_steps
 
@@ -163,7 +172,9 @@ class Task:
     def input_perturbations(self) -> torch.Tensor:
         """Augmented HRM's perturbations (spec section 8) as token tables [P, vocab]: pass k of a puzzle sees
         its tokens relabelled by row k. Only tasks with a label-free verifier take part."""
-        raise TaskError(f"task={self.name!r} has no input perturbation; use a Sudoku or maze dataset (task=sudoku or task=maze)")
+        raise TaskError(
+            f"task={self.name!r} has no input perturbation; use a Sudoku or maze dataset (task=sudoku or task=maze)"
+        )
 
     def perturb_rows(self, tokens: torch.Tensor, index: int | torch.Tensor) -> torch.Tensor:
         return relabel_rows(tokens, self.input_perturbations(), index)
@@ -175,6 +186,8 @@ class Task:
 
     def unknown_cells(self, boards: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
         """Puzzles made from solved boards by hiding `count` cells of each (the unknown-cells experiment)."""
-        raise TaskError(f"the unknown-cells experiment blanks cells of solved Sudoku boards, and the task is {self.name}")
+        raise TaskError(
+            f"the unknown-cells experiment blanks cells of solved Sudoku boards, and the task is {self.name}"
+        )
 
     supports_unknowns: ClassVar[bool] = False

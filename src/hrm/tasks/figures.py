@@ -18,7 +18,18 @@ from matplotlib.patches import Rectangle
 
 from hrm.checkpoint import atomic_write_bytes
 
-ARC_PALETTE = ["#000000", "#0074D9", "#FF4136", "#2ECC40", "#FFDC00", "#AAAAAA", "#F012BE", "#FF851B", "#7FDBFF", "#870C25"]
+ARC_PALETTE = [
+    "#000000",
+    "#0074D9",
+    "#FF4136",
+    "#2ECC40",
+    "#FFDC00",
+    "#AAAAAA",
+    "#F012BE",
+    "#FF851B",
+    "#7FDBFF",
+    "#870C25",
+]
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 110, tight: bool = True) -> Path:
@@ -38,7 +49,9 @@ def panel_grid(count: int, max_columns: int = 8) -> tuple[int, int]:
 # ---------------------------------------------------------------------------------- boards per step
 
 
-def _draw_sudoku(ax, task, givens: np.ndarray, board: np.ndarray, previous: np.ndarray | None, labels: np.ndarray) -> None:
+def _draw_sudoku(
+    ax, task, givens: np.ndarray, board: np.ndarray, previous: np.ndarray | None, labels: np.ndarray
+) -> None:
     side = task.side
     conflicts = task.conflicts(board)
     is_digit = task.is_digit(board)
@@ -51,18 +64,45 @@ def _draw_sudoku(ax, task, givens: np.ndarray, board: np.ndarray, previous: np.n
         token = int(board[cell])
         wrong = labels[cell] != -100 and labels[cell] != token
         color = "#d62728" if conflicts[cell] else ("#7f7f7f" if wrong else "black")
-        ax.text(c + 0.5, r + 0.55, task.digit_symbol(token), ha="center", va="center", fontsize=7,
-                fontweight="bold" if task.is_digit(givens[cell]) else "normal", color=color)
-    ax.vlines(range(side + 1), 0, side, colors="black", linewidths=[1.4 if x % task.box_cols == 0 else 0.3 for x in range(side + 1)])
-    ax.hlines(range(side + 1), 0, side, colors="black", linewidths=[1.4 if y % task.box_rows == 0 else 0.3 for y in range(side + 1)])
+        ax.text(
+            c + 0.5,
+            r + 0.55,
+            task.digit_symbol(token),
+            ha="center",
+            va="center",
+            fontsize=7,
+            fontweight="bold" if task.is_digit(givens[cell]) else "normal",
+            color=color,
+        )
+    ax.vlines(
+        range(side + 1),
+        0,
+        side,
+        colors="black",
+        linewidths=[1.4 if x % task.box_cols == 0 else 0.3 for x in range(side + 1)],
+    )
+    ax.hlines(
+        range(side + 1),
+        0,
+        side,
+        colors="black",
+        linewidths=[1.4 if y % task.box_rows == 0 else 0.3 for y in range(side + 1)],
+    )
     ax.set_xlim(0, side)
     ax.set_ylim(side, 0)
     ax.set_aspect("equal")
     ax.axis("off")
 
 
-def plot_sudoku_steps(task, inputs: np.ndarray, step_preds: np.ndarray, labels: np.ndarray, steps: Sequence[int],
-                      titles: Sequence[str], path: str | Path) -> Path:
+def plot_sudoku_steps(
+    task,
+    inputs: np.ndarray,
+    step_preds: np.ndarray,
+    labels: np.ndarray,
+    steps: Sequence[int],
+    titles: Sequence[str],
+    path: str | Path,
+) -> Path:
     """Boards of a Sudoku task of any box shape at the chosen steps: givens bold, cells breaking a rule red, wrong-but-legal grey, changed cells shaded."""
     rows, columns = panel_grid(len(steps))
     fig = Figure(figsize=(2.0 * columns, 2.2 * rows + 0.4))
@@ -80,8 +120,15 @@ def plot_sudoku_steps(task, inputs: np.ndarray, step_preds: np.ndarray, labels: 
 MAZE_COLOURS = ListedColormap(["#ffffff", "#222222", "#ffffff", "#2ca02c", "#d62728", "#1f77b4"])
 
 
-def plot_maze_steps(task, inputs: np.ndarray, step_preds: np.ndarray, labels: np.ndarray, steps: Sequence[int],
-                    titles: Sequence[str], path: str | Path) -> Path:
+def plot_maze_steps(
+    task,
+    inputs: np.ndarray,
+    step_preds: np.ndarray,
+    labels: np.ndarray,
+    steps: Sequence[int],
+    titles: Sequence[str],
+    path: str | Path,
+) -> Path:
     """The maze with the predicted path (blue) at each chosen step; path cells off the labelled path are orange."""
     side = task.side
     wall, open_, start, goal, path_ = task.WALL, task.OPEN, task.START, task.GOAL, task.PATH
@@ -95,23 +142,35 @@ def plot_maze_steps(task, inputs: np.ndarray, step_preds: np.ndarray, labels: np
         ax.imshow(board.reshape(side, side), cmap=MAZE_COLOURS, vmin=0, vmax=5, interpolation="nearest")
         off_path = predicted_path & (labels != -100) & (labels != path_)
         missed = ~predicted_path & (labels == path_)
-        for cells, style in ((off_path, dict(s=4, color="#ff7f0e", marker="s")),
-                             (missed, dict(s=10, facecolors="none", edgecolors="#1f77b4", marker="s", linewidths=0.8))):
+        for cells, style in (
+            (off_path, dict(s=4, color="#ff7f0e", marker="s")),
+            (missed, dict(s=10, facecolors="none", edgecolors="#1f77b4", marker="s", linewidths=0.8)),
+        ):
             if cells.any():
                 r, c = np.divmod(np.flatnonzero(cells), side)
                 ax.scatter(c, r, **style)
         ax.set_title(title, fontsize=7)
         ax.axis("off")
-    fig.suptitle("Predicted path per step (green: start, red: goal, blue: path, orange dot: off the true path, "
-                 "hollow square: true path cell missed)", fontsize=9)
+    fig.suptitle(
+        "Predicted path per step (green: start, red: goal, blue: path, orange dot: off the true path, "
+        "hollow square: true path cell missed)",
+        fontsize=9,
+    )
     return save_figure(fig, path)
 
 
 ARC_COLOURS = ListedColormap(["#ffffff", "#bbbbbb"] + ARC_PALETTE)
 
 
-def plot_arc_steps(task, inputs: np.ndarray, step_preds: np.ndarray, labels: np.ndarray, steps: Sequence[int],
-                   titles: Sequence[str], path: str | Path) -> Path:
+def plot_arc_steps(
+    task,
+    inputs: np.ndarray,
+    step_preds: np.ndarray,
+    labels: np.ndarray,
+    steps: Sequence[int],
+    titles: Sequence[str],
+    path: str | Path,
+) -> Path:
     """The input grid, the predicted grid at each chosen step (cropped at its end-of-grid marker), and the target."""
     panels = [("input", inputs)] + [(title, step_preds[step]) for step, title in zip(steps, titles)]
     if (labels != -100).any():
@@ -132,8 +191,14 @@ def plot_arc_steps(task, inputs: np.ndarray, step_preds: np.ndarray, labels: np.
     return save_figure(fig, path)
 
 
-def plot_token_steps(inputs: np.ndarray, step_preds: np.ndarray, labels: np.ndarray, steps: Sequence[int],
-                     titles: Sequence[str], path: str | Path) -> Path:
+def plot_token_steps(
+    inputs: np.ndarray,
+    step_preds: np.ndarray,
+    labels: np.ndarray,
+    steps: Sequence[int],
+    titles: Sequence[str],
+    path: str | Path,
+) -> Path:
     """Any other task: predicted tokens per step as rows of an image, with the label as the last row."""
     rows = [step_preds[s] for s in steps] + ([np.where(labels == -100, 0, labels)] if (labels != -100).any() else [])
     names = list(titles) + (["label"] if len(rows) > len(steps) else [])
@@ -144,5 +209,3 @@ def plot_token_steps(inputs: np.ndarray, step_preds: np.ndarray, labels: np.ndar
     ax.set_xlabel("position")
     ax.set_title("Predicted tokens per step")
     return save_figure(fig, path)
-
-

@@ -56,20 +56,31 @@ class MazeTask(Task):
         flat = "".join(row for row in text.replace("|", "\n").split("\n") if row)
         bad = next((index for index, ch in enumerate(flat) if ch not in CHARSET), None)
         if bad is not None:
-            raise TaskError(f"a maze is drawn with the characters '{CHARSET}' (wall, open, start, goal, path), "
-                            f"but cell {bad + 1} is {flat[bad]!r}")
+            raise TaskError(
+                f"a maze is drawn with the characters '{CHARSET}' (wall, open, start, goal, path), "
+                f"but cell {bad + 1} is {flat[bad]!r}"
+            )
         if grid_side(len(flat)) is None:
-            raise TaskError(f"a maze needs a square grid of the characters '{CHARSET}' (wall, open, start, goal, path), "
-                            f"got {len(flat)} characters; pass rows separated by | or a file via puzzle_file=PATH")
+            raise TaskError(
+                f"a maze needs a square grid of the characters '{CHARSET}' (wall, open, start, goal, path), "
+                f"got {len(flat)} characters; pass rows separated by | or a file via puzzle_file=PATH"
+            )
         return np.array([CHARSET.index(ch) + 1 for ch in flat], dtype=np.int64)
 
     def text(self, tokens: np.ndarray) -> list[str]:
         symbols = "?" + CHARSET
         chars = [symbols[t] if 0 <= t < len(symbols) else "?" for t in np.asarray(tokens).tolist()]
-        return ["".join(chars[r * self.side: (r + 1) * self.side]) for r in range(self.side)]
+        return ["".join(chars[r * self.side : (r + 1) * self.side]) for r in range(self.side)]
 
-    def plot_steps(self, inputs: np.ndarray, step_preds: np.ndarray, labels: np.ndarray, steps: Sequence[int],
-                   titles: Sequence[str], path: str | Path) -> Path:
+    def plot_steps(
+        self,
+        inputs: np.ndarray,
+        step_preds: np.ndarray,
+        labels: np.ndarray,
+        steps: Sequence[int],
+        titles: Sequence[str],
+        path: str | Path,
+    ) -> Path:
         from hrm.tasks.figures import plot_maze_steps
 
         return plot_maze_steps(self, inputs, step_preds, labels, steps, titles, path)

@@ -57,31 +57,50 @@ class SudokuTask(Task):
     def parse(self, text: str) -> np.ndarray:
         """A puzzle of side^2 characters (digits, `.` or `0` for blanks; whitespace and `|`/`-`/`+` ignored)."""
         cells = [ch for ch in text if ch not in " \t\r\n|-+"]
-        symbols = DIGIT_SYMBOLS[:self.side]
+        symbols = DIGIT_SYMBOLS[: self.side]
         bad = next((index for index, ch in enumerate(cells) if ch.upper() not in symbols + "0."), None)
         if bad is not None:
-            raise TaskError(f"a {self.side}x{self.side} Sudoku puzzle holds digits 1-{symbols[-1]} with . or 0 for blanks, "
-                            f"but cell {bad + 1} is {cells[bad]!r}")
+            raise TaskError(
+                f"a {self.side}x{self.side} Sudoku puzzle holds digits 1-{symbols[-1]} with . or 0 for blanks, "
+                f"but cell {bad + 1} is {cells[bad]!r}"
+            )
         if len(cells) != self.seq_len:
             example = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79"
-            raise TaskError(f"a {self.side}x{self.side} Sudoku puzzle needs {self.seq_len} cells of 1-{symbols[-1]} with . or 0 "
-                            f"for blanks, got {len(cells)} characters" + (f"; e.g. puzzle={example}" if self.side == 9 else ""))
-        return np.array([BLANK if ch in ".0" else symbols.index(ch.upper()) + FIRST_DIGIT for ch in cells], dtype=np.int64)
+            raise TaskError(
+                f"a {self.side}x{self.side} Sudoku puzzle needs {self.seq_len} cells of 1-{symbols[-1]} with . or 0 "
+                f"for blanks, got {len(cells)} characters" + (f"; e.g. puzzle={example}" if self.side == 9 else "")
+            )
+        return np.array(
+            [BLANK if ch in ".0" else symbols.index(ch.upper()) + FIRST_DIGIT for ch in cells], dtype=np.int64
+        )
 
     def text(self, tokens: np.ndarray) -> list[str]:
         """The board with box borders; blanks as `.`."""
         tokens = np.asarray(tokens).tolist()
-        cells = [" " if t == PAD else "." if t == BLANK else DIGIT_SYMBOLS[t - FIRST_DIGIT] if self.is_digit(t) else "?" for t in tokens]
+        cells = [
+            " " if t == PAD else "." if t == BLANK else DIGIT_SYMBOLS[t - FIRST_DIGIT] if self.is_digit(t) else "?"
+            for t in tokens
+        ]
         lines = []
         for row in range(self.side):
             if row and row % self.box_rows == 0:
                 lines.append("-+-".join("-" * (2 * self.box_cols - 1) for _ in range(self.side // self.box_cols)))
-            chunks = [" ".join(cells[row * self.side + c: row * self.side + c + self.box_cols]) for c in range(0, self.side, self.box_cols)]
+            chunks = [
+                " ".join(cells[row * self.side + c : row * self.side + c + self.box_cols])
+                for c in range(0, self.side, self.box_cols)
+            ]
             lines.append(" | ".join(chunks))
         return lines
 
-    def plot_steps(self, inputs: np.ndarray, step_preds: np.ndarray, labels: np.ndarray, steps: Sequence[int],
-                   titles: Sequence[str], path: str | Path) -> Path:
+    def plot_steps(
+        self,
+        inputs: np.ndarray,
+        step_preds: np.ndarray,
+        labels: np.ndarray,
+        steps: Sequence[int],
+        titles: Sequence[str],
+        path: str | Path,
+    ) -> Path:
         from hrm.tasks.figures import plot_sudoku_steps
 
         return plot_sudoku_steps(self, inputs, step_preds, labels, steps, titles, path)
@@ -170,8 +189,10 @@ class SudokuTask(Task):
 
     def digit_shift(self, k: int) -> tuple[int, ...]:
         """Cyclic digit relabelling: digit token t becomes ((t - 2 + k) mod side) + 2 (spec section 8)."""
-        return relabel_table(self.vocab_size, {t: (t - FIRST_DIGIT + k) % self.side + FIRST_DIGIT
-                                               for t in range(FIRST_DIGIT, self.last_digit + 1)})
+        return relabel_table(
+            self.vocab_size,
+            {t: (t - FIRST_DIGIT + k) % self.side + FIRST_DIGIT for t in range(FIRST_DIGIT, self.last_digit + 1)},
+        )
 
     def relabellings(self, count: int, rng: np.random.Generator) -> list[tuple[str, tuple[int, ...]]]:
         return [(f"shift{k}", self.digit_shift(k)) for k in range(self.side)]

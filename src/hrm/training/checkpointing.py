@@ -88,7 +88,9 @@ def check_finite(model: nn.Module, step: int) -> None:
     """Refuse to write weights containing NaN or inf: a poisoned checkpoint would be worse than none."""
     for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise CheckpointError(f"not saving step {step}: {name} holds NaN or inf values; the last good checkpoint is kept")
+            raise CheckpointError(
+                f"not saving step {step}: {name} holds NaN or inf values; the last good checkpoint is kept"
+            )
 
 
 def _barrier(ctx: DistributedContext) -> None:
@@ -123,8 +125,12 @@ def save_training_checkpoint(
     atomic_write_bytes(staging / rank_file(ctx.rank), lambda handle: torch.save(per_rank, handle))
     if ctx.is_main:
         shared = dict(trainer_state)
-        shared.update(format=FORMAT_VERSION, step=step, world_size=ctx.world_size,
-                      optimizers=[optimizer.state_dict() for optimizer in optimizers])
+        shared.update(
+            format=FORMAT_VERSION,
+            step=step,
+            world_size=ctx.world_size,
+            optimizers=[optimizer.state_dict() for optimizer in optimizers],
+        )
         atomic_write_bytes(staging / TRAINER_FILE, lambda handle: torch.save(shared, handle))
     _barrier(ctx)
 
@@ -143,15 +149,19 @@ def saved_steps(directory: Path) -> list[int]:
     """Steps with a complete training state in `directory`, oldest first."""
     if not directory.is_dir():
         return []
-    return sorted(int(match.group(1)) for path in directory.iterdir()
-                  if (match := _TRAIN_STATE_DIR.match(path.name)) and path.is_dir())
+    return sorted(
+        int(match.group(1))
+        for path in directory.iterdir()
+        if (match := _TRAIN_STATE_DIR.match(path.name)) and path.is_dir()
+    )
 
 
 def prune_checkpoints(directory: Path, keep_last: int) -> None:
     """Delete the weights, training state and saved outputs of all but the newest `keep_last` steps."""
-    steps = sorted(set(saved_steps(directory)) | {
-        int(match.group(1)) for path in directory.iterdir() if (match := _STEP_FILE.match(path.name))
-    })
+    steps = sorted(
+        set(saved_steps(directory))
+        | {int(match.group(1)) for path in directory.iterdir() if (match := _STEP_FILE.match(path.name))}
+    )
     for step in steps[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(directory / f"{TRAIN_STATE_PREFIX}{step}", ignore_errors=True)
         for path in directory.glob(f"step_{step}*"):
@@ -169,12 +179,16 @@ def find_resume_state(resume: str) -> Path:
     elif path.is_dir():
         steps = saved_steps(path)
         if not steps:
-            raise CheckpointError(f"resume={resume}: no {TRAIN_STATE_PREFIX}N folder in {path}; it holds no resumable checkpoint")
+            raise CheckpointError(
+                f"resume={resume}: no {TRAIN_STATE_PREFIX}N folder in {path}; it holds no resumable checkpoint"
+            )
         chosen = path / f"{TRAIN_STATE_PREFIX}{steps[-1]}"
     elif path.is_file() and (match := STEP_FILE.match(path.name)):
         chosen = path.parent / f"{TRAIN_STATE_PREFIX}{match.group(1)}"
         if not chosen.is_dir():
-            raise CheckpointError(f"resume={resume}: {path.name} holds only weights (no {chosen.name}/ beside it), so the run cannot continue exactly")
+            raise CheckpointError(
+                f"resume={resume}: {path.name} holds only weights (no {chosen.name}/ beside it), so the run cannot continue exactly"
+            )
     else:
         raise CheckpointError(f"resume={resume}: no such checkpoint folder or step_N file")
     if not (chosen / TRAINER_FILE).is_file():
@@ -186,15 +200,23 @@ def _load(path: Path) -> Any:
     return load_weights_only(path)  # one-line CheckpointError for empty, truncated or code-carrying files
 
 
-def load_training_state(state_dir: Path, rank: int, world_size: int) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any] | None]:
+def load_training_state(
+    state_dir: Path, rank: int, world_size: int
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any] | None]:
     """(trainer state, model state dict, this rank's state or None when the world size changed)."""
     trainer_state = _load(state_dir / TRAINER_FILE)
-    if not isinstance(trainer_state, dict) or trainer_state.get("format") != FORMAT_VERSION or not _TRAINER_KEYS <= set(trainer_state):
+    if (
+        not isinstance(trainer_state, dict)
+        or trainer_state.get("format") != FORMAT_VERSION
+        or not _TRAINER_KEYS <= set(trainer_state)
+    ):
         raise CheckpointError(f"{state_dir / TRAINER_FILE} is not a training state of this version")
     step = trainer_state["step"]
     weights = state_dir.parent / f"step_{step}"
     if not weights.is_file():
-        raise CheckpointError(f"{weights} is missing; the training state {state_dir.name} needs the weights saved with it")
+        raise CheckpointError(
+            f"{weights} is missing; the training state {state_dir.name} needs the weights saved with it"
+        )
     model_state = clean_state_dict(_load(weights))
     rank_state = None
     if trainer_state["world_size"] == world_size:
@@ -202,7 +224,9 @@ def load_training_state(state_dir: Path, rank: int, world_size: int) -> tuple[di
     else:
         logger.warning(
             "resuming a %d-process run with %d processes: the ACT carry and RNG streams restart, so the "
-            "continuation is not bit-identical", trainer_state["world_size"], world_size,
+            "continuation is not bit-identical",
+            trainer_state["world_size"],
+            world_size,
         )
     return trainer_state, model_state, rank_state
 
@@ -236,11 +260,17 @@ def load_resume_state(resume: str, base: Path, ctx: DistributedContext) -> tuple
                 failures.append(error)
                 continue
             if failures:
-                logger.warning("resume=auto: skipping %d unreadable newer checkpoint(s) (%s); resuming from the newest intact one, %s",
-                               len(failures), failures[0], state_dir)
+                logger.warning(
+                    "resume=auto: skipping %d unreadable newer checkpoint(s) (%s); resuming from the newest intact one, %s",
+                    len(failures),
+                    failures[0],
+                    state_dir,
+                )
             return state_dir, loaded
         if failures:
-            raise CheckpointError(f"resume=auto: no intact checkpoint in {base} ({failures[0]}); delete the folder or choose another checkpoint_path to start over")
+            raise CheckpointError(
+                f"resume=auto: no intact checkpoint in {base} ({failures[0]}); delete the folder or choose another checkpoint_path to start over"
+            )
         return None
     state_dir = find_resume_state(resume)
     loaded, error = _try_load(state_dir, ctx)

@@ -36,12 +36,19 @@ def one_line(err: BaseException) -> str:
         key = unknown.group(1)
         return f"{key}: unknown config key (check its spelling; see configs/cfg_pretrain.yaml; to add a new key use +{key}=...)"
     text = text.split("Config search path")[0]
-    text = re.sub(r"Available options in '([^']+)':\s*((?:\n\s*\S+)+)",
-                  lambda m: f"available options in '{m.group(1)}': " + ", ".join(m.group(2).split()), text)
+    text = re.sub(
+        r"Available options in '([^']+)':\s*((?:\n\s*\S+)+)",
+        lambda m: f"available options in '{m.group(1)}': " + ", ".join(m.group(2).split()),
+        text,
+    )
     parts: list[str] = []
     for line in text.splitlines():
         line = line.strip().rstrip(".")
-        if line and not line.startswith(("full_key:", "object_type=", "Set the environment variable")) and line not in parts:
+        if (
+            line
+            and not line.startswith(("full_key:", "object_type=", "Set the environment variable"))
+            and line not in parts
+        ):
             parts.append(line)
     return "; ".join(parts) or type(err).__name__
 
@@ -67,11 +74,15 @@ def accept_plus_for_existing_keys(argv: Sequence[str]) -> list[str]:
     that exists, and ours has `run_name`, so TRM's commands run unchanged. Config groups (`+experiment=`) stay.
     """
     known = set(PretrainConfig.model_fields)
-    return [arg[1:] if arg.startswith("+") and not arg.startswith("++") and arg[1:].split("=", 1)[0] in known else arg
-            for arg in argv]
+    return [
+        arg[1:] if arg.startswith("+") and not arg.startswith("++") and arg[1:].split("=", 1)[0] in known else arg
+        for arg in argv
+    ]
 
 
-def compose_config(overrides: Sequence[str], config_dir: Path = CONFIG_DIR, config_name: str = CONFIG_NAME) -> DictConfig:
+def compose_config(
+    overrides: Sequence[str], config_dir: Path = CONFIG_DIR, config_name: str = CONFIG_NAME
+) -> DictConfig:
     """The config that `pretrain.py <overrides>` would get, composed with Hydra's API."""
     from hydra import compose, initialize_config_dir
 
@@ -122,7 +133,10 @@ def run_from_hydra(cfg: DictConfig) -> None:
         print(str(err), file=sys.stderr)
         raise SystemExit(INTERRUPTED_EXIT) from None
     except KeyboardInterrupt:
-        print("interrupted (Ctrl-C) before a checkpoint could be saved; the last saved one (if any) is intact", file=sys.stderr)
+        print(
+            "interrupted (Ctrl-C) before a checkpoint could be saved; the last saved one (if any) is intact",
+            file=sys.stderr,
+        )
         raise SystemExit(INTERRUPTED_EXIT) from None
     except HRMError as err:
         fail(str(err))

@@ -28,8 +28,13 @@ class ArcEvaluator:
     required_outputs = ("puzzle_identifiers", "preds", "q_halt_logits", "labels")
     prefix = "ARC"
 
-    def __init__(self, data_paths: Sequence[str], blank_identifier_id: int, pass_Ks: Sequence[int] = arc_scoring.PASS_AT_K,
-                 **unused: Any):
+    def __init__(
+        self,
+        data_paths: Sequence[str],
+        blank_identifier_id: int,
+        pass_Ks: Sequence[int] = arc_scoring.PASS_AT_K,
+        **unused: Any,
+    ):
         self.names = read_combined_identifiers(data_paths)
         self.blank_identifier_id = blank_identifier_id
         self.ks = tuple(int(k) for k in pass_Ks)
@@ -41,8 +46,13 @@ class ArcEvaluator:
 
     def __call__(self, outputs: dict[str, torch.Tensor]) -> dict[str, float]:
         test_inputs = arc_scoring.collect_test_inputs(
-            self.names, outputs["puzzle_identifiers"].numpy(), outputs["preds"].numpy(),
-            outputs["q_halt_logits"].float().numpy(), outputs["labels"].numpy(), blank_identifier_id=self.blank_identifier_id)
+            self.names,
+            outputs["puzzle_identifiers"].numpy(),
+            outputs["preds"].numpy(),
+            outputs["q_halt_logits"].float().numpy(),
+            outputs["labels"].numpy(),
+            blank_identifier_id=self.blank_identifier_id,
+        )
         if self.reference:
             test_inputs = arc_scoring.attach_reference(test_inputs, self.reference)
         scores = arc_scoring.score(test_inputs, self.ks)
@@ -61,7 +71,8 @@ def build_evaluators(specs: Sequence[Any], data_paths: Sequence[str], blank_iden
             raise ConfigError(f"evaluators: name={spec.name!r} is unknown; known evaluators: {', '.join(EVALUATORS)}")
         unknown = sorted(set(options) - KNOWN_OPTIONS[spec.name])
         if unknown:
-            raise ConfigError(f"evaluators: {spec.name} has no option {unknown[0]!r}; known: {', '.join(sorted(KNOWN_OPTIONS[spec.name]))}")
+            raise ConfigError(
+                f"evaluators: {spec.name} has no option {unknown[0]!r}; known: {', '.join(sorted(KNOWN_OPTIONS[spec.name]))}"
+            )
         evaluators.append(EVALUATORS[spec.name](data_paths, blank_identifier_id, **options))
     return evaluators
-

@@ -211,9 +211,7 @@ class SignSGDSparse(torch.optim.Optimizer):
     still lands on the live buffer after `model.to(device)` replaced it.
     """
 
-    def __init__(
-        self, embedding: CastedSparseEmbedding, lr: float, weight_decay: float, world_size: int = 1
-    ):
+    def __init__(self, embedding: CastedSparseEmbedding, lr: float, weight_decay: float, world_size: int = 1):
         if not lr >= 0.0:
             raise ConfigError(f"puzzle embedding learning rate must be >= 0, got {lr}; fix `puzzle_emb_lr`")
         if not weight_decay >= 0.0:

@@ -29,9 +29,7 @@ def cosine_schedule_with_warmup_lr_lambda(
     return base_lr * (min_ratio + max(0.0, (1.0 - min_ratio) * cosine))
 
 
-def total_training_steps(
-    epochs: int, total_groups: int, mean_puzzle_examples: float, global_batch_size: int
-) -> int:
+def total_training_steps(epochs: int, total_groups: int, mean_puzzle_examples: float, global_batch_size: int) -> int:
     """Number of optimiser steps in a run: one epoch visits every group once with its mean example count."""
     if global_batch_size <= 0:
         raise ConfigError(f"global_batch_size must be positive, got {global_batch_size}; fix `global_batch_size`")

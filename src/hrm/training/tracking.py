@@ -30,18 +30,34 @@ def wandb_logged_in() -> bool:
 class RunLogger:
     """A W&B run (or nothing, when disabled or off rank 0) that the trainer logs dictionaries to."""
 
-    def __init__(self, *, enabled: bool, mode: str, project: str, name: str, config: dict[str, Any],
-                 run_id: str | None = None, directory: str | None = None):
+    def __init__(
+        self,
+        *,
+        enabled: bool,
+        mode: str,
+        project: str,
+        name: str,
+        config: dict[str, Any],
+        run_id: str | None = None,
+        directory: str | None = None,
+    ):
         self.run = None
         if not enabled or mode == "disabled":
             return
         import wandb
 
         if mode == "online" and not wandb_logged_in():
-            logger.warning("W&B: not logged in (wandb login or WANDB_API_KEY); logging offline to ./wandb, upload with `wandb sync`")
+            logger.warning(
+                "W&B: not logged in (wandb login or WANDB_API_KEY); logging offline to ./wandb, upload with `wandb sync`"
+            )
             mode = "offline"
-        kwargs: dict[str, Any] = dict(project=project, name=name, config=config, mode=mode,
-                                      settings=wandb.Settings(x_disable_stats=True, console="off"))
+        kwargs: dict[str, Any] = dict(
+            project=project,
+            name=name,
+            config=config,
+            mode=mode,
+            settings=wandb.Settings(x_disable_stats=True, console="off"),
+        )
         if run_id is not None:
             kwargs.update(id=run_id, resume="allow")
         if directory is not None:
@@ -52,7 +68,10 @@ class RunLogger:
         except Exception as err:  # wandb raises its own error types for network and auth problems
             if mode != "online":
                 raise
-            logger.warning("W&B: online init failed (%s); logging offline instead", (str(err).strip().splitlines() or [type(err).__name__])[0])
+            logger.warning(
+                "W&B: online init failed (%s); logging offline instead",
+                (str(err).strip().splitlines() or [type(err).__name__])[0],
+            )
             kwargs["mode"] = "offline"
             self.run = wandb.init(**kwargs)
         logger.info("W&B run %r (%s) in project %r", name, mode, project)

@@ -78,14 +78,16 @@ class Progress:
     skipped_steps: int = 0
 
 
-def first_token_outside(array: np.ndarray, vocab_size: int, allowed: tuple[int, ...] = ()) -> tuple[int, int, int] | None:
+def first_token_outside(
+    array: np.ndarray, vocab_size: int, allowed: tuple[int, ...] = ()
+) -> tuple[int, int, int] | None:
     """(row, position, token) of the first token of a 2-D (memory-mapped) array outside [0, vocab_size) and `allowed`.
 
     Every row is read, a block of rows at a time, so memory stays bounded on large memory-mapped arrays.
     """
     block = max(1, _CHECK_ELEMENTS // max(1, array.shape[1] if array.ndim == 2 else 1))
     for start in range(0, array.shape[0], block):
-        rows = np.asarray(array[start:start + block])
+        rows = np.asarray(array[start : start + block])
         if rows.size == 0 or (rows.min() >= 0 and rows.max() < vocab_size):
             continue
         rows = rows.astype(np.int64)  # so that allowed values outside the dtype's range compare correctly
@@ -121,16 +123,22 @@ def check_dataset(data_path: str) -> tuple[PuzzleDatasetMetadata, PuzzleDatasetM
             ids = np.asarray(puzzle_set.puzzle_identifiers)
             if ids.size and (ids.max() >= meta.num_puzzle_identifiers or ids.min() < 0):
                 bad_id = ids.max() if ids.max() >= meta.num_puzzle_identifiers else ids.min()
-                raise DatasetError(f"{data_path}/{split}/{set_name}: puzzle identifier {bad_id} outside 0..num_puzzle_identifiers-1 (num_puzzle_identifiers={meta.num_puzzle_identifiers})")
+                raise DatasetError(
+                    f"{data_path}/{split}/{set_name}: puzzle identifier {bad_id} outside 0..num_puzzle_identifiers-1 (num_puzzle_identifiers={meta.num_puzzle_identifiers})"
+                )
         metas[split] = meta
         counts[split] = sum(puzzle_set.num_examples for puzzle_set in sets.values())
     for key in ("vocab_size", "seq_len", "num_puzzle_identifiers"):
         if getattr(metas["train"], key) != getattr(metas["test"], key):
-            raise DatasetError(f"{data_path}: train and test splits disagree on {key} ({getattr(metas['train'], key)} vs {getattr(metas['test'], key)}); rebuild the dataset")
+            raise DatasetError(
+                f"{data_path}: train and test splits disagree on {key} ({getattr(metas['train'], key)} vs {getattr(metas['test'], key)}); rebuild the dataset"
+            )
     return metas["train"], metas["test"], counts["test"]
 
 
-def check_datasets(train_paths: list[str], test_paths: list[str]) -> tuple[PuzzleDatasetMetadata, PuzzleDatasetMetadata, int]:
+def check_datasets(
+    train_paths: list[str], test_paths: list[str]
+) -> tuple[PuzzleDatasetMetadata, PuzzleDatasetMetadata, int]:
     """Every dataset checked alone, then the combined train (`data_paths`) and test (`data_paths_test`) metadata,
     and the number of test examples."""
     checked = {path: check_dataset(path) for path in dict.fromkeys([*train_paths, *test_paths])}
@@ -141,8 +149,10 @@ def check_datasets(train_paths: list[str], test_paths: list[str]) -> tuple[Puzzl
     train_meta, test_meta = read_splits(train_paths, "train")[0], read_splits(test_paths, "test")[0]
     for key in ("vocab_size", "seq_len", "num_puzzle_identifiers"):
         if getattr(train_meta, key) != getattr(test_meta, key):
-            raise DatasetError(f"data_paths and data_paths_test disagree on {key} ({getattr(train_meta, key)} vs "
-                               f"{getattr(test_meta, key)}); list the same datasets, or leave data_paths_test empty")
+            raise DatasetError(
+                f"data_paths and data_paths_test disagree on {key} ({getattr(train_meta, key)} vs "
+                f"{getattr(test_meta, key)}); list the same datasets, or leave data_paths_test empty"
+            )
     return train_meta, test_meta, test_examples
 
 
@@ -153,7 +163,9 @@ def resolve_names(config: PretrainConfig, ctx: DistributedContext, saved: dict[s
     project = config.project_name or saved.get("project_name") or default_project_name(config.data_path)
     run = config.run_name or saved.get("run_name") or broadcast_object(default_run_name(config.arch.name), ctx)
     updates.update(project_name=project, run_name=run)
-    updates["checkpoint_path"] = config.checkpoint_path or saved.get("checkpoint_path") or default_checkpoint_path(project, run)
+    updates["checkpoint_path"] = (
+        config.checkpoint_path or saved.get("checkpoint_path") or default_checkpoint_path(project, run)
+    )
     return config.model_copy(update=updates)
 
 
@@ -235,19 +247,29 @@ class Trainer:
         if config.eval_interval is not None and config.epochs % config.eval_interval != 0:
             raise ConfigError(f"epochs={config.epochs} must be a multiple of eval_interval={config.eval_interval}")
         if config.global_batch_size % ctx.world_size != 0:
-            raise ConfigError(f"global_batch_size={config.global_batch_size} must be divisible by the number of processes ({ctx.world_size})")
+            raise ConfigError(
+                f"global_batch_size={config.global_batch_size} must be divisible by the number of processes ({ctx.world_size})"
+            )
         if config.data_workers != "auto" and config.data_workers < 0:
             raise ConfigError(f"data_workers={config.data_workers} must be auto or a number of processes >= 0")
         unknown = [key for key in config.eval_save_outputs if key not in OUTPUT_KEYS]
         if unknown:
-            raise ConfigError(f"eval_save_outputs: {unknown[0]!r} is not an output; choose from {', '.join(OUTPUT_KEYS)}")
+            raise ConfigError(
+                f"eval_save_outputs: {unknown[0]!r} is not an output; choose from {', '.join(OUTPUT_KEYS)}"
+            )
 
         resolve_mode(config.progress)  # a bad HRM_PROGRESS is an error before anything is written
-        self.train_meta, self.test_meta, self.test_examples = check_datasets(config.train_data_paths, config.test_data_paths)
+        self.train_meta, self.test_meta, self.test_examples = check_datasets(
+            config.train_data_paths, config.test_data_paths
+        )
         if self.test_examples == 0:
-            logger.warning("the test split of %s is empty: training runs without evaluations (no eval metrics are logged)",
-                           ", ".join(config.test_data_paths))
-        self.evaluators = build_evaluators(config.evaluators, config.test_data_paths, self.test_meta.blank_identifier_id)
+            logger.warning(
+                "the test split of %s is empty: training runs without evaluations (no eval metrics are logged)",
+                ", ".join(config.test_data_paths),
+            )
+        self.evaluators = build_evaluators(
+            config.evaluators, config.test_data_paths, self.test_meta.blank_identifier_id
+        )
 
         resumed = None
         saved_config: dict[str, Any] | None = None
@@ -256,7 +278,11 @@ class Trainer:
             if config.checkpoint_path:
                 base = Path(config.checkpoint_path)
             elif config.run_name:
-                base = Path(default_checkpoint_path(config.project_name or default_project_name(config.data_path), config.run_name))
+                base = Path(
+                    default_checkpoint_path(
+                        config.project_name or default_project_name(config.data_path), config.run_name
+                    )
+                )
             if config.resume == "auto" and base is None:
                 raise ConfigError("resume=auto needs checkpoint_path (or run_name) to know which run to continue")
             resumed = load_resume_state(config.resume, base or Path("."), ctx)
@@ -271,37 +297,66 @@ class Trainer:
         self.config = effective_arch(config, self.device)
         self.checkpoint_dir = Path(self.config.checkpoint_path)
         if self.checkpoint_dir.exists() and not self.checkpoint_dir.is_dir():
-            raise ConfigError(f"checkpoint_path={self.checkpoint_dir} is a file, not a folder; choose a folder for the checkpoints")
+            raise ConfigError(
+                f"checkpoint_path={self.checkpoint_dir} is a file, not a folder; choose a folder for the checkpoints"
+            )
         self.resumed_from = resumed[0] if resumed is not None else None
         self.epochs_per_chunk = self.config.eval_interval or self.config.epochs
         self.num_chunks = self.config.epochs // self.epochs_per_chunk
-        self.total_steps = total_training_steps(self.config.epochs, self.train_meta.total_groups,
-                                                self.train_meta.mean_puzzle_examples, self.config.global_batch_size)
+        self.total_steps = total_training_steps(
+            self.config.epochs,
+            self.train_meta.total_groups,
+            self.train_meta.mean_puzzle_examples,
+            self.config.global_batch_size,
+        )
         if self.total_steps < 1:
             raise DatasetError(
                 f"no training step fits: {self.train_meta.total_groups} groups x {self.config.epochs} epochs give fewer "
                 f"examples than global_batch_size={self.config.global_batch_size}; lower global_batch_size or raise epochs"
             )
 
-        self.train_data = PuzzleDataset(PuzzleDatasetConfig(
-            seed=self.config.seed, dataset_path=self.config.data_path, dataset_paths=self.config.train_data_paths,
-            global_batch_size=self.config.global_batch_size, test_set_mode=False, epochs_per_iter=self.epochs_per_chunk,
-            rank=ctx.rank, num_replicas=ctx.world_size), split="train")
-        self.test_data = PuzzleDataset(PuzzleDatasetConfig(
-            seed=self.config.seed, dataset_path=self.config.data_path, dataset_paths=self.config.test_data_paths,
-            global_batch_size=self.config.global_batch_size, test_set_mode=True, epochs_per_iter=1,
-            rank=ctx.rank, num_replicas=ctx.world_size), split="test")
+        self.train_data = PuzzleDataset(
+            PuzzleDatasetConfig(
+                seed=self.config.seed,
+                dataset_path=self.config.data_path,
+                dataset_paths=self.config.train_data_paths,
+                global_batch_size=self.config.global_batch_size,
+                test_set_mode=False,
+                epochs_per_iter=self.epochs_per_chunk,
+                rank=ctx.rank,
+                num_replicas=ctx.world_size,
+            ),
+            split="train",
+        )
+        self.test_data = PuzzleDataset(
+            PuzzleDatasetConfig(
+                seed=self.config.seed,
+                dataset_path=self.config.data_path,
+                dataset_paths=self.config.test_data_paths,
+                global_batch_size=self.config.global_batch_size,
+                test_set_mode=True,
+                epochs_per_iter=1,
+                rank=ctx.rank,
+                num_replicas=ctx.world_size,
+            ),
+            split="test",
+        )
 
         torch.manual_seed(self.config.seed + ctx.rank)
         with torch.device(self.device):
-            self.model = build_model(self.config.arch, batch_size=self.config.global_batch_size // ctx.world_size,
-                                     **self.train_meta.model_shapes())
+            self.model = build_model(
+                self.config.arch,
+                batch_size=self.config.global_batch_size // ctx.world_size,
+                **self.train_meta.model_shapes(),
+            )
         self.model.to(self.device)
         if self.config.load_checkpoint is not None:
             load_initial_weights(self.model, self.config.load_checkpoint)
         if self.config.freeze_weights:
             if self.model.model.puzzle_emb is None:
-                raise ConfigError("freeze_weights=True trains only the puzzle embedding, but arch.puzzle_emb_ndim=0 gives none")
+                raise ConfigError(
+                    "freeze_weights=True trains only the puzzle embedding, but arch.puzzle_emb_ndim=0 gives none"
+                )
             self.model.requires_grad_(False)  # no gradient is computed for the frozen weights
         if ctx.distributed:
             with torch.no_grad():
@@ -312,13 +367,22 @@ class Trainer:
         self.optimizers: list[torch.optim.Optimizer] = []
         self.base_lrs: list[float] = []
         if not self.config.freeze_weights:
-            self.optimizers.append(make_adam_atan2(self.model.parameters(), lr=0.0, betas=(self.config.beta1, self.config.beta2),
-                                                   weight_decay=self.config.weight_decay))
+            self.optimizers.append(
+                make_adam_atan2(
+                    self.model.parameters(),
+                    lr=0.0,
+                    betas=(self.config.beta1, self.config.beta2),
+                    weight_decay=self.config.weight_decay,
+                )
+            )
             self.base_lrs.append(self.config.lr)
         puzzle_emb = self.model.model.puzzle_emb
         if puzzle_emb is not None:
-            self.optimizers.append(SignSGDSparse(puzzle_emb, lr=0.0, weight_decay=self.config.puzzle_emb_weight_decay,
-                                                 world_size=ctx.world_size))
+            self.optimizers.append(
+                SignSGDSparse(
+                    puzzle_emb, lr=0.0, weight_decay=self.config.puzzle_emb_weight_decay, world_size=ctx.world_size
+                )
+            )
             self.base_lrs.append(self.config.puzzle_emb_lr)
 
         self.ema = EMA(self.model, self.config.ema_rate) if self.config.ema else None
@@ -333,7 +397,9 @@ class Trainer:
             except HRMError:
                 raise
             except (KeyError, TypeError, ValueError, RuntimeError) as err:  # a readable file of the wrong structure
-                raise CheckpointError(f"{resumed[0]} is damaged or was not written by this trainer ({one_line(err)})") from None
+                raise CheckpointError(
+                    f"{resumed[0]} is damaged or was not written by this trainer ({one_line(err)})"
+                ) from None
 
         use_compile = self.config.compile if self.config.compile != "auto" else self.device.type == "cuda"
         self.forward_model = torch.compile(self.model, dynamic=False) if use_compile else self.model
@@ -360,12 +426,16 @@ class Trainer:
         self.model.load_state_dict(model_state, strict=True)
         if self.ema is not None:
             if "ema" not in trainer_state:
-                raise ConfigError(f"ema=True but the checkpoint {state_dir} was trained without EMA; resume with ema=False")
+                raise ConfigError(
+                    f"ema=True but the checkpoint {state_dir} was trained without EMA; resume with ema=False"
+                )
             # step_N holds the averaged weights; the live ones and the average are in the training state.
             self.model.load_state_dict(trainer_state["live_parameters"], strict=False)
             self.ema.load_state_dict(trainer_state["ema"])
         if len(trainer_state["optimizers"]) != len(self.optimizers):
-            raise ConfigError(f"the checkpoint {state_dir} has {len(trainer_state['optimizers'])} optimisers, this run {len(self.optimizers)}; arch.puzzle_emb_ndim differs")
+            raise ConfigError(
+                f"the checkpoint {state_dir} has {len(trainer_state['optimizers'])} optimisers, this run {len(self.optimizers)}; arch.puzzle_emb_ndim differs"
+            )
         for optimizer, state in zip(self.optimizers, trainer_state["optimizers"]):
             optimizer.load_state_dict(state)
         self.progress = Progress(**trainer_state["progress"])
@@ -373,11 +443,18 @@ class Trainer:
         if rank_state is not None:
             set_rng_state(rank_state["rng"], self.device)
             if rank_state["carry"] is not None:
-                template = self.model.initial_carry({key: value for key, value in rank_state["carry"]["current_data"].items()})
+                template = self.model.initial_carry(
+                    {key: value for key, value in rank_state["carry"]["current_data"].items()}
+                )
                 self.carry = carry_from_state(rank_state["carry"], template, self.device)
         self.last_saved_step = self.progress.step
-        logger.info("resumed from %s at step %d (chunk %d, batch %d)", state_dir, self.progress.step,
-                    self.progress.chunk_index, self.progress.batches_done)
+        logger.info(
+            "resumed from %s at step %d (chunk %d, batch %d)",
+            state_dir,
+            self.progress.step,
+            self.progress.chunk_index,
+            self.progress.batches_done,
+        )
 
     def save_checkpoint(self) -> None:
         if self.last_saved_step == self.progress.step:
@@ -394,11 +471,23 @@ class Trainer:
             with contextlib.ExitStack() as stack:
                 if self.ema is not None:
                     trainer_state["ema"] = self.ema.state_dict()
-                    trainer_state["live_parameters"] = {name: value.detach().cpu().clone() for name, value in self.model.state_dict().items()
-                                                        if name in self.ema.shadow}
+                    trainer_state["live_parameters"] = {
+                        name: value.detach().cpu().clone()
+                        for name, value in self.model.state_dict().items()
+                        if name in self.ema.shadow
+                    }
                     stack.enter_context(self.ema.swapped_in(self.model))  # step_N gets the averaged weights
-                save_training_checkpoint(self.ctx, self.checkpoint_dir, self.progress.step, self.model, self.config,
-                                         self.optimizers, trainer_state, self.carry, keep_last=self.config.checkpoint_keep_last)
+                save_training_checkpoint(
+                    self.ctx,
+                    self.checkpoint_dir,
+                    self.progress.step,
+                    self.model,
+                    self.config,
+                    self.optimizers,
+                    trainer_state,
+                    self.carry,
+                    keep_last=self.config.checkpoint_keep_last,
+                )
         except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError of its zip writer
             step = self.progress.step
             if self.ctx.is_main and not (self.checkpoint_dir / f"train_state_{step}").is_dir():
@@ -414,7 +503,11 @@ class Trainer:
         with contextlib.suppress(OSError):
             full = full or shutil.disk_usage(self.checkpoint_dir).free < (64 << 20)
         reason = "the disk is full" if full else one_line(err)
-        last = f"step_{self.last_saved_step} is the last complete checkpoint" if self.last_saved_step > 0 else "no checkpoint was saved yet"
+        last = (
+            f"step_{self.last_saved_step} is the last complete checkpoint"
+            if self.last_saved_step > 0
+            else "no checkpoint was saved yet"
+        )
         return CheckpointError(
             f"cannot write {what} into {self.checkpoint_dir} ({reason}); {last}; free space or choose another "
             "checkpoint_path, then continue with resume=auto"
@@ -443,7 +536,11 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         local_bad = ~torch.isfinite(loss.detach().float())
         puzzle_emb = self.model.model.puzzle_emb
-        if puzzle_emb is not None and puzzle_emb.local_weights is not None and puzzle_emb.local_weights.grad is not None:
+        if (
+            puzzle_emb is not None
+            and puzzle_emb.local_weights is not None
+            and puzzle_emb.local_weights.grad is not None
+        ):
             local_bad = local_bad | ~torch.isfinite(puzzle_emb.local_weights.grad).all()
         if not self.ctx.distributed:
             grads = [p.grad for p in params if p.grad is not None]
@@ -454,7 +551,7 @@ class Trainer:
         offset = 0
         for param, grad in zip(params, grads):
             count = grad.numel()
-            param.grad = flat[offset:offset + count].view_as(grad).to(grad.dtype)
+            param.grad = flat[offset : offset + count].view_as(grad).to(grad.dtype)
             offset += count
         return bool(torch.isfinite(flat).all() and flat[-1] == 0)
 
@@ -476,8 +573,12 @@ class Trainer:
         learning_rates = []
         for optimizer, base_lr in zip(self.optimizers, self.base_lrs):
             lr_this_step = cosine_schedule_with_warmup_lr_lambda(
-                step, base_lr=base_lr, num_warmup_steps=config.lr_warmup_steps,
-                num_training_steps=self.total_steps, min_ratio=config.lr_min_ratio)
+                step,
+                base_lr=base_lr,
+                num_warmup_steps=config.lr_warmup_steps,
+                num_training_steps=self.total_steps,
+                min_ratio=config.lr_min_ratio,
+            )
             for group in optimizer.param_groups:
                 group["lr"] = lr_this_step
             optimizer.step()
@@ -496,13 +597,20 @@ class Trainer:
             return None
         reduced = dict(zip(keys, values.cpu().tolist()))
         count = max(reduced.get("count", 0.0), 1.0)
-        logged = {f"train/{key}": value / (config.global_batch_size if key.endswith("loss") else count) for key, value in reduced.items()}
+        logged = {
+            f"train/{key}": value / (config.global_batch_size if key.endswith("loss") else count)
+            for key, value in reduced.items()
+        }
         logged["train/lr"] = learning_rates[0]  # the weights' lr (the puzzle embedding's with freeze_weights)
         return logged
 
     def _handle_nonfinite(self, loss: torch.Tensor) -> None:
         step = self.progress.step
-        last = f"the last checkpoint is {self.checkpoint_dir}/step_{self.last_saved_step}" if self.last_saved_step > 0 else "no checkpoint was written yet"
+        last = (
+            f"the last checkpoint is {self.checkpoint_dir}/step_{self.last_saved_step}"
+            if self.last_saved_step > 0
+            else "no checkpoint was written yet"
+        )
         if self.config.nonfinite_loss == "stop" or self.consecutive_skips + 1 >= MAX_CONSECUTIVE_SKIPS:
             for optimizer in self.optimizers:
                 optimizer.zero_grad()
@@ -527,9 +635,16 @@ class Trainer:
         needed = {key for evaluator in self.evaluators for key in evaluator.required_outputs}
         return_keys = list(dict.fromkeys([*self.config.eval_save_outputs, *sorted(needed)]))
         with self.ema.swapped_in(self.model) if self.ema is not None else contextlib.nullcontext():
-            result = evaluate(self.model, iter(self.test_data), self.test_meta.sets, device=self.device,
-                              return_keys=return_keys, rank=self.ctx.rank, world_size=self.ctx.world_size,
-                              progress=self.config.progress != "off")
+            result = evaluate(
+                self.model,
+                iter(self.test_data),
+                self.test_meta.sets,
+                device=self.device,
+                return_keys=return_keys,
+                rank=self.ctx.rank,
+                world_size=self.ctx.world_size,
+                progress=self.config.progress != "off",
+            )
         if self.config.eval_save_outputs and result.outputs:
             saved = {key: value for key, value in result.outputs.items() if key in self.config.eval_save_outputs}
             path = self.checkpoint_dir / f"step_{self.progress.step}_all_preds.{self.ctx.rank}"
@@ -542,8 +657,12 @@ class Trainer:
             figures = self._run_evaluators({key: result.outputs.get(key) for key in needed})
         if result.metrics is None:
             return None
-        metrics = {f"{set_name}/{key}": value for set_name, values in result.metrics.items()
-                   for key, value in values.items() if key != "count"}
+        metrics = {
+            f"{set_name}/{key}": value
+            for set_name, values in result.metrics.items()
+            for key, value in values.items()
+            if key != "count"
+        }
         return {**metrics, **(figures or {})}
 
     def _run_evaluators(self, outputs: dict[str, torch.Tensor | None]) -> dict[str, float] | None:
@@ -553,8 +672,12 @@ class Trainer:
             dist.gather_object(outputs, gathered, dst=0)
             if not self.ctx.is_main:
                 return None
-            outputs = {key: interleave_rank_rows([part[key] for part in gathered], self.config.global_batch_size // self.ctx.world_size)
-                       for key in outputs}
+            outputs = {
+                key: interleave_rank_rows(
+                    [part[key] for part in gathered], self.config.global_batch_size // self.ctx.world_size
+                )
+                for key in outputs
+            }
         figures: dict[str, float] = {}
         for evaluator in self.evaluators:
             figures.update(evaluator(outputs))
@@ -570,9 +693,15 @@ class Trainer:
             return
         source = _ChunkView(self.train_data, chunk_index, skip)
         # A private generator: the loader's worker seed must not consume the global RNG (exact resume).
-        loader = torch.utils.data.DataLoader(source, batch_size=None, num_workers=workers, prefetch_factor=8,
-                                             pin_memory=self.device.type == "cuda", generator=torch.Generator(),
-                                             worker_init_fn=_ignore_stop_signals)
+        loader = torch.utils.data.DataLoader(
+            source,
+            batch_size=None,
+            num_workers=workers,
+            prefetch_factor=8,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator(),
+            worker_init_fn=_ignore_stop_signals,
+        )
         yield from loader
 
     def train(self) -> dict[str, float] | None:
@@ -596,12 +725,20 @@ class Trainer:
             lock = RunLock(self.checkpoint_dir)
             try:
                 lock.acquire()
-                resuming_here = self.resumed_from is not None and self.resumed_from.parent.resolve() == self.checkpoint_dir.resolve()
+                resuming_here = (
+                    self.resumed_from is not None
+                    and self.resumed_from.parent.resolve() == self.checkpoint_dir.resolve()
+                )
                 existing = sorted(saved_steps(self.checkpoint_dir)) or sorted(
-                    int(path.name[5:]) for path in self.checkpoint_dir.glob("step_*") if path.name[5:].isdigit())
+                    int(path.name[5:]) for path in self.checkpoint_dir.glob("step_*") if path.name[5:].isdigit()
+                )
                 if existing and not resuming_here and self.config.resume == "auto":
-                    logger.warning("resume=auto: %s holds weights (step_%d) but no training state to resume; starting from "
-                                   "scratch beside them", self.checkpoint_dir, existing[-1])
+                    logger.warning(
+                        "resume=auto: %s holds weights (step_%d) but no training state to resume; starting from "
+                        "scratch beside them",
+                        self.checkpoint_dir,
+                        existing[-1],
+                    )
                 elif existing and not resuming_here:
                     raise CheckpointError(
                         f"checkpoint_path={self.checkpoint_dir} already holds checkpoints of another run (step_{existing[-1]}); "
@@ -622,11 +759,23 @@ class Trainer:
     def _train(self) -> dict[str, float] | None:
         ctx, config = self.ctx, self.config
         if ctx.is_main:
-            logger.info("run %r of project %r: %d parameters, %d steps, checkpoints in %s",
-                        config.run_name, config.project_name, self.num_params, self.total_steps, self.checkpoint_dir)
+            logger.info(
+                "run %r of project %r: %d parameters, %d steps, checkpoints in %s",
+                config.run_name,
+                config.project_name,
+                self.num_params,
+                self.total_steps,
+                self.checkpoint_dir,
+            )
         self.save_config_and_source()
-        tracker = RunLogger(enabled=ctx.is_main, mode=config.wandb_mode, project=config.project_name, name=config.run_name,
-                            config=config.model_dump(), run_id=self.wandb_run_id)
+        tracker = RunLogger(
+            enabled=ctx.is_main,
+            mode=config.wandb_mode,
+            project=config.project_name,
+            name=config.run_name,
+            config=config.model_dump(),
+            run_id=self.wandb_run_id,
+        )
         self.wandb_run_id = broadcast_object(tracker.run_id, ctx)
         if self.progress.step == 0:
             tracker.log({"num_params": self.num_params}, step=0)
@@ -635,7 +784,14 @@ class Trainer:
         self.stop.install()
         self.consecutive_skips = 0
         final_metrics = None
-        bar = progress_bar(total=self.total_steps, initial=self.progress.step, desc="train", unit="step", disable=not ctx.is_main, dynamic_ncols=True)
+        bar = progress_bar(
+            total=self.total_steps,
+            initial=self.progress.step,
+            desc="train",
+            unit="step",
+            disable=not ctx.is_main,
+            dynamic_ncols=True,
+        )
         window_start, window_examples = time.perf_counter(), 0
         throughput: dict[str, float] = {}
         try:
@@ -654,17 +810,23 @@ class Trainer:
                         elapsed = max(time.perf_counter() - window_start, 1e-9)
                         logged["train/examples_per_sec"] = window_examples / elapsed
                         if self.peak_flops:
-                            logged["train/mfu"] = window_examples * self.flops_per_example / elapsed / (self.peak_flops * ctx.world_size)
+                            logged["train/mfu"] = (
+                                window_examples * self.flops_per_example / elapsed / (self.peak_flops * ctx.world_size)
+                            )
                         window_start, window_examples = time.perf_counter(), 0
                         throughput = {k: logged[k] for k in ("train/examples_per_sec", "train/mfu") if k in logged}
-                        bar.set_postfix(loss=f"{logged.get('train/lm_loss', float('nan')):.3f}",
-                                        acc=f"{logged.get('train/exact_accuracy', float('nan')):.3f}")
+                        bar.set_postfix(
+                            loss=f"{logged.get('train/lm_loss', float('nan')):.3f}",
+                            acc=f"{logged.get('train/exact_accuracy', float('nan')):.3f}",
+                        )
                         tracker.log(logged, step=self.progress.step)
                     if self._should_stop():
                         self.save_checkpoint()
                         where = f"continue with resume=auto checkpoint_path={self.checkpoint_dir}"
                         if self.stop.interrupted:
-                            raise TrainingInterrupted(f"interrupted (Ctrl-C) at step {self.progress.step}; checkpoint saved; {where}")
+                            raise TrainingInterrupted(
+                                f"interrupted (Ctrl-C) at step {self.progress.step}; checkpoint saved; {where}"
+                            )
                         logger.info("stopped at step %d; %s", self.progress.step, where)
                         return None
                     if config.checkpoint_every_steps and self.progress.step % config.checkpoint_every_steps == 0:
@@ -676,9 +838,16 @@ class Trainer:
                 final_metrics = self.run_evaluation() if evaluate_now else None
                 if final_metrics is not None:
                     tracker.log(final_metrics, step=self.progress.step)
-                    shown = {k: v for k, v in final_metrics.items() if k.endswith(("exact_accuracy", "/accuracy")) or "/pass@" in k}
-                    logger.info("step %d evaluation: %s", self.progress.step,
-                                ", ".join(f"{k}={v:.4f}" for k, v in {**shown, **throughput}.items()))
+                    shown = {
+                        k: v
+                        for k, v in final_metrics.items()
+                        if k.endswith(("exact_accuracy", "/accuracy")) or "/pass@" in k
+                    }
+                    logger.info(
+                        "step %d evaluation: %s",
+                        self.progress.step,
+                        ", ".join(f"{k}={v:.4f}" for k, v in {**shown, **throughput}.items()),
+                    )
                 self.progress.chunk_index += 1
                 self.progress.batches_done = 0
                 if (config.checkpoint_every_eval and evaluate_now) or self.progress.chunk_index == self.num_chunks:
@@ -690,7 +859,9 @@ class Trainer:
         return final_metrics
 
     def _should_stop(self) -> bool:
-        want = self.stop.requested or (self.config.max_steps is not None and self.progress.step >= self.config.max_steps)
+        want = self.stop.requested or (
+            self.config.max_steps is not None and self.progress.step >= self.config.max_steps
+        )
         return any_rank(want, self.ctx)
 
 
