@@ -10,6 +10,7 @@ from hrm.analysis.cli import main as analysis_main
 from hrm.checkpoint import load_model
 from hrm.evaluation import cli
 from hrm.evaluation.runner import evaluate
+from hrm.tasks import SudokuTask
 from tests.analysis.helpers import sudoku_dataset
 from tests.evaluation.helpers import make_checkpoint
 
@@ -78,8 +79,7 @@ def test_halt_max_and_act_follow_trms_rule(tmp_path, trm_run):
 
 
 def test_augmented_protocol_counts_passes_by_trms_rule(tmp_path, trm_run):
-    from hrm.evaluation.augmented import shift_sudoku_digits
-
+    sudoku = SudokuTask(11, 81)
     root, data = trm_run
     results = results_of(tmp_path, f"checkpoints={root / 'run' / 'step_*'}", "permutes=2")
     summary = results["augmented"]["all"]
@@ -91,8 +91,8 @@ def test_augmented_protocol_counts_passes_by_trms_rule(tmp_path, trm_run):
         for k in range(2):
             batch = {
                 **base,
-                "inputs": shift_sudoku_digits(base["inputs"], k),
-                "labels": shift_sudoku_digits(base["labels"], k),
+                "inputs": sudoku.perturb_rows(base["inputs"], k).to(torch.int32),
+                "labels": sudoku.perturb_rows(base["labels"], k).to(torch.int32),
             }
             counted += int((_segments(model, batch)[-1] > 0).sum())
     assert summary["counted_pass_fraction"] == pytest.approx(counted / 48)
