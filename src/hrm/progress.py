@@ -1,7 +1,7 @@
 """Progress reporting that reads well both in a terminal and in a log file.
 
 Three modes: `bar` (a tqdm bar, for terminals), `lines` (plain log lines such as
-`train 1200/14062 (9%) loss=0.512 acc=0.301 | 12.3 step/s | elapsed 0:01:37 | eta 0:17:25`, one every
+`train 1200/14062 (9%) loss=0.512 exact=0.301 | 12.3 step/s | elapsed 0:01:37 | eta 0:17:25`, one every
 `HRM_PROGRESS_INTERVAL` seconds (default 60) or 5% of the total, whichever comes first, plus a last one)
 and `off`. The mode is, in order: the one a caller configures (`pretrain.py progress=...`), the
 `HRM_PROGRESS` environment variable, else `auto`: a bar when stdout and stderr are both a terminal (or in a

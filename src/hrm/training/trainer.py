@@ -793,6 +793,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         window_start, window_examples = time.perf_counter(), 0
+        shown_exact = float("nan")  # exact accuracy of the last logged step in which some samples halted
         throughput: dict[str, float] = {}
         try:
             while self.progress.chunk_index < self.num_chunks:
@@ -815,9 +816,10 @@ class Trainer:
                             )
                         window_start, window_examples = time.perf_counter(), 0
                         throughput = {k: logged[k] for k in ("train/examples_per_sec", "train/mfu") if k in logged}
+                        if logged.get("train/count", 0.0) > 0:  # accuracy is counted over halted samples only
+                            shown_exact = logged.get("train/exact_accuracy", float("nan"))
                         bar.set_postfix(
-                            loss=f"{logged.get('train/lm_loss', float('nan')):.3f}",
-                            acc=f"{logged.get('train/exact_accuracy', float('nan')):.3f}",
+                            loss=f"{logged.get('train/lm_loss', float('nan')):.3f}", exact=f"{shown_exact:.3f}"
                         )
                         tracker.log(logged, step=self.progress.step)
                     if self._should_stop():
