@@ -10,7 +10,6 @@ import logging
 
 import numpy as np
 from torch import nn
-from tqdm import tqdm
 
 from hrm.analysis.data import Puzzles
 from hrm.analysis.metrics import (
@@ -25,6 +24,7 @@ from hrm.analysis.metrics import (
 )
 from hrm.analysis.trace import Trace, exact_match, hrm_inner, iter_traces
 from hrm.errors import AnalysisError
+from hrm.progress import progress_bar
 from hrm.tasks import Perturbation, Task, detect
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def _examples_traces(model: nn.Module, examples: Puzzles, chunk_size: int, desc:
         model, examples.inputs, examples.labels, examples.puzzle_identifiers, chunk_size=chunk_size, **options
     )
     total = -(len(examples) // -chunk_size)
-    return tqdm(chunks, total=total, desc=desc, leave=False, disable=total < 4)
+    return progress_bar(chunks, total=total, desc=desc, leave=False, disable=total < 4)
 
 
 # ------------------------------------------------------------------------------- a traced batch
@@ -230,7 +230,7 @@ def several_fixed_points(
     the distinct answers they settle on, how many are right, and whether the Q-head would halt on them."""
     family = task.perturbations(num_perturbations, seed=seed)
     puzzles = []
-    for index in tqdm(range(len(examples)), desc="perturbations", leave=False, disable=len(examples) < 4):
+    for index in progress_bar(range(len(examples)), desc="perturbations", leave=False, disable=len(examples) < 4):
         inputs, labels = examples.inputs[index], examples.labels[index]
         batch_inputs = np.stack([p.apply(inputs) for p in family])
         batch_labels = np.stack([_perturb_labels(p, labels) for p in family])
