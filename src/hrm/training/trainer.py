@@ -793,7 +793,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         window_start, window_examples = time.perf_counter(), 0
-        shown_exact = float("nan")  # exact accuracy of the last logged step in which some samples halted
+        shown_exact = "-"  # exact accuracy of the last logged step in which some samples halted
         throughput: dict[str, float] = {}
         try:
             while self.progress.chunk_index < self.num_chunks:
@@ -817,10 +817,8 @@ class Trainer:
                         window_start, window_examples = time.perf_counter(), 0
                         throughput = {k: logged[k] for k in ("train/examples_per_sec", "train/mfu") if k in logged}
                         if logged.get("train/count", 0.0) > 0:  # accuracy is counted over halted samples only
-                            shown_exact = logged.get("train/exact_accuracy", float("nan"))
-                        bar.set_postfix(
-                            loss=f"{logged.get('train/lm_loss', float('nan')):.3f}", exact=f"{shown_exact:.3f}"
-                        )
+                            shown_exact = f"{logged.get('train/exact_accuracy', 0.0):.3f}"
+                        bar.set_postfix(loss=f"{logged.get('train/lm_loss', float('nan')):.3f}", exact=shown_exact)
                         tracker.log(logged, step=self.progress.step)
                     if self._should_stop():
                         self.save_checkpoint()
