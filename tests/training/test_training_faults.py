@@ -24,15 +24,14 @@ from hrm.training.cli import check_command_line, compose_config, run_from_hydra
 from hrm.training.run_lock import LOCK_FILE, RunLock
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIG_DIR = REPO / "configs"
 
 
 def cli(capsys, *overrides: str) -> tuple[int, str]:
     """Run `pretrain.py <overrides>` in this process: (exit status, what it wrote to stderr)."""
     overrides = list(overrides)
     try:
-        check_command_line(overrides, config_dir=CONFIG_DIR)
-        run_from_hydra(compose_config(overrides, CONFIG_DIR))
+        check_command_line(overrides)
+        run_from_hydra(compose_config(overrides))
         code = 0
     except SystemExit as done:
         code = done.code

@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 from hrm.config import PretrainConfig, validate_config
 from hrm.errors import ConfigError, HRMError
 
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # package data (`configs/` at the repo root links here)
 CONFIG_NAME = "cfg_pretrain"
 INTERRUPTED_EXIT = 130  # the shell's status for a run stopped by Ctrl-C (128 + SIGINT)
 
