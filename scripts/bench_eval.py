@@ -32,7 +32,8 @@ from hrm.config import PretrainConfig
 from hrm.data.format import write_dataset, write_identifiers
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.distributed import resolve_device
-from hrm.evaluation.cli import EvalConfig, run
+from hrm.evaluation.cli import run
+from hrm.evaluation.options import EvalConfig
 from hrm.models.registry import build_model
 
 SMALL_ARCH = dict(

@@ -14,6 +14,7 @@ import os
 import pickle
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -76,7 +77,8 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
     return path
 
 
-def read_checkpoint_config(checkpoint_file: Path, overrides: Iterable[str] = ()) -> PretrainConfig:
+def read_stored_config(checkpoint_file: Path) -> dict[str, Any]:
+    """The `all_config.yaml` beside a checkpoint file, as stored (a plain mapping, not yet validated)."""
     config_path = checkpoint_file.parent / CONFIG_FILE
     if not config_path.is_file():
         raise CheckpointError(
@@ -88,7 +90,11 @@ def read_checkpoint_config(checkpoint_file: Path, overrides: Iterable[str] = ())
         raise CheckpointError(f"{config_path} is not valid YAML ({one_line(err)})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{config_path} does not hold a config mapping")
-    return validate_config(apply_overrides(data, overrides))
+    return data
+
+
+def read_checkpoint_config(checkpoint_file: Path, overrides: Iterable[str] = ()) -> PretrainConfig:
+    return validate_config(apply_overrides(read_stored_config(checkpoint_file), overrides))
 
 
 def clean_state_dict(state: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -207,6 +213,39 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: P
             )
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """One checkpoint read once: the `step_N` file, its `all_config.yaml` as stored, and its state dict.
+
+    Tools that need the config under several sets of overrides, the weights' shapes, and the model ask this
+    object instead of reading the files again.
+    """
+
+    file: Path
+    stored_config: dict[str, Any]
+    state: dict[str, torch.Tensor]
+
+    @classmethod
+    def read(cls, path: str | Path) -> "Checkpoint":
+        """`path` is a `step_N` file, a run's folder (its latest `step_N`) or an `hf://` address."""
+        checkpoint_file = resolve_checkpoint_path(path)
+        stored = read_stored_config(checkpoint_file)  # a missing config fails before the large state dict is read
+        return cls(checkpoint_file, stored, read_state_dict(checkpoint_file))
+
+    def config(self, overrides: Iterable[str] = ()) -> PretrainConfig:
+        """The training config with Hydra-style `key=value` overrides applied, validated."""
+        return validate_config(apply_overrides(self.stored_config, overrides))
+
+    def build_model(
+        self, config: PretrainConfig, shapes: dict[str, int], device: str | torch.device = "cpu"
+    ) -> nn.Module:
+        """The loss-head-wrapped model of `config` and dataset `shapes`, holding these weights, in eval mode."""
+        model = build_model(config.arch, batch_size=config.global_batch_size, **shapes)
+        check_state_dict(model, self.state, self.file)
+        model.load_state_dict(self.state, strict=True)
+        return model.to(device).eval()
+
+
 def load_model(
     path: str | Path, device: str | torch.device = "cpu", overrides: Iterable[str] = ()
 ) -> tuple[nn.Module, PretrainConfig]:
@@ -215,14 +254,10 @@ def load_model(
     `path` is a `step_N` file or a folder (its latest `step_N`); `all_config.yaml` must sit beside it.
     `overrides` are Hydra-style `key=value` strings applied before the model is built.
     """
-    checkpoint_file = resolve_checkpoint_path(path)
-    config = read_checkpoint_config(checkpoint_file, overrides)
-    state = read_state_dict(checkpoint_file)
-    shapes = dataset_shapes(config, state, beside=checkpoint_file.parent)
-    model = build_model(config.arch, batch_size=config.global_batch_size, **shapes)
-    check_state_dict(model, state, checkpoint_file)
-    model.load_state_dict(state, strict=True)
-    return model.to(device).eval(), config
+    checkpoint = Checkpoint.read(path)
+    config = checkpoint.config(overrides)
+    shapes = dataset_shapes(config, checkpoint.state, beside=checkpoint.file.parent)
+    return checkpoint.build_model(config, shapes, device), config
 
 
 def save_model_checkpoint(model: nn.Module, config: PretrainConfig, directory: str | Path, step: int) -> Path:

@@ -29,6 +29,7 @@ from hrm.data.staging import _host
 from hrm.data.sudoku_solver import generate_puzzle
 from hrm.errors import CheckpointError
 from hrm.evaluation import cli as eval_cli
+from hrm.evaluation import protocols
 from tests.analysis.helpers import checkpoint as analysis_checkpoint
 from tests.analysis.helpers import sudoku_dataset
 from tests.evaluation.helpers import make_checkpoint, random_dataset
@@ -60,9 +61,9 @@ def evaluate_fails(capsys, monkeypatch, argv, *phrases) -> str:
     def no_compute(*_, **__):
         raise AssertionError("compute started before the input was checked")
 
-    monkeypatch.setattr(eval_cli, "evaluate", no_compute)
-    monkeypatch.setattr(eval_cli, "evaluate_act", no_compute)
-    monkeypatch.setattr(eval_cli.augmented, "evaluate_chunk", no_compute)
+    monkeypatch.setattr(protocols, "evaluate", no_compute)
+    monkeypatch.setattr(protocols, "evaluate_act", no_compute)
+    monkeypatch.setattr(protocols.augmented, "evaluate_chunk", no_compute)
     assert eval_cli.main(["progress=false", "device=cpu", *argv]) == 2
     return one_error_line(capsys, *phrases)
 

@@ -37,14 +37,7 @@ from hrm.adaptation.tasks import (
     is_dataset_folder,
     load_arc_tasks,
 )
-from hrm.checkpoint import (
-    PUZZLE_EMB_KEY,
-    atomic_write_bytes,
-    dataset_shapes,
-    read_checkpoint_config,
-    read_state_dict,
-    resolve_checkpoint_path,
-)
+from hrm.checkpoint import PUZZLE_EMB_KEY, Checkpoint, atomic_write_bytes, dataset_shapes
 from hrm.config import PretrainConfig, validate_config
 from hrm.distributed import DistributedContext, broadcast_object, init_distributed, shutdown_distributed
 from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError
@@ -212,14 +205,13 @@ def training_config(
 
 def adapt(cfg: AdaptConfig, ctx: DistributedContext) -> dict | None:
     """Build, train, evaluate; returns the results on rank 0."""
-    from hrm.evaluation.cli import EvalConfig
     from hrm.evaluation.cli import run as run_evaluation
+    from hrm.evaluation.options import EvalConfig
     from hrm.training.trainer import Trainer
 
-    checkpoint_file = resolve_checkpoint_path(cfg.checkpoint)
-    base = read_checkpoint_config(checkpoint_file)
-    state = read_state_dict(checkpoint_file)
-    shape = checkpoint_shape(checkpoint_file, base, state)
+    checkpoint = Checkpoint.read(cfg.checkpoint)
+    base = checkpoint.config()
+    shape = checkpoint_shape(checkpoint.file, base, checkpoint.state)
     output = Path(cfg.output_dir)
     if output.is_dir() and any(p.name.startswith("step_") for p in output.iterdir()):
         raise ConfigError(
@@ -230,7 +222,7 @@ def adapt(cfg: AdaptConfig, ctx: DistributedContext) -> dict | None:
         adaptation = build_set(cfg, shape, output / "data")
         atomic_write_bytes(
             output / INITIAL_WEIGHTS,
-            lambda handle: torch.save(extended_state(state, adaptation.new_identifiers[1]), handle),
+            lambda handle: torch.save(extended_state(checkpoint.state, adaptation.new_identifiers[1]), handle),
         )
         return adaptation
 
@@ -271,7 +263,7 @@ def adapt(cfg: AdaptConfig, ctx: DistributedContext) -> dict | None:
     if results is None:
         return None
     results["adaptation"] = {
-        "source_checkpoint": str(checkpoint_file),
+        "source_checkpoint": str(checkpoint.file),
         "tasks": cfg.tasks,
         "steps": cfg.steps,
         "adapt_weights": cfg.adapt_weights,
@@ -287,8 +279,7 @@ def adapt(cfg: AdaptConfig, ctx: DistributedContext) -> dict | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from hrm.evaluation.cli import print_results
-    from hrm.evaluation.report import write_json
+    from hrm.evaluation.report import format_results, write_json
 
     argv = list(sys.argv[1:] if argv is None else argv)
     rank = int(os.environ.get("RANK", "0"))
@@ -300,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if results is not None:
             path = Path(cfg.output_dir) / "results.json"
             write_json(path, results)
-            print_results(results)
+            print(format_results(results))
             print(
                 f"adapted checkpoint and results in {cfg.output_dir} (results.json"
                 + (", submission.json" if "arc" in results else "")

@@ -20,6 +20,8 @@ import numpy as np
 
 from hrm.checkpoint import atomic_write_bytes
 from hrm.data.arc import apply_augmentation, crop_grid, parse_aug_name, undo_augmentation
+from hrm.errors import DatasetError, one_line
+from hrm.evaluation.data import TestSplit
 
 PASS_AT_K = (1, 2, 5, 10, 100, 1000)
 NUM_COLOURS = 10
@@ -195,3 +197,36 @@ def write_submission(path: str | Path, test_inputs: Sequence[ArcTestInput]) -> P
     text = json.dumps(submission(test_inputs)).encode()
     atomic_write_bytes(path, lambda handle: handle.write(text))
     return Path(path)
+
+
+def score_split(split: TestSplit, rows: dict[str, np.ndarray], submission_path: Path) -> dict:
+    """Vote over the evaluated rows of an ARC test split (`set`, `index`, `puzzle_identifiers`, `preds`,
+    `q_halt_logits`, `labels`, in dataset order), score pass@K and write the Kaggle submission.
+
+    A submission that cannot be written is reported under `submission_error`; the scores are kept.
+    """
+    if split.identifier_names is None:
+        raise DatasetError(
+            f"{split.data_path}/identifiers.json is missing; ARC voting needs the puzzle names (rebuild the dataset)"
+        )
+    test_inputs = []
+    for set_id in np.unique(rows["set"]):
+        mine = (rows["set"] == set_id) & (rows["index"] >= 0)
+        test_inputs += collect_test_inputs(
+            split.identifier_names,
+            rows["puzzle_identifiers"][mine],
+            rows["preds"][mine],
+            rows["q_halt_logits"][mine],
+            rows["labels"][mine],
+            blank_identifier_id=split.metadata.blank_identifier_id,
+        )
+    reference_path = Path(split.data_path) / "test_puzzles.json"
+    if reference_path.is_file():
+        test_inputs = attach_reference(test_inputs, json.loads(reference_path.read_text()))
+    scores = score(test_inputs)
+    try:
+        write_submission(submission_path, test_inputs)
+        scores["submission"] = str(submission_path)
+    except OSError as err:  # the scores are still written, then the exit status is 2
+        scores["submission_error"] = f"cannot write the submission {submission_path} ({one_line(err)})"
+    return scores

@@ -18,18 +18,14 @@ the data's identifiers, so they run on held-out tasks with their own `identifier
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from hrm.checkpoint import check_state_dict, dataset_shapes, read_checkpoint_config, read_state_dict
-from hrm.config import PretrainConfig
 from hrm.errors import ConfigError
 from hrm.evaluation.data import TestSplit
-from hrm.models.registry import build_model
 
 MODES = ("as_is", "blank", "mean", "shuffled")
 DATA_FREE_MODES = frozenset({"blank", "mean"})
@@ -108,32 +104,3 @@ def ablated(model: nn.Module, mode: str, split: TestSplit, seed: int = 0) -> Ite
         yield
     finally:
         embedding.weights = original
-
-
-def load_model_any_identifiers(
-    checkpoint_file: Path, device: torch.device, overrides: Sequence[str]
-) -> tuple[nn.Module, PretrainConfig]:
-    """`load_model` with the embedding table sized by the checkpoint rather than the dataset (blank/mean modes)."""
-    config = read_checkpoint_config(checkpoint_file, overrides)
-    state = read_state_dict(checkpoint_file)
-    shapes = dataset_shapes(config, state)
-    table = state.get("model.inner.puzzle_emb.weights")
-    shapes["num_puzzle_identifiers"] = int(table.shape[0]) if table is not None else 1
-    model = build_model(config.arch, batch_size=config.global_batch_size, **shapes)
-    check_state_dict(model, state, checkpoint_file)
-    model.load_state_dict(state, strict=True)
-    return model.to(device).eval(), config
-
-
-def format_ablation_table(ablation: dict[str, dict]) -> str:
-    """Modes side by side: exact and token accuracy per set (and ARC pass@2 when scored)."""
-    lines = [
-        "puzzle identifier ablation",
-        f"{'mode':<10} {'set':<16} {'exact_accuracy':>15} {'accuracy':>10} {'pass@2':>8}",
-    ]
-    for mode, result in ablation.items():
-        pass2 = result.get("arc", {}).get("pass@2")
-        for set_name, row in (result.get("metrics") or {}).items():
-            cell = f"{pass2:>8.4f}" if pass2 is not None else f"{'':>8}"
-            lines.append(f"{mode:<10} {set_name:<16} {row['exact_accuracy']:>15.4f} {row['accuracy']:>10.4f} {cell}")
-    return "\n".join(lines)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hrm.checkpoint import atomic_write_bytes
+from hrm.evaluation.calibration import format_calibration
 from hrm.evaluation.metrics import TABLE_METRICS
 
 
@@ -47,6 +48,57 @@ def format_key_values(title: str, values: dict[str, Any]) -> str:
         elif not isinstance(value, (dict, list)):
             lines.append(f"  {key:<28} {value}")
     return "\n".join(lines)
+
+
+def format_ablation_table(ablation: dict[str, dict]) -> str:
+    """Modes side by side: exact and token accuracy per set (and ARC pass@2 when scored)."""
+    lines = [
+        "puzzle identifier ablation",
+        f"{'mode':<10} {'set':<16} {'exact_accuracy':>15} {'accuracy':>10} {'pass@2':>8}",
+    ]
+    for mode, result in ablation.items():
+        pass2 = result.get("arc", {}).get("pass@2")
+        for set_name, row in (result.get("metrics") or {}).items():
+            cell = f"{pass2:>8.4f}" if pass2 is not None else f"{'':>8}"
+            lines.append(f"{mode:<10} {set_name:<16} {row['exact_accuracy']:>15.4f} {row['accuracy']:>10.4f} {cell}")
+    return "\n".join(lines)
+
+
+def format_results(results: dict[str, Any]) -> str:
+    """The whole terminal report of one `evaluate.py` run, from its results dict."""
+    parts = [
+        f"checkpoint {results['checkpoint']} on {results['data_path']} (halt={results['halt']}, "
+        f"halt_max_steps={results['halt_max_steps']})"
+    ]
+    if results.get("metrics"):
+        title = "plain baseline (first checkpoint, unperturbed)" if results["protocol"] == "augmented" else ""
+        parts.append(format_metrics_table(results["metrics"], title))
+    if "halt_max_steps_sweep" in results:
+        parts.append(format_sweep_table(results["halt_max_steps_sweep"], results["halt"]))
+    if "arc" in results:
+        arc = results["arc"]
+        parts.append(
+            format_key_values(
+                "ARC voting over augmentations (pass@K averaged per task, then over tasks)",
+                {k: v for k, v in arc.items() if k.startswith("pass@") or k.startswith("num_") or k == "submission"},
+            )
+        )
+    if "identifier_ablation" in results:
+        parts.append(format_ablation_table(results["identifier_ablation"]))
+    for set_name, summary in (results.get("augmented") or {}).items():
+        parts.append(
+            format_key_values(
+                f"Augmented HRM [{set_name}]: {results['permutes']} perturbations x "
+                f"{len(results['checkpoints'])} checkpoints",
+                summary,
+            )
+        )
+    parts.append(format_calibration(results["calibration"]))
+    timing = results["timing"]
+    parts.append(
+        f"{timing['examples']:.0f} examples in {timing['seconds']:.2f} s: {timing['examples_per_second']:.1f} examples/s"
+    )
+    return "\n".join(parts)
 
 
 def _json_safe(value: Any) -> Any:
