@@ -27,20 +27,16 @@ def opened(monkeypatch) -> Counter:
     return counts
 
 
-def test_plain_evaluation_reads_the_checkpoint_and_config_once(tmp_path, opened):
+@pytest.mark.parametrize(
+    "protocol",
+    [["halt_max_steps_sweep=[1,2]"], ["halt=act"], ["puzzle_identifiers=blank,mean"]],
+    ids=["plain_and_sweep", "act", "identifier_ablation"],
+)
+def test_one_checkpoint_is_read_once(tmp_path, opened, protocol):
     data = random_dataset(tmp_path / "data", num_examples=9, num_identifiers=4)
     checkpoint = make_checkpoint(tmp_path / "run", data, step=4)
     opened.clear()
-    results_of(tmp_path, f"checkpoint={checkpoint.parent}", "save_outputs=[]", "halt_max_steps_sweep=[1,2]")
-    assert opened[checkpoint.resolve()] == 1
-    assert opened[(checkpoint.parent / "all_config.yaml").resolve()] == 1
-
-
-def test_identifier_ablation_reads_the_checkpoint_once(tmp_path, opened):
-    data = random_dataset(tmp_path / "data", num_examples=9, num_identifiers=4)
-    checkpoint = make_checkpoint(tmp_path / "run", data, step=4)
-    opened.clear()
-    results_of(tmp_path, f"checkpoint={checkpoint}", "save_outputs=[]", "puzzle_identifiers=blank,mean")
+    results_of(tmp_path, f"checkpoint={checkpoint.parent}", "save_outputs=[]", *protocol)
     assert opened[checkpoint.resolve()] == 1
     assert opened[(checkpoint.parent / "all_config.yaml").resolve()] == 1
 

@@ -39,7 +39,7 @@ from hrm.evaluation.calibration import calibration_report
 from hrm.evaluation.data import TestSplit
 from hrm.evaluation.loading import load_for_evaluation
 from hrm.evaluation.options import EvalConfig, expand_checkpoints, parse_args
-from hrm.evaluation.protocols import gather_to_rank0, run_augmented, run_plain, run_sweep, sort_rows
+from hrm.evaluation.protocols import EvalSetup, gather_to_rank0, run_augmented, run_plain, run_sweep, sort_rows
 from hrm.evaluation.report import format_results, write_json
 from hrm.paths import check_output_file
 from hrm.tasks import resolve as resolve_task
@@ -153,22 +153,15 @@ def save_results(path: str | Path, results: dict) -> Path:
 
 
 def plain_protocol(
-    cfg: EvalConfig,
-    model: nn.Module,
-    split: TestSplit,
-    task: str,
-    checkpoint_file: Path,
-    global_batch_size: int,
-    device: torch.device,
-    rank: int,
-    world_size: int,
+    cfg: EvalConfig, model: nn.Module, checkpoint_file: Path, task: str, setup: EvalSetup
 ) -> Scored | None:
     """The plain evaluation, its saved outputs, the halt_max_steps sweep, ARC voting and the identifier modes."""
+    split, rank, world_size = setup.split, setup.rank, setup.world_size
     modes = cfg.identifier_modes
     entries: dict[str, Any] = {"protocol": "plain"}
     started = time.perf_counter()
     with identifiers.ablated(model, modes[0], split, cfg.identifier_seed):
-        metrics, saved, records = run_plain(cfg, model, split, global_batch_size, device, rank, world_size)
+        metrics, saved, records = run_plain(cfg, model, setup)
     seconds = time.perf_counter() - started
     if saved:
         path = outputs_path(checkpoint_file, rank)
@@ -180,13 +173,13 @@ def plain_protocol(
     sweep = None
     if cfg.halt_max_steps_sweep:
         with identifiers.ablated(model, modes[0], split, cfg.identifier_seed):
-            sweep = run_sweep(cfg, model, split, global_batch_size, device, rank, world_size)
+            sweep = run_sweep(cfg, model, setup)
     keep = list(records) if task == "arc" else list(ROW_KEYS)
     gathered = gather_to_rank0({key: records[key] for key in keep}, world_size)
     other_modes = {}
     for mode in modes[1:]:
         with identifiers.ablated(model, mode, split, cfg.identifier_seed):
-            mode_metrics, _, mode_records = run_plain(cfg, model, split, global_batch_size, device, rank, world_size)
+            mode_metrics, _, mode_records = run_plain(cfg, model, setup)
         other_modes[mode] = (mode_metrics, gather_to_rank0({key: mode_records[key] for key in keep}, world_size))
     if rank != 0:
         return None
@@ -210,22 +203,14 @@ def plain_protocol(
 
 
 def augmented_protocol(
-    cfg: EvalConfig,
-    models: Sequence[nn.Module],
-    checkpoint_files: Sequence[Path],
-    split: TestSplit,
-    task: str,
-    global_batch_size: int,
-    device: torch.device,
-    rank: int,
-    world_size: int,
+    cfg: EvalConfig, models: Sequence[nn.Module], checkpoint_files: Sequence[Path], task: str, setup: EvalSetup
 ) -> Scored | None:
     """Augmented HRM: perturbations x checkpoints per puzzle, with the first checkpoint's plain baseline."""
     started = time.perf_counter()
-    summary, metrics, records = run_augmented(cfg, models, split, global_batch_size, device, rank, world_size)
+    summary, metrics, records = run_augmented(cfg, models, setup)
     seconds = time.perf_counter() - started
-    gathered = gather_to_rank0(records, world_size)
-    if rank != 0:
+    gathered = gather_to_rank0(records, setup.world_size)
+    if setup.rank != 0:
         return None
     entries = {
         "protocol": "augmented",
@@ -252,14 +237,11 @@ def run(cfg: EvalConfig, overrides: Sequence[str], rank: int, world_size: int, d
         for file in checkpoint_files:
             logger.info("evaluating checkpoint %s", file)
 
+    setup = EvalSetup(split, global_batch_size, device, rank, world_size)
     if cfg.is_augmented:
-        scored = augmented_protocol(
-            cfg, models, checkpoint_files, split, task, global_batch_size, device, rank, world_size
-        )
+        scored = augmented_protocol(cfg, models, checkpoint_files, task, setup)
     else:
-        scored = plain_protocol(
-            cfg, models[0], split, task, checkpoint_files[0], global_batch_size, device, rank, world_size
-        )
+        scored = plain_protocol(cfg, models[0], checkpoint_files[0], task, setup)
     if scored is None:
         return None
 

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -23,6 +24,20 @@ from hrm.evaluation.options import EvalConfig
 from hrm.evaluation.runner import evaluate, reduce_metric_sums
 
 METRIC_ORDER = sorted(TABLE_METRICS)  # the order of the summed table reduced across ranks
+
+
+@dataclass(frozen=True)
+class EvalSetup:
+    """What every protocol runs over: the test split, the global batch size, and this rank's device and place."""
+
+    split: TestSplit
+    global_batch_size: int
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+
+    def unpack(self) -> tuple[TestSplit, int, torch.device, int, int]:
+        return self.split, self.global_batch_size, self.device, self.rank, self.world_size
 
 
 def gather_to_rank0(local: dict[str, np.ndarray], world_size: int) -> dict[str, np.ndarray] | None:
@@ -64,13 +79,10 @@ def add_sums(total: dict[str, dict[str, float]], set_name: str, sums: dict[str, 
 def run_plain(
     cfg: EvalConfig,
     model: nn.Module,
-    split: TestSplit,
-    global_batch_size: int,
-    device: torch.device,
-    rank: int,
-    world_size: int,
+    setup: EvalSetup,
 ) -> tuple[dict, dict[str, torch.Tensor], dict[str, np.ndarray]]:
     """Per-set metrics (rank 0), this rank's saved outputs, and per-row records for scoring."""
+    split, global_batch_size, device, rank, world_size = setup.unpack()
     set_names = list(split.sets)
     need = set(cfg.save_outputs) | {"preds", "labels", "q_halt_logits", "puzzle_identifiers"}
     local = global_batch_size // world_size
@@ -156,13 +168,10 @@ def run_plain(
 def run_sweep(
     cfg: EvalConfig,
     model: nn.Module,
-    split: TestSplit,
-    global_batch_size: int,
-    device: torch.device,
-    rank: int,
-    world_size: int,
+    setup: EvalSetup,
 ) -> dict[int, dict] | None:
     """Metrics for each halt_max_steps of the sweep, from one pass to the largest."""
+    split, global_batch_size, device, rank, world_size = setup.unpack()
     caps = sorted(set(cfg.halt_max_steps_sweep))
     per_cap: dict[int, dict[str, dict[str, float]]] = {cap: {} for cap in caps}
     for set_name, batch, _, _ in indexed_batches(split, global_batch_size, rank, world_size):
@@ -176,12 +185,9 @@ def run_sweep(
 def run_augmented(
     cfg: EvalConfig,
     models: Sequence[nn.Module],
-    split: TestSplit,
-    global_batch_size: int,
-    device: torch.device,
-    rank: int,
-    world_size: int,
+    setup: EvalSetup,
 ) -> tuple[dict | None, dict | None, dict[str, np.ndarray]]:
+    split, global_batch_size, device, rank, world_size = setup.unpack()
     meta = split.metadata
     task = augmented.resolve_task(cfg.task, meta.vocab_size, meta.seq_len, cfg.permutes)
     local = global_batch_size // world_size
