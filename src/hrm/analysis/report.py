@@ -27,7 +27,7 @@ from hrm.analysis.experiments import (
 from hrm.analysis.trace import Trace, hrm_inner, make_batch, trace_batch, untrained_copy
 from hrm.checkpoint import atomic_write_bytes
 from hrm.errors import AnalysisError
-from hrm.tasks import Task, resolve
+from hrm.tasks import StepBoards, Task, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def _board_figures(report: AnalysisReport, trace: Trace, summary: dict, task: Ta
         curves = {name: np.asarray(values[b]) for name, values in summary["error_curves"].items()}
         titles = step_titles(trace, steps, curves)
         path = report.out_dir / f"boards_{task.name}_puzzle{b}.png"
-        report.figure(task.plot_steps(trace.inputs[b], preds[:, b], trace.labels[b], steps, titles, path))
+        report.figure(task.plot_steps(StepBoards(trace.inputs[b], preds[:, b], trace.labels[b], steps, titles), path))
 
 
 def run_analyses(

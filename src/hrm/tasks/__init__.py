@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from hrm.errors import ConfigError
 from hrm.tasks.arc import ArcGridTask
-from hrm.tasks.base import Perturbation, Task, grid_side
+from hrm.tasks.base import Perturbation, StepBoards, Task, grid_side
 from hrm.tasks.maze import MazeTask
 from hrm.tasks.sudoku import SudokuTask
 
@@ -59,6 +59,7 @@ __all__ = [
     "ArcGridTask",
     "MazeTask",
     "Perturbation",
+    "StepBoards",
     "SudokuTask",
     "Task",
     "detect",

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 import numpy as np
 
 from hrm.data.arc import COLOUR_OFFSET, EOS_TOKEN, GRID_SIZE, SEQ_LEN, VOCAB_SIZE, crop_grid, place_on_canvas
 from hrm.errors import TaskError
-from hrm.tasks.base import Task, relabel_table
+from hrm.tasks.base import StepBoards, Task, relabel_table
 
 SYMBOLS = " |0123456789"  # pad, end-of-grid, colours
 
@@ -64,18 +64,10 @@ class ArcGridTask(Task):
             "".join(SYMBOLS[t] if t < len(SYMBOLS) else "?" for t in row[:right]) for row in canvas[:bottom].tolist()
         ]
 
-    def plot_steps(
-        self,
-        inputs: np.ndarray,
-        step_preds: np.ndarray,
-        labels: np.ndarray,
-        steps: Sequence[int],
-        titles: Sequence[str],
-        path: str | Path,
-    ) -> Path:
+    def plot_steps(self, boards: StepBoards, path: str | Path) -> Path:
         from hrm.tasks.figures import plot_arc_steps
 
-        return plot_arc_steps(self, inputs, step_preds, labels, steps, titles, path)
+        return plot_arc_steps(self, boards, path)
 
     def relabellings(self, count: int, rng: np.random.Generator) -> list[tuple[str, tuple[int, ...]]]:
         """Random permutations of colours 1..9 (0, the background, stays), the identity first."""

@@ -34,6 +34,19 @@ def relabel_table(vocab_size: int, mapping: dict[int, int]) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True)
+class StepBoards:
+    """One puzzle's predictions at chosen reasoning steps, ready to draw: its input and label tokens
+    ([seq_len], labels -100 where ignored), the predictions of every step ([num_steps, seq_len]), the steps
+    to show and a title for each."""
+
+    inputs: np.ndarray
+    step_preds: np.ndarray
+    labels: np.ndarray
+    steps: Sequence[int]
+    titles: Sequence[str]
+
+
+@dataclass(frozen=True)
 class Perturbation:
     """An invertible change of a puzzle: a token relabelling, then a dihedral transform of the board.
 
@@ -118,19 +131,11 @@ class Task:
         chars = [symbols[t] if 0 <= t < len(symbols) else "?" for t in tokens.tolist()]
         return ["".join(chars[r * side : (r + 1) * side]) for r in range(side)]
 
-    def plot_steps(
-        self,
-        inputs: np.ndarray,
-        step_preds: np.ndarray,
-        labels: np.ndarray,
-        steps: Sequence[int],
-        titles: Sequence[str],
-        path: str | Path,
-    ) -> Path:
+    def plot_steps(self, boards: StepBoards, path: str | Path) -> Path:
         """The predictions at the chosen steps as one figure (generic: rows of tokens, the label last)."""
         from hrm.tasks.figures import plot_token_steps
 
-        return plot_token_steps(inputs, step_preds, labels, steps, titles, path)
+        return plot_token_steps(boards, path)
 
     # ---------------------------------------------------------------- rules and verification
 

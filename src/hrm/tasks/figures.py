@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -17,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from hrm.checkpoint import atomic_write_bytes
+from hrm.tasks.base import StepBoards
 
 ARC_PALETTE = [
     "#000000",
@@ -94,25 +94,17 @@ def _draw_sudoku(
     ax.axis("off")
 
 
-def plot_sudoku_steps(
-    task,
-    inputs: np.ndarray,
-    step_preds: np.ndarray,
-    labels: np.ndarray,
-    steps: Sequence[int],
-    titles: Sequence[str],
-    path: str | Path,
-) -> Path:
+def plot_sudoku_steps(task, boards: StepBoards, path: str | Path) -> Path:
     """Boards of a Sudoku task of any box shape at the chosen steps: givens bold, cells breaking a rule red, wrong-but-legal grey, changed cells shaded."""
-    rows, columns = panel_grid(len(steps))
+    rows, columns = panel_grid(len(boards.steps))
     fig = Figure(figsize=(2.0 * columns, 2.2 * rows + 0.4))
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.5 / (2.2 * rows + 0.4), wspace=0.08, hspace=0.25)
     previous = None
-    for panel, (step, title) in enumerate(zip(steps, titles)):
+    for panel, (step, title) in enumerate(zip(boards.steps, boards.titles)):
         ax = fig.add_subplot(rows, columns, panel + 1)
-        _draw_sudoku(ax, task, inputs, step_preds[step], previous, labels)
+        _draw_sudoku(ax, task, boards.inputs, boards.step_preds[step], previous, boards.labels)
         ax.set_title(title, fontsize=7)
-        previous = step_preds[step]
+        previous = boards.step_preds[step]
     fig.suptitle("Intermediate predictions (bold: given, red: breaks a rule, grey: wrong, shaded: changed)", fontsize=9)
     return save_figure(fig, path, tight=False)
 
@@ -120,28 +112,20 @@ def plot_sudoku_steps(
 MAZE_COLOURS = ListedColormap(["#ffffff", "#222222", "#ffffff", "#2ca02c", "#d62728", "#1f77b4"])
 
 
-def plot_maze_steps(
-    task,
-    inputs: np.ndarray,
-    step_preds: np.ndarray,
-    labels: np.ndarray,
-    steps: Sequence[int],
-    titles: Sequence[str],
-    path: str | Path,
-) -> Path:
+def plot_maze_steps(task, boards: StepBoards, path: str | Path) -> Path:
     """The maze with the predicted path (blue) at each chosen step; path cells off the labelled path are orange."""
     side = task.side
     wall, open_, start, goal, path_ = task.WALL, task.OPEN, task.START, task.GOAL, task.PATH
-    rows, columns = panel_grid(len(steps))
+    rows, columns = panel_grid(len(boards.steps))
     fig = Figure(figsize=(2.2 * columns, 2.3 * rows))
-    for panel, (step, title) in enumerate(zip(steps, titles)):
+    for panel, (step, title) in enumerate(zip(boards.steps, boards.titles)):
         ax = fig.add_subplot(rows, columns, panel + 1)
-        board = np.where(np.isin(inputs, (wall, start, goal)), inputs, open_)
-        predicted_path = step_preds[step] == path_
+        board = np.where(np.isin(boards.inputs, (wall, start, goal)), boards.inputs, open_)
+        predicted_path = boards.step_preds[step] == path_
         board = np.where(predicted_path & (board == open_), path_, board)
         ax.imshow(board.reshape(side, side), cmap=MAZE_COLOURS, vmin=0, vmax=5, interpolation="nearest")
-        off_path = predicted_path & (labels != -100) & (labels != path_)
-        missed = ~predicted_path & (labels == path_)
+        off_path = predicted_path & (boards.labels != -100) & (boards.labels != path_)
+        missed = ~predicted_path & (boards.labels == path_)
         for cells, style in (
             (off_path, dict(s=4, color="#ff7f0e", marker="s")),
             (missed, dict(s=10, facecolors="none", edgecolors="#1f77b4", marker="s", linewidths=0.8)),
@@ -162,19 +146,13 @@ def plot_maze_steps(
 ARC_COLOURS = ListedColormap(["#ffffff", "#bbbbbb"] + ARC_PALETTE)
 
 
-def plot_arc_steps(
-    task,
-    inputs: np.ndarray,
-    step_preds: np.ndarray,
-    labels: np.ndarray,
-    steps: Sequence[int],
-    titles: Sequence[str],
-    path: str | Path,
-) -> Path:
+def plot_arc_steps(task, boards: StepBoards, path: str | Path) -> Path:
     """The input grid, the predicted grid at each chosen step (cropped at its end-of-grid marker), and the target."""
-    panels = [("input", inputs)] + [(title, step_preds[step]) for step, title in zip(steps, titles)]
-    if (labels != -100).any():
-        panels.append(("target", np.where(labels == -100, 0, labels)))
+    panels = [("input", boards.inputs)] + [
+        (title, boards.step_preds[step]) for step, title in zip(boards.steps, boards.titles)
+    ]
+    if (boards.labels != -100).any():
+        panels.append(("target", np.where(boards.labels == -100, 0, boards.labels)))
     rows, columns = panel_grid(len(panels))
     fig = Figure(figsize=(2.0 * columns, 2.2 * rows))
     for panel, (title, tokens) in enumerate(panels):
@@ -191,17 +169,12 @@ def plot_arc_steps(
     return save_figure(fig, path)
 
 
-def plot_token_steps(
-    inputs: np.ndarray,
-    step_preds: np.ndarray,
-    labels: np.ndarray,
-    steps: Sequence[int],
-    titles: Sequence[str],
-    path: str | Path,
-) -> Path:
+def plot_token_steps(boards: StepBoards, path: str | Path) -> Path:
     """Any other task: predicted tokens per step as rows of an image, with the label as the last row."""
-    rows = [step_preds[s] for s in steps] + ([np.where(labels == -100, 0, labels)] if (labels != -100).any() else [])
-    names = list(titles) + (["label"] if len(rows) > len(steps) else [])
+    rows = [boards.step_preds[s] for s in boards.steps] + (
+        [np.where(boards.labels == -100, 0, boards.labels)] if (boards.labels != -100).any() else []
+    )
+    names = list(boards.titles) + (["label"] if len(rows) > len(boards.steps) else [])
     fig = Figure(figsize=(8, 0.3 * len(rows) + 1))
     ax = fig.add_subplot(1, 1, 1)
     ax.imshow(np.stack(rows), aspect="auto", interpolation="nearest", cmap="tab20")

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from collections import deque
 from pathlib import Path
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from hrm.errors import TaskError
-from hrm.tasks.base import Task, grid_side, relabel_table
+from hrm.tasks.base import StepBoards, Task, grid_side, relabel_table
 
 CHARSET = "# SGo"
 WALL, OPEN, START, GOAL, PATH = 1, 2, 3, 4, 5
@@ -72,18 +72,10 @@ class MazeTask(Task):
         chars = [symbols[t] if 0 <= t < len(symbols) else "?" for t in np.asarray(tokens).tolist()]
         return ["".join(chars[r * self.side : (r + 1) * self.side]) for r in range(self.side)]
 
-    def plot_steps(
-        self,
-        inputs: np.ndarray,
-        step_preds: np.ndarray,
-        labels: np.ndarray,
-        steps: Sequence[int],
-        titles: Sequence[str],
-        path: str | Path,
-    ) -> Path:
+    def plot_steps(self, boards: StepBoards, path: str | Path) -> Path:
         from hrm.tasks.figures import plot_maze_steps
 
-        return plot_maze_steps(self, inputs, step_preds, labels, steps, titles, path)
+        return plot_maze_steps(self, boards, path)
 
     def verify(self, inputs: np.ndarray, prediction: np.ndarray) -> bool:
         """The prediction equals the maze except that some open cells are marked as path, and those cells

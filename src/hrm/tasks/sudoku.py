@@ -6,13 +6,13 @@ Tokens (spec section 1): pad 0, blank 1, digit d -> d + 1, so `vocab_size = side
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from hrm.errors import TaskError
-from hrm.tasks.base import Task, grid_side, relabel_table
+from hrm.tasks.base import StepBoards, Task, grid_side, relabel_table
 
 PAD, BLANK, FIRST_DIGIT = 0, 1, 2
 # Box shape (rows, columns) of each board side; a side missing here is not a Sudoku layout.
@@ -92,18 +92,10 @@ class SudokuTask(Task):
             lines.append(" | ".join(chunks))
         return lines
 
-    def plot_steps(
-        self,
-        inputs: np.ndarray,
-        step_preds: np.ndarray,
-        labels: np.ndarray,
-        steps: Sequence[int],
-        titles: Sequence[str],
-        path: str | Path,
-    ) -> Path:
+    def plot_steps(self, boards: StepBoards, path: str | Path) -> Path:
         from hrm.tasks.figures import plot_sudoku_steps
 
-        return plot_sudoku_steps(self, inputs, step_preds, labels, steps, titles, path)
+        return plot_sudoku_steps(self, boards, path)
 
     # ---------------------------------------------------------------- rules and verification
 
