@@ -13,22 +13,17 @@ import contextlib
 import errno
 import logging
 import shutil
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
 import hrm.models
 from hrm.checkpoint import atomic_write_bytes, check_state_dict, load_initial_weights, write_config
-from hrm.config import PretrainConfig, validate_config
-from hrm.data.combined import read_splits
-from hrm.data.format import IGNORE_LABEL, read_split
-from hrm.data.metadata import PuzzleDatasetMetadata
+from hrm.config import PretrainConfig
 from hrm.data.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
 from hrm.distributed import DistributedContext, any_rank, broadcast_object, init_distributed, shutdown_distributed
 from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError, one_line
@@ -45,19 +40,21 @@ from hrm.training.checkpointing import (
     saved_steps,
     set_rng_state,
 )
+from hrm.training.data_checks import check_datasets
 from hrm.training.ema import EMA
 from hrm.training.evaluators import build_evaluators
 from hrm.training.flops import peak_flops, training_flops_per_example
 from hrm.training.naming import default_checkpoint_path, default_project_name, default_run_name
 from hrm.training.optimizers import SignSGDSparse, make_adam_atan2
+from hrm.training.precision import effective_arch
 from hrm.training.run_lock import RunLock
 from hrm.training.schedule import cosine_schedule_with_warmup_lr_lambda, total_training_steps
+from hrm.training.signals import StopRequest, ignore_stop_signals
 from hrm.training.tracking import RunLogger
 
 logger = logging.getLogger(__name__)
 
 MAX_CONSECUTIVE_SKIPS = 20
-_CHECK_ELEMENTS = 1 << 24  # tokens per block when every row is checked against the vocabulary
 
 
 class NonFiniteLossError(HRMError):
@@ -78,84 +75,6 @@ class Progress:
     skipped_steps: int = 0
 
 
-def first_token_outside(
-    array: np.ndarray, vocab_size: int, allowed: tuple[int, ...] = ()
-) -> tuple[int, int, int] | None:
-    """(row, position, token) of the first token of a 2-D (memory-mapped) array outside [0, vocab_size) and `allowed`.
-
-    Every row is read, a block of rows at a time, so memory stays bounded on large memory-mapped arrays.
-    """
-    block = max(1, _CHECK_ELEMENTS // max(1, array.shape[1] if array.ndim == 2 else 1))
-    for start in range(0, array.shape[0], block):
-        rows = np.asarray(array[start : start + block])
-        if rows.size == 0 or (rows.min() >= 0 and rows.max() < vocab_size):
-            continue
-        rows = rows.astype(np.int64)  # so that allowed values outside the dtype's range compare correctly
-        bad = (rows < 0) | (rows >= vocab_size)
-        for value in allowed:
-            bad &= rows != value
-        if bad.any():
-            row, column = np.argwhere(bad.reshape(rows.shape[0], -1))[0]
-            return start + int(row), int(column), int(rows.reshape(rows.shape[0], -1)[row, column])
-    return None
-
-
-def check_dataset(data_path: str) -> tuple[PuzzleDatasetMetadata, PuzzleDatasetMetadata, int]:
-    """Both splits exist, agree on shapes, and their tokens and identifiers fit the metadata; also the test examples' count."""
-    if not Path(data_path).is_dir():
-        problem = "is a file, not a dataset folder" if Path(data_path).exists() else "does not exist"
-        raise DatasetError(f"data_path={data_path} {problem}; build the dataset first (see dataset/) or fix data_path")
-    metas, counts = {}, {}
-    for split in ("train", "test"):
-        if not (Path(data_path) / split / "dataset.json").is_file():
-            raise DatasetError(f"{data_path} has no {split} split ({split}/dataset.json); rebuild the dataset")
-        meta, sets = read_split(data_path, split)
-        label_extra = tuple(value for value in (meta.ignore_label_id, IGNORE_LABEL) if value is not None)
-        for set_name, puzzle_set in sets.items():
-            for key, array, extra in (("inputs", puzzle_set.inputs, ()), ("labels", puzzle_set.labels, label_extra)):
-                bad = first_token_outside(array, meta.vocab_size, extra)
-                if bad is not None:
-                    row, column, token = bad
-                    raise DatasetError(
-                        f"{data_path}/{split}/{set_name}__{key}.npy: row {row} position {column} holds token {token}, outside "
-                        f"vocab_size={meta.vocab_size} in {split}/dataset.json; rebuild the dataset or fix vocab_size"
-                    )
-            ids = np.asarray(puzzle_set.puzzle_identifiers)
-            if ids.size and (ids.max() >= meta.num_puzzle_identifiers or ids.min() < 0):
-                bad_id = ids.max() if ids.max() >= meta.num_puzzle_identifiers else ids.min()
-                raise DatasetError(
-                    f"{data_path}/{split}/{set_name}: puzzle identifier {bad_id} outside 0..num_puzzle_identifiers-1 (num_puzzle_identifiers={meta.num_puzzle_identifiers})"
-                )
-        metas[split] = meta
-        counts[split] = sum(puzzle_set.num_examples for puzzle_set in sets.values())
-    for key in ("vocab_size", "seq_len", "num_puzzle_identifiers"):
-        if getattr(metas["train"], key) != getattr(metas["test"], key):
-            raise DatasetError(
-                f"{data_path}: train and test splits disagree on {key} ({getattr(metas['train'], key)} vs {getattr(metas['test'], key)}); rebuild the dataset"
-            )
-    return metas["train"], metas["test"], counts["test"]
-
-
-def check_datasets(
-    train_paths: list[str], test_paths: list[str]
-) -> tuple[PuzzleDatasetMetadata, PuzzleDatasetMetadata, int]:
-    """Every dataset checked alone, then the combined train (`data_paths`) and test (`data_paths_test`) metadata,
-    and the number of test examples."""
-    checked = {path: check_dataset(path) for path in dict.fromkeys([*train_paths, *test_paths])}
-    test_examples = sum(checked[path][2] for path in test_paths)
-    if len(train_paths) == 1 and test_paths == train_paths:
-        train_meta, test_meta, _ = checked[train_paths[0]]
-        return train_meta, test_meta, test_examples
-    train_meta, test_meta = read_splits(train_paths, "train")[0], read_splits(test_paths, "test")[0]
-    for key in ("vocab_size", "seq_len", "num_puzzle_identifiers"):
-        if getattr(train_meta, key) != getattr(test_meta, key):
-            raise DatasetError(
-                f"data_paths and data_paths_test disagree on {key} ({getattr(train_meta, key)} vs "
-                f"{getattr(test_meta, key)}); list the same datasets, or leave data_paths_test empty"
-            )
-    return train_meta, test_meta, test_examples
-
-
 def resolve_names(config: PretrainConfig, ctx: DistributedContext, saved: dict[str, Any] | None) -> PretrainConfig:
     """Fill project_name, run_name and checkpoint_path as the original does (from a resumed run if any)."""
     updates: dict[str, Any] = {}
@@ -167,77 +86,6 @@ def resolve_names(config: PretrainConfig, ctx: DistributedContext, saved: dict[s
         config.checkpoint_path or saved.get("checkpoint_path") or default_checkpoint_path(project, run)
     )
     return config.model_copy(update=updates)
-
-
-def cpu_has_native_bf16() -> bool:
-    """True on CPUs with bf16 instructions (AVX512-BF16, AMX), where bf16 training steps are faster than float32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def cpu_dtype(requested: str) -> str:
-    if requested != "auto":
-        return requested
-    return "bfloat16" if cpu_has_native_bf16() else "float32"
-
-
-def effective_arch(config: PretrainConfig, device: torch.device) -> PretrainConfig:
-    """On CPU the model runs in `cpu_forward_dtype` instead of arch.forward_dtype; recorded in the saved config.
-
-    float32 (default) makes 1-process and N-process runs agree to float tolerance; `auto` takes bfloat16
-    where the CPU has bf16 instructions (faster; measured in the README) and float32 elsewhere.
-    """
-    if device.type != "cpu":
-        return config
-    arch = dict(config.arch.model_dump())
-    requested = arch.get("forward_dtype", "bfloat16")
-    if requested == "float32" and config.cpu_forward_dtype == "auto":
-        return config  # auto never lowers a float32 model to bf16
-    dtype = cpu_dtype(config.cpu_forward_dtype)
-    if requested == dtype:
-        return config
-    arch["forward_dtype"] = dtype
-    logger.info("CPU run: model dtype %s (cpu_forward_dtype=%s)", dtype, config.cpu_forward_dtype)
-    data = config.model_dump()
-    data["arch"] = arch
-    return validate_config(data)
-
-
-class StopRequest:
-    """SIGTERM/SIGUSR1 (preemption notices) and Ctrl-C ask the loop to checkpoint and stop at the next step.
-
-    A second Ctrl-C restores Python's own handler, so a third one aborts at once (without saving).
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.interrupted = False
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum, frame) -> None:
-        if signum == signal.SIGINT:
-            if self.interrupted:
-                signal.signal(signal.SIGINT, signal.default_int_handler)
-                logger.warning("Ctrl-C again: press it once more to abort without saving")
-                return
-            self.interrupted = True
-            logger.warning("Ctrl-C: saving a checkpoint and stopping after this step")
-        else:
-            logger.warning("received signal %d: saving a checkpoint and stopping after this step", signum)
-        self.requested = True
-
-    def install(self) -> None:
-        for signum in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None)):
-            if signum is not None:
-                with contextlib.suppress(ValueError):  # not the main thread
-                    self._previous[signum] = signal.signal(signum, self._handle)
-
-    def uninstall(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
 
 
 class Trainer:
@@ -700,7 +548,7 @@ class Trainer:
             prefetch_factor=8,
             pin_memory=self.device.type == "cuda",
             generator=torch.Generator(),
-            worker_init_fn=_ignore_stop_signals,
+            worker_init_fn=ignore_stop_signals,
         )
         yield from loader
 
@@ -887,16 +735,6 @@ def interleave_rank_rows(parts: list[torch.Tensor], local_batch_size: int) -> to
     """Rows of every rank back in dataset order: rank r holds slice r of each test batch (padded to equal size)."""
     per_rank = [part.view(-1, local_batch_size, *part.shape[1:]) for part in parts]
     return torch.stack(per_rank, dim=1).flatten(0, 2)
-
-
-def _ignore_stop_signals(worker_id: int) -> None:
-    """Loader workers leave SIGTERM/SIGINT to the main process, which saves a checkpoint and then stops them.
-
-    Schedulers (and `timeout`) signal the whole process group; a worker that died of it would otherwise crash
-    the main process before it could save.
-    """
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class _ChunkView(torch.utils.data.IterableDataset):
