@@ -22,19 +22,17 @@ import torch
 import torch.distributed as dist
 
 import hrm.models
-from hrm.checkpoint import atomic_write_bytes, check_state_dict, load_initial_weights, write_config
+from hrm.checkpoint import atomic_write_bytes, check_state_dict, write_config
 from hrm.config import PretrainConfig
-from hrm.data.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
+from hrm.data.puzzle_dataset import PuzzleDataset
 from hrm.distributed import DistributedContext, any_rank, broadcast_object, init_distributed, shutdown_distributed
 from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError, one_line
-from hrm.evaluation.runner import OUTPUT_KEYS, evaluate
+from hrm.evaluation.runner import evaluate
 from hrm.models.act import ACTCarry
-from hrm.models.registry import build_model
-from hrm.progress import configured, progress_bar, resolve_mode
+from hrm.progress import configured, progress_bar
 from hrm.training.checkpointing import (
     LoadedState,
     carry_from_state,
-    load_resume_state,
     remove_leftovers,
     save_training_checkpoint,
     saved_steps,
@@ -44,11 +42,20 @@ from hrm.training.data_checks import check_datasets
 from hrm.training.ema import EMA
 from hrm.training.evaluators import build_evaluators
 from hrm.training.flops import peak_flops, training_flops_per_example
-from hrm.training.naming import default_checkpoint_path, default_project_name, default_run_name
-from hrm.training.optimizers import SignSGDSparse, make_adam_atan2
 from hrm.training.precision import effective_arch
 from hrm.training.run_lock import RunLock
-from hrm.training.schedule import cosine_schedule_with_warmup_lr_lambda, total_training_steps
+from hrm.training.schedule import cosine_schedule_with_warmup_lr_lambda
+from hrm.training.setup import (
+    check_run_config,
+    checkpoint_folder,
+    compiled,
+    find_resume,
+    make_datasets,
+    make_model,
+    make_optimizers,
+    plan_steps,
+    resolve_names,
+)
 from hrm.training.signals import StopRequest, ignore_stop_signals
 from hrm.training.tracking import RunLogger
 
@@ -75,38 +82,15 @@ class Progress:
     skipped_steps: int = 0
 
 
-def resolve_names(config: PretrainConfig, ctx: DistributedContext, saved: dict[str, Any] | None) -> PretrainConfig:
-    """Fill project_name, run_name and checkpoint_path as the original does (from a resumed run if any)."""
-    updates: dict[str, Any] = {}
-    saved = saved or {}
-    project = config.project_name or saved.get("project_name") or default_project_name(config.data_path)
-    run = config.run_name or saved.get("run_name") or broadcast_object(default_run_name(config.arch.name), ctx)
-    updates.update(project_name=project, run_name=run)
-    updates["checkpoint_path"] = (
-        config.checkpoint_path or saved.get("checkpoint_path") or default_checkpoint_path(project, run)
-    )
-    return config.model_copy(update=updates)
-
-
 class Trainer:
+    """One training run, built from its config step by step (the steps live in `hrm.training.setup`); `train()`
+    runs it."""
+
     def __init__(self, config: PretrainConfig, ctx: DistributedContext):
         self.ctx = ctx
         self.device = ctx.device
-        if config.eval_interval is not None and config.epochs % config.eval_interval != 0:
-            raise ConfigError(f"epochs={config.epochs} must be a multiple of eval_interval={config.eval_interval}")
-        if config.global_batch_size % ctx.world_size != 0:
-            raise ConfigError(
-                f"global_batch_size={config.global_batch_size} must be divisible by the number of processes ({ctx.world_size})"
-            )
-        if config.data_workers != "auto" and config.data_workers < 0:
-            raise ConfigError(f"data_workers={config.data_workers} must be auto or a number of processes >= 0")
-        unknown = [key for key in config.eval_save_outputs if key not in OUTPUT_KEYS]
-        if unknown:
-            raise ConfigError(
-                f"eval_save_outputs: {unknown[0]!r} is not an output; choose from {', '.join(OUTPUT_KEYS)}"
-            )
-
-        resolve_mode(config.progress)  # a bad HRM_PROGRESS is an error before anything is written
+        # Settings and datasets first: a bad one is refused before anything is built.
+        check_run_config(config, ctx.world_size)
         self.train_meta, self.test_meta, self.test_examples = check_datasets(
             config.train_data_paths, config.test_data_paths
         )
@@ -119,144 +103,44 @@ class Trainer:
             config.evaluators, config.test_data_paths, self.test_meta.blank_identifier_id
         )
 
-        resumed = None
-        saved_config: dict[str, Any] | None = None
-        if config.resume is not None:
-            base = None
-            if config.checkpoint_path:
-                base = Path(config.checkpoint_path)
-            elif config.run_name:
-                base = Path(
-                    default_checkpoint_path(
-                        config.project_name or default_project_name(config.data_path), config.run_name
-                    )
-                )
-            if config.resume == "auto" and base is None:
-                raise ConfigError("resume=auto needs checkpoint_path (or run_name) to know which run to continue")
-            resumed = load_resume_state(config.resume, base or Path("."), ctx)
-            if resumed is None:
-                logger.info("resume=auto: no checkpoint in %s yet, starting from scratch", base)
-            else:
-                saved_config = resumed[1][0].get("config")  # the resolved config the run saved (as in all_config.yaml)
-                if config.checkpoint_path is None:
-                    config = config.model_copy(update={"checkpoint_path": str(resumed[0].parent)})
-
-        config = resolve_names(config, ctx, saved_config if isinstance(saved_config, dict) else None)
-        self.config = effective_arch(config, self.device)
-        self.checkpoint_dir = Path(self.config.checkpoint_path)
-        if self.checkpoint_dir.exists() and not self.checkpoint_dir.is_dir():
-            raise ConfigError(
-                f"checkpoint_path={self.checkpoint_dir} is a file, not a folder; choose a folder for the checkpoints"
-            )
+        # The run's final config: where it continues from, its names, the dtype it computes in on this device.
+        config, resumed = find_resume(config, ctx)
+        self.config = effective_arch(resolve_names(config, ctx, resumed), self.device)
+        self.checkpoint_dir = checkpoint_folder(self.config)
         self.resumed_from = resumed[0] if resumed is not None else None
-        self.epochs_per_chunk = self.config.eval_interval or self.config.epochs
-        self.num_chunks = self.config.epochs // self.epochs_per_chunk
-        self.total_steps = total_training_steps(
-            self.config.epochs,
-            self.train_meta.total_groups,
-            self.train_meta.mean_puzzle_examples,
-            self.config.global_batch_size,
-        )
-        if self.total_steps < 1:
-            raise DatasetError(
-                f"no training step fits: {self.train_meta.total_groups} groups x {self.config.epochs} epochs give fewer "
-                f"examples than global_batch_size={self.config.global_batch_size}; lower global_batch_size or raise epochs"
-            )
+        self.epochs_per_chunk, self.num_chunks, self.total_steps = plan_steps(self.config, self.train_meta)
+        self.train_data, self.test_data = make_datasets(self.config, ctx, self.epochs_per_chunk)
 
-        self.train_data = PuzzleDataset(
-            PuzzleDatasetConfig(
-                seed=self.config.seed,
-                dataset_path=self.config.data_path,
-                dataset_paths=self.config.train_data_paths,
-                global_batch_size=self.config.global_batch_size,
-                test_set_mode=False,
-                epochs_per_iter=self.epochs_per_chunk,
-                rank=ctx.rank,
-                num_replicas=ctx.world_size,
-            ),
-            split="train",
-        )
-        self.test_data = PuzzleDataset(
-            PuzzleDatasetConfig(
-                seed=self.config.seed,
-                dataset_path=self.config.data_path,
-                dataset_paths=self.config.test_data_paths,
-                global_batch_size=self.config.global_batch_size,
-                test_set_mode=True,
-                epochs_per_iter=1,
-                rank=ctx.rank,
-                num_replicas=ctx.world_size,
-            ),
-            split="test",
-        )
-
-        torch.manual_seed(self.config.seed + ctx.rank)
-        with torch.device(self.device):
-            self.model = build_model(
-                self.config.arch,
-                batch_size=self.config.global_batch_size // ctx.world_size,
-                **self.train_meta.model_shapes(),
-            )
-        self.model.to(self.device)
-        if self.config.load_checkpoint is not None:
-            load_initial_weights(self.model, self.config.load_checkpoint)
-        if self.config.freeze_weights:
-            if self.model.model.puzzle_emb is None:
-                raise ConfigError(
-                    "freeze_weights=True trains only the puzzle embedding, but arch.puzzle_emb_ndim=0 gives none"
-                )
-            self.model.requires_grad_(False)  # no gradient is computed for the frozen weights
-        if ctx.distributed:
-            with torch.no_grad():
-                for tensor in list(self.model.parameters()) + list(self.model.buffers()):
-                    dist.broadcast(tensor, src=0)
+        # In the original's order, for the same random stream: model, optimisers, EMA, then the resumed state.
+        self.model = make_model(self.config, ctx, self.train_meta.model_shapes())
         self.num_params = sum(p.numel() for p in self.model.parameters())
-
-        self.optimizers: list[torch.optim.Optimizer] = []
-        self.base_lrs: list[float] = []
-        if not self.config.freeze_weights:
-            self.optimizers.append(
-                make_adam_atan2(
-                    self.model.parameters(),
-                    lr=0.0,
-                    betas=(self.config.beta1, self.config.beta2),
-                    weight_decay=self.config.weight_decay,
-                )
-            )
-            self.base_lrs.append(self.config.lr)
-        puzzle_emb = self.model.model.puzzle_emb
-        if puzzle_emb is not None:
-            self.optimizers.append(
-                SignSGDSparse(
-                    puzzle_emb, lr=0.0, weight_decay=self.config.puzzle_emb_weight_decay, world_size=ctx.world_size
-                )
-            )
-            self.base_lrs.append(self.config.puzzle_emb_lr)
-
+        self.optimizers, self.base_lrs = make_optimizers(self.model, self.config, ctx.world_size)
         self.ema = EMA(self.model, self.config.ema_rate) if self.config.ema else None
-
         self.progress = Progress()
         self.carry: ACTCarry | None = None
         self.wandb_run_id: str | None = None
         self.last_saved_step = -1
         if resumed is not None:
-            try:
-                self._restore(*resumed)
-            except HRMError:
-                raise
-            except (KeyError, TypeError, ValueError, RuntimeError) as err:  # a readable file of the wrong structure
-                raise CheckpointError(
-                    f"{resumed[0]} is damaged or was not written by this trainer ({one_line(err)})"
-                ) from None
+            self._restore(*resumed)
 
-        use_compile = self.config.compile if self.config.compile != "auto" else self.device.type == "cuda"
-        self.forward_model = torch.compile(self.model, dynamic=False) if use_compile else self.model
+        self.forward_model = compiled(self.model, self.config.compile, self.device)
         self.flops_per_example = training_flops_per_example(self.model)
         self.peak_flops = peak_flops(self.device)
         self.stop = StopRequest()
 
     # ----------------------------------------------------------------------------------- resume
     def _restore(self, state_dir: Path, loaded: LoadedState) -> None:
+        """Continue the saved run: weights, EMA, optimisers, progress, and this rank's RNG and ACT carry."""
+        try:
+            self._load_state(state_dir, loaded)
+        except HRMError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:  # a readable file of the wrong structure
+            raise CheckpointError(
+                f"{state_dir} is damaged or was not written by this trainer ({one_line(err)})"
+            ) from None
+
+    def _load_state(self, state_dir: Path, loaded: LoadedState) -> None:
         trainer_state, model_state, rank_state = loaded
         saved_shapes = trainer_state.get("dataset", {})
         for key, value in self.train_meta.model_shapes().items():
