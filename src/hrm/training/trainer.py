@@ -16,7 +16,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -24,12 +24,12 @@ import torch.distributed as dist
 import hrm.models
 from hrm.checkpoint import atomic_write_bytes, check_state_dict, write_config
 from hrm.config import PretrainConfig
-from hrm.data.puzzle_dataset import PuzzleDataset
 from hrm.distributed import DistributedContext, any_rank, broadcast_object, init_distributed, shutdown_distributed
 from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError, one_line
 from hrm.evaluation.runner import evaluate
 from hrm.models.act import ACTCarry
 from hrm.progress import configured, progress_bar
+from hrm.training.batches import chunk_batches, draw_loader_seed
 from hrm.training.checkpointing import (
     LoadedState,
     carry_from_state,
@@ -56,7 +56,7 @@ from hrm.training.setup import (
     plan_steps,
     resolve_names,
 )
-from hrm.training.signals import StopRequest, ignore_stop_signals
+from hrm.training.signals import StopRequest
 from hrm.training.tracking import RunLogger
 
 logger = logging.getLogger(__name__)
@@ -416,26 +416,6 @@ class Trainer:
         return figures
 
     # ------------------------------------------------------------------------------------- loop
-    def _chunk_batches(self, chunk_index: int, skip: int) -> Iterator[tuple[str, dict[str, torch.Tensor], int]]:
-        workers = self.config.data_workers
-        if workers == "auto":
-            workers = 1 if self.device.type == "cuda" else 0
-        if workers == 0:
-            yield from self.train_data.iter_chunk(chunk_index, skip)
-            return
-        source = _ChunkView(self.train_data, chunk_index, skip)
-        # A private generator: the loader's worker seed must not consume the global RNG (exact resume).
-        loader = torch.utils.data.DataLoader(
-            source,
-            batch_size=None,
-            num_workers=workers,
-            prefetch_factor=8,
-            pin_memory=self.device.type == "cuda",
-            generator=torch.Generator(),
-            worker_init_fn=ignore_stop_signals,
-        )
-        yield from loader
-
     def train(self) -> dict[str, float] | None:
         """Run (or continue) the whole training; returns the final evaluation metrics on rank 0.
 
@@ -532,7 +512,10 @@ class Trainer:
                 chunk = self.progress.chunk_index
                 if chunk == 0 and self.progress.batches_done == 0:
                     draw_loader_seed()  # as the original's training loader, when first iterated
-                for _, batch, effective in self._chunk_batches(chunk, self.progress.batches_done):
+                batches = chunk_batches(
+                    self.train_data, chunk, self.progress.batches_done, self.config.data_workers, self.device
+                )
+                for _, batch, effective in batches:
                     self.progress.batches_done += 1
                     if self.progress.step >= self.total_steps:
                         continue  # the sampler can yield a few batches past the planned step count
@@ -597,15 +580,6 @@ class Trainer:
         return any_rank(want, self.ctx)
 
 
-def draw_loader_seed() -> None:
-    """Consume the CPU generator as the original's data loaders do: each draws its workers' base seed when first
-    iterated (once, as its workers persist), the training loader before step 1, the evaluation loader before the
-    first evaluation. On CPU the ACT exploration draws come from this generator, so these two draws keep a CPU
-    run on the original's stream; on accelerators they change nothing.
-    """
-    torch.empty((), dtype=torch.int64).random_()
-
-
 def all_finite(tensors: list[torch.Tensor]) -> torch.Tensor:
     """A boolean tensor: every element of every tensor is finite. The max-abs norm of a tensor is NaN or inf
     exactly when one of its elements is (NaN propagates through max), so one fused multi-tensor kernel decides."""
@@ -619,24 +593,6 @@ def interleave_rank_rows(parts: list[torch.Tensor], local_batch_size: int) -> to
     """Rows of every rank back in dataset order: rank r holds slice r of each test batch (padded to equal size)."""
     per_rank = [part.view(-1, local_batch_size, *part.shape[1:]) for part in parts]
     return torch.stack(per_rank, dim=1).flatten(0, 2)
-
-
-class _ChunkView(torch.utils.data.IterableDataset):
-    """One training chunk as an iterable dataset, so DataLoader workers can prefetch it.
-
-    With N workers, worker k yields only batches k, k+N, k+2N, ... of the chunk (after the `skip` already
-    consumed); the DataLoader takes one batch from each worker in turn, so the stream is exactly the inline one.
-    """
-
-    def __init__(self, dataset: PuzzleDataset, chunk_index: int, skip: int):
-        super().__init__()
-        self.dataset, self.chunk_index, self.skip = dataset, chunk_index, skip
-
-    def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        batches = self.dataset.iter_chunk(self.chunk_index, self.skip)
-        return (item for index, item in enumerate(batches) if index % num_workers == worker)
 
 
 def run_training(config: PretrainConfig) -> dict[str, float] | None:
