@@ -22,6 +22,7 @@ def cpu_has_native_bf16() -> bool:
 
 
 def cpu_dtype(requested: str) -> str:
+    """`cpu_forward_dtype` resolved: auto is bfloat16 where the CPU has bf16 instructions, float32 elsewhere."""
     if requested != "auto":
         return requested
     return "bfloat16" if cpu_has_native_bf16() else "float32"
