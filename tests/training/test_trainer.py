@@ -198,12 +198,12 @@ def test_sigterm_saves_a_resumable_checkpoint_and_stops(tiny_dataset, tmp_path, 
     ],
 )
 def test_cpu_model_dtype(tiny_dataset, tmp_path, monkeypatch, arch_dtype, cpu_setting, native_bf16, expected):
-    from hrm.training import trainer
+    from hrm.training import precision
 
-    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native_bf16)
     config = tiny_config(tiny_dataset, tmp_path, f"arch.forward_dtype={arch_dtype}", f"cpu_forward_dtype={cpu_setting}")
-    assert trainer.effective_arch(config, torch.device("cpu")).arch.model_extra["forward_dtype"] == expected
-    assert trainer.effective_arch(config, torch.device("cuda")).arch.model_extra["forward_dtype"] == arch_dtype
+    assert precision.effective_arch(config, torch.device("cpu")).arch.model_extra["forward_dtype"] == expected
+    assert precision.effective_arch(config, torch.device("cuda")).arch.model_extra["forward_dtype"] == arch_dtype
 
 
 def test_loader_worker_gives_the_same_run(tiny_dataset, tmp_path):

@@ -13,51 +13,55 @@ import contextlib
 import errno
 import logging
 import shutil
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
 import hrm.models
-from hrm.checkpoint import atomic_write_bytes, check_state_dict, load_initial_weights, write_config
-from hrm.config import PretrainConfig, validate_config
-from hrm.data.combined import read_splits
-from hrm.data.format import IGNORE_LABEL, read_split
-from hrm.data.metadata import PuzzleDatasetMetadata
-from hrm.data.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
+from hrm.checkpoint import atomic_write_bytes, check_state_dict, write_config
+from hrm.config import PretrainConfig
 from hrm.distributed import DistributedContext, any_rank, broadcast_object, init_distributed, shutdown_distributed
 from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError, one_line
-from hrm.evaluation.runner import OUTPUT_KEYS, evaluate
+from hrm.evaluation.runner import evaluate
 from hrm.models.act import ACTCarry
-from hrm.models.registry import build_model
-from hrm.progress import configured, progress_bar, resolve_mode
+from hrm.progress import configured, progress_bar
+from hrm.training.batches import chunk_batches, draw_loader_seed
 from hrm.training.checkpointing import (
     LoadedState,
     carry_from_state,
-    load_resume_state,
     remove_leftovers,
     save_training_checkpoint,
     saved_steps,
     set_rng_state,
 )
+from hrm.training.data_checks import check_datasets
 from hrm.training.ema import EMA
 from hrm.training.evaluators import build_evaluators
 from hrm.training.flops import peak_flops, training_flops_per_example
-from hrm.training.naming import default_checkpoint_path, default_project_name, default_run_name
-from hrm.training.optimizers import SignSGDSparse, make_adam_atan2
+from hrm.training.precision import effective_arch
 from hrm.training.run_lock import RunLock
-from hrm.training.schedule import cosine_schedule_with_warmup_lr_lambda, total_training_steps
+from hrm.training.schedule import cosine_schedule_with_warmup_lr_lambda
+from hrm.training.setup import (
+    check_run_config,
+    checkpoint_folder,
+    compiled,
+    find_resume,
+    make_datasets,
+    make_model,
+    make_optimizers,
+    plan_steps,
+    resolve_names,
+)
+from hrm.training.signals import StopRequest
 from hrm.training.tracking import RunLogger
 
 logger = logging.getLogger(__name__)
 
 MAX_CONSECUTIVE_SKIPS = 20
-_CHECK_ELEMENTS = 1 << 24  # tokens per block when every row is checked against the vocabulary
 
 
 class NonFiniteLossError(HRMError):
@@ -78,187 +82,15 @@ class Progress:
     skipped_steps: int = 0
 
 
-def first_token_outside(
-    array: np.ndarray, vocab_size: int, allowed: tuple[int, ...] = ()
-) -> tuple[int, int, int] | None:
-    """(row, position, token) of the first token of a 2-D (memory-mapped) array outside [0, vocab_size) and `allowed`.
-
-    Every row is read, a block of rows at a time, so memory stays bounded on large memory-mapped arrays.
-    """
-    block = max(1, _CHECK_ELEMENTS // max(1, array.shape[1] if array.ndim == 2 else 1))
-    for start in range(0, array.shape[0], block):
-        rows = np.asarray(array[start : start + block])
-        if rows.size == 0 or (rows.min() >= 0 and rows.max() < vocab_size):
-            continue
-        rows = rows.astype(np.int64)  # so that allowed values outside the dtype's range compare correctly
-        bad = (rows < 0) | (rows >= vocab_size)
-        for value in allowed:
-            bad &= rows != value
-        if bad.any():
-            row, column = np.argwhere(bad.reshape(rows.shape[0], -1))[0]
-            return start + int(row), int(column), int(rows.reshape(rows.shape[0], -1)[row, column])
-    return None
-
-
-def check_dataset(data_path: str) -> tuple[PuzzleDatasetMetadata, PuzzleDatasetMetadata, int]:
-    """Both splits exist, agree on shapes, and their tokens and identifiers fit the metadata; also the test examples' count."""
-    if not Path(data_path).is_dir():
-        problem = "is a file, not a dataset folder" if Path(data_path).exists() else "does not exist"
-        raise DatasetError(f"data_path={data_path} {problem}; build the dataset first (see dataset/) or fix data_path")
-    metas, counts = {}, {}
-    for split in ("train", "test"):
-        if not (Path(data_path) / split / "dataset.json").is_file():
-            raise DatasetError(f"{data_path} has no {split} split ({split}/dataset.json); rebuild the dataset")
-        meta, sets = read_split(data_path, split)
-        label_extra = tuple(value for value in (meta.ignore_label_id, IGNORE_LABEL) if value is not None)
-        for set_name, puzzle_set in sets.items():
-            for key, array, extra in (("inputs", puzzle_set.inputs, ()), ("labels", puzzle_set.labels, label_extra)):
-                bad = first_token_outside(array, meta.vocab_size, extra)
-                if bad is not None:
-                    row, column, token = bad
-                    raise DatasetError(
-                        f"{data_path}/{split}/{set_name}__{key}.npy: row {row} position {column} holds token {token}, outside "
-                        f"vocab_size={meta.vocab_size} in {split}/dataset.json; rebuild the dataset or fix vocab_size"
-                    )
-            ids = np.asarray(puzzle_set.puzzle_identifiers)
-            if ids.size and (ids.max() >= meta.num_puzzle_identifiers or ids.min() < 0):
-                bad_id = ids.max() if ids.max() >= meta.num_puzzle_identifiers else ids.min()
-                raise DatasetError(
-                    f"{data_path}/{split}/{set_name}: puzzle identifier {bad_id} outside 0..num_puzzle_identifiers-1 (num_puzzle_identifiers={meta.num_puzzle_identifiers})"
-                )
-        metas[split] = meta
-        counts[split] = sum(puzzle_set.num_examples for puzzle_set in sets.values())
-    for key in ("vocab_size", "seq_len", "num_puzzle_identifiers"):
-        if getattr(metas["train"], key) != getattr(metas["test"], key):
-            raise DatasetError(
-                f"{data_path}: train and test splits disagree on {key} ({getattr(metas['train'], key)} vs {getattr(metas['test'], key)}); rebuild the dataset"
-            )
-    return metas["train"], metas["test"], counts["test"]
-
-
-def check_datasets(
-    train_paths: list[str], test_paths: list[str]
-) -> tuple[PuzzleDatasetMetadata, PuzzleDatasetMetadata, int]:
-    """Every dataset checked alone, then the combined train (`data_paths`) and test (`data_paths_test`) metadata,
-    and the number of test examples."""
-    checked = {path: check_dataset(path) for path in dict.fromkeys([*train_paths, *test_paths])}
-    test_examples = sum(checked[path][2] for path in test_paths)
-    if len(train_paths) == 1 and test_paths == train_paths:
-        train_meta, test_meta, _ = checked[train_paths[0]]
-        return train_meta, test_meta, test_examples
-    train_meta, test_meta = read_splits(train_paths, "train")[0], read_splits(test_paths, "test")[0]
-    for key in ("vocab_size", "seq_len", "num_puzzle_identifiers"):
-        if getattr(train_meta, key) != getattr(test_meta, key):
-            raise DatasetError(
-                f"data_paths and data_paths_test disagree on {key} ({getattr(train_meta, key)} vs "
-                f"{getattr(test_meta, key)}); list the same datasets, or leave data_paths_test empty"
-            )
-    return train_meta, test_meta, test_examples
-
-
-def resolve_names(config: PretrainConfig, ctx: DistributedContext, saved: dict[str, Any] | None) -> PretrainConfig:
-    """Fill project_name, run_name and checkpoint_path as the original does (from a resumed run if any)."""
-    updates: dict[str, Any] = {}
-    saved = saved or {}
-    project = config.project_name or saved.get("project_name") or default_project_name(config.data_path)
-    run = config.run_name or saved.get("run_name") or broadcast_object(default_run_name(config.arch.name), ctx)
-    updates.update(project_name=project, run_name=run)
-    updates["checkpoint_path"] = (
-        config.checkpoint_path or saved.get("checkpoint_path") or default_checkpoint_path(project, run)
-    )
-    return config.model_copy(update=updates)
-
-
-def cpu_has_native_bf16() -> bool:
-    """True on CPUs with bf16 instructions (AVX512-BF16, AMX), where bf16 training steps are faster than float32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def cpu_dtype(requested: str) -> str:
-    if requested != "auto":
-        return requested
-    return "bfloat16" if cpu_has_native_bf16() else "float32"
-
-
-def effective_arch(config: PretrainConfig, device: torch.device) -> PretrainConfig:
-    """On CPU the model runs in `cpu_forward_dtype` instead of arch.forward_dtype; recorded in the saved config.
-
-    float32 (default) makes 1-process and N-process runs agree to float tolerance; `auto` takes bfloat16
-    where the CPU has bf16 instructions (faster; measured in the README) and float32 elsewhere.
-    """
-    if device.type != "cpu":
-        return config
-    arch = dict(config.arch.model_dump())
-    requested = arch.get("forward_dtype", "bfloat16")
-    if requested == "float32" and config.cpu_forward_dtype == "auto":
-        return config  # auto never lowers a float32 model to bf16
-    dtype = cpu_dtype(config.cpu_forward_dtype)
-    if requested == dtype:
-        return config
-    arch["forward_dtype"] = dtype
-    logger.info("CPU run: model dtype %s (cpu_forward_dtype=%s)", dtype, config.cpu_forward_dtype)
-    data = config.model_dump()
-    data["arch"] = arch
-    return validate_config(data)
-
-
-class StopRequest:
-    """SIGTERM/SIGUSR1 (preemption notices) and Ctrl-C ask the loop to checkpoint and stop at the next step.
-
-    A second Ctrl-C restores Python's own handler, so a third one aborts at once (without saving).
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.interrupted = False
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum, frame) -> None:
-        if signum == signal.SIGINT:
-            if self.interrupted:
-                signal.signal(signal.SIGINT, signal.default_int_handler)
-                logger.warning("Ctrl-C again: press it once more to abort without saving")
-                return
-            self.interrupted = True
-            logger.warning("Ctrl-C: saving a checkpoint and stopping after this step")
-        else:
-            logger.warning("received signal %d: saving a checkpoint and stopping after this step", signum)
-        self.requested = True
-
-    def install(self) -> None:
-        for signum in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None)):
-            if signum is not None:
-                with contextlib.suppress(ValueError):  # not the main thread
-                    self._previous[signum] = signal.signal(signum, self._handle)
-
-    def uninstall(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-
 class Trainer:
+    """One training run, built from its config step by step (the steps live in `hrm.training.setup`); `train()`
+    runs it."""
+
     def __init__(self, config: PretrainConfig, ctx: DistributedContext):
         self.ctx = ctx
         self.device = ctx.device
-        if config.eval_interval is not None and config.epochs % config.eval_interval != 0:
-            raise ConfigError(f"epochs={config.epochs} must be a multiple of eval_interval={config.eval_interval}")
-        if config.global_batch_size % ctx.world_size != 0:
-            raise ConfigError(
-                f"global_batch_size={config.global_batch_size} must be divisible by the number of processes ({ctx.world_size})"
-            )
-        if config.data_workers != "auto" and config.data_workers < 0:
-            raise ConfigError(f"data_workers={config.data_workers} must be auto or a number of processes >= 0")
-        unknown = [key for key in config.eval_save_outputs if key not in OUTPUT_KEYS]
-        if unknown:
-            raise ConfigError(
-                f"eval_save_outputs: {unknown[0]!r} is not an output; choose from {', '.join(OUTPUT_KEYS)}"
-            )
-
-        resolve_mode(config.progress)  # a bad HRM_PROGRESS is an error before anything is written
+        # Settings and datasets first: a bad one is refused before anything is built.
+        check_run_config(config, ctx.world_size)
         self.train_meta, self.test_meta, self.test_examples = check_datasets(
             config.train_data_paths, config.test_data_paths
         )
@@ -271,144 +103,44 @@ class Trainer:
             config.evaluators, config.test_data_paths, self.test_meta.blank_identifier_id
         )
 
-        resumed = None
-        saved_config: dict[str, Any] | None = None
-        if config.resume is not None:
-            base = None
-            if config.checkpoint_path:
-                base = Path(config.checkpoint_path)
-            elif config.run_name:
-                base = Path(
-                    default_checkpoint_path(
-                        config.project_name or default_project_name(config.data_path), config.run_name
-                    )
-                )
-            if config.resume == "auto" and base is None:
-                raise ConfigError("resume=auto needs checkpoint_path (or run_name) to know which run to continue")
-            resumed = load_resume_state(config.resume, base or Path("."), ctx)
-            if resumed is None:
-                logger.info("resume=auto: no checkpoint in %s yet, starting from scratch", base)
-            else:
-                saved_config = resumed[1][0].get("config")  # the resolved config the run saved (as in all_config.yaml)
-                if config.checkpoint_path is None:
-                    config = config.model_copy(update={"checkpoint_path": str(resumed[0].parent)})
-
-        config = resolve_names(config, ctx, saved_config if isinstance(saved_config, dict) else None)
-        self.config = effective_arch(config, self.device)
-        self.checkpoint_dir = Path(self.config.checkpoint_path)
-        if self.checkpoint_dir.exists() and not self.checkpoint_dir.is_dir():
-            raise ConfigError(
-                f"checkpoint_path={self.checkpoint_dir} is a file, not a folder; choose a folder for the checkpoints"
-            )
+        # The run's final config: where it continues from, its names, the dtype it computes in on this device.
+        config, resumed = find_resume(config, ctx)
+        self.config = effective_arch(resolve_names(config, ctx, resumed), self.device)
+        self.checkpoint_dir = checkpoint_folder(self.config)
         self.resumed_from = resumed[0] if resumed is not None else None
-        self.epochs_per_chunk = self.config.eval_interval or self.config.epochs
-        self.num_chunks = self.config.epochs // self.epochs_per_chunk
-        self.total_steps = total_training_steps(
-            self.config.epochs,
-            self.train_meta.total_groups,
-            self.train_meta.mean_puzzle_examples,
-            self.config.global_batch_size,
-        )
-        if self.total_steps < 1:
-            raise DatasetError(
-                f"no training step fits: {self.train_meta.total_groups} groups x {self.config.epochs} epochs give fewer "
-                f"examples than global_batch_size={self.config.global_batch_size}; lower global_batch_size or raise epochs"
-            )
+        self.epochs_per_chunk, self.num_chunks, self.total_steps = plan_steps(self.config, self.train_meta)
+        self.train_data, self.test_data = make_datasets(self.config, ctx, self.epochs_per_chunk)
 
-        self.train_data = PuzzleDataset(
-            PuzzleDatasetConfig(
-                seed=self.config.seed,
-                dataset_path=self.config.data_path,
-                dataset_paths=self.config.train_data_paths,
-                global_batch_size=self.config.global_batch_size,
-                test_set_mode=False,
-                epochs_per_iter=self.epochs_per_chunk,
-                rank=ctx.rank,
-                num_replicas=ctx.world_size,
-            ),
-            split="train",
-        )
-        self.test_data = PuzzleDataset(
-            PuzzleDatasetConfig(
-                seed=self.config.seed,
-                dataset_path=self.config.data_path,
-                dataset_paths=self.config.test_data_paths,
-                global_batch_size=self.config.global_batch_size,
-                test_set_mode=True,
-                epochs_per_iter=1,
-                rank=ctx.rank,
-                num_replicas=ctx.world_size,
-            ),
-            split="test",
-        )
-
-        torch.manual_seed(self.config.seed + ctx.rank)
-        with torch.device(self.device):
-            self.model = build_model(
-                self.config.arch,
-                batch_size=self.config.global_batch_size // ctx.world_size,
-                **self.train_meta.model_shapes(),
-            )
-        self.model.to(self.device)
-        if self.config.load_checkpoint is not None:
-            load_initial_weights(self.model, self.config.load_checkpoint)
-        if self.config.freeze_weights:
-            if self.model.model.puzzle_emb is None:
-                raise ConfigError(
-                    "freeze_weights=True trains only the puzzle embedding, but arch.puzzle_emb_ndim=0 gives none"
-                )
-            self.model.requires_grad_(False)  # no gradient is computed for the frozen weights
-        if ctx.distributed:
-            with torch.no_grad():
-                for tensor in list(self.model.parameters()) + list(self.model.buffers()):
-                    dist.broadcast(tensor, src=0)
+        # In the original's order, for the same random stream: model, optimisers, EMA, then the resumed state.
+        self.model = make_model(self.config, ctx, self.train_meta.model_shapes())
         self.num_params = sum(p.numel() for p in self.model.parameters())
-
-        self.optimizers: list[torch.optim.Optimizer] = []
-        self.base_lrs: list[float] = []
-        if not self.config.freeze_weights:
-            self.optimizers.append(
-                make_adam_atan2(
-                    self.model.parameters(),
-                    lr=0.0,
-                    betas=(self.config.beta1, self.config.beta2),
-                    weight_decay=self.config.weight_decay,
-                )
-            )
-            self.base_lrs.append(self.config.lr)
-        puzzle_emb = self.model.model.puzzle_emb
-        if puzzle_emb is not None:
-            self.optimizers.append(
-                SignSGDSparse(
-                    puzzle_emb, lr=0.0, weight_decay=self.config.puzzle_emb_weight_decay, world_size=ctx.world_size
-                )
-            )
-            self.base_lrs.append(self.config.puzzle_emb_lr)
-
+        self.optimizers, self.base_lrs = make_optimizers(self.model, self.config, ctx.world_size)
         self.ema = EMA(self.model, self.config.ema_rate) if self.config.ema else None
-
         self.progress = Progress()
         self.carry: ACTCarry | None = None
         self.wandb_run_id: str | None = None
         self.last_saved_step = -1
         if resumed is not None:
-            try:
-                self._restore(*resumed)
-            except HRMError:
-                raise
-            except (KeyError, TypeError, ValueError, RuntimeError) as err:  # a readable file of the wrong structure
-                raise CheckpointError(
-                    f"{resumed[0]} is damaged or was not written by this trainer ({one_line(err)})"
-                ) from None
+            self._restore(*resumed)
 
-        use_compile = self.config.compile if self.config.compile != "auto" else self.device.type == "cuda"
-        self.forward_model = torch.compile(self.model, dynamic=False) if use_compile else self.model
+        self.forward_model = compiled(self.model, self.config.compile, self.device)
         self.flops_per_example = training_flops_per_example(self.model)
         self.peak_flops = peak_flops(self.device)
         self.stop = StopRequest()
 
     # ----------------------------------------------------------------------------------- resume
     def _restore(self, state_dir: Path, loaded: LoadedState) -> None:
+        """Continue the saved run: weights, EMA, optimisers, progress, and this rank's RNG and ACT carry."""
+        try:
+            self._load_state(state_dir, loaded)
+        except HRMError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:  # a readable file of the wrong structure
+            raise CheckpointError(
+                f"{state_dir} is damaged or was not written by this trainer ({one_line(err)})"
+            ) from None
+
+    def _load_state(self, state_dir: Path, loaded: LoadedState) -> None:
         trainer_state, model_state, rank_state = loaded
         saved_shapes = trainer_state.get("dataset", {})
         for key, value in self.train_meta.model_shapes().items():
@@ -684,26 +416,6 @@ class Trainer:
         return figures
 
     # ------------------------------------------------------------------------------------- loop
-    def _chunk_batches(self, chunk_index: int, skip: int) -> Iterator[tuple[str, dict[str, torch.Tensor], int]]:
-        workers = self.config.data_workers
-        if workers == "auto":
-            workers = 1 if self.device.type == "cuda" else 0
-        if workers == 0:
-            yield from self.train_data.iter_chunk(chunk_index, skip)
-            return
-        source = _ChunkView(self.train_data, chunk_index, skip)
-        # A private generator: the loader's worker seed must not consume the global RNG (exact resume).
-        loader = torch.utils.data.DataLoader(
-            source,
-            batch_size=None,
-            num_workers=workers,
-            prefetch_factor=8,
-            pin_memory=self.device.type == "cuda",
-            generator=torch.Generator(),
-            worker_init_fn=_ignore_stop_signals,
-        )
-        yield from loader
-
     def train(self) -> dict[str, float] | None:
         """Run (or continue) the whole training; returns the final evaluation metrics on rank 0.
 
@@ -800,7 +512,10 @@ class Trainer:
                 chunk = self.progress.chunk_index
                 if chunk == 0 and self.progress.batches_done == 0:
                     draw_loader_seed()  # as the original's training loader, when first iterated
-                for _, batch, effective in self._chunk_batches(chunk, self.progress.batches_done):
+                batches = chunk_batches(
+                    self.train_data, chunk, self.progress.batches_done, self.config.data_workers, self.device
+                )
+                for _, batch, effective in batches:
                     self.progress.batches_done += 1
                     if self.progress.step >= self.total_steps:
                         continue  # the sampler can yield a few batches past the planned step count
@@ -865,15 +580,6 @@ class Trainer:
         return any_rank(want, self.ctx)
 
 
-def draw_loader_seed() -> None:
-    """Consume the CPU generator as the original's data loaders do: each draws its workers' base seed when first
-    iterated (once, as its workers persist), the training loader before step 1, the evaluation loader before the
-    first evaluation. On CPU the ACT exploration draws come from this generator, so these two draws keep a CPU
-    run on the original's stream; on accelerators they change nothing.
-    """
-    torch.empty((), dtype=torch.int64).random_()
-
-
 def all_finite(tensors: list[torch.Tensor]) -> torch.Tensor:
     """A boolean tensor: every element of every tensor is finite. The max-abs norm of a tensor is NaN or inf
     exactly when one of its elements is (NaN propagates through max), so one fused multi-tensor kernel decides."""
@@ -887,34 +593,6 @@ def interleave_rank_rows(parts: list[torch.Tensor], local_batch_size: int) -> to
     """Rows of every rank back in dataset order: rank r holds slice r of each test batch (padded to equal size)."""
     per_rank = [part.view(-1, local_batch_size, *part.shape[1:]) for part in parts]
     return torch.stack(per_rank, dim=1).flatten(0, 2)
-
-
-def _ignore_stop_signals(worker_id: int) -> None:
-    """Loader workers leave SIGTERM/SIGINT to the main process, which saves a checkpoint and then stops them.
-
-    Schedulers (and `timeout`) signal the whole process group; a worker that died of it would otherwise crash
-    the main process before it could save.
-    """
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-class _ChunkView(torch.utils.data.IterableDataset):
-    """One training chunk as an iterable dataset, so DataLoader workers can prefetch it.
-
-    With N workers, worker k yields only batches k, k+N, k+2N, ... of the chunk (after the `skip` already
-    consumed); the DataLoader takes one batch from each worker in turn, so the stream is exactly the inline one.
-    """
-
-    def __init__(self, dataset: PuzzleDataset, chunk_index: int, skip: int):
-        super().__init__()
-        self.dataset, self.chunk_index, self.skip = dataset, chunk_index, skip
-
-    def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        batches = self.dataset.iter_chunk(self.chunk_index, self.skip)
-        return (item for index, item in enumerate(batches) if index % num_workers == worker)
 
 
 def run_training(config: PretrainConfig) -> dict[str, float] | None:

@@ -1,0 +1,182 @@
+"""The steps that turn a validated config into a training run ready to start, one job each, in the order
+`Trainer.__init__` takes them.
+
+The order is part of the behaviour: bad input is refused before anything is written, and from `make_model` on
+the random draws (seeded model construction, rank 0's weights broadcast, then the optimisers) follow the
+original's stream (spec section 6).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from hrm.checkpoint import load_initial_weights
+from hrm.config import PretrainConfig
+from hrm.data.metadata import PuzzleDatasetMetadata
+from hrm.data.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
+from hrm.distributed import DistributedContext, broadcast_object
+from hrm.errors import ConfigError, DatasetError
+from hrm.evaluation.runner import OUTPUT_KEYS
+from hrm.models.registry import build_model
+from hrm.progress import resolve_mode
+from hrm.training.checkpointing import LoadedState, load_resume_state
+from hrm.training.naming import default_checkpoint_path, default_project_name, default_run_name
+from hrm.training.optimizers import SignSGDSparse, make_adam_atan2
+from hrm.training.schedule import total_training_steps
+
+logger = logging.getLogger(__name__)
+
+Resumed = tuple[Path, LoadedState]  # the training state's folder and what was loaded from it
+
+
+def check_run_config(config: PretrainConfig, world_size: int) -> None:
+    """Settings that cannot work together (or with this many processes), refused before any dataset is read."""
+    if config.eval_interval is not None and config.epochs % config.eval_interval != 0:
+        raise ConfigError(f"epochs={config.epochs} must be a multiple of eval_interval={config.eval_interval}")
+    if config.global_batch_size % world_size != 0:
+        raise ConfigError(
+            f"global_batch_size={config.global_batch_size} must be divisible by the number of processes ({world_size})"
+        )
+    if config.data_workers != "auto" and config.data_workers < 0:
+        raise ConfigError(f"data_workers={config.data_workers} must be auto or a number of processes >= 0")
+    unknown = [key for key in config.eval_save_outputs if key not in OUTPUT_KEYS]
+    if unknown:
+        raise ConfigError(f"eval_save_outputs: {unknown[0]!r} is not an output; choose from {', '.join(OUTPUT_KEYS)}")
+    resolve_mode(config.progress)  # a bad HRM_PROGRESS is an error before anything is written
+
+
+def find_resume(config: PretrainConfig, ctx: DistributedContext) -> tuple[PretrainConfig, Resumed | None]:
+    """The training state `resume` names, loaded (None: start from scratch); without a checkpoint_path the
+    resumed run's folder becomes it, so the run continues where it was saved."""
+    if config.resume is None:
+        return config, None
+    base = None
+    if config.checkpoint_path:
+        base = Path(config.checkpoint_path)
+    elif config.run_name:
+        base = Path(
+            default_checkpoint_path(config.project_name or default_project_name(config.data_path), config.run_name)
+        )
+    if config.resume == "auto" and base is None:
+        raise ConfigError("resume=auto needs checkpoint_path (or run_name) to know which run to continue")
+    resumed = load_resume_state(config.resume, base or Path("."), ctx)
+    if resumed is None:
+        logger.info("resume=auto: no checkpoint in %s yet, starting from scratch", base)
+    elif config.checkpoint_path is None:
+        config = config.model_copy(update={"checkpoint_path": str(resumed[0].parent)})
+    return config, resumed
+
+
+def resolve_names(config: PretrainConfig, ctx: DistributedContext, resumed: Resumed | None) -> PretrainConfig:
+    """Fill project_name, run_name and checkpoint_path as the original does (from a resumed run's saved config
+    if any, the resolved one it wrote beside its checkpoints as all_config.yaml)."""
+    saved = resumed[1][0].get("config") if resumed is not None else None
+    saved = saved if isinstance(saved, dict) else {}
+    project = config.project_name or saved.get("project_name") or default_project_name(config.data_path)
+    run = config.run_name or saved.get("run_name") or broadcast_object(default_run_name(config.arch.name), ctx)
+    checkpoint_path = config.checkpoint_path or saved.get("checkpoint_path") or default_checkpoint_path(project, run)
+    return config.model_copy(update={"project_name": project, "run_name": run, "checkpoint_path": checkpoint_path})
+
+
+def checkpoint_folder(config: PretrainConfig) -> Path:
+    """checkpoint_path, refused when it names a file (the checkpoints go into a folder)."""
+    folder = Path(config.checkpoint_path)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"checkpoint_path={folder} is a file, not a folder; choose a folder for the checkpoints")
+    return folder
+
+
+def plan_steps(config: PretrainConfig, train_meta: PuzzleDatasetMetadata) -> tuple[int, int, int]:
+    """(epochs per chunk, number of chunks, optimiser steps): training runs in chunks of eval_interval epochs."""
+    epochs_per_chunk = config.eval_interval or config.epochs
+    total_steps = total_training_steps(
+        config.epochs, train_meta.total_groups, train_meta.mean_puzzle_examples, config.global_batch_size
+    )
+    if total_steps < 1:
+        raise DatasetError(
+            f"no training step fits: {train_meta.total_groups} groups x {config.epochs} epochs give fewer "
+            f"examples than global_batch_size={config.global_batch_size}; lower global_batch_size or raise epochs"
+        )
+    return epochs_per_chunk, config.epochs // epochs_per_chunk, total_steps
+
+
+def make_datasets(
+    config: PretrainConfig, ctx: DistributedContext, epochs_per_chunk: int
+) -> tuple[PuzzleDataset, PuzzleDataset]:
+    """This rank's training data (one chunk of epochs per iteration) and test data (one pass, in order)."""
+
+    def dataset(split: str, paths: list[str], test_set_mode: bool, epochs_per_iter: int) -> PuzzleDataset:
+        return PuzzleDataset(
+            PuzzleDatasetConfig(
+                seed=config.seed,
+                dataset_path=config.data_path,
+                dataset_paths=paths,
+                global_batch_size=config.global_batch_size,
+                test_set_mode=test_set_mode,
+                epochs_per_iter=epochs_per_iter,
+                rank=ctx.rank,
+                num_replicas=ctx.world_size,
+            ),
+            split=split,
+        )
+
+    return (
+        dataset("train", config.train_data_paths, False, epochs_per_chunk),
+        dataset("test", config.test_data_paths, True, 1),
+    )
+
+
+def make_model(config: PretrainConfig, ctx: DistributedContext, shapes: dict[str, int]) -> nn.Module:
+    """The model as the original builds it: seeded per rank, initial weights loaded (load_checkpoint), all but the
+    puzzle embedding frozen (freeze_weights), then rank 0's weights broadcast so every rank starts alike."""
+    torch.manual_seed(config.seed + ctx.rank)
+    with torch.device(ctx.device):
+        model = build_model(config.arch, batch_size=config.global_batch_size // ctx.world_size, **shapes)
+    model.to(ctx.device)
+    if config.load_checkpoint is not None:
+        load_initial_weights(model, config.load_checkpoint)
+    if config.freeze_weights:
+        if model.model.puzzle_emb is None:
+            raise ConfigError(
+                "freeze_weights=True trains only the puzzle embedding, but arch.puzzle_emb_ndim=0 gives none"
+            )
+        model.requires_grad_(False)  # no gradient is computed for the frozen weights
+    if ctx.distributed:
+        with torch.no_grad():
+            for tensor in list(model.parameters()) + list(model.buffers()):
+                dist.broadcast(tensor, src=0)
+    return model
+
+
+def make_optimizers(
+    model: nn.Module, config: PretrainConfig, world_size: int
+) -> tuple[list[torch.optim.Optimizer], list[float]]:
+    """Adam-atan2 for the weights (none with freeze_weights) and sign-SGD for the puzzle embedding (if any), each
+    with its base learning rate (the schedule scales it every step)."""
+    optimizers: list[torch.optim.Optimizer] = []
+    base_lrs: list[float] = []
+    if not config.freeze_weights:
+        optimizers.append(
+            make_adam_atan2(
+                model.parameters(), lr=0.0, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay
+            )
+        )
+        base_lrs.append(config.lr)
+    puzzle_emb = model.model.puzzle_emb
+    if puzzle_emb is not None:
+        optimizers.append(
+            SignSGDSparse(puzzle_emb, lr=0.0, weight_decay=config.puzzle_emb_weight_decay, world_size=world_size)
+        )
+        base_lrs.append(config.puzzle_emb_lr)
+    return optimizers, base_lrs
+
+
+def compiled(model: nn.Module, setting: bool | str, device: torch.device) -> nn.Module:
+    """The model the training step calls: torch.compile'd when `compile` says so (auto: on CUDA only)."""
+    use_compile = setting if setting != "auto" else device.type == "cuda"
+    return torch.compile(model, dynamic=False) if use_compile else model
