@@ -9,11 +9,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
 from hrm.data.format import SplitWriter, directory_size, format_bytes
+from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.data.staging import Terminated
 from hrm.errors import DatasetError, HRMError, error_line, one_line
 
@@ -268,15 +269,31 @@ def write_split(
     stage: Path,
     split: str,
     arrays: dict[str, np.ndarray],
-    metadata_for: Callable[[int], Any],
+    vocab_size: int,
     summary: BuildSummary,
     ratings: np.ndarray,
 ) -> None:
-    """Write a split's one set (`all`) with its metadata, and record it in the build summary."""
+    """Write a board split's one set (`all`) and its metadata, and record it in the build summary.
+
+    The Sudoku and maze layout: token 0 pads and is ignored in labels, every puzzle has the blank identifier
+    (one row), and every group holds one puzzle.
+    """
     writer = SplitWriter(stage / split)
     writer.write_set("all", arrays)
     num_groups = len(arrays["group_indices"]) - 1
-    writer.finish(metadata_for(num_groups))
+    writer.finish(
+        PuzzleDatasetMetadata(
+            pad_id=0,
+            ignore_label_id=0,
+            blank_identifier_id=0,
+            vocab_size=vocab_size,
+            seq_len=int(arrays["inputs"].shape[1]),
+            num_puzzle_identifiers=1,
+            total_groups=num_groups,
+            mean_puzzle_examples=1.0,
+            sets=["all"],
+        )
+    )
     summary.add_split(split, len(arrays["inputs"]), len(arrays["puzzle_identifiers"]), num_groups)
     summary.difficulty[split] = ratings
 

@@ -30,7 +30,6 @@ from hrm.data.common import (
     write_split,
 )
 from hrm.data.format import BLANK_IDENTIFIER_NAME, check_output_dir, staged_directory, write_identifiers
-from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import DatasetError
 from hrm.progress import progress_bar
 from hrm.tasks.maze import CHARSET
@@ -38,6 +37,7 @@ from hrm.tasks.maze import CHARSET
 logger = logging.getLogger(__name__)
 
 WALL, OPEN, START, GOAL, PATH = (ord(ch) for ch in CHARSET)
+VOCAB_SIZE = len(CHARSET) + 1  # pad 0, then the maze characters
 DEFAULT_REPO = "sapientinc/maze-30x30-hard-1k"
 OFFLINE_HINT = "use --source-csv DIR_OR_FILE (train.csv/test.csv with source,question,answer,rating) or --generate N --size 30 --min-difficulty 110"
 _CHAR_TO_TOKEN = np.zeros(256, np.uint8)
@@ -260,20 +260,6 @@ def build_split_arrays(mazes: Mazes, augment: bool) -> dict[str, np.ndarray]:
     }
 
 
-def maze_metadata(seq_len: int, num_groups: int) -> PuzzleDatasetMetadata:
-    return PuzzleDatasetMetadata(
-        pad_id=0,
-        ignore_label_id=0,
-        blank_identifier_id=0,
-        vocab_size=len(CHARSET) + 1,
-        seq_len=seq_len,
-        num_puzzle_identifiers=1,
-        total_groups=num_groups,
-        mean_puzzle_examples=1.0,
-        sets=["all"],
-    )
-
-
 def load_sources(args: argparse.Namespace) -> dict[str, Mazes]:
     if args.generate is not None:
         if args.generate < 1:
@@ -327,8 +313,7 @@ def build(args: argparse.Namespace) -> BuildSummary:
             if len(mazes) == 0:
                 raise DatasetError(f"no {split} mazes left (check --min-difficulty / --subsample-size)")
             arrays = build_split_arrays(mazes, args.aug and split == "train")
-            seq_len = arrays["inputs"].shape[1]
-            write_split(stage, split, arrays, lambda groups: maze_metadata(seq_len, groups), summary, mazes.ratings)
+            write_split(stage, split, arrays, VOCAB_SIZE, summary, mazes.ratings)
         write_identifiers(stage, [BLANK_IDENTIFIER_NAME])
     return summary
 

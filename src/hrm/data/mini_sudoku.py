@@ -18,7 +18,6 @@ import numpy as np
 
 from hrm.data.common import BuildSummary, OneLineParser, check_seed, write_split
 from hrm.data.format import BLANK_IDENTIFIER_NAME, check_output_dir, staged_directory, write_identifiers
-from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import DatasetError
 
 SIDE = 6
@@ -159,20 +158,6 @@ def split_arrays(puzzles: np.ndarray, solutions: np.ndarray) -> dict[str, np.nda
     }
 
 
-def mini_sudoku_metadata(num_groups: int) -> PuzzleDatasetMetadata:
-    return PuzzleDatasetMetadata(
-        pad_id=0,
-        ignore_label_id=0,
-        blank_identifier_id=0,
-        vocab_size=VOCAB_SIZE,
-        seq_len=SEQ_LEN,
-        num_puzzle_identifiers=1,
-        total_groups=num_groups,
-        mean_puzzle_examples=1.0,
-        sets=["all"],
-    )
-
-
 def build(args: argparse.Namespace) -> BuildSummary:
     if args.generate < 1 or args.test_size < 1:
         raise DatasetError(f"--generate and --test-size must be positive, got {args.generate} and {args.test_size}")
@@ -191,7 +176,7 @@ def build(args: argparse.Namespace) -> BuildSummary:
     )
     with staged_directory(Path(args.output_dir)) as stage:
         for split, (puzzles, solutions, ratings) in (("train", train), ("test", test)):
-            write_split(stage, split, split_arrays(puzzles, solutions), mini_sudoku_metadata, summary, ratings)
+            write_split(stage, split, split_arrays(puzzles, solutions), VOCAB_SIZE, summary, ratings)
         write_identifiers(stage, [BLANK_IDENTIFIER_NAME])
     return summary
 

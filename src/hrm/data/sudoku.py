@@ -32,7 +32,6 @@ from hrm.data.common import (
     write_split,
 )
 from hrm.data.format import BLANK_IDENTIFIER_NAME, check_output_dir, staged_directory, write_identifiers
-from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import DatasetError
 from hrm.progress import progress_bar
 
@@ -257,20 +256,6 @@ def build_split_arrays(
     }
 
 
-def sudoku_metadata(num_groups: int) -> PuzzleDatasetMetadata:
-    return PuzzleDatasetMetadata(
-        pad_id=0,
-        ignore_label_id=0,
-        blank_identifier_id=0,
-        vocab_size=VOCAB_SIZE,
-        seq_len=SEQ_LEN,
-        num_puzzle_identifiers=1,
-        total_groups=num_groups,
-        mean_puzzle_examples=1.0,
-        sets=["all"],
-    )
-
-
 def load_sources(args: argparse.Namespace) -> dict[str, SudokuPuzzles | CsvPuzzles]:
     """The train and test puzzles from whichever source the flags name (CSV rows are checked once selected)."""
     if args.generate is not None:
@@ -317,7 +302,7 @@ def build(args: argparse.Namespace) -> BuildSummary:
                 data = from_csv_rows(data)  # rules and givens are checked on the rows that go into the dataset
             is_train = split == "train"
             arrays = build_split_arrays(data, args.num_aug if is_train else 0, args.hint and is_train, rng)
-            write_split(stage, split, arrays, sudoku_metadata, summary, data.ratings)
+            write_split(stage, split, arrays, VOCAB_SIZE, summary, data.ratings)
         write_identifiers(stage, [BLANK_IDENTIFIER_NAME])
     return summary
 
