@@ -16,6 +16,7 @@ from hrm.data.combined import read_splits
 from hrm.data.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
 from hrm.distributed import init_distributed
 from hrm.errors import DatasetError
+from hrm.evaluation.cli import main as evaluate_main
 from hrm.training.checkpointing import saved_steps
 from hrm.training.cli import accept_plus_for_existing_keys, compose_config, to_pretrain_config
 from hrm.training.ema import EMA
@@ -100,6 +101,16 @@ def test_training_on_two_datasets_and_the_saved_config(tiny_dataset, second_data
         "model.inner.puzzle_emb.weights"
     ]
     assert embedding.shape[0] == 25 + 11
+
+    # evaluate.py scores the same combined test split, stacked identifiers included.
+    output = tmp_path / "results.json"
+    args = [f"checkpoint={tmp_path / 'run'}", f"output={output}", "save_outputs=[]", "progress=false", "device=cpu"]
+    assert evaluate_main(args) == 0
+    results = json.loads(output.read_text())
+    assert results["data_paths"] == [str(tiny_dataset), str(second_dataset)]
+    for set_name in ("all0", "all1"):
+        for key in ("exact_accuracy", "accuracy", "lm_loss"):
+            assert results["metrics"][set_name][key] == pytest.approx(metrics[f"{set_name}/{key}"], rel=1e-5, abs=1e-7)
 
 
 def test_ema_arithmetic():

@@ -207,7 +207,7 @@ def score_split(split: TestSplit, rows: dict[str, np.ndarray], submission_path: 
     """
     if split.identifier_names is None:
         raise DatasetError(
-            f"{split.data_path}/identifiers.json is missing; ARC voting needs the puzzle names (rebuild the dataset)"
+            f"identifiers.json is missing in {split.name}; ARC voting needs the puzzle names (rebuild the dataset)"
         )
     test_inputs = []
     for set_id in np.unique(rows["set"]):
@@ -220,9 +220,13 @@ def score_split(split: TestSplit, rows: dict[str, np.ndarray], submission_path: 
             rows["labels"][mine],
             blank_identifier_id=split.metadata.blank_identifier_id,
         )
-    reference_path = Path(split.data_path) / "test_puzzles.json"
-    if reference_path.is_file():
-        test_inputs = attach_reference(test_inputs, json.loads(reference_path.read_text()))
+    reference: dict = {}
+    for data_path in split.data_paths:  # the true outputs, where the builder kept them
+        reference_path = Path(data_path) / "test_puzzles.json"
+        if reference_path.is_file():
+            reference.update(json.loads(reference_path.read_text()))
+    if reference:
+        test_inputs = attach_reference(test_inputs, reference)
     scores = score(test_inputs)
     try:
         write_submission(submission_path, test_inputs)

@@ -74,7 +74,7 @@ def data_task(cfg: EvalConfig, split: TestSplit) -> str:
     """The name of the task of the test data: `task=` checked against the data, or detected (`none`: no task)."""
     if cfg.task == "none":
         return "none"
-    return resolve_task(cfg.task, split.metadata, where=f"the dataset at {split.data_path}").name
+    return resolve_task(cfg.task, split.metadata, where=f"the dataset at {split.name}").name
 
 
 def check_before_compute(cfg: EvalConfig, split: TestSplit, checkpoint_file: Path, rank: int) -> str:
@@ -82,7 +82,7 @@ def check_before_compute(cfg: EvalConfig, split: TestSplit, checkpoint_file: Pat
     Augmented HRM cannot perturb), and output files that cannot be written. Returns the data's task name."""
     if sum(puzzle_set.num_examples for puzzle_set in split.sets.values()) == 0:
         raise DatasetError(
-            f"the test split of {split.data_path} holds no examples, so there is nothing to evaluate; "
+            f"the test split of {split.name} holds no examples, so there is nothing to evaluate; "
             "rebuild the dataset with test puzzles (ARC: include evaluation tasks)"
         )
     task = data_task(cfg, split)
@@ -250,7 +250,8 @@ def run(cfg: EvalConfig, overrides: Sequence[str], rank: int, world_size: int, d
     seconds = scored.seconds
     return {
         "checkpoint": str(checkpoint_files[0]),
-        "data_path": config.data_path,
+        "data_path": split.name,
+        "data_paths": split.data_paths,
         "halt": cfg.halt,
         "halt_max_steps": models[0].config.halt_max_steps,
         "world_size": world_size,

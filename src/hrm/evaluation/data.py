@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
 
-from hrm.data.format import PuzzleSet, read_identifiers, read_split
+from hrm.data.combined import read_combined_identifiers, read_splits
+from hrm.data.format import PuzzleSet
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.data.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
 from hrm.errors import DatasetError
@@ -74,24 +75,35 @@ class ExampleSource:
 
 @dataclass
 class TestSplit:
-    data_path: str
+    """The test split of the dataset(s) a checkpoint is scored on; several (TRM's `data_paths`) are combined
+    as in training: identifiers stacked, set `S` of dataset i named `S<i>`."""
+
+    data_paths: list[str]
     metadata: PuzzleDatasetMetadata
     sets: dict[str, PuzzleSet]
-    identifier_names: list[str] | None  # identifiers.json, when present
+    identifier_names: list[str] | None  # identifiers.json (stacked over the datasets), when present
+
+    @property
+    def name(self) -> str:
+        """The dataset folder(s), for messages."""
+        return ", ".join(self.data_paths)
 
 
-def load_test_split(data_path: str | Path) -> TestSplit:
-    """Open `<data_path>/test` (memory-mapped); a missing or malformed split is a one-line DatasetError."""
-    if not (Path(data_path) / "test").is_dir():
-        raise DatasetError(
-            f"no test split at {Path(data_path) / 'test'}; build the dataset or pass data_path=<dataset folder>"
-        )
-    metadata, sets = read_split(data_path, "test")
+def load_test_split(data_paths: str | Path | Sequence[str | Path]) -> TestSplit:
+    """Open the `test` split of one dataset folder or several (memory-mapped); a missing or malformed split is a
+    one-line DatasetError."""
+    paths = [str(data_paths)] if isinstance(data_paths, (str, Path)) else [str(path) for path in data_paths]
+    for path in paths:
+        if not (Path(path) / "test").is_dir():
+            raise DatasetError(
+                f"no test split at {Path(path) / 'test'}; build the dataset or pass data_path=<dataset folder>"
+            )
+    metadata, sets = read_splits(paths, "test")
     try:
-        names = read_identifiers(data_path)
+        names = read_combined_identifiers(paths)
     except DatasetError:
         names = None
-    return TestSplit(str(data_path), metadata, sets, names)
+    return TestSplit(paths, metadata, sets, names)
 
 
 def local_slice(start: int, end: int, global_batch_size: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -119,7 +131,8 @@ def indexed_batches(
     dataset = PuzzleDataset(
         PuzzleDatasetConfig(
             seed=0,
-            dataset_path=split.data_path,
+            dataset_path=split.data_paths[0],
+            dataset_paths=split.data_paths,
             global_batch_size=global_batch_size,
             test_set_mode=True,
             epochs_per_iter=1,

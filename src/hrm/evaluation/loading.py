@@ -26,19 +26,19 @@ EMBED_TOKENS_KEY = "model.inner.embed_tokens.embedding_weight"
 def load_for_evaluation(
     files: Sequence[Path], device: torch.device, overrides: Sequence[str], check_identifiers: bool = True
 ) -> tuple[list[nn.Module], PretrainConfig, TestSplit]:
-    """The models of `files` (an ensemble shares the first one's dataset), its config and the test split.
+    """The models of `files`, the first one's config, and the test split of its datasets (`data_paths_test`,
+    else `data_paths` / `data_path`), which every member of an ensemble is scored on.
 
     `check_identifiers=False` (identifier ablations that ignore the data's ids) accepts any identifier count:
     the embedding table keeps the checkpoint's rows.
     """
     first = Checkpoint.read(files[0])
     config = first.config(overrides)
-    split = load_test_split(config.data_path)
+    split = load_test_split(config.test_data_paths)
     models = [checked_model(first, config, split, device, check_identifiers)]
     for file in files[1:]:
         checkpoint = Checkpoint.read(file)
-        member_config = checkpoint.config([*overrides, f"data_path={config.data_path}"])
-        models.append(checked_model(checkpoint, member_config, split, device, check_identifiers))
+        models.append(checked_model(checkpoint, checkpoint.config(overrides), split, device, check_identifiers))
     return models, config, split
 
 
@@ -47,7 +47,7 @@ def checked_model(
 ) -> nn.Module:
     """The checkpoint's model, after checking that `split` fits its weights."""
     meta = split.metadata
-    check_fits(checkpoint, config, meta, check_identifiers)
+    check_fits(checkpoint, config, split, check_identifiers)
     shapes = meta.model_shapes()
     if not check_identifiers:
         table = checkpoint.state.get(PUZZLE_EMB_KEY)
@@ -56,9 +56,10 @@ def checked_model(
 
 
 def check_fits(
-    checkpoint: Checkpoint, config: PretrainConfig, meta: PuzzleDatasetMetadata, check_identifiers: bool = True
+    checkpoint: Checkpoint, config: PretrainConfig, split: TestSplit, check_identifiers: bool = True
 ) -> None:
     """The test split's vocabulary, identifier count and sequence length against the checkpoint's."""
+    meta = split.metadata
     state = checkpoint.state
     embed = state.get(EMBED_TOKENS_KEY)
     fits: list[tuple[str, int, int | None]] = [
@@ -71,7 +72,7 @@ def check_fits(
     for name, dataset_value, checkpoint_value in fits:
         if checkpoint_value is not None and dataset_value != int(checkpoint_value):
             raise DatasetError(
-                f"the dataset at {config.data_path} does not fit checkpoint {checkpoint.file}: {name} is "
+                f"the dataset at {split.name} does not fit checkpoint {checkpoint.file}: {name} is "
                 f"{dataset_value} in the data but {checkpoint_value} in the checkpoint; evaluate on the dataset it was trained on"
             )
 
