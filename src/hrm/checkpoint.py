@@ -23,6 +23,7 @@ import yaml
 from torch import nn
 
 from hrm.config import PretrainConfig, apply_overrides, validate_config
+from hrm.data.combined import combine_metadata
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import CheckpointError, HRMError, one_line
 from hrm.hub import download_checkpoint, is_hub_path
@@ -165,9 +166,18 @@ def read_state_dict(checkpoint_file: Path) -> dict[str, torch.Tensor]:
 def dataset_shapes(
     config: PretrainConfig, state: dict[str, torch.Tensor], beside: Path | None = None
 ) -> dict[str, int]:
-    """vocab_size, seq_len and num_puzzle_identifiers from the dataset (its data_path(s), else a `data/`
-    dataset folder kept beside the checkpoint), else from the weights."""
-    candidates = [*config.train_data_paths, *config.test_data_paths] + ([beside / "data"] if beside is not None else [])
+    """vocab_size, seq_len and num_puzzle_identifiers from the dataset (its data_path, the combined `data_paths`,
+    else a `data/` dataset folder kept beside the checkpoint), else from the weights."""
+    paths = config.train_data_paths
+    if len(paths) > 1:  # several datasets trained as one: their identifier tables are stacked
+        try:
+            return combine_metadata(
+                paths, [PuzzleDatasetMetadata.load(Path(path) / "train") for path in paths]
+            ).model_shapes()
+        except HRMError:
+            candidates = []  # not all of them are here: the sizes come from the weights
+    else:
+        candidates = [*paths, *config.test_data_paths] + ([beside / "data"] if beside is not None else [])
     for data_path in dict.fromkeys(candidates):
         for split in ("train", "test"):
             try:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from training_helpers import make_dataset, tiny_config
 
-from hrm.checkpoint import clean_state_dict, save_model_checkpoint
+from hrm.checkpoint import clean_state_dict, load_model, save_model_checkpoint
 from hrm.config import validate_config
 from hrm.data.combined import read_splits
 from hrm.data.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
@@ -101,6 +101,9 @@ def test_training_on_two_datasets_and_the_saved_config(tiny_dataset, second_data
         "model.inner.puzzle_emb.weights"
     ]
     assert embedding.shape[0] == 25 + 11
+
+    model, _ = load_model(tmp_path / "run")  # sized by the combined datasets
+    assert model.model.puzzle_emb.weights.shape[0] == 25 + 11
 
     # evaluate.py scores the same combined test split, stacked identifiers included.
     output = tmp_path / "results.json"

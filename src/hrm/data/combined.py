@@ -27,6 +27,27 @@ def identifier_offsets(metas: Sequence[PuzzleDatasetMetadata]) -> list[int]:
     return [int(sum(meta.num_puzzle_identifiers for meta in metas[:i])) for i in range(len(metas))]
 
 
+def combine_metadata(
+    paths: Sequence[str | Path], metas: Sequence[PuzzleDatasetMetadata], set_names: Sequence[str] | None = None
+) -> PuzzleDatasetMetadata:
+    """The metadata of datasets used as one: shared fields checked, identifier and group counts added. The mean
+    examples per puzzle stays the first dataset's (`read_splits` weights it by the puzzle counts it reads)."""
+    for path, meta in zip(paths[1:], metas[1:]):
+        for key in SHARED_FIELDS:
+            if getattr(meta, key) != getattr(metas[0], key):
+                raise DatasetError(
+                    f"data_paths: {path} has {key}={getattr(meta, key)!r} but {paths[0]} has "
+                    f"{getattr(metas[0], key)!r}; datasets trained together must agree on {', '.join(SHARED_FIELDS)}"
+                )
+    return metas[0].model_copy(
+        update={
+            "num_puzzle_identifiers": sum(meta.num_puzzle_identifiers for meta in metas),
+            "total_groups": sum(meta.total_groups for meta in metas),
+            "sets": list(set_names) if set_names is not None else list(metas[0].sets),
+        }
+    )
+
+
 def read_splits(
     paths: Sequence[str | Path], split: str, mmap: bool = True
 ) -> tuple[PuzzleDatasetMetadata, dict[str, PuzzleSet]]:
@@ -35,13 +56,7 @@ def read_splits(
         return read_split(paths[0], split, mmap=mmap)
     parts = [read_split(path, split, mmap=mmap) for path in paths]
     metas = [meta for meta, _ in parts]
-    for path, meta in zip(paths[1:], metas[1:]):
-        for key in SHARED_FIELDS:
-            if getattr(meta, key) != getattr(metas[0], key):
-                raise DatasetError(
-                    f"data_paths: {path} has {key}={getattr(meta, key)!r} but {paths[0]} has "
-                    f"{getattr(metas[0], key)!r}; datasets trained together must agree on {', '.join(SHARED_FIELDS)}"
-                )
+    combined = combine_metadata(paths, metas)
     sets: dict[str, PuzzleSet] = {}
     puzzles = 0
     weighted_examples = 0.0
@@ -57,13 +72,8 @@ def read_splits(
                 puzzle_indices=puzzle_set.puzzle_indices,
                 group_indices=puzzle_set.group_indices,
             )
-    metadata = metas[0].model_copy(
-        update={
-            "num_puzzle_identifiers": sum(meta.num_puzzle_identifiers for meta in metas),
-            "total_groups": sum(meta.total_groups for meta in metas),
-            "mean_puzzle_examples": weighted_examples / max(puzzles, 1),
-            "sets": list(sets),
-        }
+    metadata = combined.model_copy(
+        update={"mean_puzzle_examples": weighted_examples / max(puzzles, 1), "sets": list(sets)}
     )
     return metadata, sets
 
