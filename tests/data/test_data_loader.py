@@ -179,6 +179,22 @@ def test_chunks_are_deterministic_resumable_and_differ_between_chunks(tmp_path):
     assert numbers(first) != numbers(second)
 
 
+def test_parts_of_a_chunk_interleave_back_into_the_whole_chunk(tmp_path, monkeypatch):
+    write_original_layout(tmp_path, "train", [[2], [3], [1], [4], [2], [1]] * 3)
+    dataset = PuzzleDataset(config(tmp_path, 4, epochs=2), "train")
+    whole = [example_number(batch["inputs"]).tolist() for _, batch, _ in dataset.iter_chunk(1, skip_batches=1)]
+    gathered = []
+    monkeypatch.setattr(
+        dataset, "_make_batch", lambda *args, make=dataset._make_batch: gathered.append(1) or make(*args)
+    )
+    parts = [
+        [example_number(batch["inputs"]).tolist() for _, batch, _ in dataset.iter_chunk(1, 1, part=k, num_parts=3)]
+        for k in range(3)
+    ]
+    assert len(gathered) == len(whole) >= 4  # each part gathers only its own batches
+    assert [parts[i % 3][i // 3] for i in range(len(whole))] == whole
+
+
 def test_rank_slices_partition_the_global_train_batch(tmp_path):
     write_original_layout(tmp_path, "train", [[3], [1], [2], [2], [1]] * 4)
     whole = list(PuzzleDataset(config(tmp_path, 6, epochs=2), "train").iter_chunk(5))

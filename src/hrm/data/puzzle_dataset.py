@@ -188,8 +188,14 @@ class PuzzleDataset(torch.utils.data.IterableDataset):
             "puzzle_identifiers": torch.from_numpy(identifiers),
         }
 
-    def iter_chunk(self, chunk_index: int, skip_batches: int = 0) -> Iterator[tuple[str, Batch, int]]:
-        """The training batches of chunk `chunk_index` (deterministic), after skipping `skip_batches` of them."""
+    def iter_chunk(
+        self, chunk_index: int, skip_batches: int = 0, part: int = 0, num_parts: int = 1
+    ) -> Iterator[tuple[str, Batch, int]]:
+        """The training batches of chunk `chunk_index` (deterministic), after skipping `skip_batches` of them.
+
+        With `num_parts > 1` only batches `part`, `part + num_parts`, ... (counted after the skip) are read: the
+        sampler still draws every batch, so the stream stays the same, but only this part's rows are gathered.
+        """
         batch_number = 0
         num_sets = len(self.sets)
         for set_index, (set_name, puzzle_set) in enumerate(self.sets.items()):
@@ -203,7 +209,7 @@ class PuzzleDataset(torch.utils.data.IterableDataset):
                 example_generator(self.config.seed, iters),
             ):
                 batch_number += 1
-                if batch_number <= skip_batches:
+                if batch_number <= skip_batches or (batch_number - skip_batches - 1) % num_parts != part:
                     continue
                 local = self._local_slice(example_ids.shape[0])
                 yield (

@@ -38,7 +38,7 @@ def chunk_batches(
 class _ChunkView(torch.utils.data.IterableDataset):
     """One training chunk as an iterable dataset, so DataLoader workers can prefetch it.
 
-    With N workers, worker k yields only batches k, k+N, k+2N, ... of the chunk (after the `skip` already
+    With N workers, worker k reads only batches k, k+N, k+2N, ... of the chunk (after the `skip` already
     consumed); the DataLoader takes one batch from each worker in turn, so the stream is exactly the inline one.
     """
 
@@ -49,8 +49,7 @@ class _ChunkView(torch.utils.data.IterableDataset):
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        batches = self.dataset.iter_chunk(self.chunk_index, self.skip)
-        return (item for index, item in enumerate(batches) if index % num_workers == worker)
+        return self.dataset.iter_chunk(self.chunk_index, self.skip, part=worker, num_parts=num_workers)
 
 
 def draw_loader_seed() -> None:
