@@ -32,12 +32,11 @@ from hrm.data.common import (
 from hrm.data.format import BLANK_IDENTIFIER_NAME, check_output_dir, staged_directory, write_identifiers
 from hrm.errors import DatasetError
 from hrm.progress import progress_bar
-from hrm.tasks.maze import CHARSET
+from hrm.tasks.maze import CHARSET, VOCAB_SIZE
 
 logger = logging.getLogger(__name__)
 
 WALL, OPEN, START, GOAL, PATH = (ord(ch) for ch in CHARSET)
-VOCAB_SIZE = len(CHARSET) + 1  # pad 0, then the maze characters
 DEFAULT_REPO = "sapientinc/maze-30x30-hard-1k"
 OFFLINE_HINT = "use --source-csv DIR_OR_FILE (train.csv/test.csv with source,question,answer,rating) or --generate N --size 30 --min-difficulty 110"
 _CHAR_TO_TOKEN = np.zeros(256, np.uint8)

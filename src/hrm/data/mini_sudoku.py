@@ -19,11 +19,12 @@ import numpy as np
 from hrm.data.common import BuildSummary, OneLineParser, check_seed, write_split
 from hrm.data.format import BLANK_IDENTIFIER_NAME, check_output_dir, staged_directory, write_identifiers
 from hrm.errors import DatasetError
+from hrm.tasks.sudoku import sudoku_vocab_size
 
 SIDE = 6
 BOX_ROWS, BOX_COLS = 2, 3
 SEQ_LEN = SIDE * SIDE
-VOCAB_SIZE = SIDE + 2  # pad 0, blank 1, digits 2..7
+VOCAB_SIZE = sudoku_vocab_size(SIDE)
 
 _ROW = np.repeat(np.arange(SIDE), SIDE)
 _COL = np.tile(np.arange(SIDE), SIDE)

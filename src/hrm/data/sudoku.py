@@ -34,13 +34,14 @@ from hrm.data.common import (
 from hrm.data.format import BLANK_IDENTIFIER_NAME, check_output_dir, staged_directory, write_identifiers
 from hrm.errors import DatasetError
 from hrm.progress import progress_bar
+from hrm.tasks.sudoku import sudoku_vocab_size
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_REPO = "sapientinc/sudoku-extreme"
 OFFLINE_HINT = "use --source-csv DIR_OR_FILE (train.csv/test.csv with source,question,answer,rating) or --generate N"
 SEQ_LEN = 81
-VOCAB_SIZE = 11  # pad 0, blank 1, digits 2..10
+VOCAB_SIZE = sudoku_vocab_size(9)
 _BLOCK = 1 << 16  # copies transformed per step; bounds the temporary index arrays
 _MAX_TRIES_PER_PUZZLE = 2000
 

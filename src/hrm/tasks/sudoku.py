@@ -20,6 +20,11 @@ BOX_SHAPES = {4: (2, 2), 6: (2, 3), 8: (2, 4), 9: (3, 3), 12: (3, 4), 16: (4, 4)
 DIGIT_SYMBOLS = "123456789ABCDEFG"
 
 
+def sudoku_vocab_size(side: int) -> int:
+    """Tokens of a side x side Sudoku: pad 0, blank 1, digits 2..side+1."""
+    return FIRST_DIGIT + side
+
+
 class SudokuTask(Task):
     name: ClassVar[str] = "sudoku"
     layout: ClassVar[str] = "vocab_size side+2 and seq_len side^2 (side " + ", ".join(map(str, BOX_SHAPES)) + ")"
