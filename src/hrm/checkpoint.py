@@ -33,6 +33,8 @@ from hrm.paths import STEP_FILE
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "all_config.yaml"
+PUZZLE_EMB_KEY = "model.inner.puzzle_emb.weights"
+EMBED_TOKENS_KEY = "model.inner.embed_tokens.embedding_weight"
 COMPILED_PREFIX = "_orig_mod."  # torch.compile's wrapper adds it to every key of the wrapped model
 
 
@@ -163,33 +165,36 @@ def read_state_dict(checkpoint_file: Path) -> dict[str, torch.Tensor]:
     return clean_state_dict(state)
 
 
-def dataset_shapes(
-    config: PretrainConfig, state: dict[str, torch.Tensor], beside: Path | None = None
-) -> dict[str, int]:
-    """vocab_size, seq_len and num_puzzle_identifiers from the dataset (its data_path, the combined `data_paths`,
-    else a `data/` dataset folder kept beside the checkpoint), else from the weights."""
+def stored_dataset_shapes(config: PretrainConfig, beside: Path | None = None) -> dict[str, int] | None:
+    """vocab_size, seq_len and num_puzzle_identifiers of the dataset a config names (its data_path, or its
+    `data_paths` combined), else of a `data/` dataset folder kept beside the checkpoint; None when none is here."""
     paths = config.train_data_paths
     if len(paths) > 1:  # several datasets trained as one: their identifier tables are stacked
         try:
-            return combine_metadata(
-                paths, [PuzzleDatasetMetadata.load(Path(path) / "train") for path in paths]
-            ).model_shapes()
+            metas = [PuzzleDatasetMetadata.load(Path(path) / "train") for path in paths]
+            return combine_metadata(paths, metas).model_shapes()
         except HRMError:
-            candidates = []  # not all of them are here: the sizes come from the weights
-    else:
-        candidates = [*paths, *config.test_data_paths] + ([beside / "data"] if beside is not None else [])
-    for data_path in dict.fromkeys(candidates):
+            return None
+    for data_path in dict.fromkeys([*paths, *config.test_data_paths] + ([beside / "data"] if beside else [])):
         for split in ("train", "test"):
             try:
-                meta = PuzzleDatasetMetadata.load(Path(data_path) / split)
+                return PuzzleDatasetMetadata.load(Path(data_path) / split).model_shapes()
             except HRMError:
                 continue
-            return meta.model_shapes()
+    return None
 
+
+def dataset_shapes(
+    config: PretrainConfig, state: dict[str, torch.Tensor], beside: Path | None = None
+) -> dict[str, int]:
+    """The sizes a model of `config` takes from its data (`stored_dataset_shapes`), else from the weights."""
+    found = stored_dataset_shapes(config, beside)
+    if found is not None:
+        return found
     shapes: dict[str, int] = {}
-    if "model.inner.embed_tokens.embedding_weight" in state:
-        shapes["vocab_size"] = state["model.inner.embed_tokens.embedding_weight"].shape[0]
-    puzzle = state.get("model.inner.puzzle_emb.weights")
+    if EMBED_TOKENS_KEY in state:
+        shapes["vocab_size"] = state[EMBED_TOKENS_KEY].shape[0]
+    puzzle = state.get(PUZZLE_EMB_KEY)
     shapes["num_puzzle_identifiers"] = puzzle.shape[0] if puzzle is not None else 1
     seq_len = seq_len_from_state(config.arch, state)  # the architecture knows its prepended positions
     if seq_len is not None:
@@ -291,9 +296,6 @@ def write_config(config: PretrainConfig, directory: str | Path) -> Path:
     text = yaml.safe_dump(data, sort_keys=False).encode()
     atomic_write_bytes(path, lambda handle: handle.write(text))
     return path
-
-
-PUZZLE_EMB_KEY = "model.inner.puzzle_emb.weights"
 
 
 def load_initial_weights(model: nn.Module, path: str | Path) -> None:

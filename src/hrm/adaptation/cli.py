@@ -37,7 +37,7 @@ from hrm.adaptation.tasks import (
     is_dataset_folder,
     load_arc_tasks,
 )
-from hrm.checkpoint import PUZZLE_EMB_KEY, Checkpoint, atomic_write_bytes, dataset_shapes
+from hrm.checkpoint import EMBED_TOKENS_KEY, PUZZLE_EMB_KEY, Checkpoint, atomic_write_bytes, dataset_shapes
 from hrm.config import PretrainConfig, validate_config
 from hrm.distributed import DistributedContext, broadcast_object, init_distributed, shutdown_distributed
 from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError
@@ -112,7 +112,7 @@ def checkpoint_shape(checkpoint_file: Path, config: PretrainConfig, state: dict[
     try:
         shapes = dataset_shapes(config, state)
     except CheckpointError:  # the training data is not here and the weights do not fix seq_len (RoPE)
-        embed = state.get("model.inner.embed_tokens.embedding_weight")
+        embed = state.get(EMBED_TOKENS_KEY)
         if embed is None:
             raise
         shapes = {"vocab_size": embed.shape[0], "seq_len": None}

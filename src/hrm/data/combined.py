@@ -27,11 +27,9 @@ def identifier_offsets(metas: Sequence[PuzzleDatasetMetadata]) -> list[int]:
     return [int(sum(meta.num_puzzle_identifiers for meta in metas[:i])) for i in range(len(metas))]
 
 
-def combine_metadata(
-    paths: Sequence[str | Path], metas: Sequence[PuzzleDatasetMetadata], set_names: Sequence[str] | None = None
-) -> PuzzleDatasetMetadata:
+def combine_metadata(paths: Sequence[str | Path], metas: Sequence[PuzzleDatasetMetadata]) -> PuzzleDatasetMetadata:
     """The metadata of datasets used as one: shared fields checked, identifier and group counts added. The mean
-    examples per puzzle stays the first dataset's (`read_splits` weights it by the puzzle counts it reads)."""
+    examples per puzzle and the set names stay the first dataset's (`read_splits` sets both from what it reads)."""
     for path, meta in zip(paths[1:], metas[1:]):
         for key in SHARED_FIELDS:
             if getattr(meta, key) != getattr(metas[0], key):
@@ -43,7 +41,6 @@ def combine_metadata(
         update={
             "num_puzzle_identifiers": sum(meta.num_puzzle_identifiers for meta in metas),
             "total_groups": sum(meta.total_groups for meta in metas),
-            "sets": list(set_names) if set_names is not None else list(metas[0].sets),
         }
     )
 

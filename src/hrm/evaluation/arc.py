@@ -19,7 +19,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from hrm.checkpoint import atomic_write_bytes
-from hrm.data.arc import apply_augmentation, crop_grid, parse_aug_name, undo_augmentation
+from hrm.data.arc import TEST_PUZZLES_FILE, apply_augmentation, crop_grid, parse_aug_name, undo_augmentation
 from hrm.errors import DatasetError, one_line
 from hrm.evaluation.data import TestSplit
 
@@ -199,6 +199,17 @@ def write_submission(path: str | Path, test_inputs: Sequence[ArcTestInput]) -> P
     return Path(path)
 
 
+def read_reference(data_paths: Sequence[str | Path]) -> dict:
+    """The original tasks with their true test outputs, from every dataset folder whose builder kept them
+    (`test_puzzles.json`); empty when none did."""
+    reference: dict = {}
+    for data_path in data_paths:
+        path = Path(data_path) / TEST_PUZZLES_FILE
+        if path.is_file():
+            reference.update(json.loads(path.read_text()))
+    return reference
+
+
 def score_split(split: TestSplit, rows: dict[str, np.ndarray], submission_path: Path) -> dict:
     """Vote over the evaluated rows of an ARC test split (`set`, `index`, `puzzle_identifiers`, `preds`,
     `q_halt_logits`, `labels`, in dataset order), score pass@K and write the Kaggle submission.
@@ -220,11 +231,7 @@ def score_split(split: TestSplit, rows: dict[str, np.ndarray], submission_path: 
             rows["labels"][mine],
             blank_identifier_id=split.metadata.blank_identifier_id,
         )
-    reference: dict = {}
-    for data_path in split.data_paths:  # the true outputs, where the builder kept them
-        reference_path = Path(data_path) / "test_puzzles.json"
-        if reference_path.is_file():
-            reference.update(json.loads(reference_path.read_text()))
+    reference = read_reference(split.data_paths)
     if reference:
         test_inputs = attach_reference(test_inputs, reference)
     scores = score(test_inputs)

@@ -13,14 +13,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from hrm.checkpoint import PUZZLE_EMB_KEY, Checkpoint
+from hrm.checkpoint import EMBED_TOKENS_KEY, PUZZLE_EMB_KEY, Checkpoint, stored_dataset_shapes
 from hrm.config import PretrainConfig
-from hrm.data.metadata import PuzzleDatasetMetadata
-from hrm.errors import DatasetError, HRMError
+from hrm.errors import DatasetError
 from hrm.evaluation.data import TestSplit, load_test_split
 from hrm.models.registry import seq_len_from_state
-
-EMBED_TOKENS_KEY = "model.inner.embed_tokens.embedding_weight"
 
 
 def load_for_evaluation(
@@ -83,10 +80,5 @@ def trained_seq_len(checkpoint: Checkpoint, config: PretrainConfig) -> int | Non
     from_weights = seq_len_from_state(config.arch, checkpoint.state)
     if from_weights is not None:
         return from_weights
-    for data_path in checkpoint.config().train_data_paths:
-        for split in ("train", "test"):
-            try:
-                return PuzzleDatasetMetadata.load(Path(data_path) / split).seq_len
-            except HRMError:
-                continue
-    return None
+    trained = stored_dataset_shapes(checkpoint.config())
+    return None if trained is None else trained["seq_len"]

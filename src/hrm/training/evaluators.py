@@ -6,8 +6,6 @@ and returns figures logged under its own prefix, e.g. `ARC/pass@2`.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -38,11 +36,7 @@ class ArcEvaluator:
         self.names = read_combined_identifiers(data_paths)
         self.blank_identifier_id = blank_identifier_id
         self.ks = tuple(int(k) for k in pass_Ks)
-        self.reference: dict = {}
-        for path in data_paths:
-            reference = Path(path) / "test_puzzles.json"
-            if reference.is_file():
-                self.reference.update(json.loads(reference.read_text()))
+        self.reference = arc_scoring.read_reference(data_paths)
 
     def __call__(self, outputs: dict[str, torch.Tensor]) -> dict[str, float]:
         test_inputs = arc_scoring.collect_test_inputs(
