@@ -37,7 +37,7 @@ import torch
 from bench_common import seconds_per_call
 from torch.profiler import ProfilerActivity, profile
 
-from hrm.config import HRM_ARCH_NAME, validate_config
+from hrm.config import validate_config
 from hrm.data.format import write_dataset, write_identifiers
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.distributed import DistributedContext
@@ -51,57 +51,23 @@ from hrm.models.attention import auto_backend
 from hrm.models.config import DTYPES
 from hrm.models.registry import build_model, model_class
 from hrm.tasks import SudokuTask
+from hrm.training.cli import compose_config, to_pretrain_config
 from hrm.training.flops import inference_flops_per_segment, peak_flops, training_flops_per_example
 from hrm.training.trainer import Trainer
 
 logger = logging.getLogger("bench_gpu")
 
-TRM_ARCH_NAME = "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1"
 
-# configs/arch/hrm_v1.yaml: the paper's HRM (27M parameters on Sudoku).
-PAPER_HRM = dict(
-    name=HRM_ARCH_NAME,
-    hidden_size=512,
-    num_heads=8,
-    expansion=4,
-    H_layers=4,
-    L_layers=4,
-    H_cycles=2,
-    L_cycles=2,
-    halt_max_steps=16,
-    halt_exploration_prob=0.1,
-    puzzle_emb_ndim=512,
-    pos_encodings="rope",
-    forward_dtype="bfloat16",
-)
+def preset_arch(*overrides: str) -> dict:
+    """The `arch` of a shipped config preset, composed as `pretrain.py <overrides>` composes it, so the benchmark
+    measures exactly the settings users train with."""
+    return to_pretrain_config(compose_config(list(overrides))).arch.model_dump()
+
+
+PAPER_HRM = preset_arch()  # the default arch, hrm_v1: the paper's HRM (27M parameters on Sudoku)
 # TRM's README settings (spec section 10): Sudoku with the MLP mixer, ARC with attention.
-TRM_SUDOKU_MLP = dict(
-    name=TRM_ARCH_NAME,
-    hidden_size=512,
-    num_heads=8,
-    expansion=4,
-    L_layers=2,
-    H_cycles=3,
-    L_cycles=6,
-    halt_max_steps=16,
-    puzzle_emb_ndim=512,
-    mlp_t=True,
-    pos_encodings="none",
-    forward_dtype="bfloat16",
-)
-TRM_ARC_ATTENTION = dict(
-    name=TRM_ARCH_NAME,
-    hidden_size=512,
-    num_heads=8,
-    expansion=4,
-    L_layers=2,
-    H_cycles=3,
-    L_cycles=4,
-    halt_max_steps=16,
-    puzzle_emb_ndim=512,
-    pos_encodings="rope",
-    forward_dtype="bfloat16",
-)
+TRM_SUDOKU_MLP = preset_arch("+experiment=trm_sudoku_extreme_mlp")
+TRM_ARC_ATTENTION = preset_arch("+experiment=trm_arc1")
 
 # Dataset shapes: Sudoku-Extreme (81 cells, tokens pad/blank/1-9, one identifier) and ARC (30x30 canvas,
 # about 960 tasks x 1000 augmentations of puzzle identifiers, which sizes the puzzle-embedding table).
@@ -169,7 +135,7 @@ CASES: list[Case] = [
         permutes=9,
         auto_batch=True,
     ),
-    # TRM (issue 8): one line per case; `not available` until the model registry knows TRM_ARCH_NAME.
+    # TRM: one line per case.
     Case("TRM Sudoku MLP train b768 compiled", "train", TRM_SUDOKU_MLP, 768, SUDOKU, compile=True),
     Case("TRM ARC attention train b768 compiled", "train", TRM_ARC_ATTENTION, 768, ARC, compile=True),
 ]

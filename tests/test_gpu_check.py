@@ -34,8 +34,6 @@ def test_dry_run_runs_every_case_and_writes_table_and_json(bench, tmp_path, caps
     assert list(rows) == [case.name for case in bench.CASES]
     for case in bench.CASES:
         row = rows[case.name]
-        if case.arch["name"] == bench.TRM_ARCH_NAME and row["status"] == "not available":
-            continue  # TRM not registered yet (issue 8)
         assert row["status"] == "ok", row
         assert row["examples_per_s"] > 0 and row["step_ms"] > 0 and row["batch"] == bench.DRY_BATCH
         assert row["mfu"] is None and row["peak_memory_gib"] is None  # CPU: no peak FLOP/s, no CUDA allocator
