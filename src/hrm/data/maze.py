@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from hrm.data.augment import NUM_DIHEDRAL, dihedral_transform
 from hrm.data.common import (
     BuildSummary,
     CsvPuzzles,
@@ -33,6 +32,7 @@ from hrm.data.format import BLANK_IDENTIFIER_NAME, check_output_dir, staged_dire
 from hrm.errors import DatasetError
 from hrm.progress import progress_bar
 from hrm.tasks.maze import CHARSET, VOCAB_SIZE
+from hrm.tasks.symmetry import NUM_DIHEDRAL, dihedral_transform
 
 logger = logging.getLogger(__name__)
 

@@ -19,9 +19,10 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from hrm.checkpoint import atomic_write_bytes
-from hrm.data.arc import TEST_PUZZLES_FILE, apply_augmentation, crop_grid, parse_aug_name, undo_augmentation
+from hrm.data.arc import TEST_PUZZLES_FILE, apply_augmentation, parse_aug_name, undo_augmentation
 from hrm.errors import DatasetError, one_line
 from hrm.evaluation.data import TestSplit
+from hrm.tasks.arc import crop_grid
 
 PASS_AT_K = (1, 2, 5, 10, 100, 1000)
 NUM_COLOURS = 10

@@ -15,8 +15,8 @@ from typing import ClassVar, Sequence
 import numpy as np
 import torch
 
-from hrm.data.augment import DIHEDRAL_INVERSE, dihedral_transform
 from hrm.errors import TaskError
+from hrm.tasks.symmetry import DIHEDRAL_INVERSE, dihedral_transform
 
 
 def grid_side(seq_len: int) -> int | None:
@@ -133,9 +133,21 @@ class Task:
 
     def plot_steps(self, boards: StepBoards, path: str | Path) -> Path:
         """The predictions at the chosen steps as one figure (generic: rows of tokens, the label last)."""
-        from hrm.tasks.figures import plot_token_steps
+        from matplotlib.figure import Figure
 
-        return plot_token_steps(boards, path)
+        from hrm.tasks.figures import save_figure
+
+        rows = [boards.step_preds[s] for s in boards.steps] + (
+            [np.where(boards.labels == -100, 0, boards.labels)] if (boards.labels != -100).any() else []
+        )
+        names = list(boards.titles) + (["label"] if len(rows) > len(boards.steps) else [])
+        fig = Figure(figsize=(8, 0.3 * len(rows) + 1))
+        ax = fig.add_subplot(1, 1, 1)
+        ax.imshow(np.stack(rows), aspect="auto", interpolation="nearest", cmap="tab20")
+        ax.set_yticks(range(len(names)), names, fontsize=6)
+        ax.set_xlabel("position")
+        ax.set_title("Predicted tokens per step")
+        return save_figure(fig, path)
 
     # ---------------------------------------------------------------- rules and verification
 

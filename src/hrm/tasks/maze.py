@@ -18,6 +18,7 @@ from hrm.tasks.base import StepBoards, Task, grid_side, relabel_table
 CHARSET = "# SGo"
 WALL, OPEN, START, GOAL, PATH = 1, 2, 3, 4, 5
 VOCAB_SIZE = len(CHARSET) + 1
+MAZE_PALETTE = ["#ffffff", "#222222", "#ffffff", "#2ca02c", "#d62728", "#1f77b4"]  # pad, wall, open, start, goal, path
 
 
 def shortest_distance(open_cells: np.ndarray, start: tuple[int, int], goal: tuple[int, int]) -> int | None:
@@ -73,9 +74,41 @@ class MazeTask(Task):
         return ["".join(chars[r * self.side : (r + 1) * self.side]) for r in range(self.side)]
 
     def plot_steps(self, boards: StepBoards, path: str | Path) -> Path:
-        from hrm.tasks.figures import plot_maze_steps
+        """The maze with the predicted path (blue) at each chosen step; path cells off the labelled path are orange."""
+        from matplotlib.colors import ListedColormap
+        from matplotlib.figure import Figure
 
-        return plot_maze_steps(self, boards, path)
+        from hrm.tasks.figures import panel_grid, save_figure
+
+        side = self.side
+        wall, open_, start, goal, path_ = self.WALL, self.OPEN, self.START, self.GOAL, self.PATH
+        rows, columns = panel_grid(len(boards.steps))
+        fig = Figure(figsize=(2.2 * columns, 2.3 * rows))
+        for panel, (step, title) in enumerate(zip(boards.steps, boards.titles)):
+            ax = fig.add_subplot(rows, columns, panel + 1)
+            board = np.where(np.isin(boards.inputs, (wall, start, goal)), boards.inputs, open_)
+            predicted_path = boards.step_preds[step] == path_
+            board = np.where(predicted_path & (board == open_), path_, board)
+            ax.imshow(
+                board.reshape(side, side), cmap=ListedColormap(MAZE_PALETTE), vmin=0, vmax=5, interpolation="nearest"
+            )
+            off_path = predicted_path & (boards.labels != -100) & (boards.labels != path_)
+            missed = ~predicted_path & (boards.labels == path_)
+            for cells, style in (
+                (off_path, dict(s=4, color="#ff7f0e", marker="s")),
+                (missed, dict(s=10, facecolors="none", edgecolors="#1f77b4", marker="s", linewidths=0.8)),
+            ):
+                if cells.any():
+                    r, c = np.divmod(np.flatnonzero(cells), side)
+                    ax.scatter(c, r, **style)
+            ax.set_title(title, fontsize=7)
+            ax.axis("off")
+        fig.suptitle(
+            "Predicted path per step (green: start, red: goal, blue: path, orange dot: off the true path, "
+            "hollow square: true path cell missed)",
+            fontsize=9,
+        )
+        return save_figure(fig, path)
 
     def verify(self, inputs: np.ndarray, prediction: np.ndarray) -> bool:
         """The prediction equals the maze except that some open cells are marked as path, and those cells

@@ -25,6 +25,53 @@ def sudoku_vocab_size(side: int) -> int:
     return FIRST_DIGIT + side
 
 
+def _draw_sudoku(
+    ax, task, givens: np.ndarray, board: np.ndarray, previous: np.ndarray | None, labels: np.ndarray
+) -> None:
+    from matplotlib.patches import Rectangle
+
+    side = task.side
+    conflicts = task.conflicts(board)
+    is_digit = task.is_digit(board)
+    for cell in range(side * side):
+        r, c = divmod(cell, side)
+        if previous is not None and previous[cell] != board[cell]:
+            ax.add_patch(Rectangle((c, r), 1, 1, color="#ffe08a", zorder=0))
+        if not is_digit[cell]:
+            continue
+        token = int(board[cell])
+        wrong = labels[cell] != -100 and labels[cell] != token
+        color = "#d62728" if conflicts[cell] else ("#7f7f7f" if wrong else "black")
+        ax.text(
+            c + 0.5,
+            r + 0.55,
+            task.digit_symbol(token),
+            ha="center",
+            va="center",
+            fontsize=7,
+            fontweight="bold" if task.is_digit(givens[cell]) else "normal",
+            color=color,
+        )
+    ax.vlines(
+        range(side + 1),
+        0,
+        side,
+        colors="black",
+        linewidths=[1.4 if x % task.box_cols == 0 else 0.3 for x in range(side + 1)],
+    )
+    ax.hlines(
+        range(side + 1),
+        0,
+        side,
+        colors="black",
+        linewidths=[1.4 if y % task.box_rows == 0 else 0.3 for y in range(side + 1)],
+    )
+    ax.set_xlim(0, side)
+    ax.set_ylim(side, 0)
+    ax.set_aspect("equal")
+    ax.axis("off")
+
+
 class SudokuTask(Task):
     name: ClassVar[str] = "sudoku"
     layout: ClassVar[str] = "vocab_size side+2 and seq_len side^2 (side " + ", ".join(map(str, BOX_SHAPES)) + ")"
@@ -98,9 +145,26 @@ class SudokuTask(Task):
         return lines
 
     def plot_steps(self, boards: StepBoards, path: str | Path) -> Path:
-        from hrm.tasks.figures import plot_sudoku_steps
+        """Boards of a Sudoku task of any box shape at the chosen steps: givens bold, cells breaking a rule red, wrong-but-legal grey, changed cells shaded."""
+        from matplotlib.figure import Figure
 
-        return plot_sudoku_steps(self, boards, path)
+        from hrm.tasks.figures import panel_grid, save_figure
+
+        rows, columns = panel_grid(len(boards.steps))
+        fig = Figure(figsize=(2.0 * columns, 2.2 * rows + 0.4))
+        fig.subplots_adjust(
+            left=0.02, right=0.98, bottom=0.02, top=1 - 0.5 / (2.2 * rows + 0.4), wspace=0.08, hspace=0.25
+        )
+        previous = None
+        for panel, (step, title) in enumerate(zip(boards.steps, boards.titles)):
+            ax = fig.add_subplot(rows, columns, panel + 1)
+            _draw_sudoku(ax, self, boards.inputs, boards.step_preds[step], previous, boards.labels)
+            ax.set_title(title, fontsize=7)
+            previous = boards.step_preds[step]
+        fig.suptitle(
+            "Intermediate predictions (bold: given, red: breaks a rule, grey: wrong, shaded: changed)", fontsize=9
+        )
+        return save_figure(fig, path, tight=False)
 
     # ---------------------------------------------------------------- rules and verification
 

@@ -1,4 +1,5 @@
-"""The eight dihedral transforms and colour permutations used by the maze and ARC builders (spec section 2).
+"""The symmetries of a grid puzzle: the eight dihedral transforms and the colour permutations. The tasks' perturbations
+and the maze and ARC builders' augmentations are made of them.
 
 Transforms act on the last two axes, so a stack of grids `[..., H, W]` is transformed in one call.
 Ids, in order: identity, rot90, rot180, rot270, flip left-right, flip up-down, transpose,
@@ -11,7 +12,6 @@ import numpy as np
 
 NUM_DIHEDRAL = 8
 DIHEDRAL_INVERSE = (0, 3, 2, 1, 4, 5, 6, 7)
-DIHEDRAL_NAMES = ("identity", "rot90", "rot180", "rot270", "flip_lr", "flip_ud", "transpose", "anti_transpose")
 
 
 def dihedral_transform(grid: np.ndarray, transform_id: int) -> np.ndarray:
