@@ -10,40 +10,27 @@ broadcast, gradients are summed over ranks and metric sums reduced onto rank 0.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
-import shutil
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-import hrm.models
-from hrm.checkpoint import atomic_write_bytes, check_state_dict, write_config
+from hrm.checkpoint import atomic_write_bytes
 from hrm.config import PretrainConfig
 from hrm.distributed import DistributedContext, any_rank, broadcast_object, init_distributed, shutdown_distributed
-from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError, one_line
+from hrm.errors import HRMError
 from hrm.evaluation.runner import evaluate
 from hrm.models.act import ACTCarry
 from hrm.progress import configured, progress_bar
 from hrm.training.batches import chunk_batches, draw_loader_seed
-from hrm.training.checkpointing import (
-    LoadedState,
-    carry_from_state,
-    remove_leftovers,
-    save_training_checkpoint,
-    saved_steps,
-    set_rng_state,
-)
+from hrm.training.checkpointing import Progress, TrainerCheckpoints
 from hrm.training.data_checks import check_datasets
 from hrm.training.ema import EMA
 from hrm.training.evaluators import build_evaluators
 from hrm.training.flops import peak_flops, training_flops_per_example
 from hrm.training.precision import effective_arch
-from hrm.training.run_lock import RunLock
 from hrm.training.schedule import cosine_schedule_with_warmup_lr_lambda
 from hrm.training.setup import (
     check_run_config,
@@ -72,19 +59,9 @@ class TrainingInterrupted(HRMError):
     """Ctrl-C stopped the run after its checkpoint was saved (the message says where and how to continue)."""
 
 
-@dataclass
-class Progress:
-    """Where the run stands: optimiser steps done and the data position (chunk, batches consumed in it)."""
-
-    step: int = 0
-    chunk_index: int = 0
-    batches_done: int = 0
-    skipped_steps: int = 0
-
-
-class Trainer:
+class Trainer(TrainerCheckpoints):
     """One training run, built from its config step by step (the steps live in `hrm.training.setup`); `train()`
-    runs it."""
+    runs it. Saving, resuming and locking the checkpoint folder come from `TrainerCheckpoints`."""
 
     def __init__(self, config: PretrainConfig, ctx: DistributedContext):
         self.ctx = ctx
@@ -127,136 +104,6 @@ class Trainer:
         self.flops_per_example = training_flops_per_example(self.model)
         self.peak_flops = peak_flops(self.device)
         self.stop = StopRequest()
-
-    # ----------------------------------------------------------------------------------- resume
-    def _restore(self, state_dir: Path, loaded: LoadedState) -> None:
-        """Continue the saved run: weights, EMA, optimisers, progress, and this rank's RNG and ACT carry."""
-        try:
-            self._load_state(state_dir, loaded)
-        except HRMError:
-            raise
-        except (KeyError, TypeError, ValueError, RuntimeError) as err:  # a readable file of the wrong structure
-            raise CheckpointError(
-                f"{state_dir} is damaged or was not written by this trainer ({one_line(err)})"
-            ) from None
-
-    def _load_state(self, state_dir: Path, loaded: LoadedState) -> None:
-        trainer_state, model_state, rank_state = loaded
-        saved_shapes = trainer_state.get("dataset", {})
-        for key, value in self.train_meta.model_shapes().items():
-            if key in saved_shapes and saved_shapes[key] != value:
-                raise DatasetError(
-                    f"the dataset at {self.config.data_path} has {key}={value} but the checkpoint {state_dir} was trained with "
-                    f"{key}={saved_shapes[key]}; resume with the run's own data_path"
-                )
-        if trainer_state.get("global_batch_size", self.config.global_batch_size) != self.config.global_batch_size:
-            raise ConfigError(
-                f"global_batch_size={self.config.global_batch_size} differs from the resumed run's "
-                f"{trainer_state['global_batch_size']}; the data position would not match"
-            )
-        check_state_dict(self.model, model_state, state_dir.parent / f"step_{trainer_state['step']}")
-        self.model.load_state_dict(model_state, strict=True)
-        if self.ema is not None:
-            if "ema" not in trainer_state:
-                raise ConfigError(
-                    f"ema=True but the checkpoint {state_dir} was trained without EMA; resume with ema=False"
-                )
-            # step_N holds the averaged weights; the live ones and the average are in the training state.
-            self.model.load_state_dict(trainer_state["live_parameters"], strict=False)
-            self.ema.load_state_dict(trainer_state["ema"])
-        if len(trainer_state["optimizers"]) != len(self.optimizers):
-            raise ConfigError(
-                f"the checkpoint {state_dir} has {len(trainer_state['optimizers'])} optimisers, this run {len(self.optimizers)}; arch.puzzle_emb_ndim differs"
-            )
-        for optimizer, state in zip(self.optimizers, trainer_state["optimizers"]):
-            optimizer.load_state_dict(state)
-        self.progress = Progress(**trainer_state["progress"])
-        self.wandb_run_id = trainer_state.get("wandb_run_id")
-        if rank_state is not None:
-            set_rng_state(rank_state["rng"], self.device)
-            if rank_state["carry"] is not None:
-                template = self.model.initial_carry(
-                    {key: value for key, value in rank_state["carry"]["current_data"].items()}
-                )
-                self.carry = carry_from_state(rank_state["carry"], template, self.device)
-        self.last_saved_step = self.progress.step
-        logger.info(
-            "resumed from %s at step %d (chunk %d, batch %d)",
-            state_dir,
-            self.progress.step,
-            self.progress.chunk_index,
-            self.progress.batches_done,
-        )
-
-    def save_checkpoint(self) -> None:
-        if self.last_saved_step == self.progress.step:
-            return
-        trainer_state = {
-            "progress": vars(self.progress).copy(),
-            "total_steps": self.total_steps,
-            "global_batch_size": self.config.global_batch_size,
-            "dataset": self.train_meta.model_shapes(),
-            "config": self.config.model_dump(),
-            "wandb_run_id": self.wandb_run_id,
-        }
-        try:
-            with contextlib.ExitStack() as stack:
-                if self.ema is not None:
-                    trainer_state["ema"] = self.ema.state_dict()
-                    trainer_state["live_parameters"] = {
-                        name: value.detach().cpu().clone()
-                        for name, value in self.model.state_dict().items()
-                        if name in self.ema.shadow
-                    }
-                    stack.enter_context(self.ema.swapped_in(self.model))  # step_N gets the averaged weights
-                save_training_checkpoint(
-                    self.ctx,
-                    self.checkpoint_dir,
-                    self.progress.step,
-                    self.model,
-                    self.config,
-                    self.optimizers,
-                    trainer_state,
-                    self.carry,
-                    keep_last=self.config.checkpoint_keep_last,
-                )
-        except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError of its zip writer
-            step = self.progress.step
-            if self.ctx.is_main and not (self.checkpoint_dir / f"train_state_{step}").is_dir():
-                (self.checkpoint_dir / f"step_{step}").unlink(missing_ok=True)  # a checkpoint is all or nothing
-            raise self._write_error(f"the checkpoint of step {step}", err) from None
-        self.last_saved_step = self.progress.step
-
-    def _write_error(self, what: str, err: BaseException) -> CheckpointError:
-        """A failed write as one line (a full disk said as such); the partial files are removed."""
-        if self.ctx.is_main:
-            remove_leftovers(self.checkpoint_dir)
-        full = getattr(err, "errno", None) == errno.ENOSPC
-        with contextlib.suppress(OSError):
-            full = full or shutil.disk_usage(self.checkpoint_dir).free < (64 << 20)
-        reason = "the disk is full" if full else one_line(err)
-        last = (
-            f"step_{self.last_saved_step} is the last complete checkpoint"
-            if self.last_saved_step > 0
-            else "no checkpoint was saved yet"
-        )
-        return CheckpointError(
-            f"cannot write {what} into {self.checkpoint_dir} ({reason}); {last}; free space or choose another "
-            "checkpoint_path, then continue with resume=auto"
-        )
-
-    def save_config_and_source(self) -> None:
-        """The resolved config (`all_config.yaml`) and the model's source code, beside the checkpoints."""
-        if not self.ctx.is_main:
-            return
-        try:
-            write_config(self.config, self.checkpoint_dir)
-            source_dir = self.checkpoint_dir / "source"
-            source_dir.mkdir(parents=True, exist_ok=True)
-            for path in sorted(Path(hrm.models.__file__).parent.glob("*.py")):
-                shutil.copy2(path, source_dir / path.name)
-        except OSError as err:
-            raise self._write_error("the run's config and source", err) from None
 
     # ------------------------------------------------------------------------------------ steps
     def _reduce_gradients(self, loss: torch.Tensor) -> bool:
@@ -429,44 +276,6 @@ class Trainer:
         finally:
             if lock is not None:
                 lock.release()
-
-    def _claim_checkpoint_dir(self) -> RunLock | None:
-        """Lock the checkpoint folder (rank 0), refuse one holding another run's checkpoints, clean stale partial saves."""
-        lock, problem = None, None
-        if self.ctx.is_main:
-            lock = RunLock(self.checkpoint_dir)
-            try:
-                lock.acquire()
-                resuming_here = (
-                    self.resumed_from is not None
-                    and self.resumed_from.parent.resolve() == self.checkpoint_dir.resolve()
-                )
-                existing = sorted(saved_steps(self.checkpoint_dir)) or sorted(
-                    int(path.name[5:]) for path in self.checkpoint_dir.glob("step_*") if path.name[5:].isdigit()
-                )
-                if existing and not resuming_here and self.config.resume == "auto":
-                    logger.warning(
-                        "resume=auto: %s holds weights (step_%d) but no training state to resume; starting from "
-                        "scratch beside them",
-                        self.checkpoint_dir,
-                        existing[-1],
-                    )
-                elif existing and not resuming_here:
-                    raise CheckpointError(
-                        f"checkpoint_path={self.checkpoint_dir} already holds checkpoints of another run (step_{existing[-1]}); "
-                        "continue that run with resume=auto, or choose another checkpoint_path (delete the folder to start over)"
-                    )
-                remove_leftovers(self.checkpoint_dir)
-            except HRMError as err:
-                problem = str(err)
-            except OSError as err:
-                problem = f"cannot use checkpoint_path={self.checkpoint_dir}: {one_line(err)}"
-            if problem is not None:
-                lock.release()
-        problem = broadcast_object(problem, self.ctx)
-        if problem is not None:
-            raise CheckpointError(problem)
-        return lock
 
     def _train(self) -> dict[str, float] | None:
         ctx, config = self.ctx, self.config
