@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from hrm.config import ArchConfig
-from hrm.evaluation.act_refill import evaluate_act, override_halt_max_steps, segment_trace
+from hrm.evaluation.act_refill import evaluate_act
 from hrm.evaluation.data import TensorExamples
 from hrm.evaluation.metrics import divide_by_count, example_metrics, metric_sums
 from hrm.evaluation.runner import evaluate
+from hrm.evaluation.sweep import override_halt_max_steps, segment_trace
 from hrm.models.registry import build_model
 from tests.evaluation.helpers import TINY_ARCH
 

@@ -9,7 +9,8 @@ import torch
 
 from hrm.checkpoint import load_model
 from hrm.data.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
-from hrm.evaluation import cli, protocols
+from hrm.evaluation import augmented, cli
+from hrm.evaluation import plain as plain_protocol
 from hrm.evaluation.runner import evaluate
 from tests.evaluation.helpers import make_checkpoint, random_dataset, write_tiny_dataset
 
@@ -102,9 +103,9 @@ def _fails(capsys, monkeypatch, *args) -> str:
     def no_compute(*_, **__):
         raise AssertionError("compute started before the input was checked")
 
-    monkeypatch.setattr(protocols, "evaluate", no_compute)
-    monkeypatch.setattr(protocols, "evaluate_act", no_compute)
-    monkeypatch.setattr(protocols.augmented, "evaluate_chunk", no_compute)
+    monkeypatch.setattr(plain_protocol, "evaluate", no_compute)
+    monkeypatch.setattr(plain_protocol, "evaluate_act", no_compute)
+    monkeypatch.setattr(augmented, "evaluate_chunk", no_compute)
     assert cli.main(list(args)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")

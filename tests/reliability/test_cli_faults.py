@@ -28,8 +28,9 @@ from hrm.data.format import read_split
 from hrm.data.staging import _host
 from hrm.data.sudoku_solver import generate_puzzle
 from hrm.errors import CheckpointError
+from hrm.evaluation import augmented
 from hrm.evaluation import cli as eval_cli
-from hrm.evaluation import protocols
+from hrm.evaluation import plain as plain_protocol
 from tests.analysis.helpers import checkpoint as analysis_checkpoint
 from tests.analysis.helpers import sudoku_dataset
 from tests.evaluation.helpers import make_checkpoint, random_dataset
@@ -61,9 +62,9 @@ def evaluate_fails(capsys, monkeypatch, argv, *phrases) -> str:
     def no_compute(*_, **__):
         raise AssertionError("compute started before the input was checked")
 
-    monkeypatch.setattr(protocols, "evaluate", no_compute)
-    monkeypatch.setattr(protocols, "evaluate_act", no_compute)
-    monkeypatch.setattr(protocols.augmented, "evaluate_chunk", no_compute)
+    monkeypatch.setattr(plain_protocol, "evaluate", no_compute)
+    monkeypatch.setattr(plain_protocol, "evaluate_act", no_compute)
+    monkeypatch.setattr(augmented, "evaluate_chunk", no_compute)
     assert eval_cli.main(["progress=false", "device=cpu", *argv]) == 2
     return one_error_line(capsys, *phrases)
 

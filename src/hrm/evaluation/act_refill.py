@@ -6,23 +6,17 @@ call; here the evaluator marks a slot halted as soon as the model's own halting 
 example therefore costs exactly its own segments, however long its neighbours run. Once the queue is
 empty the batch shrinks to the running slots. In evaluation every sample is independent of the
 others in the batch, so an example's result equals what it gets when run alone.
-
-`segment_trace` runs fixed batches for K segments and records every example's answer quality at
-every segment, which gives the inference-time-scaling sweep over several `halt_max_steps` (both
-halting rules) from a single pass.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from hrm.evaluation.data import Examples
-from hrm.evaluation.metrics import ExampleMetrics, example_metrics
 from hrm.models.act import ACTCarry, ACTModel, unwrap_act_model
 from hrm.progress import progress_bar
 
@@ -30,18 +24,6 @@ from hrm.progress import progress_bar
 def act_model_of(model: nn.Module) -> ACTModel:
     """The ACT model inside a loss head (or the model itself)."""
     return unwrap_act_model(model)
-
-
-@contextlib.contextmanager
-def override_halt_max_steps(model: nn.Module, halt_max_steps: int) -> Iterator[None]:
-    """Run with another cap on segments (inference-time scaling) without rebuilding the model."""
-    act_model = act_model_of(model)
-    saved = act_model.config
-    act_model.config = saved.model_copy(update={"halt_max_steps": halt_max_steps})
-    try:
-        yield
-    finally:
-        act_model.config = saved
 
 
 def _take_rows(value, rows: torch.Tensor):
@@ -134,53 +116,3 @@ def evaluate_act(
         bar.close()
         act_model.train(was_training)
     return {key: torch.stack(rows) for key, rows in results.items()}
-
-
-@dataclasses.dataclass
-class SegmentTrace:
-    """Per segment (dim 0) and example (dim 1): answer quality and Q-logits after that segment."""
-
-    metrics: list[ExampleMetrics]  # one per segment, steps = segment number
-    q_halt_logits: torch.Tensor
-    q_continue_logits: torch.Tensor
-    halt_wanted: torch.Tensor  # the model's own halting decision (`wants_halt`) after each segment
-
-    def at_caps(self, cap: int, halt: str) -> ExampleMetrics:
-        """The result with halt_max_steps = cap: at segment `cap` (halt=max), or at the first segment
-        whose Q-head says halt, at most `cap` (halt=act)."""
-        num_examples = self.q_halt_logits.shape[1]
-        stop = torch.full((num_examples,), cap, dtype=torch.long)
-        if halt == "act":
-            wants = self.halt_wanted[:cap]
-            first = torch.where(wants.any(0), wants.to(torch.int8).argmax(0) + 1, cap)
-            stop = torch.minimum(stop, first.long())
-        fields = {}
-        for field in dataclasses.fields(ExampleMetrics):
-            stacked = torch.stack([getattr(m, field.name) for m in self.metrics[:cap]])
-            fields[field.name] = stacked.gather(0, (stop - 1).unsqueeze(0)).squeeze(0)
-        return ExampleMetrics(**fields)
-
-
-@torch.inference_mode()
-def segment_trace(model: nn.Module, batch: dict[str, torch.Tensor], num_segments: int) -> SegmentTrace:
-    """Run one batch for `num_segments` segments (no early halting) and record every segment."""
-    act_model = act_model_of(model)
-    was_training = act_model.training
-    act_model.eval()
-    per_step, q_halt, q_continue, halt_wanted = [], [], [], []
-    try:
-        with override_halt_max_steps(act_model, num_segments):
-            carry = act_model.initial_carry(batch)
-            for _ in range(num_segments):
-                carry, outputs = act_model(carry=carry, batch=batch)
-                preds = torch.argmax(outputs["logits"], dim=-1)
-                rows = example_metrics(preds, carry.current_data["labels"], outputs["q_halt_logits"], carry.steps)
-                per_step.append(
-                    ExampleMetrics(**{f.name: getattr(rows, f.name).cpu() for f in dataclasses.fields(rows)})
-                )
-                q_halt.append(outputs["q_halt_logits"].float().cpu())
-                q_continue.append(outputs["q_continue_logits"].float().cpu())
-                halt_wanted.append(act_model.wants_halt(outputs).cpu())
-    finally:
-        act_model.train(was_training)
-    return SegmentTrace(per_step, torch.stack(q_halt), torch.stack(q_continue), torch.stack(halt_wanted))

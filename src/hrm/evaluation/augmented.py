@@ -14,6 +14,8 @@ Scores reported per puzzle:
   grid keeps the givens and breaks no rule; Maze: the path is a valid shortest path).
 A selector with no candidate falls back to the majority, and the majority with no counted pass falls
 back to all passes, so a deployable selector always answers.
+
+`run_augmented` is the protocol: it runs every rank's puzzles and brings the tallies onto rank 0.
 """
 
 from __future__ import annotations
@@ -24,9 +26,16 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch import nn
 
 from hrm.errors import ConfigError
-from hrm.evaluation.data import Examples
+from hrm.evaluation.act_refill import evaluate_act
+from hrm.evaluation.data import Examples, ExampleSource, rank_rows
+from hrm.evaluation.metrics import example_metrics, metric_sums
+from hrm.evaluation.options import EvalConfig
+from hrm.evaluation.runner import run_to_halt
+from hrm.evaluation.setup import EvalSetup, add_sums, reduce_sums
 from hrm.models.act import unwrap_act_model
 from hrm.models.losses import IGNORE_LABEL_ID
 from hrm.tasks import Task, resolve
@@ -191,8 +200,6 @@ def run_passes(
 ) -> dict[str, torch.Tensor]:
     """preds, q_halt_logits, q_continue_logits of every row: after halt_max_steps segments
     (`halt=max`, the training loop's evaluation) or when the Q-head halts (`halt=act`)."""
-    from hrm.evaluation.act_refill import evaluate_act
-    from hrm.evaluation.runner import run_to_halt
 
     keys = ("preds", "q_halt_logits", "q_continue_logits")
     if halt == "act":
@@ -249,3 +256,49 @@ def evaluate_chunk(
             baseline = {key: outputs[key][first] for key in outputs}
             baseline["labels"] = original["labels"]
     return puzzles, baseline
+
+
+# ---------------------------------------------------------------- the protocol
+
+
+def run_augmented(
+    cfg: EvalConfig,
+    models: Sequence[nn.Module],
+    setup: EvalSetup,
+) -> tuple[dict | None, dict | None, dict[str, np.ndarray]]:
+    split, global_batch_size, device, rank, world_size = setup.unpack()
+    meta = split.metadata
+    task = resolve_task(cfg.task, meta.vocab_size, meta.seq_len, cfg.permutes)
+    local = global_batch_size // world_size
+    chunk_examples = max(1, local // cfg.permutes) * 16
+    tallies: dict[str, dict[str, float]] = {}
+    baseline_sums: dict[str, dict[str, float]] = {}
+    confidence, exact = [], []
+    for set_name, puzzle_set in split.sets.items():
+        rows = rank_rows(puzzle_set.num_examples, global_batch_size, rank, world_size)
+        for start in range(0, len(rows), chunk_examples):
+            source = ExampleSource(puzzle_set, meta, rows[start : start + chunk_examples])
+            puzzles, baseline = evaluate_chunk(models, source, task, cfg.permutes, local, cfg.halt, device)
+            add_sums(tallies, set_name, tally_puzzles(puzzles, task))
+            base = example_metrics(baseline["preds"], baseline["labels"], baseline["q_halt_logits"], baseline["steps"])
+            add_sums(baseline_sums, set_name, metric_sums(base))
+            confidence.append(base.confidence[base.valid].numpy())
+            exact.append(base.exact[base.valid].numpy())
+    set_names = list(split.sets)
+    keys = sorted({key for tally in tallies.values() for key in tally} or tally_puzzles([], task))
+    table = torch.tensor(
+        [[tallies.get(name, {}).get(key, 0.0) for key in keys] for name in set_names],
+        dtype=torch.float64,
+        device=device,
+    )
+    if world_size > 1:
+        dist.reduce(table, dst=0)
+    metrics, _ = reduce_sums(baseline_sums, set_names, device, rank, world_size)
+    records = {
+        "confidence": np.concatenate(confidence) if confidence else np.zeros(0),
+        "exact": np.concatenate(exact) if exact else np.zeros(0, bool),
+    }
+    if rank != 0:
+        return None, None, records
+    summary = {name: summarize_tally(dict(zip(keys, row))) for name, row in zip(set_names, table.cpu().tolist())}
+    return summary, metrics, records
