@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from einops import rearrange
 from torch import nn
 
 from hrm.analysis.data import Puzzles
@@ -47,7 +48,7 @@ def summarise_trace(trace: Trace, task: Task) -> dict:
     residuals = forward_residuals(trace)
     curves = step_error_curves(trace, task)
     z_H = trace.flat_states("H")  # [steps + 1, B, T, D]
-    pca = pca_trajectory(z_H.permute(1, 0, 2, 3).flatten(2))
+    pca = pca_trajectory(rearrange(z_H, "step b t d -> b step (t d)"))
     key = "rule_violations" if "rule_violations" in curves else "token_errors"
     has_labels = bool((trace.labels != -100).any())
     critical = (

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import torch
+from einops import rearrange
 
 from hrm.analysis.trace import Trace, exact_match
 from hrm.evaluation.calibration import calibration_report
@@ -113,9 +114,7 @@ def token_state_samples(trace: Trace, module: str) -> torch.Tensor:
     if states is None:
         states = trace.flat_states(module)  # raises the keep_states error
     cells = states[..., trace.puzzle_emb_len :, :]
-    steps = cells.shape[0] * cells.shape[1]
-    per_step = cells.reshape((steps,) + cells.shape[2:])  # [steps, B, cells, D]
-    return per_step.permute(1, 0, 2, 3).reshape(per_step.shape[1], -1, per_step.shape[-1])
+    return rearrange(cells, "segment step b cell d -> b (segment step cell) d")
 
 
 # ------------------------------------------------------------------------------ errors along steps

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from einops import rearrange
 
 from hrm.data import sudoku_solver
 from hrm.data.common import (
@@ -64,7 +65,7 @@ class SudokuPuzzles:
 def grid_rule_violations(grids: np.ndarray) -> np.ndarray:
     """For complete grids `[N, 81]`, a bool `[N, 27]`: which rows, columns and boxes are not 1..9 once each."""
     bits = np.left_shift(np.uint16(1), np.asarray(grids).reshape(-1, 9, 9).astype(np.uint16))
-    boxes = bits.reshape(-1, 3, 3, 3, 3).transpose(0, 1, 3, 2, 4).reshape(-1, 9, 9)
+    boxes = rearrange(bits, "n (band r) (stack c) -> n (band stack) (r c)", r=3, c=3)  # each box's cells as a row
     seen = np.concatenate(
         [np.bitwise_or.reduce(bits, axis=2), np.bitwise_or.reduce(bits, axis=1), np.bitwise_or.reduce(boxes, axis=2)],
         axis=1,
