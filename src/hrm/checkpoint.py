@@ -96,10 +96,6 @@ def read_stored_config(checkpoint_file: Path) -> dict[str, Any]:
     return data
 
 
-def read_checkpoint_config(checkpoint_file: Path, overrides: Iterable[str] = ()) -> PretrainConfig:
-    return validate_config(apply_overrides(read_stored_config(checkpoint_file), overrides))
-
-
 def clean_state_dict(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Drop wrapper prefixes (`_orig_mod.` from torch.compile, `module.` from DDP) from the keys."""
     cleaned = {}

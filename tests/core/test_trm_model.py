@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import hrm
-from hrm.checkpoint import read_checkpoint_config, read_state_dict, save_model_checkpoint
+from hrm.checkpoint import read_state_dict, read_stored_config, save_model_checkpoint
 from hrm.config import validate_config
 from hrm.models.registry import build_model
 
@@ -107,7 +107,7 @@ def test_golden_eval_steps_and_two_training_segments():
 def test_initial_weights_follow_trms_creation_order():
     """step_0 was built by TRM's code right after torch.manual_seed(11) (then puzzle embedding and Q-head
     were redrawn): our creation order and truncated-normal draws consume the same stream."""
-    config = read_checkpoint_config(GOLDEN / "step_0")
+    config = validate_config(read_stored_config(GOLDEN / "step_0"))
     reference = read_state_dict(GOLDEN / "step_0")
     torch.manual_seed(11)
     model = build_model(config.arch, batch_size=8, seq_len=30, vocab_size=8, num_puzzle_identifiers=4)

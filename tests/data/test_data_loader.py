@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import example_number, write_original_layout
 
-from hrm.data.format import read_split, staged_directory, token_dtype, write_dataset
+from hrm.data.format import read_split, staged_directory, write_dataset
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.data.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
 from hrm.errors import DatasetError
@@ -27,7 +27,7 @@ def config(path, batch, test=False, epochs=1, rank=0, replicas=1, seed=3):
 
 def test_write_read_round_trip_keeps_arrays_and_uses_small_dtype(tmp_path):
     rng = np.random.default_rng(0)
-    inputs = rng.integers(0, 11, size=(7, 81)).astype(token_dtype(10))
+    inputs = rng.integers(0, 11, size=(7, 81)).astype(np.uint8)
     arrays = {
         "inputs": inputs,
         "labels": inputs[::-1].copy(),

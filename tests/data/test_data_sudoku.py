@@ -121,7 +121,7 @@ def test_malformed_csv_rows_name_file_and_line(tmp_path, corrupt, message):
     path = tmp_path / "train.csv"
     _write_csv(path, rows)
     with pytest.raises(DatasetError, match=message) as info:
-        sudoku.read_sudoku_csv(path)
+        sudoku.from_csv_rows(sudoku.read_sudoku_rows(path))
     assert f"{path}:3:" in str(info.value) and "\n" not in str(info.value)
 
 
@@ -134,7 +134,7 @@ def test_answer_disagreeing_with_givens_is_rejected(tmp_path):
     path = tmp_path / "test.csv"
     _write_csv(path, [row])
     with pytest.raises(DatasetError, match="disagrees with the given"):
-        sudoku.read_sudoku_csv(path)
+        sudoku.from_csv_rows(sudoku.read_sudoku_rows(path))
 
 
 def test_non_utf8_bytes_are_reported_with_their_line(tmp_path):
@@ -144,4 +144,4 @@ def test_non_utf8_bytes_are_reported_with_their_line(tmp_path):
         ("source,question,answer,rating\n" + ",".join(map(str, row)) + "\n").encode() + b"x,\xff\xfe,1,2\n"
     )
     with pytest.raises(DatasetError, match=r"train.csv:3: not UTF-8"):
-        sudoku.read_sudoku_csv(path)
+        sudoku.from_csv_rows(sudoku.read_sudoku_rows(path))

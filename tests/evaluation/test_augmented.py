@@ -168,7 +168,7 @@ def test_tally_on_hand_made_puzzles():
         labels,
         [_p(wrong.reshape(-1)), _p(wrong.reshape(-1), perturbation=1), _p(solution.reshape(-1), perturbation=2)],
     )
-    summary = aug.score_puzzles([solved_by_vote, verifier_only], SUDOKU)
+    summary = aug.summarize_tally(aug.tally_puzzles([solved_by_vote, verifier_only], SUDOKU))
     assert (
         summary["paper_accuracy"] == 0.5 and summary["majority_accuracy"] == 0.5 and summary["verified_accuracy"] == 1.0
     )

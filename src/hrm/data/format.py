@@ -34,14 +34,6 @@ BUILD_TOP_FILES = (IDENTIFIERS_FILE, "identifier_transforms.json", "test_puzzles
 BLANK_IDENTIFIER_NAME = "<blank>"
 
 
-def token_dtype(max_value: int) -> np.dtype:
-    """The smallest unsigned integer dtype that holds tokens 0..max_value."""
-    for dtype in (np.uint8, np.uint16, np.uint32):
-        if max_value <= np.iinfo(dtype).max:
-            return np.dtype(dtype)
-    return np.dtype(np.int64)
-
-
 @dataclass
 class PuzzleSet:
     """The arrays of one set of one split. `inputs`/`labels` may be memory-mapped."""

@@ -41,7 +41,6 @@ DEFAULT_REPO = "sapientinc/maze-30x30-hard-1k"
 OFFLINE_HINT = "use --source-csv DIR_OR_FILE (train.csv/test.csv with source,question,answer,rating) or --generate N --size 30 --min-difficulty 110"
 _CHAR_TO_TOKEN = np.zeros(256, np.uint8)
 _CHAR_TO_TOKEN[np.frombuffer(CHARSET.encode(), np.uint8)] = np.arange(1, len(CHARSET) + 1)
-_TOKEN_TO_CHAR = np.frombuffer(b"?" + CHARSET.encode(), np.uint8)
 
 
 @dataclass
@@ -61,10 +60,6 @@ class Mazes:
 
 def to_tokens(chars: np.ndarray) -> np.ndarray:
     return _CHAR_TO_TOKEN[np.asarray(chars, np.uint8)]
-
-
-def to_chars(tokens: np.ndarray) -> np.ndarray:
-    return _TOKEN_TO_CHAR[np.asarray(tokens)]
 
 
 def from_csv_rows(rows: CsvPuzzles) -> Mazes:

@@ -73,13 +73,6 @@ def grid_rule_violations(grids: np.ndarray) -> np.ndarray:
     return seen != 0x3FE  # nine cells holding all of 1..9 hold each exactly once
 
 
-def is_valid_solution(puzzles: np.ndarray, solutions: np.ndarray) -> np.ndarray:
-    """Per row: the solution obeys every rule and agrees with the puzzle's givens."""
-    puzzles, solutions = np.asarray(puzzles).reshape(-1, 81), np.asarray(solutions).reshape(-1, 81)
-    consistent = np.all((puzzles == 0) | (puzzles == solutions), axis=1)
-    return consistent & ~grid_rule_violations(solutions).any(axis=1)
-
-
 def _unit_name(index: int) -> str:
     kind, number = divmod(index, 9)
     return f"{('row', 'column', 'box')[kind]} {number + 1}"
@@ -105,10 +98,6 @@ def from_csv_rows(rows: CsvPuzzles) -> SudokuPuzzles:
             f"{rows.path}:{rows.lines[row]}: the answer disagrees with the given {puzzles[row, cell]} at row {cell // 9 + 1}, column {cell % 9 + 1}"
         )
     return SudokuPuzzles(puzzles, solutions, rows.ratings)
-
-
-def read_sudoku_csv(path: str | Path) -> SudokuPuzzles:
-    return from_csv_rows(read_four_column_csv(path, SEQ_LEN, b".0123456789", b"123456789", "Sudoku"))
 
 
 def _generate_one(task: tuple[int, int, int | None]) -> tuple[np.ndarray, np.ndarray, int]:
@@ -271,14 +260,16 @@ def load_sources(args: argparse.Namespace) -> dict[str, SudokuPuzzles | CsvPuzzl
     if args.source_csv is not None:
         found = csv_sources(args.source_csv)
         if "file" in found:
-            return split_single_file(_read_rows(found["file"]), args.seed, args.test_fraction)
-        return {split: _read_rows(path) for split, path in found.items()}
+            return split_single_file(read_sudoku_rows(found["file"]), args.seed, args.test_fraction)
+        return {split: read_sudoku_rows(path) for split, path in found.items()}
     return {
-        split: _read_rows(hub_download(args.source_repo, f"{split}.csv", OFFLINE_HINT)) for split in ("train", "test")
+        split: read_sudoku_rows(hub_download(args.source_repo, f"{split}.csv", OFFLINE_HINT))
+        for split in ("train", "test")
     }
 
 
-def _read_rows(path) -> CsvPuzzles:
+def read_sudoku_rows(path) -> CsvPuzzles:
+    """The rows of a Sudoku CSV, parsed but not yet checked against the rules (`from_csv_rows` does that)."""
     return read_four_column_csv(path, SEQ_LEN, b".0123456789", b"123456789", "Sudoku")
 
 

@@ -166,10 +166,6 @@ def summarize_tally(tally: dict[str, float]) -> dict[str, float]:
     return result
 
 
-def score_puzzles(puzzles: Sequence[PuzzleResult], task: Task) -> dict[str, float]:
-    return summarize_tally(tally_puzzles(puzzles, task))
-
-
 # ---------------------------------------------------------------- running the protocol
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from hrm.evaluation.metrics import HEAD_LOSSES, TABLE_METRICS
+from hrm.evaluation.metrics import HEAD_LOSSES, TABLE_METRICS, divide_by_count
 from hrm.progress import progress_bar
 
 # What an evaluation pass can return per example (inputs and the model outputs).
@@ -47,14 +47,7 @@ def reduce_metric_sums(
         return None, None
     table = sums.cpu().tolist()
     raw = {name: dict(zip(metric_names, row)) for name, row in zip(set_names, table)}
-    divided = {}
-    for name, row in raw.items():
-        count = row["count"]
-        divided[name] = {
-            key: (value / count if count else float("nan")) for key, value in row.items() if key != "count"
-        }
-        divided[name]["count"] = count
-    return divided, raw
+    return {name: divide_by_count(row) for name, row in raw.items()}, raw
 
 
 @torch.inference_mode()
