@@ -8,6 +8,8 @@ import is caught as well as a module-level one.
 from __future__ import annotations
 
 import ast
+import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -145,7 +147,8 @@ def test_the_graph_sees_the_package():
     graph = _graph(at_import_only=False)
     assert "hrm.tasks.base" in graph and "hrm.data.format" in graph
     assert "hrm.errors" in graph["hrm.tasks.base"]
-    # a relative or function-level import is followed too
+    # `hrm.load_model` imports the checkpoint module only when first used: a function-level edge
+    assert "hrm.checkpoint" in graph["hrm"] and "hrm.checkpoint" not in _graph(at_import_only=True)["hrm"]
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
@@ -165,3 +168,22 @@ def test_no_import_cycle(at_import_only):
 def test_one_direction(source, target, why):
     edges = _edges_between(_graph(at_import_only=False), source, target)
     assert not edges, f"{why}: " + ", ".join(edges)
+
+
+def _callers_outside_tests() -> str:
+    """The text that may use a public function: the package, the top-level scripts and the notebooks."""
+    root = SRC.parent
+    paths = [*(SRC / PACKAGE).rglob("*.py"), *root.glob("*.py"), *(root / "scripts").rglob("*.py")]
+    paths += [*(root / "dataset").rglob("*.py"), *(root / "examples").rglob("*.ipynb")]
+    return "\n".join(path.read_text(encoding="utf-8") for path in paths)
+
+
+def test_every_public_function_is_used_outside_the_tests():
+    uses = Counter(re.findall(r"\w+", _callers_outside_tests()))
+    unused = []
+    for name, path in _modules().items():
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
+                if uses[node.name] < 2:  # the definition is one
+                    unused.append(f"{name}.{node.name}")
+    assert not unused, "public functions nothing but the tests (if anything) calls: " + ", ".join(unused)
