@@ -1,5 +1,5 @@
-"""ARC-AGI builder: augmenting tasks, writing the dataset, and naming and undoing augmentations (spec sections 2
-and 8). The tasks come from `hrm.data.arc_sources`; the canvas layout is `hrm.tasks.arc`'s.
+"""ARC-AGI builder: augmenting tasks, writing the dataset, and naming and undoing augmentations. The tasks
+come from `hrm.data.arc_sources`; the canvas layout is `hrm.tasks.arc`'s.
 
 Each task gets `num_aug` distinct augmented copies (a dihedral transform plus a permutation of colours 1..9),
 drawn in one vectorised step and de-duplicated by a hash of their grid pairs. The augmented copy of task
