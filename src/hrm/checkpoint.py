@@ -10,9 +10,7 @@ original's `evaluate.py` and the tools built on it load on their default path (t
 from __future__ import annotations
 
 import logging
-import os
 import pickle
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ import torch
 import yaml
 from torch import nn
 
+from hrm.atomic import atomic_write_bytes, atomic_write_text
 from hrm.config import PretrainConfig, apply_overrides, validate_config
 from hrm.data.combined import combine_metadata
 from hrm.data.metadata import PuzzleDatasetMetadata
@@ -36,22 +35,6 @@ CONFIG_FILE = "all_config.yaml"
 PUZZLE_EMB_KEY = "model.inner.puzzle_emb.weights"
 EMBED_TOKENS_KEY = "model.inner.embed_tokens.embedding_weight"
 COMPILED_PREFIX = "_orig_mod."  # torch.compile's wrapper adds it to every key of the wrapped model
-
-
-def atomic_write_bytes(path: str | Path, write) -> None:
-    """Call `write(file_object)` on a temporary file beside `path`, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def latest_step_file(directory: str | Path) -> Path:
@@ -293,8 +276,7 @@ def write_config(config: PretrainConfig, directory: str | Path) -> Path:
     path = Path(directory) / CONFIG_FILE
     data = config.model_dump()
     data["data_paths"] = config.train_data_paths  # TRM's code reads the datasets from this list
-    text = yaml.safe_dump(data, sort_keys=False).encode()
-    atomic_write_bytes(path, lambda handle: handle.write(text))
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
     return path
 
 

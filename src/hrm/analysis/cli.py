@@ -20,7 +20,8 @@ from hrm.analysis.metrics import calibration_from_evaluator
 from hrm.analysis.report import ANALYSES, AnalysisOptions, run_analyses
 from hrm.analysis.trace import hrm_inner
 from hrm.checkpoint import load_model, resolve_checkpoint_path
-from hrm.errors import AnalysisError, HRMError, error_line, one_line
+from hrm.commands import run_command, split_arguments
+from hrm.errors import AnalysisError, one_line
 from hrm.paths import check_output_folder
 from hrm.tasks import TASK_NAMES, resolve
 
@@ -59,6 +60,8 @@ OWN_KEYS = {
 }
 OPTION_FIELDS = {f.name: f for f in dataclasses.fields(AnalysisOptions)}
 
+MEMORY_SETTINGS = "calibration_puzzles, num_puzzles or chunk_size"
+
 logger = logging.getLogger("hrm.analysis")
 
 
@@ -87,28 +90,23 @@ def parse_arguments(argv: list[str]) -> tuple[tuple[str, ...], dict[str, str], A
     own: dict[str, str] = {}
     options: dict = {}
     overrides: list[str] = []
-    for position, argument in enumerate(argv):
-        if "=" not in argument:
-            if position != 0:
-                raise AnalysisError(
-                    f"argument {argument!r} is not key=value; only the first argument may name the analyses"
-                )
-            analyses = ANALYSES if argument == "all" else tuple(a.strip() for a in argument.split(",") if a.strip())
-            bad = [a for a in analyses if a not in ANALYSES]
-            if bad:
-                raise AnalysisError(
-                    f"unknown analysis {bad[0]!r}; choose all or a comma-separated list of {', '.join(ANALYSES)}"
-                )
-            continue
-        key, value = argument.split("=", 1)
-        bare = key.lstrip("+")
-        if bare in OWN_KEYS:
-            own[bare] = value
-        elif bare in OPTION_FIELDS:
-            options[bare] = _check_option(bare, _option_value(bare, value), value)
+    if argv and "=" not in argv[0]:
+        analyses = ANALYSES if argv[0] == "all" else tuple(a.strip() for a in argv[0].split(",") if a.strip())
+        bad = [a for a in analyses if a not in ANALYSES]
+        if bad:
+            raise AnalysisError(
+                f"unknown analysis {bad[0]!r}; choose all or a comma-separated list of {', '.join(ANALYSES)}"
+            )
+        argv = argv[1:]
+    for argument in split_arguments(argv, "checkpoint=checkpoints/run out=outputs/analysis/run"):
+        key, value = argument.key, argument.value
+        if key in OWN_KEYS:
+            own[key] = value
+        elif key in OPTION_FIELDS:
+            options[key] = _check_option(key, _option_value(key, value), value)
         else:
-            overrides.append(argument)
-            if bare == "data_path":
+            overrides.append(argument.text)
+            if key == "data_path":
                 own["data_path"] = value
     if "checkpoint" not in own:
         raise AnalysisError("checkpoint=PATH is required (a step_N file or a run's checkpoint folder)")
@@ -190,11 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        return _run(argv)
-    except (HRMError, OSError) as err:
-        print(error_line(err), file=sys.stderr)
-        return 2
+    return run_command(lambda: _run(argv), memory_settings=MEMORY_SETTINGS)
 
 
 def _run(argv: list[str]) -> int:

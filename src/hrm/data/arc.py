@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hrm.atomic import atomic_write_text
 from hrm.data.augment import DIHEDRAL_INVERSE, NUM_DIHEDRAL, dihedral_transform, inverse_colour_map
 from hrm.data.common import BuildSummary, OneLineParser, check_seed
 from hrm.data.format import (
@@ -36,7 +37,6 @@ from hrm.data.format import (
     check_output_dir,
     staged_directory,
     write_identifiers,
-    write_text_atomic,
 )
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import DatasetError
@@ -575,9 +575,9 @@ def build_arc(
             summary.add_split(split, *counts)
         ordered = list(names)  # insertion order is id order
         write_identifiers(stage, ordered)
-        write_text_atomic(stage / TRANSFORMS_FILE, json.dumps(transforms))
+        atomic_write_text(stage / TRANSFORMS_FILE, json.dumps(transforms))
         test_puzzles = {plan.task.name: plan.task.to_json() for plan in plans if plan.task.pairs_for("test")}
-        write_text_atomic(stage / TEST_PUZZLES_FILE, json.dumps(test_puzzles))
+        atomic_write_text(stage / TEST_PUZZLES_FILE, json.dumps(test_puzzles))
     summary.difficulty["all"] = np.array([len(plan.tids) - 1 for plan in plans])
     return summary
 

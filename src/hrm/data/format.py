@@ -13,13 +13,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
+from hrm.atomic import atomic_write_text
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.data.staging import check_output_dir as staging_check
 from hrm.data.staging import staged_output
@@ -158,12 +158,6 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 class NpyStream:
     """Writes a `.npy` of known shape by appending row blocks; `close` checks every row was written."""
 
@@ -218,7 +212,7 @@ class SplitWriter:
             for key in ARRAY_KEYS:
                 if not _array_path(self.split_dir, set_name, key).is_file():
                     raise DatasetError(f"set {set_name!r} lacks its {key} array in {self.split_dir}")
-        write_text_atomic(self.split_dir / "dataset.json", json.dumps(metadata.model_dump()))
+        atomic_write_text(self.split_dir / "dataset.json", json.dumps(metadata.model_dump()))
 
 
 def write_dataset(
@@ -241,7 +235,7 @@ def write_dataset(
 
 
 def write_identifiers(output_dir: str | Path, names: list[str]) -> None:
-    write_text_atomic(Path(output_dir) / IDENTIFIERS_FILE, json.dumps(names))
+    atomic_write_text(Path(output_dir) / IDENTIFIERS_FILE, json.dumps(names))
 
 
 def staged_directory(target: str | Path) -> contextlib.AbstractContextManager[Path]:

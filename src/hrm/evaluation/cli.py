@@ -28,10 +28,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from hrm.checkpoint import STEP_FILE, atomic_write_bytes
+from hrm.atomic import atomic_write_bytes
+from hrm.checkpoint import STEP_FILE
+from hrm.commands import run_command
 from hrm.config import PretrainConfig
 from hrm.distributed import init_distributed
-from hrm.errors import ConfigError, DatasetError, HRMError, error_line, one_line
+from hrm.errors import ConfigError, DatasetError, HRMError, one_line
 from hrm.evaluation import arc as arc_scoring
 from hrm.evaluation import augmented, identifiers
 from hrm.evaluation.batching import auto_global_batch_size
@@ -46,6 +48,7 @@ from hrm.tasks import resolve as resolve_task
 
 logger = logging.getLogger("hrm.evaluate")
 
+MEMORY_SETTINGS = "batch_size"
 ROW_KEYS = ("set", "index", "valid", "exact", "confidence")  # per-row records every protocol gathers
 
 
@@ -274,20 +277,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(message)s")
     try:
-        cfg, overrides = parse_args(argv)
-        ctx = init_distributed(cfg.device)
-        results = run(cfg, overrides, ctx.rank, ctx.world_size, ctx.device)
-        if results is not None:
-            print(format_results(results))
-            save_results(cfg.output, results)
-            print(f"results written to {cfg.output}")
-            failed = results.get("write_errors", []) + [results.get("arc", {}).get("submission_error")]
-            if any(failed):
-                raise HRMError(f"{next(f for f in failed if f)}; the other results are in {cfg.output}")
-    except (HRMError, OSError) as err:
-        print(error_line(err), file=sys.stderr)
-        return 2
+        return run_command(
+            lambda: _main(argv),
+            memory_settings=MEMORY_SETTINGS,
+            interrupted="interrupted (Ctrl-C); no results were written",
+        )
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-    return 0
+
+
+def _main(argv: Sequence[str]) -> None:
+    cfg, overrides = parse_args(argv)
+    ctx = init_distributed(cfg.device)
+    results = run(cfg, overrides, ctx.rank, ctx.world_size, ctx.device)
+    if results is not None:
+        print(format_results(results))
+        save_results(cfg.output, results)
+        print(f"results written to {cfg.output}")
+        failed = results.get("write_errors", []) + [results.get("arc", {}).get("submission_error")]
+        if any(failed):
+            raise HRMError(f"{next(f for f in failed if f)}; the other results are in {cfg.output}")

@@ -15,7 +15,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from hrm.checkpoint import atomic_write_bytes
+from hrm.atomic import atomic_write_bytes
 from hrm.tasks.base import StepBoards
 
 ARC_PALETTE = [

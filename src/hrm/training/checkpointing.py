@@ -25,7 +25,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from hrm.checkpoint import STEP_FILE, atomic_write_bytes, clean_state_dict, load_weights_only, save_model_checkpoint
+from hrm.atomic import atomic_write_bytes
+from hrm.checkpoint import STEP_FILE, clean_state_dict, load_weights_only, save_model_checkpoint
 from hrm.config import PretrainConfig
 from hrm.distributed import DistributedContext, any_rank, broadcast_object
 from hrm.errors import CheckpointError

@@ -17,19 +17,21 @@ from typing import Any, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from hrm.commands import ERROR_EXIT, run_command
 from hrm.config import PretrainConfig, validate_config
 from hrm.errors import ConfigError, HRMError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # package data (`configs/` at the repo root links here)
 CONFIG_NAME = "cfg_pretrain"
-INTERRUPTED_EXIT = 130  # the shell's status for a run stopped by Ctrl-C (128 + SIGINT)
+MEMORY_SETTINGS = "global_batch_size (or arch.hidden_size)"
 
 
 _NOT_IN_STRUCT = re.compile(r"Could not override '([^']+)'")
 
 
-def one_line(err: BaseException) -> str:
-    """An exception and its causes as one line (Hydra spreads its messages over several lines)."""
+def hydra_error_message(err: BaseException) -> str:
+    """A Hydra or OmegaConf exception and its causes as one line (Hydra spreads its messages over several
+    lines and lists the search path and options; the key or option at fault is kept)."""
     text = "\n".join(str(e) for e in _chain(err))
     unknown = _NOT_IN_STRUCT.search(text)
     if unknown and "not in struct" in text:
@@ -64,7 +66,7 @@ def _chain(err: BaseException) -> list[BaseException]:
 
 def fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+    raise SystemExit(ERROR_EXIT)
 
 
 def accept_plus_for_existing_keys(argv: Sequence[str]) -> list[str]:
@@ -105,7 +107,7 @@ def check_command_line(argv: Sequence[str] | None = None, config_dir: Path = CON
         cfg = compose_config(overrides, config_dir)
         to_pretrain_config(cfg)
     except (HydraException, OmegaConfBaseException) as err:
-        fail(one_line(err))
+        fail(hydra_error_message(err))
     except HRMError as err:
         fail(str(err))
 
@@ -115,28 +117,25 @@ def to_pretrain_config(cfg: DictConfig | dict[str, Any]) -> PretrainConfig:
     try:
         data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     except OmegaConfBaseException as err:
-        raise ConfigError(one_line(err)) from None
+        raise ConfigError(hydra_error_message(err)) from None
     data.pop("hydra", None)
     return validate_config(data)
 
 
 def run_from_hydra(cfg: DictConfig) -> None:
-    """The body of the Hydra app: validate, train, and turn HRMErrors into one-line exits."""
-    from hrm.training.trainer import TrainingInterrupted, run_training
+    """The body of the Hydra app: validate and train; every failure ends as one line and an exit status."""
+    from hrm.training.trainer import run_training
 
     if int(os.environ.get("RANK", "0")) != 0:
         logging.getLogger().setLevel(logging.WARNING)
-    try:
-        config = to_pretrain_config(cfg)
-        run_training(config)
-    except TrainingInterrupted as err:
-        print(str(err), file=sys.stderr)
-        raise SystemExit(INTERRUPTED_EXIT) from None
-    except KeyboardInterrupt:
-        print(
-            "interrupted (Ctrl-C) before a checkpoint could be saved; the last saved one (if any) is intact",
-            file=sys.stderr,
-        )
-        raise SystemExit(INTERRUPTED_EXIT) from None
-    except HRMError as err:
-        fail(str(err))
+
+    def train() -> None:
+        run_training(to_pretrain_config(cfg))
+
+    code = run_command(
+        train,
+        memory_settings=MEMORY_SETTINGS,
+        interrupted="interrupted (Ctrl-C) before a checkpoint could be saved; the last saved one (if any) is intact",
+    )
+    if code:
+        raise SystemExit(code)

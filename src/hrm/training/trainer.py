@@ -22,10 +22,11 @@ import torch
 import torch.distributed as dist
 
 import hrm.models
-from hrm.checkpoint import atomic_write_bytes, check_state_dict, write_config
+from hrm.atomic import atomic_write_bytes
+from hrm.checkpoint import check_state_dict, write_config
 from hrm.config import PretrainConfig
 from hrm.distributed import DistributedContext, any_rank, broadcast_object, init_distributed, shutdown_distributed
-from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError, one_line
+from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError, Interrupted, one_line
 from hrm.evaluation.runner import evaluate
 from hrm.models.act import ACTCarry
 from hrm.progress import configured, progress_bar
@@ -68,7 +69,7 @@ class NonFiniteLossError(HRMError):
     """The loss or a gradient became NaN or inf."""
 
 
-class TrainingInterrupted(HRMError):
+class TrainingInterrupted(Interrupted):
     """Ctrl-C stopped the run after its checkpoint was saved (the message says where and how to continue)."""
 
 
