@@ -21,6 +21,16 @@ CONFIG_FILE = "all_config.yaml"
 PUBLISHED_WEIGHTS_FILE = "checkpoint"  # the name the published HRM repos use
 
 
+def in_hub_cache(path: str | Path) -> bool:
+    """Whether `path` lies in the Hugging Face cache, where only the Hub's own downloads belong."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return False
+    cache = Path(constants.HF_HUB_CACHE).expanduser().resolve()
+    return cache in Path(path).expanduser().resolve().parents
+
+
 def is_hub_path(path: object) -> bool:
     return isinstance(path, str) and path.startswith(PREFIX)
 
