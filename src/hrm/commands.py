@@ -13,6 +13,7 @@ by Ctrl-C (128 + SIGINT).
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import sys
 import types
@@ -100,27 +101,29 @@ def check_outputs_are_not_inputs(
     *,
     input_files: Mapping[str, str | Path] | None = None,
     input_folders: Mapping[str, str | Path] | None = None,
+    folder_writes: Sequence[str] | None = None,
 ) -> None:
     """Refuse, before any work, an output that would overwrite something this run reads or writes elsewhere.
 
     `files` and `folders` are the outputs (label -> path, the label as the user typed it, e.g.
     `output=results.json`); `input_files` are read files (a checkpoint, its all_config.yaml), `input_folders`
-    read folders (datasets). Paths are compared after resolving symlinks. Refused: an output file that is an
-    input file or lies inside an input folder; an output folder that is, holds or lies inside an input; two
-    outputs of the same path. One-line ConfigError naming both.
+    read folders (datasets). Paths are compared after resolving symlinks. Refused: an output that is an input
+    or lies inside an input folder; an output folder holding an input where it writes (`folder_writes`: glob
+    patterns of the top-level names the folders' command writes; None: anywhere in it); two outputs of the
+    same path. One-line ConfigError naming both.
     """
-    folders = folders or {}
     inputs = [(label, _resolved(path), False) for label, path in (input_files or {}).items()]
     inputs += [(label, _resolved(path), True) for label, path in (input_folders or {}).items()]
+    outputs = [(label, _resolved(path), False) for label, path in files.items()]
+    outputs += [(label, _resolved(path), True) for label, path in (folders or {}).items()]
     seen: dict[Path, str] = {}
-    for label, path, is_folder in [(label, _resolved(p), False) for label, p in files.items()] + [
-        (label, _resolved(p), True) for label, p in folders.items()
-    ]:
+    for label, path, is_folder in outputs:
         for input_label, source, source_is_folder in inputs:
-            clash = (
-                path == source or (source_is_folder and _within(path, source)) or (is_folder and _within(source, path))
-            )
-            if clash:
+            if (
+                path == source
+                or (source_is_folder and _within(path, source))
+                or (is_folder and _writes_over(path, source, folder_writes))
+            ):
                 raise ConfigError(
                     f"{label} would overwrite {input_label} ({source}), which this command reads; "
                     "choose an output path outside it"
@@ -128,6 +131,13 @@ def check_outputs_are_not_inputs(
         if path in seen:
             raise ConfigError(f"{label} and {seen[path]} name the same path {path}; give each output its own")
         seen[path] = label
+
+
+def _writes_over(folder: Path, source: Path, writes: Sequence[str] | None) -> bool:
+    if folder not in source.parents:
+        return False
+    top = source.relative_to(folder).parts[0]
+    return writes is None or any(fnmatch.fnmatch(top, pattern) for pattern in writes)
 
 
 # ---------------------------------------------------------------- failures as one line

@@ -36,8 +36,8 @@ from hrm.adaptation.tasks import (
     load_arc_tasks,
 )
 from hrm.atomic import atomic_write_bytes
-from hrm.checkpoint import EMBED_TOKENS_KEY, PUZZLE_EMB_KEY, Checkpoint, dataset_shapes
-from hrm.commands import read_values, run_command, split_arguments
+from hrm.checkpoint import CONFIG_FILE, EMBED_TOKENS_KEY, PUZZLE_EMB_KEY, Checkpoint, dataset_shapes
+from hrm.commands import check_outputs_are_not_inputs, read_values, run_command, split_arguments
 from hrm.config import PretrainConfig, validate_config
 from hrm.distributed import DistributedContext, broadcast_object, init_distributed, shutdown_distributed
 from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError
@@ -46,6 +46,7 @@ logger = logging.getLogger("hrm.adapt")
 
 INITIAL_WEIGHTS = ".adapt_initial_weights"
 MEMORY_SETTINGS = "batch_size"
+OUTPUT_DIR_WRITES = ("data", "step_*", "train_state_*", CONFIG_FILE, "results.json", "submission.json", INITIAL_WEIGHTS)
 
 
 class AdaptConfig(BaseModel):
@@ -203,6 +204,18 @@ def adapt(cfg: AdaptConfig, ctx: DistributedContext) -> dict | None:
     base = checkpoint.config()
     shape = checkpoint_shape(checkpoint.file, base, checkpoint.state)
     output = Path(cfg.output_dir)
+    check_outputs_are_not_inputs(
+        {},
+        {f"output_dir={cfg.output_dir}": output},
+        input_files={
+            f"checkpoint {checkpoint.file}": checkpoint.file,
+            f"its {CONFIG_FILE}": checkpoint.file.parent / CONFIG_FILE,
+        },
+        input_folders={
+            f"the dataset {path}": path for path in [cfg.tasks, *base.train_data_paths] if Path(path).exists()
+        },
+        folder_writes=OUTPUT_DIR_WRITES,
+    )
     if output.is_dir() and any(p.name.startswith("step_") for p in output.iterdir()):
         raise ConfigError(
             f"output_dir {output} already holds a checkpoint (step_N); choose a new output_dir or remove the old one"

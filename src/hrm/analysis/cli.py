@@ -19,8 +19,8 @@ from hrm.analysis.data import Puzzles, load_examples, puzzle_from_string
 from hrm.analysis.metrics import calibration_from_evaluator
 from hrm.analysis.report import ANALYSES, AnalysisOptions, run_analyses
 from hrm.analysis.trace import hrm_inner
-from hrm.checkpoint import load_model, resolve_checkpoint_path
-from hrm.commands import run_command, split_arguments
+from hrm.checkpoint import CONFIG_FILE, load_model, resolve_checkpoint_path
+from hrm.commands import check_outputs_are_not_inputs, run_command, split_arguments
 from hrm.errors import AnalysisError, one_line
 from hrm.paths import check_output_folder
 from hrm.tasks import TASK_NAMES, resolve
@@ -168,6 +168,24 @@ def _int_key(own: dict[str, str], key: str, default: int) -> int:
     return value
 
 
+def check_not_inputs(out_dir: Path, own: dict[str, str], config) -> None:
+    """`out=` must not be, hold or lie in the checkpoint, its config, the datasets or the files read."""
+    checkpoint_file = resolve_checkpoint_path(own["checkpoint"])
+    files = {
+        f"checkpoint {checkpoint_file}": checkpoint_file,
+        f"its {CONFIG_FILE}": checkpoint_file.parent / CONFIG_FILE,
+    }
+    files.update({f"{key}={own[key]}": Path(own[key]) for key in ("puzzle_file", "eval_results") if key in own})
+    datasets = dict.fromkeys([own.get("data_path", config.data_path), *config.train_data_paths])
+    check_outputs_are_not_inputs(
+        {},
+        {f"out={own.get('out', out_dir)}": out_dir},
+        input_files=files,
+        input_folders={f"the dataset {path}": path for path in datasets if path},
+        folder_writes=("analysis.json", "*.png"),
+    )
+
+
 def read_evaluator_calibration(path: Path) -> dict:
     """The `calibration` section of evaluate.py's results.json, in the analysis layout."""
     try:
@@ -203,6 +221,7 @@ def _run(argv: list[str]) -> int:
         raise AnalysisError(f"task={task_name!r} is unknown; choose auto or one of {', '.join(TASK_NAMES)}")
     device = pick_device(own.get("device", "auto"))
     model, config = load_model(own["checkpoint"], device=device, overrides=overrides)
+    check_not_inputs(out_dir, own, config)
     inner = hrm_inner(model)
     task = resolve(task_name, inner.config.vocab_size, inner.config.seq_len, f"the model of {own['checkpoint']}")
     logger.info(
@@ -249,9 +268,14 @@ def _run(argv: list[str]) -> int:
         "options": dataclasses.asdict(options),
     }
     calibration = read_evaluator_calibration(Path(own["eval_results"])) if "eval_results" in own else None
-    report = run_analyses(
-        model, task, traced, pool, out_dir, analyses, options, context=context, calibration_report=calibration
-    )
+    try:
+        report = run_analyses(
+            model, task, traced, pool, out_dir, analyses, options, context=context, calibration_report=calibration
+        )
+    except OSError as err:
+        raise AnalysisError(
+            f"cannot write the analysis to out={out_dir} ({one_line(err)}); free space or choose another folder with out=DIR"
+        ) from None
     print(f"wrote {len(report.figures)} figures and analysis.json to {out_dir}")
     for name in report.figures:
         print(f"  {name}")

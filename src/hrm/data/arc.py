@@ -531,7 +531,7 @@ def build_arc(
     if num_aug < 0:
         raise DatasetError(f"--num-aug must be >= 0, got {num_aug}")
     check_seed(seed)
-    check_output_dir(output_dir)
+    check_output_dir(output_dir, sources)
     summary = BuildSummary("ARC", Path(output_dir), difficulty_label="augmented copies per task")
     tasks = load_sources(sources)
     if not any(task.pairs_for("test") for task in tasks):

@@ -15,11 +15,12 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from hrm.atomic import atomic_write_text
+from hrm.commands import check_outputs_are_not_inputs
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.data.staging import check_output_dir as staging_check
 from hrm.data.staging import staged_output
@@ -244,8 +245,14 @@ def staged_directory(target: str | Path) -> contextlib.AbstractContextManager[Pa
     return staged_output(target, recognise=earlier_build_files)
 
 
-def check_output_dir(target: str | Path) -> None:
-    """Refuse, before any work, an `--output-dir` that a build may not write (one-line DatasetError)."""
+def check_output_dir(target: str | Path, sources: Sequence[str | Path] = ()) -> None:
+    """Refuse, before any work, an `--output-dir` that a build may not write (one-line error): a folder of
+    someone else's files, or one that is, holds or lies in a source being read (`sources` that exist)."""
+    check_outputs_are_not_inputs(
+        {},
+        {f"--output-dir {target}": target},
+        input_folders={f"the source {source}": source for source in sources if Path(source).exists()},
+    )
     staging_check(target, recognise=earlier_build_files)
 
 
