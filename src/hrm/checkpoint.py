@@ -9,6 +9,7 @@ original's `evaluate.py` and the tools built on it load on their default path (t
 
 from __future__ import annotations
 
+import errno
 import logging
 import pickle
 import warnings
@@ -109,32 +110,33 @@ def load_weights_only(path: str | Path) -> Any:
         raise CheckpointError(
             f"cannot read {path}: the file is empty (0 bytes), not a checkpoint; it was not written completely, use another checkpoint"
         )
+    corrupt = CheckpointError(
+        f"cannot read {path}: it is corrupt (truncated or corrupt, not a checkpoint this project can read); "
+        "use another checkpoint (a Hub checkpoint: delete it from the Hugging Face cache and download it again)"
+    )
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter(
-                "ignore"
-            )  # e.g. torch's pickle-protocol warning would add lines to the one-line error
+            warnings.simplefilter("ignore")  # e.g. torch's pickle-protocol warning would add lines to the error
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "unsupported global" not in str(err).lower():  # garbage bytes, not a file carrying code
-            raise CheckpointError(
-                f"cannot read {path}: it is corrupt, not a checkpoint this project can read (truncated or "
-                "damaged); use another checkpoint"
-            ) from None
+            raise corrupt from None
         raise CheckpointError(
             f"cannot read {path}: it is not a checkpoint this project can read safely (it holds Python objects "
             "other than tensors, and checkpoints are only ever loaded as data, weights_only=True); use a "
             "checkpoint written by training"
         ) from None
     except OSError as err:
-        raise CheckpointError(f"cannot read {path}: {one_line(err)}") from None
+        if err.errno in (errno.EACCES, errno.EPERM, errno.ENOENT, errno.EISDIR, errno.EIO):
+            raise CheckpointError(f"cannot read {path}: {one_line(err)}") from None
+        raise corrupt from None  # torch reports a cut-off archive as EINVAL ("Invalid argument")
     except (
         Exception
     ) as err:  # torch raises many types (RuntimeError, EOFError, KeyError) for truncated or foreign files
         reason = one_line(err).split(". ")[0]
         detail = "" if "weights_only" in reason else f" ({type(err).__name__}: {reason})"
         raise CheckpointError(
-            f"cannot read {path}: it is not a checkpoint this project can read (truncated, corrupt or not a "
+            f"cannot read {path}: it is not a checkpoint this project can read (truncated or corrupt, or not a "
             f"PyTorch file){detail}; use another checkpoint"
         ) from None
 
