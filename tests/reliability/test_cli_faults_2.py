@@ -434,6 +434,26 @@ def test_paths_with_equals_signs_and_non_ascii_characters_work(tmp_path, run, ca
     assert json.loads(output.read_text())["metrics"]["all"]["count"] == 6
 
 
+def test_real_pretrain_takes_paths_with_equals_signs_and_non_ascii_characters(tmp_path):
+    data = random_dataset(tmp_path / "données", num_examples=16, num_identifiers=4)
+    folder = tmp_path / "runs" / "lr=1e-2 ü"
+    result = real(
+        str(REPO / "pretrain.py"), f"data_path={data}", f"checkpoint_path={folder}", *TINY_TRAINING, "epochs=1",
+        "eval_interval=1", "max_steps=1", "compile=false", f"hydra.run.dir={tmp_path / 'hydra'}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (folder / "step_1").is_file() and (folder / CONFIG_FILE).is_file()
+
+
+def test_unreadable_hydra_override_says_how_to_quote(capsys):
+    from hrm.training.cli import check_command_line
+
+    with pytest.raises(SystemExit) as done:
+        check_command_line(["data_paths=[a=b]"])
+    assert done.value.code == 2
+    one_line(capsys.readouterr().err, "quote a value")
+
+
 def test_written_files_follow_the_umask(tmp_path, run, capsys):
     data, checkpoint = run
     previous = os.umask(0o022)

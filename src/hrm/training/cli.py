@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -52,7 +53,10 @@ def hydra_error_message(err: BaseException) -> str:
             and line not in parts
         ):
             parts.append(line)
-    return "; ".join(parts) or type(err).__name__
+    message = "; ".join(parts) or type(err).__name__
+    if isinstance(err, OverrideParseException):
+        message += "; quote a value that holds '=', spaces, brackets or non-ASCII characters: 'key=\"value\"'"
+    return message
 
 
 def _chain(err: BaseException) -> list[BaseException]:
@@ -80,6 +84,23 @@ def accept_plus_for_existing_keys(argv: Sequence[str]) -> list[str]:
         arg[1:] if arg.startswith("+") and not arg.startswith("++") and arg[1:].split("=", 1)[0] in known else arg
         for arg in argv
     ]
+
+
+def quote_plain_values(argv: Sequence[str]) -> list[str]:
+    """`key=value` with a plain value Hydra's grammar cannot read unquoted (one holding `=`, spaces or non-ASCII
+    characters, e.g. a path `runs/lr=1e-4/résultats`) is passed to Hydra quoted, so paths work as typed.
+
+    Values that are already quoted, lists, dicts and interpolations (`[`, `{`, `'`, `"`, `${`) stay as given;
+    Hydra flags (`--...`) too.
+    """
+    quoted = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        plain = sep and not arg.startswith("-") and not value.startswith(("[", "{", "'", '"', "${"))
+        if plain and ("=" in value or " " in value or not value.isascii()):
+            arg = f'{key}="{value.replace(chr(34), chr(92) + chr(34))}"'
+        quoted.append(arg)
+    return quoted
 
 
 def compose_config(
