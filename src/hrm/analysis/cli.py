@@ -98,7 +98,9 @@ def parse_arguments(argv: list[str]) -> tuple[tuple[str, ...], dict[str, str], A
                 f"unknown analysis {bad[0]!r}; choose all or a comma-separated list of {', '.join(ANALYSES)}"
             )
         argv = argv[1:]
-    for argument in split_arguments(argv, "checkpoint=checkpoints/run out=outputs/analysis/run"):
+    for argument in split_arguments(
+        argv, "checkpoint=checkpoints/run out=outputs/analysis/run; only the first argument may name the analyses"
+    ):
         key, value = argument.key, argument.value
         if key in OWN_KEYS:
             own[key] = value

@@ -123,8 +123,13 @@ def output_files(cfg: EvalConfig, checkpoint_file: Path, task: str, rank: int) -
         modes = cfg.identifier_modes if not cfg.is_augmented else ["as_is"]
         for index, mode in enumerate(modes):
             path = submission_path(cfg, mode if index else None)
-            label = f"submission={cfg.submission}" if cfg.submission else f"the submission file {path} (beside output=)"
-            files[label if not index else f"the submission file {path} (puzzle_identifiers={mode})"] = path
+            if index:
+                label = f"the submission file {path} (puzzle_identifiers={mode})"
+            elif cfg.submission:
+                label = f"submission={cfg.submission}"
+            else:
+                label = f"the submission file {path} (beside output=)"
+            files[label] = path
     if cfg.save_outputs and not cfg.is_augmented:
         path = outputs_path(cfg, checkpoint_file, rank)
         files[f"the save_outputs file {path}"] = path
