@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import re
 import sys
 import types
 import typing
@@ -157,12 +158,19 @@ def is_out_of_memory(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and any(text in str(err).lower() for text in _ALLOCATION_FAILED)
 
 
+_TRIED = re.compile(r"tried to allocate ([^.;(]+(?:\.\d+ ?[KMGT]i?B)?)", re.IGNORECASE)
+
+
 def out_of_memory_line(err: BaseException, settings: str | None) -> str:
-    """`error: out of memory (<what failed>); lower <settings> and run again`."""
-    detail = one_line(err).split(". ")[0]
-    detail = detail if len(detail) <= 100 else detail[:97] + "..."
+    """`error: out of memory on the GPU (could not allocate 2.00 GiB); lower <settings> and run again`."""
+    text = one_line(err)
+    where = "on the GPU" if "CUDA" in text else "on the Apple GPU" if "MPS" in text else "on the CPU"
+    if isinstance(err, MemoryError) or "CPUAllocator" in text:
+        where = "on the CPU"
+    tried = _TRIED.search(str(err))
+    detail = f" (could not allocate {tried.group(1).strip()})" if tried else ""
     advice = f"lower {settings} and run again" if settings else "free memory (close other jobs) and run again"
-    return f"error: out of memory ({detail}); {advice}"
+    return f"error: out of memory {where}{detail}; {advice}"
 
 
 def run_command(

@@ -308,34 +308,32 @@ def test_real_compare_fails_on_nan_and_refuses_empty_and_foreign_files(tmp_path)
 # ---------------------------------------------------------------- 3. evaluate.py: memory, batch, disk, Ctrl-C
 
 
-@pytest.mark.parametrize(
-    "error",
-    [
-        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of 80 GiB"),
-        RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried"),
-    ],
-)
-def test_evaluate_out_of_memory_is_one_line_naming_batch_size(tmp_path, run, capsys, monkeypatch, error):
+def cuda_out_of_memory(*_, **__):
+    raise torch.OutOfMemoryError(
+        "CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of 80 GiB"
+    )
+
+
+def cpu_out_of_memory(*_, **__):
+    torch.empty(10**15)  # 4 PB: a real failure of torch's CPU allocator
+    raise AssertionError("the allocation succeeded")
+
+
+@pytest.mark.parametrize("forward, where", [(cuda_out_of_memory, "on the GPU"), (cpu_out_of_memory, "on the CPU")])
+def test_evaluate_out_of_memory_is_one_line_naming_batch_size(tmp_path, run, capsys, monkeypatch, forward, where):
     data, checkpoint = run
     before = hashes(data, checkpoint.parent)
-
-    def forward(*_, **__):
-        raise error
-
     monkeypatch.setattr(ACTLossHead, "forward", forward)
     code, _, err = evaluate(capsys, f"checkpoint={checkpoint}")
     assert code == 2
-    one_line(err, "out of memory", "lower batch_size")
+    one_line(err, f"out of memory {where}", "could not allocate", "lower batch_size")
     assert hashes(data, checkpoint.parent) == before and not (tmp_path / "results.json").exists()
 
 
 def test_pretrain_out_of_memory_is_one_line_naming_the_sizes(tmp_path, capsys, monkeypatch):
     data = random_dataset(tmp_path / "data", num_examples=16, num_identifiers=4)
 
-    def forward(*_, **__):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-
-    monkeypatch.setattr(ACTLossHead, "forward", forward)
+    monkeypatch.setattr(ACTLossHead, "forward", cpu_out_of_memory)
     code, err = pretrain(capsys, f"data_path={data}", f"checkpoint_path={tmp_path / 'ckpt'}", *TINY_TRAINING)
     assert code == 2
     one_line(err, "out of memory", "global_batch_size", "arch.hidden_size")
@@ -346,10 +344,7 @@ def test_adapt_out_of_memory_is_one_line_naming_batch_size(tmp_path, capsys, mon
     checkpoint = make_checkpoint(tmp_path / "run", data, step=3, global_batch_size=4)
     tasks = random_dataset(tmp_path / "new", num_examples=4, num_identifiers=3)
 
-    def forward(*_, **__):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-
-    monkeypatch.setattr(ACTLossHead, "forward", forward)
+    monkeypatch.setattr(ACTLossHead, "forward", cuda_out_of_memory)
     code = adapt_cli.main(
         [f"checkpoint={checkpoint}", f"tasks={tasks}", f"output_dir={tmp_path / 'out'}", "steps=2", "device=cpu"]
     )
