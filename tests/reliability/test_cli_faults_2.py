@@ -421,6 +421,31 @@ def test_ctrl_c_during_evaluation_is_one_line_and_writes_nothing(tmp_path, run, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "run"]
 
 
+@pytest.mark.slow
+def test_real_ctrl_c_during_evaluation(tmp_path):
+    data = random_dataset(tmp_path / "data", num_examples=4000, num_identifiers=4)
+    checkpoint = make_checkpoint(tmp_path / "run", data, step=3, global_batch_size=4)
+    before = hashes(data, checkpoint.parent)
+    environment = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    environment["PYTHONPATH"] = str(REPO / "src")
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "evaluate.py"), f"checkpoint={checkpoint}", "batch_size=4", "device=cpu",
+         "progress=false", "save_outputs=[inputs]"],
+        cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    log = []
+    for line in process.stderr:
+        log.append(line)
+        if "evaluating checkpoint" in line:  # logged just before the compute starts
+            break
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=120)
+    assert process.returncode == 130, "".join(log) + rest
+    one_line("".join(log) + rest, "interrupted (Ctrl-C)")
+    assert hashes(data, checkpoint.parent) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "run"]
+
+
 def test_paths_with_equals_signs_and_non_ascii_characters_work(tmp_path, run, capsys):
     data, checkpoint = run
     output = tmp_path / "lr=1e-4 runs" / "résultats=ü.json"
