@@ -1,8 +1,9 @@
 """Command-line glue for `pretrain.py`: Hydra config -> validated `PretrainConfig` -> training.
 
-Every user mistake ends as one line `error: <message>` and exit status 2: Hydra's own override errors
-(checked up front by composing the config once), interpolation errors, pydantic validation errors and
-the trainer's dataset/checkpoint errors.
+Every user mistake ends as one line `error: <message>` and exit status 2 (through `hrm.commands.run_command`,
+which also turns out of memory and Ctrl-C into one line): Hydra's own override errors (checked up front by
+composing the config once), interpolation errors, pydantic validation errors and the trainer's
+dataset/checkpoint errors.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from hrm.commands import ERROR_EXIT, run_command
+from hrm.commands import run_command
 from hrm.config import PretrainConfig, validate_config
-from hrm.errors import ConfigError, HRMError
+from hrm.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # package data (`configs/` at the repo root links here)
 CONFIG_NAME = "cfg_pretrain"
@@ -66,11 +67,6 @@ def _chain(err: BaseException) -> list[BaseException]:
         chain.append(current)
         current = current.__cause__
     return chain
-
-
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(ERROR_EXIT)
 
 
 def accept_plus_for_existing_keys(argv: Sequence[str]) -> list[str]:
@@ -124,13 +120,17 @@ def check_command_line(argv: Sequence[str] | None = None, config_dir: Path = CON
     if any(arg.startswith("-") for arg in argv):
         return
     overrides = [arg for arg in argv if not arg.lstrip("+~").startswith(("hydra.", "hydra/"))]
-    try:
-        cfg = compose_config(overrides, config_dir)
+
+    def check() -> None:
+        try:
+            cfg = compose_config(overrides, config_dir)
+        except (HydraException, OmegaConfBaseException) as err:
+            raise ConfigError(hydra_error_message(err)) from None
         to_pretrain_config(cfg)
-    except (HydraException, OmegaConfBaseException) as err:
-        fail(hydra_error_message(err))
-    except HRMError as err:
-        fail(str(err))
+
+    code = run_command(check, memory_settings=MEMORY_SETTINGS)
+    if code:
+        raise SystemExit(code)
 
 
 def to_pretrain_config(cfg: DictConfig | dict[str, Any]) -> PretrainConfig:
