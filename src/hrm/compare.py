@@ -14,7 +14,7 @@ tensor's error is then infinite. The relative error of the remaining places is c
 
 from __future__ import annotations
 
-import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -22,6 +22,7 @@ import torch
 
 from hrm.checkpoint import read_state_dict
 from hrm.commands import run_command
+from hrm.data.common import OneLineParser
 from hrm.errors import HRMError
 
 
@@ -64,7 +65,7 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Compare two step_N checkpoints tensor by tensor.")
+    parser = OneLineParser(prog="python -m hrm.compare", description="Compare two step_N checkpoints tensor by tensor.")
     parser.add_argument("ours", type=Path)
     parser.add_argument("theirs", type=Path, help="the reference (e.g. the original's step_N)")
     parser.add_argument("--rtol", type=float, default=1e-5, help="largest relative error accepted per tensor")
@@ -76,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def compare(ours: Path, theirs: Path, rtol: float) -> int:
+    if not math.isfinite(rtol) or rtol < 0:
+        raise HRMError(f"--rtol {rtol} must be a number of 0 or more, e.g. --rtol 1e-5")
     errors = relative_errors(read_checkpoint(ours), read_checkpoint(theirs))
     width = max(len(key) for key in errors)
     for key, error in errors.items():

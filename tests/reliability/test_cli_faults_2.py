@@ -283,6 +283,22 @@ def test_compare_counts_non_finite_values(tmp_path, capsys, ours, theirs, status
     assert ("within" if status == 0 else "above") in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    "argv, phrase", [([], "required"), (["--rtol", "nan"], "--rtol nan"), (["--rtol=-1"], "--rtol")]
+)
+def test_compare_usage_mistakes_are_one_line(tmp_path, capsys, argv, phrase):
+    from hrm import compare
+
+    good = save(tmp_path / "good", w=torch.ones(4))
+    files = [] if not argv else [str(good), str(good)]
+    try:
+        code = compare.main([*files, *argv])
+    except SystemExit as done:  # argparse's own usage errors
+        code = done.code
+    assert code == 2
+    one_line(capsys.readouterr().err, phrase)
+
+
 def test_real_compare_fails_on_nan_and_refuses_empty_and_foreign_files(tmp_path):
     good = save(tmp_path / "good", w=torch.ones(4))
     bad = save(tmp_path / "bad", w=torch.tensor([1.0, float("nan"), 1.0, 1.0]))
