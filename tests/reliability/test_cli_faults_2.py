@@ -76,11 +76,11 @@ def one_line(err: str, *phrases: str) -> str:
 
 
 def real(*argv: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """A real command in its own process (the repository's scripts and modules, the tests' sources)."""
+    """A real command in its own process (the repository's scripts and modules), under umask 022."""
     environment = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     environment.update(PYTHONPATH=str(REPO / "src"), WANDB_SILENT="true", **(env or {}))
     return subprocess.run(
-        [sys.executable, *argv], cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout
+        [sys.executable, *argv], cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout, umask=0o022
     )
 
 
@@ -478,7 +478,8 @@ def test_real_pretrain_takes_paths_with_equals_signs_and_non_ascii_characters(tm
         "eval_interval=1", "max_steps=1", "compile=false", f"hydra.run.dir={tmp_path / 'hydra'}", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert (folder / "step_1").is_file() and (folder / CONFIG_FILE).is_file()
+    for name in ("step_1", CONFIG_FILE):  # written under umask 022: readable by a teammate
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o644, name
 
 
 def test_unreadable_hydra_override_says_how_to_quote(capsys):
