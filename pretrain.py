@@ -10,7 +10,13 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from hrm.training.cli import CONFIG_DIR, accept_plus_for_existing_keys, check_command_line, run_from_hydra
+from hrm.training.cli import (
+    CONFIG_DIR,
+    accept_plus_for_existing_keys,
+    check_command_line,
+    quote_plain_values,
+    run_from_hydra,
+)
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="cfg_pretrain", version_base=None)
@@ -19,6 +25,6 @@ def launch(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = accept_plus_for_existing_keys(sys.argv[1:])
+    sys.argv[1:] = quote_plain_values(accept_plus_for_existing_keys(sys.argv[1:]))
     check_command_line()
     launch()

@@ -9,10 +9,9 @@ original's `evaluate.py` and the tools built on it load on their default path (t
 
 from __future__ import annotations
 
+import errno
 import logging
-import os
 import pickle
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 import yaml
 from torch import nn
 
+from hrm.atomic import atomic_write_bytes, atomic_write_text
 from hrm.config import PretrainConfig, apply_overrides, validate_config
 from hrm.data.combined import combine_metadata
 from hrm.data.metadata import PuzzleDatasetMetadata
@@ -36,22 +36,6 @@ CONFIG_FILE = "all_config.yaml"
 PUZZLE_EMB_KEY = "model.inner.puzzle_emb.weights"
 EMBED_TOKENS_KEY = "model.inner.embed_tokens.embedding_weight"
 COMPILED_PREFIX = "_orig_mod."  # torch.compile's wrapper adds it to every key of the wrapped model
-
-
-def atomic_write_bytes(path: str | Path, write) -> None:
-    """Call `write(file_object)` on a temporary file beside `path`, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def latest_step_file(directory: str | Path) -> Path:
@@ -122,32 +106,33 @@ def load_weights_only(path: str | Path) -> Any:
         raise CheckpointError(
             f"cannot read {path}: the file is empty (0 bytes), not a checkpoint; it was not written completely, use another checkpoint"
         )
+    corrupt = CheckpointError(
+        f"cannot read {path}: it is corrupt (truncated or corrupt, not a checkpoint this project can read); "
+        "use another checkpoint (a Hub checkpoint: delete it from the Hugging Face cache and download it again)"
+    )
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter(
-                "ignore"
-            )  # e.g. torch's pickle-protocol warning would add lines to the one-line error
+            warnings.simplefilter("ignore")  # e.g. torch's pickle-protocol warning would add lines to the error
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "unsupported global" not in str(err).lower():  # garbage bytes, not a file carrying code
-            raise CheckpointError(
-                f"cannot read {path}: it is corrupt, not a checkpoint this project can read (truncated or "
-                "damaged); use another checkpoint"
-            ) from None
+            raise corrupt from None
         raise CheckpointError(
             f"cannot read {path}: it is not a checkpoint this project can read safely (it holds Python objects "
             "other than tensors, and checkpoints are only ever loaded as data, weights_only=True); use a "
             "checkpoint written by training"
         ) from None
     except OSError as err:
-        raise CheckpointError(f"cannot read {path}: {one_line(err)}") from None
+        if err.errno in (errno.EACCES, errno.EPERM, errno.ENOENT, errno.EISDIR, errno.EIO):
+            raise CheckpointError(f"cannot read {path}: {one_line(err)}") from None
+        raise corrupt from None  # torch reports a cut-off archive as EINVAL ("Invalid argument")
     except (
         Exception
     ) as err:  # torch raises many types (RuntimeError, EOFError, KeyError) for truncated or foreign files
         reason = one_line(err).split(". ")[0]
         detail = "" if "weights_only" in reason else f" ({type(err).__name__}: {reason})"
         raise CheckpointError(
-            f"cannot read {path}: it is not a checkpoint this project can read (truncated, corrupt or not a "
+            f"cannot read {path}: it is not a checkpoint this project can read (truncated or corrupt, or not a "
             f"PyTorch file){detail}; use another checkpoint"
         ) from None
 
@@ -289,8 +274,7 @@ def write_config(config: PretrainConfig, directory: str | Path) -> Path:
     path = Path(directory) / CONFIG_FILE
     data = config.model_dump()
     data["data_paths"] = config.train_data_paths  # TRM's code reads the datasets from this list
-    text = yaml.safe_dump(data, sort_keys=False).encode()
-    atomic_write_bytes(path, lambda handle: handle.write(text))
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
     return path
 
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Literal, Union
 
+import yaml
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from hrm.errors import ConfigError
+from hrm.commands import split_arguments
+from hrm.errors import ConfigError, one_line
 
 HRM_ARCH_NAME = "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1"
 TRANSFORMER_ARCH_NAME = "hrm.transformer_baseline@TransformerBaselineACT"
@@ -184,14 +187,15 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
     `data_path=` replaces a stored `data_paths` list (and `data_paths=` a stored `data_path`), so either
     spelling points a saved run at another dataset.
     """
-    dotlist = []
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form key=value")
-        dotlist.append(item.lstrip("+"))
-    keys = {item.split("=", 1)[0] for item in dotlist}
+    overrides = list(overrides)
+    arguments = split_arguments(overrides, "data_path=data/sudoku-extreme-1k-aug-1000")
+    dotlist = [f"{argument.key}={argument.value}" for argument in arguments]
+    keys = {argument.key for argument in arguments}
     for given, stale in (("data_path", ("data_paths", "data_paths_test")), ("data_paths", ("data_path",))):
         if given in keys:
             data = {key: value for key, value in data.items() if key not in stale or key in keys}
-    merged = OmegaConf.merge(OmegaConf.create(data), OmegaConf.from_dotlist(dotlist))
-    return OmegaConf.to_container(merged, resolve=True)
+    try:
+        merged = OmegaConf.merge(OmegaConf.create(data), OmegaConf.from_dotlist(dotlist))
+        return OmegaConf.to_container(merged, resolve=True)
+    except (OmegaConfBaseException, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot apply the overrides {' '.join(overrides)}: {one_line(err)}") from None

@@ -9,6 +9,10 @@ class HRMError(Exception):
     """A problem with the user's input (paths, configs, checkpoints, datasets) and how to fix it."""
 
 
+class Interrupted(HRMError):
+    """The user stopped the command (Ctrl-C, SIGTERM); the message says what was kept. Exit status 130."""
+
+
 class ConfigError(HRMError, ValueError):
     """An invalid or unknown configuration key or value."""
 

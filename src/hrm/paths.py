@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -11,9 +12,15 @@ STEP_FILE = re.compile(r"^step_(\d+)$")  # the weights of one step (`step_N`); g
 
 
 def _check_ancestors(path: Path, label: str) -> None:
+    """No folder above `path` is a file, and the nearest existing one can be written into."""
+    nearest = None
     for ancestor in reversed(path.absolute().parents):
         if ancestor.exists() and not ancestor.is_dir():
             raise ConfigError(f"{label} is inside {ancestor}, which is a file; choose another path")
+        if ancestor.is_dir():
+            nearest = ancestor
+    if nearest is not None and not os.access(nearest, os.W_OK | os.X_OK):
+        raise ConfigError(f"{label}: {nearest} is not writable (permission denied); choose another path")
 
 
 def check_output_file(path: str | Path, label: str) -> Path:
@@ -31,5 +38,7 @@ def check_output_folder(path: str | Path, label: str) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{label} is a file; give a folder (it is created if missing)")
+    if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{label} is not writable (permission denied); choose another folder")
     _check_ancestors(path, label)
     return path

@@ -25,8 +25,6 @@ from typing import Any, Literal, Sequence
 
 import torch
 import torch.distributed as dist
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field
 
 from hrm.adaptation.tasks import (
@@ -37,7 +35,9 @@ from hrm.adaptation.tasks import (
     is_dataset_folder,
     load_arc_tasks,
 )
-from hrm.checkpoint import EMBED_TOKENS_KEY, PUZZLE_EMB_KEY, Checkpoint, atomic_write_bytes, dataset_shapes
+from hrm.atomic import atomic_write_bytes
+from hrm.checkpoint import CONFIG_FILE, EMBED_TOKENS_KEY, PUZZLE_EMB_KEY, Checkpoint, dataset_shapes
+from hrm.commands import check_outputs_are_not_inputs, read_values, run_command, split_arguments
 from hrm.config import PretrainConfig, validate_config
 from hrm.distributed import DistributedContext, broadcast_object, init_distributed, shutdown_distributed
 from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError
@@ -45,6 +45,8 @@ from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError
 logger = logging.getLogger("hrm.adapt")
 
 INITIAL_WEIGHTS = ".adapt_initial_weights"
+MEMORY_SETTINGS = "batch_size"
+OUTPUT_DIR_WRITES = ("data", "step_*", "train_state_*", CONFIG_FILE, "results.json", "submission.json", INITIAL_WEIGHTS)
 
 
 class AdaptConfig(BaseModel):
@@ -76,25 +78,14 @@ def split_task_ids(value: str) -> list[str]:
 
 
 def parse_args(argv: Sequence[str]) -> AdaptConfig:
-    items, task_ids = [], None
-    for item in argv:
-        if "=" not in item:
-            raise ConfigError(
-                f"argument {item!r} is not of the form key=value (e.g. checkpoint=checkpoints/run tasks=data/new output_dir=out)"
-            )
-        key = item.split("=", 1)[0].lstrip("+")
-        if key not in AdaptConfig.model_fields:
-            raise ConfigError(f"{key}: unknown key; adapt.py keys are {', '.join(AdaptConfig.model_fields)}")
-        if key == "task_ids":
-            task_ids = split_task_ids(item.split("=", 1)[1])
-        else:
-            items.append(item.lstrip("+"))
-    try:
-        values = OmegaConf.to_container(OmegaConf.from_dotlist(items), resolve=True)
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"cannot parse arguments: {str(err).splitlines()[0]}") from None
-    if task_ids is not None:
-        values["task_ids"] = task_ids
+    arguments = split_arguments(argv, "checkpoint=checkpoints/run tasks=data/new output_dir=out")
+    for argument in arguments:
+        if argument.key not in AdaptConfig.model_fields:
+            raise ConfigError(f"{argument.key}: unknown key; adapt.py keys are {', '.join(AdaptConfig.model_fields)}")
+    values = read_values([a for a in arguments if a.key != "task_ids"], AdaptConfig)
+    for argument in arguments:
+        if argument.key == "task_ids":
+            values["task_ids"] = split_task_ids(argument.value)
     config = validate_config(values, AdaptConfig)
     for key in ("checkpoint", "tasks", "output_dir"):
         if getattr(config, key) is None:
@@ -213,6 +204,18 @@ def adapt(cfg: AdaptConfig, ctx: DistributedContext) -> dict | None:
     base = checkpoint.config()
     shape = checkpoint_shape(checkpoint.file, base, checkpoint.state)
     output = Path(cfg.output_dir)
+    check_outputs_are_not_inputs(
+        {},
+        {f"output_dir={cfg.output_dir}": output},
+        input_files={
+            f"checkpoint {checkpoint.file}": checkpoint.file,
+            f"its {CONFIG_FILE}": checkpoint.file.parent / CONFIG_FILE,
+        },
+        input_folders={
+            f"the dataset {path}": path for path in [cfg.tasks, *base.train_data_paths] if Path(path).exists()
+        },
+        folder_writes=OUTPUT_DIR_WRITES,
+    )
     if output.is_dir() and any(p.name.startswith("step_") for p in output.iterdir()):
         raise ConfigError(
             f"output_dir {output} already holds a checkpoint (step_N); choose a new output_dir or remove the old one"
@@ -279,27 +282,27 @@ def adapt(cfg: AdaptConfig, ctx: DistributedContext) -> dict | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from hrm.evaluation.report import format_results, write_json
-
     argv = list(sys.argv[1:] if argv is None else argv)
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(message)s")
     try:
-        cfg = parse_args(argv)
-        ctx = init_distributed(cfg.device)
-        results = adapt(cfg, ctx)
-        if results is not None:
-            path = Path(cfg.output_dir) / "results.json"
-            write_json(path, results)
-            print(format_results(results))
-            print(
-                f"adapted checkpoint and results in {cfg.output_dir} (results.json"
-                + (", submission.json" if "arc" in results else "")
-                + ")"
-            )
-    except HRMError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return run_command(lambda: _main(argv), memory_settings=MEMORY_SETTINGS)
     finally:
         shutdown_distributed()
-    return 0
+
+
+def _main(argv: Sequence[str]) -> None:
+    from hrm.evaluation.report import format_results, write_json
+
+    cfg = parse_args(argv)
+    ctx = init_distributed(cfg.device)
+    results = adapt(cfg, ctx)
+    if results is not None:
+        path = Path(cfg.output_dir) / "results.json"
+        write_json(path, results)
+        print(format_results(results))
+        print(
+            f"adapted checkpoint and results in {cfg.output_dir} (results.json"
+            + (", submission.json" if "arc" in results else "")
+            + ")"
+        )

@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from hrm.atomic import atomic_write_text
 from hrm.data import arc
 from hrm.data.format import (
     BLANK_IDENTIFIER_NAME,
@@ -30,7 +31,6 @@ from hrm.data.format import (
     staged_directory,
     write_dataset,
     write_identifiers,
-    write_text_atomic,
 )
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import DatasetError
@@ -120,7 +120,7 @@ def build_from_dataset(source: str | Path, output: Path, shape: CheckpointShape)
             write_dataset(stage, split, remapped, new_meta)
         write_identifiers(stage, names)
         if (source / arc.TEST_PUZZLES_FILE).is_file():  # an ARC-format folder: voting and pass@K need it
-            write_text_atomic(stage / arc.TEST_PUZZLES_FILE, (source / arc.TEST_PUZZLES_FILE).read_text())
+            atomic_write_text(stage / arc.TEST_PUZZLES_FILE, (source / arc.TEST_PUZZLES_FILE).read_text())
     return AdaptationSet(output, (shape.num_rows, total), counts["train"], counts["test"])
 
 
@@ -289,5 +289,5 @@ def build_from_arc(
             )
             write_dataset(stage, split, {"all": arrays}, meta)
         write_identifiers(stage, names)
-        write_text_atomic(stage / arc.TEST_PUZZLES_FILE, json.dumps(reference))
+        atomic_write_text(stage / arc.TEST_PUZZLES_FILE, json.dumps(reference))
     return AdaptationSet(output, (shape.num_rows, total), counts["train"], counts["test"])

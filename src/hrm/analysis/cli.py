@@ -19,8 +19,9 @@ from hrm.analysis.data import Puzzles, load_examples, puzzle_from_string
 from hrm.analysis.metrics import calibration_from_evaluator
 from hrm.analysis.report import ANALYSES, AnalysisOptions, run_analyses
 from hrm.analysis.trace import hrm_inner
-from hrm.checkpoint import load_model, resolve_checkpoint_path
-from hrm.errors import AnalysisError, HRMError, error_line, one_line
+from hrm.checkpoint import CONFIG_FILE, load_model, resolve_checkpoint_path
+from hrm.commands import check_outputs_are_not_inputs, run_command, split_arguments
+from hrm.errors import AnalysisError, one_line
 from hrm.paths import check_output_folder
 from hrm.tasks import TASK_NAMES, resolve
 
@@ -59,6 +60,8 @@ OWN_KEYS = {
 }
 OPTION_FIELDS = {f.name: f for f in dataclasses.fields(AnalysisOptions)}
 
+MEMORY_SETTINGS = "calibration_puzzles, num_puzzles or chunk_size"
+
 logger = logging.getLogger("hrm.analysis")
 
 
@@ -87,28 +90,25 @@ def parse_arguments(argv: list[str]) -> tuple[tuple[str, ...], dict[str, str], A
     own: dict[str, str] = {}
     options: dict = {}
     overrides: list[str] = []
-    for position, argument in enumerate(argv):
-        if "=" not in argument:
-            if position != 0:
-                raise AnalysisError(
-                    f"argument {argument!r} is not key=value; only the first argument may name the analyses"
-                )
-            analyses = ANALYSES if argument == "all" else tuple(a.strip() for a in argument.split(",") if a.strip())
-            bad = [a for a in analyses if a not in ANALYSES]
-            if bad:
-                raise AnalysisError(
-                    f"unknown analysis {bad[0]!r}; choose all or a comma-separated list of {', '.join(ANALYSES)}"
-                )
-            continue
-        key, value = argument.split("=", 1)
-        bare = key.lstrip("+")
-        if bare in OWN_KEYS:
-            own[bare] = value
-        elif bare in OPTION_FIELDS:
-            options[bare] = _check_option(bare, _option_value(bare, value), value)
+    if argv and "=" not in argv[0]:
+        analyses = ANALYSES if argv[0] == "all" else tuple(a.strip() for a in argv[0].split(",") if a.strip())
+        bad = [a for a in analyses if a not in ANALYSES]
+        if bad:
+            raise AnalysisError(
+                f"unknown analysis {bad[0]!r}; choose all or a comma-separated list of {', '.join(ANALYSES)}"
+            )
+        argv = argv[1:]
+    for argument in split_arguments(
+        argv, "checkpoint=checkpoints/run out=outputs/analysis/run; only the first argument may name the analyses"
+    ):
+        key, value = argument.key, argument.value
+        if key in OWN_KEYS:
+            own[key] = value
+        elif key in OPTION_FIELDS:
+            options[key] = _check_option(key, _option_value(key, value), value)
         else:
-            overrides.append(argument)
-            if bare == "data_path":
+            overrides.append(argument.text)
+            if key == "data_path":
                 own["data_path"] = value
     if "checkpoint" not in own:
         raise AnalysisError("checkpoint=PATH is required (a step_N file or a run's checkpoint folder)")
@@ -170,6 +170,24 @@ def _int_key(own: dict[str, str], key: str, default: int) -> int:
     return value
 
 
+def check_not_inputs(out_dir: Path, own: dict[str, str], config) -> None:
+    """`out=` must not be, hold or lie in the checkpoint, its config, the datasets or the files read."""
+    checkpoint_file = resolve_checkpoint_path(own["checkpoint"])
+    files = {
+        f"checkpoint {checkpoint_file}": checkpoint_file,
+        f"its {CONFIG_FILE}": checkpoint_file.parent / CONFIG_FILE,
+    }
+    files.update({f"{key}={own[key]}": Path(own[key]) for key in ("puzzle_file", "eval_results") if key in own})
+    datasets = dict.fromkeys([own.get("data_path", config.data_path), *config.train_data_paths])
+    check_outputs_are_not_inputs(
+        {},
+        {f"out={own.get('out', out_dir)}": out_dir},
+        input_files=files,
+        input_folders={f"the dataset {path}": path for path in datasets if path},
+        folder_writes=("analysis.json", "*.png"),
+    )
+
+
 def read_evaluator_calibration(path: Path) -> dict:
     """The `calibration` section of evaluate.py's results.json, in the analysis layout."""
     try:
@@ -190,11 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        return _run(argv)
-    except (HRMError, OSError) as err:
-        print(error_line(err), file=sys.stderr)
-        return 2
+    return run_command(lambda: _run(argv), memory_settings=MEMORY_SETTINGS)
 
 
 def _run(argv: list[str]) -> int:
@@ -209,6 +223,7 @@ def _run(argv: list[str]) -> int:
         raise AnalysisError(f"task={task_name!r} is unknown; choose auto or one of {', '.join(TASK_NAMES)}")
     device = pick_device(own.get("device", "auto"))
     model, config = load_model(own["checkpoint"], device=device, overrides=overrides)
+    check_not_inputs(out_dir, own, config)
     inner = hrm_inner(model)
     task = resolve(task_name, inner.config.vocab_size, inner.config.seq_len, f"the model of {own['checkpoint']}")
     logger.info(
@@ -255,9 +270,14 @@ def _run(argv: list[str]) -> int:
         "options": dataclasses.asdict(options),
     }
     calibration = read_evaluator_calibration(Path(own["eval_results"])) if "eval_results" in own else None
-    report = run_analyses(
-        model, task, traced, pool, out_dir, analyses, options, context=context, calibration_report=calibration
-    )
+    try:
+        report = run_analyses(
+            model, task, traced, pool, out_dir, analyses, options, context=context, calibration_report=calibration
+        )
+    except OSError as err:
+        raise AnalysisError(
+            f"cannot write the analysis to out={out_dir} ({one_line(err)}); free space or choose another folder with out=DIR"
+        ) from None
     print(f"wrote {len(report.figures)} figures and analysis.json to {out_dir}")
     for name in report.figures:
         print(f"  {name}")

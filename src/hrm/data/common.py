@@ -13,10 +13,11 @@ from typing import Callable
 
 import numpy as np
 
+from hrm.commands import run_command
 from hrm.data.format import SplitWriter, directory_size, format_bytes
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.data.staging import Terminated
-from hrm.errors import DatasetError, HRMError, error_line, one_line
+from hrm.errors import DatasetError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -361,18 +362,15 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def run_cli(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> int:
-    """Run a builder's main; an HRMError or a system error (disk full, permissions) becomes one line
-    `error: <message>` on stderr and exit status 2; Ctrl-C and SIGTERM leave nothing behind either."""
+    """Run a builder's main through `hrm.commands.run_command` (one `error:` line, exit status 2; Ctrl-C 130);
+    SIGTERM leaves nothing behind either (exit status 143)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        main(argv)
-    except (HRMError, OSError) as err:
-        print(error_line(err), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted; nothing was written", file=sys.stderr)
-        return 130
+        return run_command(
+            lambda: main(argv),
+            memory_settings="--num-aug (or build from fewer puzzles)",
+            interrupted="interrupted; nothing was written",
+        )
     except Terminated:
         print("error: terminated (SIGTERM); nothing was written", file=sys.stderr)
         return 143
-    return 0

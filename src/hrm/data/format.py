@@ -13,13 +13,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
+from hrm.atomic import atomic_write_text
+from hrm.commands import check_outputs_are_not_inputs
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.data.staging import check_output_dir as staging_check
 from hrm.data.staging import staged_output
@@ -150,12 +151,6 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 class NpyStream:
     """Writes a `.npy` of known shape by appending row blocks; `close` checks every row was written."""
 
@@ -210,7 +205,7 @@ class SplitWriter:
             for key in ARRAY_KEYS:
                 if not _array_path(self.split_dir, set_name, key).is_file():
                     raise DatasetError(f"set {set_name!r} lacks its {key} array in {self.split_dir}")
-        write_text_atomic(self.split_dir / "dataset.json", json.dumps(metadata.model_dump()))
+        atomic_write_text(self.split_dir / "dataset.json", json.dumps(metadata.model_dump()))
 
 
 def write_dataset(
@@ -233,7 +228,7 @@ def write_dataset(
 
 
 def write_identifiers(output_dir: str | Path, names: list[str]) -> None:
-    write_text_atomic(Path(output_dir) / IDENTIFIERS_FILE, json.dumps(names))
+    atomic_write_text(Path(output_dir) / IDENTIFIERS_FILE, json.dumps(names))
 
 
 def staged_directory(target: str | Path) -> contextlib.AbstractContextManager[Path]:
@@ -242,8 +237,14 @@ def staged_directory(target: str | Path) -> contextlib.AbstractContextManager[Pa
     return staged_output(target, recognise=earlier_build_files)
 
 
-def check_output_dir(target: str | Path) -> None:
-    """Refuse, before any work, an `--output-dir` that a build may not write (one-line DatasetError)."""
+def check_output_dir(target: str | Path, sources: Sequence[str | Path] = ()) -> None:
+    """Refuse, before any work, an `--output-dir` that a build may not write (one-line error): a folder of
+    someone else's files, or one that is, holds or lies in a source being read (`sources` that exist)."""
+    check_outputs_are_not_inputs(
+        {},
+        {f"--output-dir {target}": target},
+        input_folders={f"the source {source}": source for source in sources if Path(source).exists()},
+    )
     staging_check(target, recognise=earlier_build_files)
 
 

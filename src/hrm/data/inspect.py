@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hrm.commands import run_command
 from hrm.data.common import OneLineParser
 from hrm.data.format import PuzzleSet, directory_size, format_bytes, read_identifiers, read_split
-from hrm.errors import DatasetError, HRMError, error_line
+from hrm.errors import DatasetError, HRMError
 from hrm.tasks import Task, detect
 
 
@@ -71,14 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         "--seed", type=int, default=None, help="draw random examples with this seed (default: the first ones)"
     )
     args = parser.parse_args(argv)
-    try:
+
+    def show() -> None:
         if args.num_examples < 0:
             raise DatasetError(f"--num-examples must be 0 or more, got {args.num_examples}")
         print(describe(args.dataset_dir, args.split, args.num_examples, args.seed))
-    except (HRMError, OSError) as err:
-        print(error_line(err), file=sys.stderr)
-        return 2
-    return 0
+
+    return run_command(show, memory_settings="--num-examples")
 
 
 if __name__ == "__main__":

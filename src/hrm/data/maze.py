@@ -293,7 +293,7 @@ def load_sources(args: argparse.Namespace) -> dict[str, Mazes]:
 
 def build(args: argparse.Namespace) -> BuildSummary:
     check_counts(args)
-    check_output_dir(args.output_dir)
+    check_output_dir(args.output_dir, [args.source_csv] if args.source_csv else [])
     summary = BuildSummary("Maze", Path(args.output_dir), difficulty_label="path length")
     sources = load_sources(args)
     rng = np.random.Generator(np.random.Philox(seed=args.seed))

@@ -27,6 +27,7 @@ import threading
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 
+from hrm.atomic import atomic_write_text
 from hrm.errors import DatasetError, one_line
 
 logger = logging.getLogger(__name__)
@@ -181,9 +182,7 @@ def _commit(stage: Path, target: Path, owned: list[str], trash: Path) -> None:
 
 
 def _write_manifest(folder: Path, files: list[str]) -> None:
-    tmp = folder / f"{MANIFEST}.tmp"
-    tmp.write_text(json.dumps({"written_by": "hrm dataset builder", "files": files}, indent=1))
-    os.replace(tmp, folder / MANIFEST)
+    atomic_write_text(folder / MANIFEST, json.dumps({"written_by": "hrm dataset builder", "files": files}, indent=1))
 
 
 @contextlib.contextmanager

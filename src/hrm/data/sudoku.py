@@ -277,7 +277,7 @@ def build(args: argparse.Namespace) -> BuildSummary:
     if args.num_aug < 0:
         raise DatasetError(f"--num-aug must be >= 0, got {args.num_aug}")
     check_counts(args)
-    check_output_dir(args.output_dir)
+    check_output_dir(args.output_dir, [args.source_csv] if args.source_csv else [])
     summary = BuildSummary("Sudoku", Path(args.output_dir), difficulty_label="rating")
     sources = load_sources(args)
     rng = np.random.Generator(np.random.Philox(seed=args.seed))

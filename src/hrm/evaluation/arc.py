@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from hrm.checkpoint import atomic_write_bytes
+from hrm.atomic import atomic_write_bytes
 from hrm.data.arc import TEST_PUZZLES_FILE, apply_augmentation, parse_aug_name, undo_augmentation
 from hrm.errors import DatasetError, one_line
 from hrm.evaluation.data import TestSplit

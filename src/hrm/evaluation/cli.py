@@ -28,10 +28,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from hrm.checkpoint import STEP_FILE, atomic_write_bytes
+from hrm.atomic import atomic_write_bytes
+from hrm.checkpoint import CONFIG_FILE, STEP_FILE
+from hrm.commands import check_outputs_are_not_inputs, run_command
 from hrm.config import PretrainConfig
 from hrm.distributed import init_distributed
-from hrm.errors import ConfigError, DatasetError, HRMError, error_line, one_line
+from hrm.errors import ConfigError, DatasetError, HRMError, one_line
 from hrm.evaluation import arc as arc_scoring
 from hrm.evaluation import augmented, identifiers
 from hrm.evaluation.batching import auto_global_batch_size
@@ -41,11 +43,13 @@ from hrm.evaluation.loading import load_for_evaluation
 from hrm.evaluation.options import EvalConfig, expand_checkpoints, parse_args
 from hrm.evaluation.protocols import EvalSetup, gather_to_rank0, run_augmented, run_plain, run_sweep, sort_rows
 from hrm.evaluation.report import format_results, write_json
+from hrm.hub import in_hub_cache
 from hrm.paths import check_output_file
 from hrm.tasks import resolve as resolve_task
 
 logger = logging.getLogger("hrm.evaluate")
 
+MEMORY_SETTINGS = "batch_size"
 ROW_KEYS = ("set", "index", "valid", "exact", "confidence")  # per-row records every protocol gathers
 
 
@@ -77,9 +81,17 @@ def data_task(cfg: EvalConfig, split: TestSplit) -> str:
     return resolve_task(cfg.task, split.metadata, where=f"the dataset at {split.name}").name
 
 
-def check_before_compute(cfg: EvalConfig, split: TestSplit, checkpoint_file: Path, rank: int) -> str:
+def check_before_compute(
+    cfg: EvalConfig,
+    split: TestSplit,
+    checkpoint_files: Sequence[Path],
+    config: PretrainConfig,
+    model: nn.Module,
+    rank: int,
+) -> str:
     """What would otherwise fail only after the compute: an empty test split, a task the data is not (or one
-    Augmented HRM cannot perturb), and output files that cannot be written. Returns the data's task name."""
+    Augmented HRM cannot perturb), identifier modes the model cannot run, and output files that cannot be
+    written or would overwrite an input. Returns the data's task name."""
     if sum(puzzle_set.num_examples for puzzle_set in split.sets.values()) == 0:
         raise DatasetError(
             f"the test split of {split.name} holds no examples, so there is nothing to evaluate; "
@@ -88,13 +100,40 @@ def check_before_compute(cfg: EvalConfig, split: TestSplit, checkpoint_file: Pat
     task = data_task(cfg, split)
     if cfg.is_augmented:
         augmented.resolve_task(cfg.task, split.metadata.vocab_size, split.metadata.seq_len, cfg.permutes)
-    if task == "arc" and not cfg.submission:
-        submission = Path(cfg.output).with_name("submission.json")
-        check_output_file(submission, f"the submission file {submission} (beside output=)")
-    if cfg.save_outputs:
-        saved = outputs_path(checkpoint_file, rank)
-        check_output_file(saved, f"the save_outputs file {saved}")
+    else:
+        identifiers.check_modes(model, cfg.identifier_modes, split)
+    outputs = output_files(cfg, checkpoint_files[0], task, rank)
+    for label, path in outputs.items():
+        check_output_file(path, label)
+    input_files = {f"checkpoint {file}": file for file in checkpoint_files}
+    input_files.update(
+        {f"its config {file.parent / CONFIG_FILE}": file.parent / CONFIG_FILE for file in checkpoint_files}
+    )
+    datasets = dict.fromkeys([*config.train_data_paths, *split.data_paths])
+    check_outputs_are_not_inputs(
+        outputs, input_files=input_files, input_folders={f"the dataset {path}": path for path in datasets}
+    )
     return task
+
+
+def output_files(cfg: EvalConfig, checkpoint_file: Path, task: str, rank: int) -> dict[str, Path]:
+    """Every file this evaluation writes on this rank (label as the user would name it -> path)."""
+    files = {f"output={cfg.output}": Path(cfg.output)}
+    if task == "arc" or cfg.submission:
+        modes = cfg.identifier_modes if not cfg.is_augmented else ["as_is"]
+        for index, mode in enumerate(modes):
+            path = submission_path(cfg, mode if index else None)
+            if index:
+                label = f"the submission file {path} (puzzle_identifiers={mode})"
+            elif cfg.submission:
+                label = f"submission={cfg.submission}"
+            else:
+                label = f"the submission file {path} (beside output=)"
+            files[label] = path
+    if cfg.save_outputs and not cfg.is_augmented:
+        path = outputs_path(cfg, checkpoint_file, rank)
+        files[f"the save_outputs file {path}"] = path
+    return files
 
 
 def evaluation_batch_size(
@@ -105,12 +144,23 @@ def evaluation_batch_size(
     device: torch.device,
     world_size: int,
 ) -> int:
-    """`batch_size=N`, `auto` (measured for this device), or the run's own global_batch_size."""
+    """`batch_size=N`, `auto` (measured for this device), or the run's own global_batch_size; never more rows
+    than the test split's largest set holds (a larger batch would only be padding)."""
+    passes = cfg.permutes if cfg.is_augmented else 1  # Augmented HRM batches every perturbation of a row
     if cfg.batch_size == "auto":
-        passes = cfg.permutes if cfg.is_augmented else 1
         global_batch_size = auto_global_batch_size(model, split, device, world_size, passes=passes)
     else:
         global_batch_size = cfg.batch_size or config.global_batch_size
+    largest = max(puzzle_set.num_examples for puzzle_set in split.sets.values()) * passes
+    fitted = -(-largest // world_size) * world_size  # the largest set, in whole rows per process
+    if global_batch_size > fitted:
+        logger.info(
+            "batch_size %d is larger than the test split (%d rows in its largest set): using %d",
+            global_batch_size,
+            largest,
+            fitted,
+        )
+        global_batch_size = fitted
     if global_batch_size % world_size:
         raise ConfigError(
             f"batch_size {global_batch_size} must be a multiple of the number of processes ({world_size})"
@@ -121,11 +171,13 @@ def evaluation_batch_size(
 # ---------------------------------------------------------------- outputs
 
 
-def outputs_path(checkpoint_file: Path, rank: int) -> Path:
+def outputs_path(cfg: EvalConfig, checkpoint_file: Path, rank: int) -> Path:
     """The original's layout: `<checkpoint dir>/step_<N>_all_preds.<rank>`, N from a `step_N` file name
-    and 0 for other names (the published checkpoints are files called `checkpoint`)."""
+    and 0 for other names (the published checkpoints are files called `checkpoint`). A checkpoint from the
+    Hugging Face cache keeps the cache as the Hub wrote it: the file goes beside `output=` instead."""
     match = STEP_FILE.match(checkpoint_file.name)
-    return checkpoint_file.parent / f"step_{int(match.group(1)) if match else 0}_all_preds.{rank}"
+    name = f"step_{int(match.group(1)) if match else 0}_all_preds.{rank}"
+    return Path(cfg.output).with_name(name) if in_hub_cache(checkpoint_file) else checkpoint_file.parent / name
 
 
 def save_outputs(path: Path, outputs: dict[str, torch.Tensor]) -> None:
@@ -133,20 +185,28 @@ def save_outputs(path: Path, outputs: dict[str, torch.Tensor]) -> None:
 
 
 def submission_path(cfg: EvalConfig, mode: str | None = None) -> Path:
-    """`submission=`, else `submission.json` beside `output=`; with several identifier modes, one per mode."""
+    """`submission=`, else `submission.json` beside `output=`; with several identifier modes the first mode's
+    goes there and each further mode's to `<name>.<mode>.json` beside it."""
     path = Path(cfg.submission) if cfg.submission else Path(cfg.output).with_name("submission.json")
     return path if mode is None else path.with_name(f"{path.stem}.{mode}{path.suffix}")
 
 
 def save_results(path: str | Path, results: dict) -> Path:
-    """Write results.json; if that fails after all the compute, keep the results in a temporary file instead."""
+    """Write results.json; if that fails after all the compute, keep the results in a temporary file instead
+    (and if that fails too, say so: the metrics were printed above)."""
     try:
         return write_json(path, results)
     except OSError as err:
+        reason = one_line(err)
+    try:
         fd, fallback = tempfile.mkstemp(prefix="hrm-results-", suffix=".json")
         os.close(fd)
         write_json(fallback, results)
-        raise HRMError(f"cannot write {path} ({one_line(err)}); the results were saved to {fallback} instead") from None
+    except OSError as err:
+        raise HRMError(
+            f"cannot write {path} ({reason}) nor a temporary copy ({one_line(err)}); the metrics are printed above"
+        ) from None
+    raise HRMError(f"cannot write {path} ({reason}); the results were saved to {fallback} instead")
 
 
 # ---------------------------------------------------------------- protocols
@@ -164,7 +224,7 @@ def plain_protocol(
         metrics, saved, records = run_plain(cfg, model, setup)
     seconds = time.perf_counter() - started
     if saved:
-        path = outputs_path(checkpoint_file, rank)
+        path = outputs_path(cfg, checkpoint_file, rank)
         try:
             save_outputs(path, saved)
             logger.info("rank %d: saved %s to %s", rank, ", ".join(saved), path)
@@ -188,8 +248,7 @@ def plain_protocol(
     if sweep is not None:
         entries["halt_max_steps_sweep"] = sweep
     if task == "arc":
-        first_mode = modes[0] if len(modes) > 1 else None
-        entries["arc"] = arc_scoring.score_split(split, gathered, submission_path(cfg, first_mode))
+        entries["arc"] = arc_scoring.score_split(split, gathered, submission_path(cfg))
     if modes != ["as_is"]:
         entries["puzzle_identifiers"] = modes
         ablation = {modes[0]: {"metrics": metrics, **({"arc": entries["arc"]} if task == "arc" else {})}}
@@ -231,8 +290,8 @@ def run(cfg: EvalConfig, overrides: Sequence[str], rank: int, world_size: int, d
     check_output_paths(cfg)
     check_identifiers = identifiers.needs_data_identifiers(cfg.identifier_modes)
     models, config, split = load_for_evaluation(checkpoint_files, device, overrides, check_identifiers)
+    task = check_before_compute(cfg, split, checkpoint_files, config, models[0], rank)
     global_batch_size = evaluation_batch_size(cfg, models[0], config, split, device, world_size)
-    task = check_before_compute(cfg, split, checkpoint_files[0], rank)
     if rank == 0:
         for file in checkpoint_files:
             logger.info("evaluating checkpoint %s", file)
@@ -274,20 +333,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(message)s")
     try:
-        cfg, overrides = parse_args(argv)
-        ctx = init_distributed(cfg.device)
-        results = run(cfg, overrides, ctx.rank, ctx.world_size, ctx.device)
-        if results is not None:
-            print(format_results(results))
-            save_results(cfg.output, results)
-            print(f"results written to {cfg.output}")
-            failed = results.get("write_errors", []) + [results.get("arc", {}).get("submission_error")]
-            if any(failed):
-                raise HRMError(f"{next(f for f in failed if f)}; the other results are in {cfg.output}")
-    except (HRMError, OSError) as err:
-        print(error_line(err), file=sys.stderr)
-        return 2
+        return run_command(
+            lambda: _main(argv),
+            memory_settings=MEMORY_SETTINGS,
+            interrupted="interrupted (Ctrl-C); no results were written",
+        )
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-    return 0
+
+
+def _main(argv: Sequence[str]) -> None:
+    cfg, overrides = parse_args(argv)
+    ctx = init_distributed(cfg.device)
+    results = run(cfg, overrides, ctx.rank, ctx.world_size, ctx.device)
+    if results is not None:
+        print(format_results(results))
+        save_results(cfg.output, results)
+        print(f"results written to {cfg.output}")
+        failed = results.get("write_errors", []) + [results.get("arc", {}).get("submission_error")]
+        if any(failed):
+            raise HRMError(f"{next(f for f in failed if f)}; the other results are in {cfg.output}")

@@ -18,6 +18,7 @@ the data's identifiers, so they run on held-out tasks with their own `identifier
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -26,6 +27,8 @@ from torch import nn
 
 from hrm.errors import ConfigError
 from hrm.evaluation.data import TestSplit
+
+logger = logging.getLogger(__name__)
 
 MODES = ("as_is", "blank", "mean", "shuffled")
 DATA_FREE_MODES = frozenset({"blank", "mean"})
@@ -77,14 +80,41 @@ def ablation_table(weights: torch.Tensor, mode: str, split: TestSplit, seed: int
     table = weights.clone()
     if mode == "shuffled":
         ids = test_identifiers(split)
-        if ids.size and ids.max() >= weights.shape[0]:
-            raise ConfigError(
-                f"puzzle_identifiers=shuffled: test puzzle identifier {int(ids.max())} is not among the checkpoint's "
-                f"{weights.shape[0]} rows; use blank or mean on puzzles the checkpoint never saw"
-            )
+        check_shuffled(ids, int(weights.shape[0]))
         index = torch.as_tensor(ids, device=weights.device)
         table[index] = weights[torch.as_tensor(derangement(ids, seed), device=weights.device)]
     return table
+
+
+def check_shuffled(ids: np.ndarray, rows: int) -> None:
+    """`shuffled` needs the test puzzles' identifiers among the checkpoint's rows (else a ConfigError)."""
+    if ids.size and ids.max() >= rows:
+        raise ConfigError(
+            f"puzzle_identifiers=shuffled: test puzzle identifier {int(ids.max())} is not among the checkpoint's "
+            f"{rows} rows; use blank or mean on puzzles the checkpoint never saw"
+        )
+
+
+def check_modes(model: nn.Module, modes: Sequence[str], split: TestSplit) -> None:
+    """Before any compute: every mode can run on this model and split. `shuffled` with fewer than two
+    non-blank test identifiers has nothing to shuffle (the result is as_is's): one warning line."""
+    if modes == ["as_is"]:
+        return
+    embedding = model.model.puzzle_emb
+    if embedding is None:
+        mode = next(m for m in modes if m != "as_is")
+        raise ConfigError(
+            f"puzzle_identifiers={mode}: the checkpoint has no puzzle embedding (arch.puzzle_emb_ndim=0); only as_is applies"
+        )
+    if "shuffled" in modes:
+        ids = test_identifiers(split)
+        check_shuffled(ids, int(embedding.weights.shape[0]))
+        if ids.size < 2:
+            logger.warning(
+                "warning: puzzle_identifiers=shuffled: the test split has %d non-blank puzzle identifier(s), so there "
+                "is nothing to shuffle and its result equals as_is",
+                ids.size,
+            )
 
 
 @contextlib.contextmanager

@@ -7,13 +7,12 @@ import glob
 from pathlib import Path
 from typing import Literal, Sequence
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from hrm.checkpoint import STEP_FILE, resolve_checkpoint_path
+from hrm.commands import read_values, split_arguments
 from hrm.config import PretrainConfig, validate_config
-from hrm.errors import CheckpointError, ConfigError, one_line
+from hrm.errors import CheckpointError, ConfigError
 from hrm.evaluation import identifiers
 from hrm.evaluation.runner import OUTPUT_KEYS
 
@@ -60,27 +59,18 @@ class EvalConfig(BaseModel):
 def parse_args(argv: Sequence[str]) -> tuple[EvalConfig, list[str]]:
     """Split `key=value` arguments into the evaluator's config and training-config overrides."""
     own, overrides = [], []
-    for item in argv:
-        if "=" not in item:
-            raise ConfigError(
-                f"argument {item!r} is not of the form key=value (e.g. checkpoint=checkpoints/run/step_1000)"
-            )
-        key = item.split("=", 1)[0].lstrip("+")
-        top = key.split(".", 1)[0]
+    for argument in split_arguments(argv, "checkpoint=checkpoints/run/step_1000"):
+        top = argument.key.split(".", 1)[0]
         if top in EvalConfig.model_fields:
-            own.append(item.lstrip("+"))
+            own.append(argument)
         elif top in PretrainConfig.model_fields:
-            overrides.append(item)
+            overrides.append(argument.text)
         else:
             raise ConfigError(
-                f"{key}: unknown key; evaluator keys are {', '.join(EvalConfig.model_fields)}, "
+                f"{argument.key}: unknown key; evaluator keys are {', '.join(EvalConfig.model_fields)}, "
                 "and training config keys (data_path=, arch.halt_max_steps=, ...) override the checkpoint's config"
             )
-    try:
-        values = OmegaConf.to_container(OmegaConf.from_dotlist(own), resolve=True)
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"cannot parse arguments: {one_line(err)}") from None
-    config = validate_config(values, EvalConfig)
+    config = validate_config(read_values(own, EvalConfig), EvalConfig)
     check_combinations(config)
     return config, overrides
 

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from hrm.checkpoint import atomic_write_bytes
+from hrm.atomic import atomic_write_bytes
 from hrm.evaluation.calibration import format_calibration
 from hrm.evaluation.metrics import TABLE_METRICS
 

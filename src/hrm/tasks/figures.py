@@ -13,7 +13,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from hrm.checkpoint import atomic_write_bytes
+from hrm.atomic import atomic_write_bytes
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 110, tight: bool = True) -> Path:

@@ -31,9 +31,9 @@ import torch.distributed as dist
 from torch import nn
 
 import hrm.models
+from hrm.atomic import atomic_write_bytes
 from hrm.checkpoint import (
     STEP_FILE,
-    atomic_write_bytes,
     check_state_dict,
     clean_state_dict,
     load_weights_only,

@@ -1,8 +1,9 @@
 """Command-line glue for `pretrain.py`: Hydra config -> validated `PretrainConfig` -> training.
 
-Every user mistake ends as one line `error: <message>` and exit status 2: Hydra's own override errors
-(checked up front by composing the config once), interpolation errors, pydantic validation errors and
-the trainer's dataset/checkpoint errors.
+Every user mistake ends as one line `error: <message>` and exit status 2 (through `hrm.commands.run_command`,
+which also turns out of memory and Ctrl-C into one line): Hydra's own override errors (checked up front by
+composing the config once), interpolation errors, pydantic validation errors and the trainer's
+dataset/checkpoint errors.
 """
 
 from __future__ import annotations
@@ -14,22 +15,25 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from hrm.commands import run_command
 from hrm.config import PretrainConfig, validate_config
-from hrm.errors import ConfigError, HRMError
+from hrm.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # package data (`configs/` at the repo root links here)
 CONFIG_NAME = "cfg_pretrain"
-INTERRUPTED_EXIT = 130  # the shell's status for a run stopped by Ctrl-C (128 + SIGINT)
+MEMORY_SETTINGS = "global_batch_size (or arch.hidden_size)"
 
 
 _NOT_IN_STRUCT = re.compile(r"Could not override '([^']+)'")
 
 
-def one_line(err: BaseException) -> str:
-    """An exception and its causes as one line (Hydra spreads its messages over several lines)."""
+def hydra_error_message(err: BaseException) -> str:
+    """A Hydra or OmegaConf exception and its causes as one line (Hydra spreads its messages over several
+    lines and lists the search path and options; the key or option at fault is kept)."""
     text = "\n".join(str(e) for e in _chain(err))
     unknown = _NOT_IN_STRUCT.search(text)
     if unknown and "not in struct" in text:
@@ -50,7 +54,10 @@ def one_line(err: BaseException) -> str:
             and line not in parts
         ):
             parts.append(line)
-    return "; ".join(parts) or type(err).__name__
+    message = "; ".join(parts) or type(err).__name__
+    if isinstance(err, OverrideParseException):
+        message += "; quote a value that holds '=', spaces, brackets or non-ASCII characters: 'key=\"value\"'"
+    return message
 
 
 def _chain(err: BaseException) -> list[BaseException]:
@@ -60,11 +67,6 @@ def _chain(err: BaseException) -> list[BaseException]:
         chain.append(current)
         current = current.__cause__
     return chain
-
-
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 def accept_plus_for_existing_keys(argv: Sequence[str]) -> list[str]:
@@ -78,6 +80,23 @@ def accept_plus_for_existing_keys(argv: Sequence[str]) -> list[str]:
         arg[1:] if arg.startswith("+") and not arg.startswith("++") and arg[1:].split("=", 1)[0] in known else arg
         for arg in argv
     ]
+
+
+def quote_plain_values(argv: Sequence[str]) -> list[str]:
+    """`key=value` with a plain value Hydra's grammar cannot read unquoted (one holding `=`, spaces or non-ASCII
+    characters, e.g. a path `runs/lr=1e-4/résultats`) is passed to Hydra quoted, so paths work as typed.
+
+    Values that are already quoted, lists, dicts and interpolations (`[`, `{`, `'`, `"`, `${`) stay as given;
+    Hydra flags (`--...`) too.
+    """
+    quoted = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        plain = sep and not arg.startswith("-") and not value.startswith(("[", "{", "'", '"', "${"))
+        if plain and ("=" in value or " " in value or not value.isascii()):
+            arg = f'{key}="{value.replace(chr(34), chr(92) + chr(34))}"'
+        quoted.append(arg)
+    return quoted
 
 
 def compose_config(
@@ -101,13 +120,17 @@ def check_command_line(argv: Sequence[str] | None = None, config_dir: Path = CON
     if any(arg.startswith("-") for arg in argv):
         return
     overrides = [arg for arg in argv if not arg.lstrip("+~").startswith(("hydra.", "hydra/"))]
-    try:
-        cfg = compose_config(overrides, config_dir)
+
+    def check() -> None:
+        try:
+            cfg = compose_config(overrides, config_dir)
+        except (HydraException, OmegaConfBaseException) as err:
+            raise ConfigError(hydra_error_message(err)) from None
         to_pretrain_config(cfg)
-    except (HydraException, OmegaConfBaseException) as err:
-        fail(one_line(err))
-    except HRMError as err:
-        fail(str(err))
+
+    code = run_command(check, memory_settings=MEMORY_SETTINGS)
+    if code:
+        raise SystemExit(code)
 
 
 def to_pretrain_config(cfg: DictConfig | dict[str, Any]) -> PretrainConfig:
@@ -115,28 +138,25 @@ def to_pretrain_config(cfg: DictConfig | dict[str, Any]) -> PretrainConfig:
     try:
         data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     except OmegaConfBaseException as err:
-        raise ConfigError(one_line(err)) from None
+        raise ConfigError(hydra_error_message(err)) from None
     data.pop("hydra", None)
     return validate_config(data)
 
 
 def run_from_hydra(cfg: DictConfig) -> None:
-    """The body of the Hydra app: validate, train, and turn HRMErrors into one-line exits."""
-    from hrm.training.trainer import TrainingInterrupted, run_training
+    """The body of the Hydra app: validate and train; every failure ends as one line and an exit status."""
+    from hrm.training.trainer import run_training
 
     if int(os.environ.get("RANK", "0")) != 0:
         logging.getLogger().setLevel(logging.WARNING)
-    try:
-        config = to_pretrain_config(cfg)
-        run_training(config)
-    except TrainingInterrupted as err:
-        print(str(err), file=sys.stderr)
-        raise SystemExit(INTERRUPTED_EXIT) from None
-    except KeyboardInterrupt:
-        print(
-            "interrupted (Ctrl-C) before a checkpoint could be saved; the last saved one (if any) is intact",
-            file=sys.stderr,
-        )
-        raise SystemExit(INTERRUPTED_EXIT) from None
-    except HRMError as err:
-        fail(str(err))
+
+    def train() -> None:
+        run_training(to_pretrain_config(cfg))
+
+    code = run_command(
+        train,
+        memory_settings=MEMORY_SETTINGS,
+        interrupted="interrupted (Ctrl-C) before a checkpoint could be saved; the last saved one (if any) is intact",
+    )
+    if code:
+        raise SystemExit(code)

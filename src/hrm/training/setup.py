@@ -15,14 +15,17 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from hrm.checkpoint import load_initial_weights
+from hrm.checkpoint import CONFIG_FILE, load_initial_weights
+from hrm.commands import check_outputs_are_not_inputs
 from hrm.config import PretrainConfig
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.data.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
 from hrm.distributed import DistributedContext, broadcast_object
 from hrm.errors import ConfigError, DatasetError
 from hrm.evaluation.runner import OUTPUT_KEYS
+from hrm.hub import PUBLISHED_WEIGHTS_FILE, is_hub_path
 from hrm.models.registry import build_model
+from hrm.paths import STEP_FILE
 from hrm.progress import resolve_mode
 from hrm.training.checkpointing import LoadedState, load_resume_state
 from hrm.training.naming import default_checkpoint_path, default_project_name, default_run_name
@@ -88,7 +91,29 @@ def checkpoint_folder(config: PretrainConfig) -> Path:
     folder = Path(config.checkpoint_path)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"checkpoint_path={folder} is a file, not a folder; choose a folder for the checkpoints")
+    check_not_inputs(folder, config)
     return folder
+
+
+def check_not_inputs(folder: Path, config: PretrainConfig) -> None:
+    """checkpoint_path must not be, or lie in, a dataset of the run (a dataset inside it is fine: the trainer
+    writes only its own names, and adapt.py keeps its data in `<output_dir>/data`), and must not be the folder
+    of a `load_checkpoint` (a step_N, a published `checkpoint` file, or a run folder), whose weights and
+    all_config.yaml the run would overwrite."""
+    datasets = dict.fromkeys([*config.train_data_paths, *config.test_data_paths])
+    check_outputs_are_not_inputs(
+        {f"checkpoint_path={folder}": folder}, input_folders={f"the dataset {path}": path for path in datasets}
+    )
+    if config.load_checkpoint and not is_hub_path(config.load_checkpoint):
+        loaded = Path(config.load_checkpoint)
+        source = loaded if loaded.is_dir() else loaded.parent
+        overwritten = loaded.is_dir() or STEP_FILE.match(loaded.name) or loaded.name == PUBLISHED_WEIGHTS_FILE
+        if overwritten and source.resolve() == folder.resolve():
+            raise ConfigError(
+                f"checkpoint_path={folder} is the folder of load_checkpoint={config.load_checkpoint}, whose "
+                f"checkpoints and {CONFIG_FILE} this run would overwrite; choose another checkpoint_path "
+                "(or continue that run with resume=auto)"
+            )
 
 
 def plan_steps(config: PretrainConfig, train_meta: PuzzleDatasetMetadata) -> tuple[int, int, int]:

@@ -17,10 +17,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from hrm.checkpoint import atomic_write_bytes
+from hrm.atomic import atomic_write_bytes
 from hrm.config import PretrainConfig
 from hrm.distributed import DistributedContext, any_rank, broadcast_object, init_distributed, shutdown_distributed
-from hrm.errors import HRMError
+from hrm.errors import HRMError, Interrupted
 from hrm.evaluation.runner import evaluate
 from hrm.models.act import ACTCarry
 from hrm.progress import configured, progress_bar
@@ -55,7 +55,7 @@ class NonFiniteLossError(HRMError):
     """The loss or a gradient became NaN or inf."""
 
 
-class TrainingInterrupted(HRMError):
+class TrainingInterrupted(Interrupted):
     """Ctrl-C stopped the run after its checkpoint was saved (the message says where and how to continue)."""
 
 
