@@ -13,7 +13,7 @@ import torch
 import torch.multiprocessing as mp
 
 from hrm.adaptation.cli import extended_state, main
-from hrm.adaptation.tasks import CheckpointShape, build_from_dataset
+from hrm.adaptation.puzzle_sets import CheckpointShape, build_from_dataset
 from hrm.checkpoint import PUZZLE_EMB_KEY, read_state_dict, resolve_checkpoint_path
 from hrm.data.format import read_identifiers, read_split
 from hrm.data.permutation_tasks import build_permutation_tasks

@@ -1,6 +1,6 @@
 """`adapt.py checkpoint=PATH tasks=PATH output_dir=DIR [key=value ...]`: test-time adaptation to new puzzles.
 
-1. The adaptation set is built in `<output_dir>/data` (see `hrm.adaptation.tasks`): the new puzzles'
+1. The adaptation set is built in `<output_dir>/data` (see `hrm.adaptation.puzzle_sets`): the new puzzles'
    identifiers follow the checkpoint's rows.
 2. The checkpoint's weights, with every new row set to the mean of the checkpoint's rows, are trained by the
    normal trainer for `steps` steps: only the puzzle embedding (sign-SGD, `puzzle_emb_lr`; the weights stay
@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field
 
-from hrm.adaptation.tasks import (
+from hrm.adaptation.puzzle_sets import (
     AdaptationSet,
     CheckpointShape,
     build_from_arc,
