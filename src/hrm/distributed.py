@@ -92,9 +92,17 @@ def init_distributed(requested_device: str) -> DistributedContext:
     return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
 
 
-def shutdown_distributed() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown_distributed(synchronise: bool = False) -> None:
+    """Leave the process group. `synchronise` (every rank finished normally): wait for all ranks first, so no
+    rank closes its connections, and rank 0 the rendezvous store, while another still communicates."""
+    if not dist.is_initialized():
+        return
+    if synchronise and dist.get_world_size() > 1:
+        try:
+            dist.barrier()
+        except RuntimeError as err:  # a rank died meanwhile: leave anyway
+            logger.warning("leaving the process group without the other ranks (%s)", str(err).splitlines()[0])
+    dist.destroy_process_group()
 
 
 def broadcast_object(value: Any, ctx: DistributedContext) -> Any:

@@ -163,7 +163,7 @@ def test_arc_end_to_end_submission(tmp_path):
         "kaggle": (tmp_path / "kaggle" / "eval_challenges.json", None),
     }
     for name, (source, extra) in runs.items():
-        out = tmp_path / name
+        out = tmp_path / f"{name}-adapted"  # not the folder that holds the tasks: adapt.py refuses foreign folders
         assert _adapt(checkpoint, source, out, "num_aug=1", "batch_size=4", *([extra] if extra else [])) == 0
         submission = json.loads((out / "submission.json").read_text())
         assert sorted(submission) == sorted(ARC_TASKS)

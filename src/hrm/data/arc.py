@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from hrm.data import arc_json
 from hrm.data.augment import DIHEDRAL_INVERSE, NUM_DIHEDRAL, dihedral_transform, inverse_colour_map
-from hrm.data.common import BuildSummary, OneLineParser, check_seed
+from hrm.data.common import BuildSummary, OneLineParser, check_seed, unique_sources
 from hrm.data.format import (
     BLANK_IDENTIFIER_NAME,
     SplitWriter,
@@ -179,39 +180,26 @@ def task_from_json(name: str, subset: str, origin: str, data) -> ArcTask:
 
 
 def _read_json(path: Path):
-    try:
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as err:
-        raise DatasetError(f"{path}: byte {err.start} is not UTF-8; a task file must be JSON text") from None
-    except json.JSONDecodeError as err:
-        raise DatasetError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
+    return arc_json.read_json(path)
 
 
 def load_kaggle(challenges: Path, subset: str) -> list[ArcTask]:
     """A Kaggle-style `*_challenges.json` with its `*_solutions.json` (test outputs, per task a list)."""
-    solutions_path = challenges.with_name(challenges.name.replace("_challenges.json", "_solutions.json"))
+    solutions_path = arc_json.solutions_path(challenges)
     if not solutions_path.is_file():
         raise DatasetError(
             f"{challenges} has no {solutions_path.name} beside it; test outputs are needed to build a dataset"
         )
-    tasks_json, solutions = _read_json(challenges), _read_json(solutions_path)
-    if not isinstance(tasks_json, dict) or not isinstance(solutions, dict):
-        raise DatasetError(f"{challenges} and {solutions_path.name} must each map task ids to tasks / solution lists")
+    tasks_json = arc_json.read_challenges(challenges)
+    solutions = arc_json.read_solutions(solutions_path, tasks_json, required=True)
     tasks = []
     for name in sorted(tasks_json):
         data = tasks_json[name]
-        if (
-            not isinstance(data, dict)
-            or not isinstance(data.get("test"), list)
-            or not all(isinstance(p, dict) for p in data["test"])
-        ):
+        if not all(isinstance(p, dict) for p in data["test"]):
             raise DatasetError(f"{challenges}: task {name} needs 'train' and 'test' lists of pairs")
-        outputs = solutions.get(name)
-        if not isinstance(outputs, list) or len(outputs) != len(data["test"]):
-            raise DatasetError(f"{solutions_path}: task {name} needs one solution per test input")
         merged = {
             "train": data.get("train", []),
-            "test": [dict(pair, output=out) for pair, out in zip(data["test"], outputs)],
+            "test": [dict(pair, output=out) for pair, out in zip(data["test"], solutions[name])],
         }
         tasks.append(task_from_json(name, subset, str(challenges), merged))
     return tasks
@@ -533,7 +521,7 @@ def build_arc(
     check_seed(seed)
     check_output_dir(output_dir)
     summary = BuildSummary("ARC", Path(output_dir), difficulty_label="augmented copies per task")
-    tasks = load_sources(sources)
+    tasks = load_sources(unique_sources(sources))
     if not any(task.pairs_for("test") for task in tasks):
         if not allow_empty_test:
             raise DatasetError(
