@@ -333,6 +333,7 @@ def _adapt_in(
     try:
         trainer = Trainer(config, ctx)
         trainer.resumable = False
+        trainer.stop.action = "stopping the adaptation after this step"
         trainer.train()
     except TrainingInterrupted:
         raise KeyboardInterrupt from None
@@ -362,6 +363,7 @@ def _adapt_in(
         "source_checkpoint": str(checkpoint.file),
         "tasks": cfg.tasks,
         "steps": cfg.steps,
+        "skipped_steps": trainer.progress.skipped_steps,  # non-finite steps skipped (nonfinite_loss=skip)
         "adapt_weights": cfg.adapt_weights,
         "new_identifiers": [first, end],
         "demonstration_examples": adaptation.num_train_examples,

@@ -70,8 +70,10 @@ def _write_manifest(folder: Path, request: dict[str, Any], status: str) -> None:
     os.replace(tmp, folder / MANIFEST)
 
 
-def _describe(request: dict[str, Any]) -> str:
-    return f"checkpoint={request.get('checkpoint')} tasks={request.get('tasks')}"
+def _difference(there: dict[str, Any], here: dict[str, Any]) -> str:
+    """The first keys whose values differ, e.g. `tasks=/a there, /b here`."""
+    keys = [key for key in dict.fromkeys([*there, *here]) if there.get(key) != here.get(key)]
+    return "; ".join(f"{key}={there.get(key)} there, {here.get(key)} here" for key in keys[:2])
 
 
 def _own_entries(folder: Path) -> list[Path]:
@@ -117,8 +119,8 @@ class RunFolder:
             return
         if manifest["request"] != self.request:
             raise ConfigError(
-                f"{label} holds another adaptation ({_describe(manifest['request'])}); choose a new output_dir "
-                "(nothing was changed)"
+                f"{label} holds another adaptation ({_difference(manifest['request'], self.request)}); choose a new "
+                "output_dir (nothing was changed)"
             )
         if manifest.get("status") == "complete":
             raise ConfigError(
