@@ -42,7 +42,7 @@ from hrm.checkpoint import EMBED_TOKENS_KEY, PUZZLE_EMB_KEY, Checkpoint, atomic_
 from hrm.config import PretrainConfig, validate_config
 from hrm.data.staging import Terminated
 from hrm.distributed import DistributedContext, broadcast_object, init_distributed, shutdown_distributed
-from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError, error_line
+from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError, error_line, one_line
 from hrm.training.trainer import NonFiniteLossError, Trainer
 
 logger = logging.getLogger("hrm.adapt")
@@ -153,17 +153,33 @@ def build_set(cfg: AdaptConfig, shape: CheckpointShape, output: Path) -> Adaptat
 
 
 def on_rank0(ctx: DistributedContext, action) -> Any:
-    """Run `action` on rank 0 and hand its result (or its one-line error) to every rank."""
-    result, error = None, None
+    """Run `action` on rank 0 and hand its result (or its one-line error) to every rank.
+
+    Whatever stops rank 0 (an error, a write error, Ctrl-C or SIGTERM) is handed on too: the other ranks wait in
+    the broadcast, and would wait there for good."""
+    result, error, stopped = None, None, None
     if ctx.is_main:
         try:
             result = action()
         except HRMError as err:
             error = (type(err).__name__, str(err))
+        except OSError as err:
+            error = ("DatasetError", f"cannot write into {ctx_output_hint(err)} ({one_line(err)})")
+        except (KeyboardInterrupt, AdaptInterrupted, Terminated) as err:
+            stopped = err
+            error = ("interrupted", "")
     result, error = broadcast_object((result, error), ctx)
+    if stopped is not None:
+        raise stopped
+    if error is not None and error[0] == "interrupted":
+        raise AdaptInterrupted("SIGTERM", TERMINATED_EXIT)
     if error is not None:
         raise {"ConfigError": ConfigError, "CheckpointError": CheckpointError}.get(error[0], DatasetError)(error[1])
     return result
+
+
+def ctx_output_hint(err: OSError) -> str:
+    return str(err.filename) if err.filename else "output_dir"
 
 
 def training_config(
