@@ -25,6 +25,7 @@ from hrm.adaptation.run_folder import MANIFEST
 from hrm.data import arc
 from hrm.data.common import run_cli
 from hrm.data.permutation_tasks import build_permutation_tasks
+from hrm.data.staging import Terminated
 from hrm.evaluation import cli as eval_cli
 from tests.evaluation.helpers import make_checkpoint, random_dataset
 
@@ -176,6 +177,35 @@ def test_an_error_after_the_set_is_built_leaves_nothing(setup, tmp_path, capsys,
     monkeypatch.setattr(adapt_cli.Trainer, "train", fail)
     with pytest.raises(RuntimeError):
         adapt(checkpoint, unseen, tmp_path / "out", "steps=2")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "where, stop, status",
+    [("build", Terminated, 143), ("build", KeyboardInterrupt, 130), ("evaluate", KeyboardInterrupt, 130)],
+)
+def test_an_interrupt_outside_training_removes_the_partial_adaptation(
+    setup, tmp_path, capsys, monkeypatch, where, stop, status
+):
+    """SIGTERM while the set is staged (the staging raises Terminated) or Ctrl-C while the set is built or the
+    adapted checkpoint is scored: the status of the signal, one line, nothing left in output_dir."""
+    checkpoint, unseen = setup
+    real_build = adapt_cli.build_from_dataset
+
+    def build(*args, **kwargs):
+        real_build(*args, **kwargs)
+        raise stop()
+
+    def evaluate(*args, **kwargs):
+        assert (tmp_path / "out" / "step_2").is_file()
+        raise stop()
+
+    if where == "build":
+        monkeypatch.setattr(adapt_cli, "build_from_dataset", build)
+    else:
+        monkeypatch.setattr(eval_cli, "run", evaluate)
+    assert adapt(checkpoint, unseen, tmp_path / "out", "steps=2") == status
+    error_line(capsys, "adaptation interrupted", "run the same command again")
     assert not (tmp_path / "out").exists()
 
 

@@ -394,6 +394,12 @@ def _adapt_in(
     except HRMError as err:  # the metrics are kept in a temporary file; the adapted checkpoint stays
         folder.claimed = False
         raise KeepOutput(str(err)) from None
+    except OSError as err:  # not even the temporary copy could be written
+        folder.claimed = False
+        raise KeepOutput(
+            f"cannot write {output / 'results.json'} nor a temporary copy ({one_line(err)}); no results were written, "
+            f"the adapted checkpoint is in {output}"
+        ) from None
     folder.complete()
     submission_error = results.get("arc", {}).get("submission_error")
     if submission_error:
@@ -426,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 + ")"
             )
         finished = True
-    except HRMError as err:
+    except (HRMError, OSError) as err:
         print(error_line(err), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
