@@ -11,6 +11,11 @@
    and the Kaggle `submission.json` (two attempts per test input).
 
 Works under `torchrun` (each rank trains and evaluates its slice, as `pretrain.py` and `evaluate.py` do).
+
+`output_dir` is claimed before anything is written (`hrm.adaptation.run_folder`): a folder of other files or of
+another adaptation is refused. An adaptation cannot be continued, so an error or a signal removes what it
+wrote: Ctrl-C exits 130, SIGTERM 143, each with one line saying to run the command again; `results.json` exists
+only for an adaptation that ran all its steps.
 """
 
 from __future__ import annotations
@@ -164,7 +169,7 @@ def on_rank0(ctx: DistributedContext, action) -> Any:
         except HRMError as err:
             error = (type(err).__name__, str(err))
         except OSError as err:
-            error = ("DatasetError", f"cannot write into {ctx_output_hint(err)} ({one_line(err)})")
+            error = ("DatasetError", f"cannot write {err.filename or 'into output_dir'} ({one_line(err)})")
         except (KeyboardInterrupt, AdaptInterrupted, Terminated) as err:
             stopped = err
             error = ("interrupted", "")
@@ -176,10 +181,6 @@ def on_rank0(ctx: DistributedContext, action) -> Any:
     if error is not None:
         raise {"ConfigError": ConfigError, "CheckpointError": CheckpointError}.get(error[0], DatasetError)(error[1])
     return result
-
-
-def ctx_output_hint(err: OSError) -> str:
-    return str(err.filename) if err.filename else "output_dir"
 
 
 def training_config(
@@ -297,7 +298,7 @@ def adapt(cfg: AdaptConfig, ctx: DistributedContext) -> dict | None:
     checkpoint = Checkpoint.read(cfg.checkpoint)
     base = checkpoint.config()
     shape = checkpoint_shape(checkpoint.file, base, checkpoint.state)
-    if cfg.lr is not None and not cfg.adapt_weights:
+    if cfg.lr is not None and not cfg.adapt_weights and ctx.is_main:
         logger.warning(
             "warning: lr=%g does nothing without adapt_weights=true (only the puzzle embedding trains, with puzzle_emb_lr)",
             cfg.lr,
