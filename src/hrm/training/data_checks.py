@@ -41,7 +41,8 @@ def first_token_outside(
     return None
 
 
-_OVERLAP_SCAN_TOKENS = 1 << 28  # the training rows hashed for the overlap check (a bound on its cost)
+_OVERLAP_SCAN_TOKENS = 1 << 27  # tokens of each split hashed for the overlap check (a bound on its cost)
+_HASH_BLOCK = 1 << 22  # tokens hashed at a time (the 64-bit copy of a block stays small)
 
 
 def row_hashes(array: np.ndarray, limit_tokens: int | None = None) -> np.ndarray:
@@ -49,7 +50,7 @@ def row_hashes(array: np.ndarray, limit_tokens: int | None = None) -> np.ndarray
     length = array.shape[1] if array.ndim == 2 else 1
     weights = np.random.Generator(np.random.Philox(seed=0x0E11)).integers(1, 2**63, size=length, dtype=np.uint64)
     rows = array.shape[0] if limit_tokens is None else min(array.shape[0], max(1, limit_tokens // max(1, length)))
-    block = max(1, _CHECK_ELEMENTS // max(1, length))
+    block = max(1, _HASH_BLOCK // max(1, length))
     parts = []
     with np.errstate(over="ignore"):
         for start in range(0, rows, block):
@@ -60,7 +61,9 @@ def row_hashes(array: np.ndarray, limit_tokens: int | None = None) -> np.ndarray
 
 def warn_test_overlap(data_path: str, train_sets: dict, test_sets: dict) -> None:
     """Warn when test inputs also appear among the training inputs (evaluating them measures memorisation)."""
-    test = np.concatenate([row_hashes(s.inputs) for s in test_sets.values()] or [np.zeros(0, np.uint64)])
+    test = np.concatenate(
+        [row_hashes(s.inputs, _OVERLAP_SCAN_TOKENS) for s in test_sets.values()] or [np.zeros(0, np.uint64)]
+    )
     if test.size == 0:
         return
     seen = np.zeros(test.size, bool)
@@ -68,7 +71,7 @@ def warn_test_overlap(data_path: str, train_sets: dict, test_sets: dict) -> None
         seen |= np.isin(test, row_hashes(puzzle_set.inputs, _OVERLAP_SCAN_TOKENS))
     if seen.any():
         logger.warning(
-            "warning: %d of the %d test inputs of %s also appear in its training split (the same inputs in both); "
+            "warning: %d of the %d test inputs checked in %s also appear in its training split (the same inputs in both); "
             "their evaluation measures memorisation, not generalisation; rebuild the dataset with disjoint splits",
             int(seen.sum()),
             test.size,
