@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from hrm.adaptation.cli import extended_state, main
@@ -17,6 +16,7 @@ from hrm.adaptation.puzzle_sets import CheckpointShape, build_from_dataset
 from hrm.checkpoint import PUZZLE_EMB_KEY, read_state_dict, resolve_checkpoint_path
 from hrm.data.format import read_identifiers, read_split
 from hrm.data.permutation_tasks import build_permutation_tasks
+from hrm.distributed import join_process_group
 from tests.evaluation.helpers import make_checkpoint, random_dataset
 
 ARC_TASKS = ["00576224", "0692e18c"]  # two small ARC-AGI-1 evaluation tasks (2x2 and 3x3 test inputs)
@@ -184,7 +184,7 @@ def _worker(rank: int, world_size: int, rendezvous: str, args: list[str]) -> Non
     rank 0 can be taken meanwhile by a concurrent run, whose processes would then join this group)."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world_size)
+    join_process_group(backend="gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world_size)
     assert main(args) == 0
 
 
