@@ -89,14 +89,14 @@ class PretrainConfig(BaseModel):
     epochs: int = Field(100000, gt=0)
     eval_interval: int | None = Field(10000, gt=0)
     checkpoint_every_eval: bool = True
-    lr: float = Field(1e-4, ge=0.0)
-    lr_min_ratio: float = Field(1.0, ge=0.0, le=1.0)
+    lr: float = Field(1e-4, ge=0.0, allow_inf_nan=False)
+    lr_min_ratio: float = Field(1.0, ge=0.0, le=1.0, allow_inf_nan=False)
     lr_warmup_steps: int = Field(2000, ge=0)
-    beta1: float = Field(0.9, ge=0.0, lt=1.0)
-    beta2: float = Field(0.95, ge=0.0, lt=1.0)
-    weight_decay: float = Field(0.1, ge=0.0)
-    puzzle_emb_weight_decay: float = Field(0.1, ge=0.0)
-    puzzle_emb_lr: float = Field(1e-2, ge=0.0)
+    beta1: float = Field(0.9, ge=0.0, lt=1.0, allow_inf_nan=False)
+    beta2: float = Field(0.95, ge=0.0, lt=1.0, allow_inf_nan=False)
+    weight_decay: float = Field(0.1, ge=0.0, allow_inf_nan=False)
+    puzzle_emb_weight_decay: float = Field(0.1, ge=0.0, allow_inf_nan=False)
+    puzzle_emb_lr: float = Field(1e-2, ge=0.0, allow_inf_nan=False)
 
     # TRM's training keys.
     evaluators: list[EvaluatorConfig] = Field(default_factory=list)
@@ -104,7 +104,7 @@ class PretrainConfig(BaseModel):
         None  # initial weights (a puzzle-embedding table of another shape becomes its mean row)
     )
     ema: bool = False
-    ema_rate: float = Field(0.999, ge=0.0, le=1.0)
+    ema_rate: float = Field(0.999, ge=0.0, le=1.0, allow_inf_nan=False)
     freeze_weights: bool = False  # train only the puzzle embedding
     min_eval_interval: int | None = Field(0, ge=0)  # no evaluation or checkpoint before this chunk index
 

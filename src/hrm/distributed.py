@@ -6,6 +6,7 @@ process, e.g. `torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from dataclasses import dataclass
@@ -85,16 +86,36 @@ def init_distributed(requested_device: str) -> DistributedContext:
         init_kwargs: dict[str, Any] = {"backend": backend}
         if device.type == "cuda":
             init_kwargs["device_id"] = device
-        dist.init_process_group(**init_kwargs)
+        join_process_group(**init_kwargs)
         logger.info("rank %d of %d joined the %s process group on %s", rank, world_size, backend, device)
     elif dist.is_initialized():
         rank, world_size = dist.get_rank(), dist.get_world_size()
     return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
 
 
-def shutdown_distributed() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def join_process_group(**kwargs: Any) -> None:
+    """`dist.init_process_group`, with `torch._dynamo` imported first.
+
+    Importing `torch._dynamo` (every `torch.optim` optimiser does, when first built) while a process group exists
+    keeps that group alive after `destroy_process_group`: its gloo threads then die only while the interpreter
+    shuts down, and now and then abort the process ("terminate called without an active exception") after a
+    run that succeeded. Imported before the group exists, it holds nothing.
+    """
+    importlib.import_module("torch._dynamo")
+    dist.init_process_group(**kwargs)
+
+
+def shutdown_distributed(synchronise: bool = False) -> None:
+    """Leave the process group. `synchronise` (every rank finished normally): wait for all ranks first, so no
+    rank closes its connections, and rank 0 the rendezvous store, while another still communicates."""
+    if not dist.is_initialized():
+        return
+    if synchronise and dist.get_world_size() > 1:
+        try:
+            dist.barrier()
+        except RuntimeError as err:  # a rank died meanwhile: leave anyway
+            logger.warning("leaving the process group without the other ranks (%s)", str(err).splitlines()[0])
+    dist.destroy_process_group()
 
 
 def broadcast_object(value: Any, ctx: DistributedContext) -> Any:

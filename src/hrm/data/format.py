@@ -205,6 +205,12 @@ class SplitWriter:
             for key in ARRAY_KEYS:
                 if not _array_path(self.split_dir, set_name, key).is_file():
                     raise DatasetError(f"set {set_name!r} lacks its {key} array in {self.split_dir}")
+        if metadata.total_puzzles is None:
+            puzzles = sum(
+                int(np.load(_array_path(self.split_dir, name, "puzzle_identifiers"), mmap_mode="r").shape[0])
+                for name in metadata.sets
+            )
+            metadata = metadata.model_copy(update={"total_puzzles": puzzles})
         atomic_write_text(self.split_dir / "dataset.json", json.dumps(metadata.model_dump()))
 
 

@@ -30,6 +30,9 @@ class PuzzleDatasetMetadata(BaseModel):
     num_puzzle_identifiers: int
     total_groups: int
     mean_puzzle_examples: float
+    # TRM's and URM's loaders read it (the puzzles of all sets of the split, as TRM's builders count them);
+    # HRM's files lack it, so it is optional on read and filled in when a split is written.
+    total_puzzles: int | None = None
     sets: list[str]
 
     @classmethod

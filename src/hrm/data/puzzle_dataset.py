@@ -34,6 +34,7 @@ class PuzzleDatasetConfig(BaseModel):
     seed: int
     dataset_path: str
     dataset_paths: list[str] = []  # several datasets as one (TRM's data_paths); empty: [dataset_path]
+    identifier_paths: list[str] | None = None  # the datasets whose identifier table the ids index (read_splits)
     global_batch_size: int
     test_set_mode: bool
     epochs_per_iter: int
@@ -134,8 +135,8 @@ class PuzzleDataset(torch.utils.data.IterableDataset):
         self.paths = list(config.dataset_paths) or [config.dataset_path]
         self.metadata: PuzzleDatasetMetadata = (
             PuzzleDatasetMetadata.load(Path(self.paths[0]) / split)
-            if len(self.paths) == 1
-            else read_splits(self.paths, split)[0]
+            if len(self.paths) == 1 and config.identifier_paths is None
+            else read_splits(self.paths, split, identifier_paths=config.identifier_paths)[0]
         )
         if config.num_replicas < 1 or not 0 <= config.rank < config.num_replicas:
             raise DatasetError(f"rank {config.rank} is outside 0..num_replicas-1 (num_replicas={config.num_replicas})")
@@ -153,7 +154,7 @@ class PuzzleDataset(torch.utils.data.IterableDataset):
     def sets(self) -> dict[str, PuzzleSet]:
         """The arrays, opened (memory-mapped) on first use so worker processes open their own maps."""
         if self._sets is None:
-            _, self._sets = read_splits(self.paths, self.split)
+            _, self._sets = read_splits(self.paths, self.split, identifier_paths=self.config.identifier_paths)
         return self._sets
 
     def __iter__(self) -> Iterator[tuple[str, Batch, int]]:

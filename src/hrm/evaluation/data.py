@@ -82,6 +82,7 @@ class TestSplit:
     metadata: PuzzleDatasetMetadata
     sets: dict[str, PuzzleSet]
     identifier_names: list[str] | None  # identifiers.json (stacked over the datasets), when present
+    identifier_paths: list[str] | None = None  # the training datasets whose table the ids index (read_splits)
 
     @property
     def name(self) -> str:
@@ -89,21 +90,23 @@ class TestSplit:
         return ", ".join(self.data_paths)
 
 
-def load_test_split(data_paths: str | Path | Sequence[str | Path]) -> TestSplit:
+def load_test_split(
+    data_paths: str | Path | Sequence[str | Path], identifier_paths: Sequence[str] | None = None
+) -> TestSplit:
     """Open the `test` split of one dataset folder or several (memory-mapped); a missing or malformed split is a
-    one-line DatasetError."""
+    one-line DatasetError. `identifier_paths`: the training datasets, when these are some of them."""
     paths = [str(data_paths)] if isinstance(data_paths, (str, Path)) else [str(path) for path in data_paths]
     for path in paths:
         if not (Path(path) / "test").is_dir():
             raise DatasetError(
                 f"no test split at {Path(path) / 'test'}; build the dataset or pass data_path=<dataset folder>"
             )
-    metadata, sets = read_splits(paths, "test")
+    metadata, sets = read_splits(paths, "test", identifier_paths=identifier_paths)
     try:
-        names = read_combined_identifiers(paths)
+        names = read_combined_identifiers(identifier_paths or paths)
     except DatasetError:
         names = None
-    return TestSplit(paths, metadata, sets, names)
+    return TestSplit(paths, metadata, sets, names, list(identifier_paths) if identifier_paths else None)
 
 
 def local_slice(start: int, end: int, global_batch_size: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -133,6 +136,7 @@ def indexed_batches(
             seed=0,
             dataset_path=split.data_paths[0],
             dataset_paths=split.data_paths,
+            identifier_paths=split.identifier_paths,
             global_batch_size=global_batch_size,
             test_set_mode=True,
             epochs_per_iter=1,

@@ -15,6 +15,7 @@ from torch import nn
 
 from hrm.checkpoint import EMBED_TOKENS_KEY, PUZZLE_EMB_KEY, Checkpoint, stored_dataset_shapes
 from hrm.config import PretrainConfig
+from hrm.data.combined import identifier_paths_for
 from hrm.errors import DatasetError
 from hrm.evaluation.data import TestSplit, load_test_split
 from hrm.models.registry import seq_len_from_state
@@ -31,7 +32,9 @@ def load_for_evaluation(
     """
     first = Checkpoint.read(files[0])
     config = first.config(overrides)
-    split = load_test_split(config.test_data_paths)
+    split = load_test_split(
+        config.test_data_paths, identifier_paths_for(config.test_data_paths, config.train_data_paths)
+    )
     models = [checked_model(first, config, split, device, check_identifiers)]
     for file in files[1:]:
         checkpoint = Checkpoint.read(file)

@@ -4,14 +4,17 @@ inside the model's embedding, far from the file that holds it)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
-from hrm.data.combined import read_splits
+from hrm.data.combined import identifier_paths_for, read_splits
 from hrm.data.format import IGNORE_LABEL, read_split
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.errors import DatasetError
+
+logger = logging.getLogger(__name__)
 
 _CHECK_ELEMENTS = 1 << 24  # tokens per block when every row is checked against the vocabulary
 
@@ -38,12 +41,50 @@ def first_token_outside(
     return None
 
 
+_OVERLAP_SCAN_TOKENS = 1 << 27  # tokens of each split hashed for the overlap check (a bound on its cost)
+_HASH_BLOCK = 1 << 22  # tokens hashed at a time (the 64-bit copy of a block stays small)
+
+
+def row_hashes(array: np.ndarray, limit_tokens: int | None = None) -> np.ndarray:
+    """A 64-bit hash per row of a 2-D token array (memory-mapped arrays are read a block of rows at a time)."""
+    length = array.shape[1] if array.ndim == 2 else 1
+    weights = np.random.Generator(np.random.Philox(seed=0x0E11)).integers(1, 2**63, size=length, dtype=np.uint64)
+    rows = array.shape[0] if limit_tokens is None else min(array.shape[0], max(1, limit_tokens // max(1, length)))
+    block = max(1, _HASH_BLOCK // max(1, length))
+    parts = []
+    with np.errstate(over="ignore"):
+        for start in range(0, rows, block):
+            tokens = np.asarray(array[start : min(rows, start + block)]).reshape(-1, length).astype(np.uint64)
+            parts.append((tokens * weights).sum(axis=1, dtype=np.uint64))
+    return np.concatenate(parts) if parts else np.zeros(0, np.uint64)
+
+
+def warn_test_overlap(data_path: str, train_sets: dict, test_sets: dict) -> None:
+    """Warn when test inputs also appear among the training inputs (evaluating them measures memorisation)."""
+    test = np.concatenate(
+        [row_hashes(s.inputs, _OVERLAP_SCAN_TOKENS) for s in test_sets.values()] or [np.zeros(0, np.uint64)]
+    )
+    if test.size == 0:
+        return
+    seen = np.zeros(test.size, bool)
+    for puzzle_set in train_sets.values():
+        seen |= np.isin(test, row_hashes(puzzle_set.inputs, _OVERLAP_SCAN_TOKENS))
+    if seen.any():
+        logger.warning(
+            "warning: %d of the %d test inputs checked in %s also appear in its training split (the same inputs in both); "
+            "their evaluation measures memorisation, not generalisation; rebuild the dataset with disjoint splits",
+            int(seen.sum()),
+            test.size,
+            data_path,
+        )
+
+
 def check_dataset(data_path: str) -> tuple[PuzzleDatasetMetadata, PuzzleDatasetMetadata, int]:
     """Both splits exist, agree on shapes, and their tokens and identifiers fit the metadata; also the test examples' count."""
     if not Path(data_path).is_dir():
         problem = "is a file, not a dataset folder" if Path(data_path).exists() else "does not exist"
         raise DatasetError(f"data_path={data_path} {problem}; build the dataset first (see dataset/) or fix data_path")
-    metas, counts = {}, {}
+    metas, counts, read = {}, {}, {}
     for split in ("train", "test"):
         if not (Path(data_path) / split / "dataset.json").is_file():
             raise DatasetError(f"{data_path} has no {split} split ({split}/dataset.json); rebuild the dataset")
@@ -65,12 +106,14 @@ def check_dataset(data_path: str) -> tuple[PuzzleDatasetMetadata, PuzzleDatasetM
                     f"{data_path}/{split}/{set_name}: puzzle identifier {bad_id} outside 0..num_puzzle_identifiers-1 (num_puzzle_identifiers={meta.num_puzzle_identifiers})"
                 )
         metas[split] = meta
+        read[split] = sets
         counts[split] = sum(puzzle_set.num_examples for puzzle_set in sets.values())
     for key in ("vocab_size", "seq_len", "num_puzzle_identifiers"):
         if getattr(metas["train"], key) != getattr(metas["test"], key):
             raise DatasetError(
                 f"{data_path}: train and test splits disagree on {key} ({getattr(metas['train'], key)} vs {getattr(metas['test'], key)}); rebuild the dataset"
             )
+    warn_test_overlap(data_path, read["train"], read["test"])
     return metas["train"], metas["test"], counts["test"]
 
 
@@ -84,7 +127,9 @@ def check_datasets(
     if len(train_paths) == 1 and test_paths == train_paths:
         train_meta, test_meta, _ = checked[train_paths[0]]
         return train_meta, test_meta, test_examples
-    train_meta, test_meta = read_splits(train_paths, "train")[0], read_splits(test_paths, "test")[0]
+    identifier_paths = identifier_paths_for(test_paths, train_paths)
+    train_meta = read_splits(train_paths, "train")[0]
+    test_meta = read_splits(test_paths, "test", identifier_paths=identifier_paths)[0]
     for key in ("vocab_size", "seq_len", "num_puzzle_identifiers"):
         if getattr(train_meta, key) != getattr(test_meta, key):
             raise DatasetError(

