@@ -16,8 +16,8 @@ import torch.multiprocessing as mp
 
 from hrm.errors import ConfigError
 from hrm.models.sparse_embedding import CastedSparseEmbedding
-from hrm.training import optimizers
 from hrm.training.optimizers import AdamATan2, SignSGDSparse, make_adam_atan2
+from hrm.training.optimizers import adam_atan2 as optimizers
 
 SHAPES = [(7,), (3, 5), (2, 3, 4), (1,)]
 

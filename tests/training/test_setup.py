@@ -120,7 +120,7 @@ def test_make_model_freezes_all_but_the_puzzle_embedding(tiny_dataset, tmp_path)
 @pytest.mark.parametrize(
     "overrides, kinds, base_lrs",
     [
-        ((), ["adam", "sign"], [1e-2, 3e-2]),
+        ((), ["sign", "adam"], [3e-2, 1e-2]),
         (("freeze_weights=True",), ["sign"], [3e-2]),
         (("arch.puzzle_emb_ndim=0",), ["adam"], [1e-2]),
     ],

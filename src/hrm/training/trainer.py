@@ -1,8 +1,8 @@
 """The training loop behind `pretrain.py` (spec sections 4-6).
 
-Deep supervision: the ACT carry persists across batches, every call is one segment with its own loss and
-one optimiser step (Adam-atan2 for the weights, sign-SGD for the puzzle embedding, both under the
-warm-up/cosine schedule). Training runs in chunks of `eval_interval` epochs; each chunk ends with an
+Deep supervision: the ACT carry persists across batches, every call is one segment with its own loss; the
+optimisers (sign-SGD for the puzzle embedding, then the weights' set: Adam-atan2 or Muon, all under the
+warm-up/cosine schedule) step once every `grad_accum_steps` calls, on the gradients of all of them. Training runs in chunks of `eval_interval` epochs; each chunk ends with an
 evaluation and (with `checkpoint_every_eval`) a checkpoint. Under torchrun, rank 0's initial weights are
 broadcast, gradients are summed over ranks and metric sums reduced onto rank 0.
 """
@@ -42,6 +42,7 @@ from hrm.training.data_checks import check_datasets
 from hrm.training.ema import EMA
 from hrm.training.evaluators import build_evaluators
 from hrm.training.flops import peak_flops, training_flops_per_example
+from hrm.training.optimizers import SignSGDSparse
 from hrm.training.precision import effective_arch
 from hrm.training.run_lock import RunLock
 from hrm.training.schedule import cosine_schedule_with_warmup_lr_lambda
@@ -80,6 +81,7 @@ class Progress:
     chunk_index: int = 0
     batches_done: int = 0
     skipped_steps: int = 0
+    micro_batches: int = 0  # batches whose gradients wait for the next optimiser step (grad_accum_steps > 1)
 
 
 class Trainer:
@@ -164,11 +166,7 @@ class Trainer:
             # step_N holds the averaged weights; the live ones and the average are in the training state.
             self.model.load_state_dict(trainer_state["live_parameters"], strict=False)
             self.ema.load_state_dict(trainer_state["ema"])
-        if len(trainer_state["optimizers"]) != len(self.optimizers):
-            raise ConfigError(
-                f"the checkpoint {state_dir} has {len(trainer_state['optimizers'])} optimisers, this run {len(self.optimizers)}; arch.puzzle_emb_ndim differs"
-            )
-        for optimizer, state in zip(self.optimizers, trainer_state["optimizers"]):
+        for optimizer, state in zip(self.optimizers, self._saved_optimizer_states(state_dir, trainer_state)):
             optimizer.load_state_dict(state)
         self.progress = Progress(**trainer_state["progress"])
         self.wandb_run_id = trainer_state.get("wandb_run_id")
@@ -188,6 +186,30 @@ class Trainer:
             self.progress.batches_done,
         )
 
+    def _saved_optimizer_states(self, state_dir: Path, trainer_state: dict[str, Any]) -> list[dict[str, Any]]:
+        """The saved optimiser states in this run's order. Checkpoints written before the optimisers were named
+        hold the weights' optimiser first and sign-SGD last."""
+        states = trainer_state["optimizers"]
+        names = optimizer_names(self.optimizers)
+        saved = trainer_state.get("optimizer_names")
+        if saved is None:
+            legacy = [name for name in names if name != SignSGDSparse.__name__] + [
+                name for name in names if name == SignSGDSparse.__name__
+            ]
+            saved = legacy if len(states) == len(names) else None
+        if saved is None or sorted(saved) != sorted(names):
+            raise ConfigError(
+                f"the checkpoint {state_dir} was trained with the optimisers {saved or len(states)}, this run uses "
+                f"{names}; resume with the run's own `optimizers`/`use_muon` and arch.puzzle_emb_ndim"
+            )
+        unused = list(range(len(saved)))
+        order = []
+        for name in names:  # the n-th optimiser of a class takes the n-th saved state of that class
+            index = next(i for i in unused if saved[i] == name)
+            unused.remove(index)
+            order.append(index)
+        return [states[index] for index in order]
+
     def save_checkpoint(self) -> None:
         if self.last_saved_step == self.progress.step:
             return
@@ -198,6 +220,7 @@ class Trainer:
             "dataset": self.train_meta.model_shapes(),
             "config": self.config.model_dump(),
             "wandb_run_id": self.wandb_run_id,
+            "optimizer_names": optimizer_names(self.optimizers),
         }
         try:
             with contextlib.ExitStack() as stack:
@@ -259,21 +282,13 @@ class Trainer:
             raise self._write_error("the run's config and source", err) from None
 
     # ------------------------------------------------------------------------------------ steps
-    def _reduce_gradients(self, loss: torch.Tensor) -> bool:
+    def _reduce_gradients(self, local_bad: torch.Tensor) -> bool:
         """Sum gradients over ranks (one flat buffer) and report whether loss and gradients are finite everywhere.
 
         A single process has nothing to sum: it checks the gradients in place instead of copying them all
         into the flat buffer first (the same verdict, one host synchronisation either way).
         """
         params = [p for p in self.model.parameters() if p.requires_grad]
-        local_bad = ~torch.isfinite(loss.detach().float())
-        puzzle_emb = self.model.model.puzzle_emb
-        if (
-            puzzle_emb is not None
-            and puzzle_emb.local_weights is not None
-            and puzzle_emb.local_weights.grad is not None
-        ):
-            local_bad = local_bad | ~torch.isfinite(puzzle_emb.local_weights.grad).all()
         if not self.ctx.distributed:
             grads = [p.grad for p in params if p.grad is not None]
             return bool(~local_bad & all_finite(grads)) if grads else not bool(local_bad)
@@ -287,18 +302,45 @@ class Trainer:
             offset += count
         return bool(torch.isfinite(flat).all() and flat[-1] == 0)
 
+    def _local_nonfinite(self, loss: torch.Tensor) -> torch.Tensor:
+        """True when this batch's loss or puzzle-embedding row gradients hold NaN or inf (on this rank)."""
+        bad = ~torch.isfinite(loss.detach().float())
+        puzzle_emb = self.model.model.puzzle_emb
+        if (
+            puzzle_emb is not None
+            and puzzle_emb.local_weights is not None
+            and puzzle_emb.local_weights.grad is not None
+        ):
+            bad = bad | ~torch.isfinite(puzzle_emb.local_weights.grad).all()
+        return bad
+
     def train_batch(self, batch: dict[str, torch.Tensor], global_effective_batch_size: int) -> dict[str, float] | None:
-        """One segment on one batch and one optimiser step; returns rank 0's metrics on logging steps."""
+        """One segment on one batch; every `grad_accum_steps`-th call also steps the optimisers on the summed
+        gradients (loss scaled by 1/(global_batch_size * grad_accum_steps)). Returns rank 0's metrics on
+        logging steps."""
         config = self.config
-        self.progress.step += 1
-        step = self.progress.step
+        accum = config.grad_accum_steps
         batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
         if self.carry is None:
             self.carry = self.model.initial_carry(batch)
         self.carry, loss, metrics, _, _ = self.forward_model(carry=self.carry, batch=batch, return_keys=[])
-        (loss / config.global_batch_size).backward()
+        (loss / (config.global_batch_size * accum)).backward()
+        bad = self._local_nonfinite(loss)
+        if accum > 1:
+            self._pending_bad = bad if self.progress.micro_batches == 0 else self._pending_bad | bad
+            metrics = metrics if self.progress.micro_batches == 0 else self._add_metrics(metrics)
+            self._pending_metrics = metrics
+            self.progress.micro_batches += 1
+            if self.progress.micro_batches < accum:
+                for optimizer in self.optimizers:
+                    if hasattr(optimizer, "stash_gradient"):
+                        optimizer.stash_gradient()  # the next forward replaces the puzzle embedding's rows
+                return None
+            bad, self.progress.micro_batches = self._pending_bad, 0
+        self.progress.step += 1
+        step = self.progress.step
 
-        if not self._reduce_gradients(loss):
+        if not self._reduce_gradients(bad):
             return self._handle_nonfinite(loss)
         self.consecutive_skips = 0
 
@@ -330,11 +372,16 @@ class Trainer:
         reduced = dict(zip(keys, values.cpu().tolist()))
         count = max(reduced.get("count", 0.0), 1.0)
         logged = {
-            f"train/{key}": value / (config.global_batch_size if key.endswith("loss") else count)
+            f"train/{key}": value
+            / (config.global_batch_size * config.grad_accum_steps if key.endswith("loss") else count)
             for key, value in reduced.items()
         }
-        logged["train/lr"] = learning_rates[0]  # the weights' lr (the puzzle embedding's with freeze_weights)
+        logged["train/lr"] = learning_rates[-1]  # the weights' lr (the puzzle embedding's with freeze_weights)
         return logged
+
+    def _add_metrics(self, metrics: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """This batch's metric sums added to those of the earlier batches of the accumulation window."""
+        return {key: value.detach() + self._pending_metrics[key] for key, value in metrics.items()}
 
     def _handle_nonfinite(self, loss: torch.Tensor) -> None:
         step = self.progress.step
@@ -353,7 +400,7 @@ class Trainer:
             )
         logger.warning("step %d: non-finite loss or gradient; step skipped and the ACT carry restarted", step)
         for optimizer in self.optimizers:
-            optimizer.zero_grad()
+            optimizer.zero_grad()  # also drops the stashed puzzle-embedding rows of an accumulation window
         self.model.zero_grad(set_to_none=True)
         self.carry = None
         self.consecutive_skips += 1
@@ -506,6 +553,7 @@ class Trainer:
         )
         window_start, window_examples = time.perf_counter(), 0
         shown_exact = "-"  # exact accuracy of the last logged step in which some samples halted
+        save_due = False  # a chunk ended inside an accumulation window: save after its step
         throughput: dict[str, float] = {}
         try:
             while self.progress.chunk_index < self.num_chunks:
@@ -521,6 +569,8 @@ class Trainer:
                         continue  # the sampler can yield a few batches past the planned step count
                     logged = self.train_batch(batch, effective)
                     window_examples += effective
+                    if self.progress.micro_batches:
+                        continue  # inside an accumulation window: no step yet, so nothing to log, save or stop on
                     bar.update(1)
                     if logged is not None:
                         elapsed = max(time.perf_counter() - window_start, 1e-9)
@@ -544,8 +594,11 @@ class Trainer:
                             )
                         logger.info("stopped at step %d; %s", self.progress.step, where)
                         return None
-                    if config.checkpoint_every_steps and self.progress.step % config.checkpoint_every_steps == 0:
+                    if save_due or (
+                        config.checkpoint_every_steps and self.progress.step % config.checkpoint_every_steps == 0
+                    ):
                         self.save_checkpoint()
+                        save_due = False
 
                 evaluate_now = chunk >= (self.config.min_eval_interval or 0)
                 if evaluate_now and chunk == (self.config.min_eval_interval or 0):
@@ -566,7 +619,11 @@ class Trainer:
                 self.progress.chunk_index += 1
                 self.progress.batches_done = 0
                 if (config.checkpoint_every_eval and evaluate_now) or self.progress.chunk_index == self.num_chunks:
-                    self.save_checkpoint()
+                    # A checkpoint holds no half-accumulated gradients: inside a window it waits for the next step.
+                    if self.progress.micro_batches and self.progress.chunk_index < self.num_chunks:
+                        save_due = True
+                    else:
+                        self.save_checkpoint()
         finally:
             bar.close()
             self.stop.uninstall()
@@ -578,6 +635,11 @@ class Trainer:
             self.config.max_steps is not None and self.progress.step >= self.config.max_steps
         )
         return any_rank(want, self.ctx)
+
+
+def optimizer_names(optimizers: list[torch.optim.Optimizer]) -> list[str]:
+    """The class name of each optimiser (the fused and the pure-PyTorch Adam-atan2 share theirs)."""
+    return [type(optimizer).__name__ for optimizer in optimizers]
 
 
 def all_finite(tensors: list[torch.Tensor]) -> torch.Tensor:
