@@ -282,13 +282,16 @@ class Trainer:
             raise self._write_error("the run's config and source", err) from None
 
     # ------------------------------------------------------------------------------------ steps
-    def _reduce_gradients(self, local_bad: torch.Tensor) -> bool:
+    def _reduce_gradients(self, loss: torch.Tensor, earlier_bad: torch.Tensor | None = None) -> bool:
         """Sum gradients over ranks (one flat buffer) and report whether loss and gradients are finite everywhere.
 
         A single process has nothing to sum: it checks the gradients in place instead of copying them all
         into the flat buffer first (the same verdict, one host synchronisation either way).
         """
         params = [p for p in self.model.parameters() if p.requires_grad]
+        local_bad = self._local_nonfinite(loss)
+        if earlier_bad is not None:  # the earlier batches of an accumulation window
+            local_bad = local_bad | earlier_bad
         if not self.ctx.distributed:
             grads = [p.grad for p in params if p.grad is not None]
             return bool(~local_bad & all_finite(grads)) if grads else not bool(local_bad)
@@ -325,22 +328,24 @@ class Trainer:
             self.carry = self.model.initial_carry(batch)
         self.carry, loss, metrics, _, _ = self.forward_model(carry=self.carry, batch=batch, return_keys=[])
         (loss / (config.global_batch_size * accum)).backward()
-        bad = self._local_nonfinite(loss)
+        earlier_bad = None
         if accum > 1:
-            self._pending_bad = bad if self.progress.micro_batches == 0 else self._pending_bad | bad
-            metrics = metrics if self.progress.micro_batches == 0 else self._add_metrics(metrics)
-            self._pending_metrics = metrics
+            first = self.progress.micro_batches == 0
+            metrics = metrics if first else self._add_metrics(metrics)
             self.progress.micro_batches += 1
             if self.progress.micro_batches < accum:
+                bad = self._local_nonfinite(loss)
+                self._pending_bad = bad if first else self._pending_bad | bad
+                self._pending_metrics = metrics
                 for optimizer in self.optimizers:
                     if hasattr(optimizer, "stash_gradient"):
                         optimizer.stash_gradient()  # the next forward replaces the puzzle embedding's rows
                 return None
-            bad, self.progress.micro_batches = self._pending_bad, 0
+            earlier_bad, self.progress.micro_batches = self._pending_bad, 0
         self.progress.step += 1
         step = self.progress.step
 
-        if not self._reduce_gradients(bad):
+        if not self._reduce_gradients(loss, earlier_bad):
             return self._handle_nonfinite(loss)
         self.consecutive_skips = 0
 
@@ -623,6 +628,7 @@ class Trainer:
                     if self.progress.micro_batches and self.progress.chunk_index < self.num_chunks:
                         save_due = True
                     else:
+                        self.progress.micro_batches = 0  # the last chunk's leftover batches never step
                         self.save_checkpoint()
         finally:
             bar.close()
