@@ -65,15 +65,17 @@ def test_two_gloo_processes_equal_one_process(tiny_dataset, tmp_path):
 @pytest.mark.distributed
 def test_two_processes_with_muon_and_accumulation_equal_one_process(tiny_dataset, tmp_path):
     """URM's Muon set with grad_accum_steps=2: every rank steps on the all-reduced sum of both batches."""
-    extra = ("arch.halt_exploration_prob=0", "epochs=2", "eval_interval=2", "use_muon=True", "grad_accum_steps=2")
+    extra = ("arch.halt_exploration_prob=0", "use_muon=True", "grad_accum_steps=2", "max_steps=2")
     run_training(tiny_config(tiny_dataset, tmp_path / "one", *extra))
     run_two_processes(tiny_dataset, tmp_path / "two", extra)
-    one = clean_state_dict(torch.load(tmp_path / "one" / "step_3", weights_only=True))
-    two = clean_state_dict(torch.load(tmp_path / "two" / "step_3", weights_only=True))
+    one = clean_state_dict(torch.load(tmp_path / "one" / "step_2", weights_only=True))
+    two = clean_state_dict(torch.load(tmp_path / "two" / "step_2", weights_only=True))
     assert one.keys() == two.keys()
-    state = torch.load(tmp_path / "two" / "train_state_3" / "trainer.pt", weights_only=True)
+    state = torch.load(tmp_path / "two" / "train_state_2" / "trainer.pt", weights_only=True)
     assert state["optimizer_names"] == ["SignSGDSparse", "Muon"]
-    assert state["optimizers"][1]["param_groups"][1]["step"] == 3  # 6 batches per chunk, 2 per step
+    assert state["optimizers"][1]["param_groups"][1]["step"] == 2
     for key in one:
-        # Summing over ranks rounds differently; Muon's bf16 rounding can turn that into one bf16 step of an entry.
-        torch.testing.assert_close(one[key], two[key], rtol=1e-3, atol=1e-4, msg=key)
+        # Summing over ranks rounds differently in the last bit, which Muon's bf16 rounding of its input can turn
+        # into one bf16 step of an entry (and lr=1e-2 amplifies), so the weights agree closely, not bit for bit.
+        difference = (one[key].double() - two[key].double()).norm()
+        assert difference <= 1e-3 * one[key].double().norm().clamp_min(1e-12), key

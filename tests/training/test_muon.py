@@ -152,6 +152,19 @@ def test_make_optimizers_with_use_muon_builds_urms_set_and_groups(golden, step_0
     assert (adamw["weight_decay"], tuple(adamw["adamw_betas"]), adamw["adamw_eps"]) == (0.1, (0.9, 0.95), 1e-8)
 
 
+def test_urms_saved_muon_state_loads_into_ours(golden, step_0):
+    """URM's `step_0.pt` holds its (fresh) Muon state: same groups, sizes and keys as ours."""
+    saved = torch.load(GOLDEN / "step_0.pt", map_location="cpu", weights_only=False)["optimizer_states"][1]
+    optimizers, _ = make_optimizers(urm_under_test(step_0), urm_config(golden), world_size=1)
+    ours = optimizers[1].state_dict()["param_groups"]
+    assert [len(group["params"]) for group in saved["param_groups"]] == [len(group["params"]) for group in ours]
+    for theirs, mine in zip(saved["param_groups"], ours):
+        assert set(theirs) == set(mine), set(theirs) ^ set(mine)
+        for key in set(theirs) - {"lr", "params"}:  # URM stores its config lr before the first step
+            assert tuple(theirs[key]) == tuple(mine[key]) if key == "adamw_betas" else theirs[key] == mine[key], key
+    optimizers[1].load_state_dict(saved)
+
+
 def test_two_steps_give_urms_parameters_and_puzzle_table(golden, step_0):
     model = urm_under_test(step_0)
     optimizers, base_lrs = make_optimizers(model, urm_config(golden), world_size=1)

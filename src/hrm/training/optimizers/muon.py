@@ -4,8 +4,8 @@ One optimiser with two groups, split by tensor rank: every 2-D parameter is upda
 Nesterov, the update orthogonalised by five Newton-Schulz iterations, then scaled to match AdamW's RMS), every
 other one (biases, URM's 3-D depthwise convolution) by the AdamW rule of `adamw.py`. Both groups follow the
 schedule of `lr`; URM fixes every other constant (weight decay 0.1, momentum 0.95, betas (0.9, 0.95), eps 1e-8),
-so the config's `weight_decay`, `beta1` and `beta2` do not apply. The param-group keys and state names are
-URM's, so its saved optimiser states load. There is no sharding: every rank holds the all-reduced gradients
+so the config's `weight_decay`, `beta1` and `beta2` do not apply. The param-group keys are URM's (those of
+the Muon state in its `step_N.pt`). There is no sharding: every rank holds the all-reduced gradients
 and computes the same update.
 """
 
@@ -36,8 +36,15 @@ NEWTON_SCHULZ_COEFFICIENTS = (
     (3.8991, -2.5671, 0.4566),
     (3.7186, -2.5308, 0.4653),
 )
+# URM's Muon group also carries AdamW keys it never reads (kept so the saved groups match).
 MUON_DEFAULTS = dict(
-    weight_decay=0.1, momentum=0.95, nesterov=True, ns_steps=5, matched_adamw_rms=0.2, adamw_betas=(0.95, 0.95)
+    weight_decay=0.1,
+    momentum=0.95,
+    nesterov=True,
+    ns_steps=5,
+    matched_adamw_rms=0.2,
+    adamw_betas=(0.95, 0.95),
+    adamw_eps=1e-8,
 )
 ADAMW_DEFAULTS = dict(weight_decay=0.1, adamw_betas=(0.9, 0.95), adamw_eps=1e-8)
 # Config keys URM hard-codes under Muon, with the defaults at which ignoring them changes nothing.
