@@ -2,9 +2,10 @@
 
 Deep supervision: the ACT carry persists across batches, every call is one segment with its own loss; the
 optimisers (sign-SGD for the puzzle embedding, then the weights' set: Adam-atan2 or Muon, all under the
-warm-up/cosine schedule) step once every `grad_accum_steps` calls, on the gradients of all of them. Training runs in chunks of `eval_interval` epochs; each chunk ends with an
-evaluation and (with `checkpoint_every_eval`) a checkpoint. Under torchrun, rank 0's initial weights are
-broadcast, gradients are summed over ranks and metric sums reduced onto rank 0.
+warm-up/cosine schedule) step once every `grad_accum_steps` calls, on the gradients of all of them.
+Training runs in chunks of `eval_interval` epochs; each chunk ends with an evaluation and (with
+`checkpoint_every_eval`) a checkpoint. Under torchrun, rank 0's initial weights are broadcast, gradients are
+summed over ranks and metric sums reduced onto rank 0.
 """
 
 from __future__ import annotations
@@ -331,6 +332,7 @@ class Trainer:
         earlier_bad = None
         if accum > 1:
             first = self.progress.micro_batches == 0
+            metrics = {key: value.detach() for key, value in metrics.items()}
             metrics = metrics if first else self._add_metrics(metrics)
             self.progress.micro_batches += 1
             if self.progress.micro_batches < accum:
@@ -386,7 +388,7 @@ class Trainer:
 
     def _add_metrics(self, metrics: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """This batch's metric sums added to those of the earlier batches of the accumulation window."""
-        return {key: value.detach() + self._pending_metrics[key] for key, value in metrics.items()}
+        return {key: value + self._pending_metrics[key] for key, value in metrics.items()}
 
     def _handle_nonfinite(self, loss: torch.Tensor) -> None:
         step = self.progress.step
