@@ -16,8 +16,8 @@ import torch.multiprocessing as mp
 
 from hrm.errors import ConfigError
 from hrm.models.sparse_embedding import CastedSparseEmbedding
-from hrm.training import optimizers
 from hrm.training.optimizers import AdamATan2, SignSGDSparse, make_adam_atan2
+from hrm.training.optimizers import adam_atan2 as optimizers
 
 SHAPES = [(7,), (3, 5), (2, 3, 4), (1,)]
 
@@ -323,6 +323,31 @@ def test_sign_sgd_sums_repeated_ids_and_leaves_other_rows_alone():
     torch.testing.assert_close(embedding.weights[1, 1], before[1, 1] * (1 - lr * weight_decay) + lr)
     for untouched in (0, 2, 5):
         assert torch.equal(embedding.weights[untouched], before[untouched])
+
+
+def test_sign_sgd_stashed_batches_step_as_their_union():
+    """Gradient accumulation: the rows of every stashed batch count, summed per id with the last batch's."""
+    lr, weight_decay = 0.1, 0.5
+    ids = [[1, 3], [1, 4], [2, 1]]
+    coefficients = torch.randn(6, 4, generator=torch.Generator().manual_seed(5))
+    coefficients[[0, 2, 5], 0] = torch.tensor([2.0, -1.5, -1.0])  # id 1: the sum's sign is no single batch's
+    accumulated, union = make_embedding(), make_embedding()
+    before = accumulated.weights.clone()
+    optimizer = SignSGDSparse(accumulated, lr=lr, weight_decay=weight_decay)
+    for index, batch_ids in enumerate(ids):
+        training_step(accumulated, batch_ids, coefficients[2 * index : 2 * index + 2])
+        if index < len(ids) - 1:
+            optimizer.stash_gradient()
+    optimizer.step()
+    SignSGDSparse(union, lr=lr, weight_decay=weight_decay).step()  # nothing stashed, no rows: a no-op
+    training_step(union, sum(ids, []), coefficients)
+    SignSGDSparse(union, lr=lr, weight_decay=weight_decay).step()
+    assert torch.equal(accumulated.weights, union.weights)
+    expected = reference_sign_sgd(before, sum(ids, []), coefficients, lr, weight_decay)
+    torch.testing.assert_close(accumulated.weights.double(), expected, rtol=1e-6, atol=1e-6)
+    optimizer.zero_grad()
+    optimizer.step()  # the stash was consumed: a second step moves nothing
+    assert torch.equal(accumulated.weights, union.weights)
 
 
 def test_sign_sgd_without_local_gradient_is_a_no_op():

@@ -97,6 +97,11 @@ class PretrainConfig(BaseModel):
     weight_decay: float = Field(0.1, ge=0.0, allow_inf_nan=False)
     puzzle_emb_weight_decay: float = Field(0.1, ge=0.0, allow_inf_nan=False)
     puzzle_emb_lr: float = Field(1e-2, ge=0.0, allow_inf_nan=False)
+    # How the weights are optimised (hrm.training.optimizers): `adam_atan2` (HRM, TRM, URM's default) or `muon`;
+    # null: `muon` with use_muon=True, else `adam_atan2`.
+    optimizers: str | None = None
+    use_muon: bool = False  # URM's flat key: True selects optimizers=muon
+    grad_accum_steps: int = Field(1, gt=0)  # URM's key: the optimisers step once every this many batches
 
     # TRM's training keys.
     evaluators: list[EvaluatorConfig] = Field(default_factory=list)
@@ -138,6 +143,21 @@ class PretrainConfig(BaseModel):
             self.data_path = self.data_paths[0]
             if len(self.data_paths) == 1:
                 self.data_paths = []
+        return self
+
+    @model_validator(mode="after")
+    def _use_muon_selects_muon(self) -> "PretrainConfig":
+        """URM's `use_muon=True` is `optimizers=muon`; naming another set beside it is a contradiction."""
+        from hrm.training.optimizers.registry import optimizer_set_names
+
+        if self.optimizers is None:
+            self.optimizers = "muon" if self.use_muon else "adam_atan2"
+        elif self.use_muon and self.optimizers != "muon":
+            raise ValueError(f"use_muon=True contradicts optimizers={self.optimizers}; set only one of them")
+        if self.optimizers not in optimizer_set_names():
+            raise ValueError(
+                f"optimizers={self.optimizers!r} is not an optimiser set; choose one of {', '.join(optimizer_set_names())}"
+            )
         return self
 
     @property

@@ -12,7 +12,8 @@ from hrm.distributed import DistributedContext
 from hrm.errors import ConfigError, DatasetError
 from hrm.training.data_checks import check_datasets
 from hrm.training.naming import default_checkpoint_path, default_project_name
-from hrm.training.optimizers import SignSGDSparse
+from hrm.training.optimizers import AdamATan2, SignSGDSparse, register_optimizer_set, registry
+from hrm.training.optimizers.muon import Muon
 from hrm.training.setup import (
     check_run_config,
     find_resume,
@@ -120,9 +121,11 @@ def test_make_model_freezes_all_but_the_puzzle_embedding(tiny_dataset, tmp_path)
 @pytest.mark.parametrize(
     "overrides, kinds, base_lrs",
     [
-        ((), ["adam", "sign"], [1e-2, 3e-2]),
+        ((), ["sign", "adam"], [3e-2, 1e-2]),
         (("freeze_weights=True",), ["sign"], [3e-2]),
         (("arch.puzzle_emb_ndim=0",), ["adam"], [1e-2]),
+        (("use_muon=True",), ["sign", "muon"], [3e-2, 1e-2]),
+        (("optimizers=muon", "freeze_weights=True"), ["sign"], [3e-2]),
     ],
 )
 def test_make_optimizers(tiny_dataset, tmp_path, overrides, kinds, base_lrs):
@@ -130,6 +133,25 @@ def test_make_optimizers(tiny_dataset, tmp_path, overrides, kinds, base_lrs):
     shapes = check_datasets([str(tiny_dataset)], [str(tiny_dataset)])[0].model_shapes()
     model = make_model(config, cpu_context(), shapes)
     optimizers, lrs = make_optimizers(model, config, world_size=1)
-    assert ["sign" if isinstance(opt, SignSGDSparse) else "adam" for opt in optimizers] == kinds
+    names = {SignSGDSparse: "sign", AdamATan2: "adam", Muon: "muon"}
+    assert [names[type(opt)] for opt in optimizers] == kinds
     assert lrs == base_lrs
     assert all(group["lr"] == 0.0 for opt in optimizers for group in opt.param_groups)  # the schedule sets it
+
+
+def test_an_optimiser_set_defined_outside_the_package_is_chosen_by_name(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(registry, "_SETS", dict(registry._SETS))  # the registration ends with the test
+
+    @register_optimizer_set("plain_sgd")
+    def plain_sgd(model, config, world_size):
+        return [(torch.optim.SGD(model.parameters(), lr=0.0), config.lr / 10)]
+
+    config = tiny_config(tiny_dataset, tmp_path, "optimizers=plain_sgd")
+    shapes = check_datasets([str(tiny_dataset)], [str(tiny_dataset)])[0].model_shapes()
+    optimizers, lrs = make_optimizers(make_model(config, cpu_context(), shapes), config, world_size=1)
+    assert [type(opt) for opt in optimizers] == [SignSGDSparse, torch.optim.SGD]
+    assert lrs == [config.puzzle_emb_lr, config.lr / 10]
+    with pytest.raises(
+        ConfigError, match="optimizers='lion' is not an optimiser set; choose one of adam_atan2, muon, plain"
+    ):
+        tiny_config(tiny_dataset, tmp_path, "optimizers=lion")

@@ -44,6 +44,7 @@ from hrm.config import PretrainConfig
 from hrm.distributed import DistributedContext, any_rank, broadcast_object
 from hrm.errors import CheckpointError, ConfigError, DatasetError, HRMError, one_line
 from hrm.models.act import ACTCarry
+from hrm.training.optimizers import SignSGDSparse
 from hrm.training.run_lock import RunLock
 
 logger = logging.getLogger(__name__)
@@ -330,6 +331,7 @@ class Progress:
     chunk_index: int = 0
     batches_done: int = 0
     skipped_steps: int = 0
+    micro_batches: int = 0  # batches whose gradients wait for the next optimiser step (grad_accum_steps > 1)
 
 
 class TrainerCheckpoints:
@@ -371,11 +373,7 @@ class TrainerCheckpoints:
             # step_N holds the averaged weights; the live ones and the average are in the training state.
             self.model.load_state_dict(trainer_state["live_parameters"], strict=False)
             self.ema.load_state_dict(trainer_state["ema"])
-        if len(trainer_state["optimizers"]) != len(self.optimizers):
-            raise ConfigError(
-                f"the checkpoint {state_dir} has {len(trainer_state['optimizers'])} optimisers, this run {len(self.optimizers)}; arch.puzzle_emb_ndim differs"
-            )
-        for optimizer, state in zip(self.optimizers, trainer_state["optimizers"]):
+        for optimizer, state in zip(self.optimizers, self._saved_optimizer_states(state_dir, trainer_state)):
             optimizer.load_state_dict(state)
         self.progress = Progress(**trainer_state["progress"])
         self.wandb_run_id = trainer_state.get("wandb_run_id")
@@ -395,6 +393,30 @@ class TrainerCheckpoints:
             self.progress.batches_done,
         )
 
+    def _saved_optimizer_states(self, state_dir: Path, trainer_state: dict[str, Any]) -> list[dict[str, Any]]:
+        """The saved optimiser states in this run's order. Checkpoints written before the optimisers were named
+        hold the weights' optimiser first and sign-SGD last."""
+        states = trainer_state["optimizers"]
+        names = optimizer_names(self.optimizers)
+        saved = trainer_state.get("optimizer_names")
+        if saved is None:
+            legacy = [name for name in names if name != SignSGDSparse.__name__] + [
+                name for name in names if name == SignSGDSparse.__name__
+            ]
+            saved = legacy if len(states) == len(names) else None
+        if saved is None or sorted(saved) != sorted(names):
+            raise ConfigError(
+                f"the checkpoint {state_dir} was trained with the optimisers {saved or len(states)}, this run uses "
+                f"{names}; resume with the run's own `optimizers`/`use_muon` and arch.puzzle_emb_ndim"
+            )
+        unused = list(range(len(saved)))
+        order = []
+        for name in names:  # the n-th optimiser of a class takes the n-th saved state of that class
+            index = next(i for i in unused if saved[i] == name)
+            unused.remove(index)
+            order.append(index)
+        return [states[index] for index in order]
+
     def save_checkpoint(self) -> None:
         if self.last_saved_step == self.progress.step:
             return
@@ -405,6 +427,7 @@ class TrainerCheckpoints:
             "dataset": self.train_meta.model_shapes(),
             "config": self.config.model_dump(),
             "wandb_run_id": self.wandb_run_id,
+            "optimizer_names": optimizer_names(self.optimizers),
         }
         try:
             with contextlib.ExitStack() as stack:
@@ -502,3 +525,8 @@ class TrainerCheckpoints:
         if problem is not None:
             raise CheckpointError(problem)
         return lock
+
+
+def optimizer_names(optimizers: list[torch.optim.Optimizer]) -> list[str]:
+    """The class name of each optimiser (the fused and the pure-PyTorch Adam-atan2 share theirs)."""
+    return [type(optimizer).__name__ for optimizer in optimizers]

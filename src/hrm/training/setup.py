@@ -30,7 +30,7 @@ from hrm.paths import STEP_FILE
 from hrm.progress import resolve_mode
 from hrm.training.checkpointing import LoadedState, load_resume_state
 from hrm.training.naming import default_checkpoint_path, default_project_name, default_run_name
-from hrm.training.optimizers import SignSGDSparse, make_adam_atan2
+from hrm.training.optimizers import SignSGDSparse, optimizer_set
 from hrm.training.schedule import total_training_steps
 
 logger = logging.getLogger(__name__)
@@ -146,8 +146,12 @@ def check_not_inputs(folder: Path, config: PretrainConfig) -> None:
 def plan_steps(config: PretrainConfig, train_meta: PuzzleDatasetMetadata) -> tuple[int, int, int]:
     """(epochs per chunk, number of chunks, optimiser steps): training runs in chunks of eval_interval epochs."""
     epochs_per_chunk = config.eval_interval or config.epochs
+    # One optimiser step takes grad_accum_steps batches.
     total_steps = total_training_steps(
-        config.epochs, train_meta.total_groups, train_meta.mean_puzzle_examples, config.global_batch_size
+        config.epochs,
+        train_meta.total_groups,
+        train_meta.mean_puzzle_examples,
+        config.global_batch_size * config.grad_accum_steps,
     )
     if total_steps < 1:
         raise DatasetError(
@@ -209,23 +213,21 @@ def make_model(config: PretrainConfig, ctx: DistributedContext, shapes: dict[str
 def make_optimizers(
     model: nn.Module, config: PretrainConfig, world_size: int
 ) -> tuple[list[torch.optim.Optimizer], list[float]]:
-    """Adam-atan2 for the weights (none with freeze_weights) and sign-SGD for the puzzle embedding (if any), each
-    with its base learning rate (the schedule scales it every step)."""
+    """The run's optimisers in the original's order, each with its base learning rate (the schedule scales it every
+    step): sign-SGD for the puzzle embedding (if any) first, then the weights' optimisers of the set that
+    `optimizers` names (none with freeze_weights)."""
     optimizers: list[torch.optim.Optimizer] = []
     base_lrs: list[float] = []
-    if not config.freeze_weights:
-        optimizers.append(
-            make_adam_atan2(
-                model.parameters(), lr=0.0, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay
-            )
-        )
-        base_lrs.append(config.lr)
     puzzle_emb = model.model.puzzle_emb
     if puzzle_emb is not None:
         optimizers.append(
             SignSGDSparse(puzzle_emb, lr=0.0, weight_decay=config.puzzle_emb_weight_decay, world_size=world_size)
         )
         base_lrs.append(config.puzzle_emb_lr)
+    if not config.freeze_weights:
+        for optimizer, base_lr in optimizer_set(config.optimizers)(model, config, world_size):
+            optimizers.append(optimizer)
+            base_lrs.append(base_lr)
     return optimizers, base_lrs
 
 

@@ -1,10 +1,11 @@
 """The training loop behind `pretrain.py` (spec sections 4-6).
 
-Deep supervision: the ACT carry persists across batches, every call is one segment with its own loss and
-one optimiser step (Adam-atan2 for the weights, sign-SGD for the puzzle embedding, both under the
-warm-up/cosine schedule). Training runs in chunks of `eval_interval` epochs; each chunk ends with an
-evaluation and (with `checkpoint_every_eval`) a checkpoint. Under torchrun, rank 0's initial weights are
-broadcast, gradients are summed over ranks and metric sums reduced onto rank 0.
+Deep supervision: the ACT carry persists across batches, every call is one segment with its own loss; the
+optimisers (sign-SGD for the puzzle embedding, then the weights' set: Adam-atan2 or Muon, all under the
+warm-up/cosine schedule) step once every `grad_accum_steps` calls, on the gradients of all of them.
+Training runs in chunks of `eval_interval` epochs; each chunk ends with an evaluation and (with
+`checkpoint_every_eval`) a checkpoint. Under torchrun, rank 0's initial weights are broadcast, gradients are
+summed over ranks and metric sums reduced onto rank 0.
 """
 
 from __future__ import annotations
@@ -110,21 +111,16 @@ class Trainer(TrainerCheckpoints):
         self.resumable = True
 
     # ------------------------------------------------------------------------------------ steps
-    def _reduce_gradients(self, loss: torch.Tensor) -> bool:
+    def _reduce_gradients(self, loss: torch.Tensor, earlier_bad: torch.Tensor | None = None) -> bool:
         """Sum gradients over ranks (one flat buffer) and report whether loss and gradients are finite everywhere.
 
         A single process has nothing to sum: it checks the gradients in place instead of copying them all
         into the flat buffer first (the same verdict, one host synchronisation either way).
         """
         params = [p for p in self.model.parameters() if p.requires_grad]
-        local_bad = ~torch.isfinite(loss.detach().float())
-        puzzle_emb = self.model.model.puzzle_emb
-        if (
-            puzzle_emb is not None
-            and puzzle_emb.local_weights is not None
-            and puzzle_emb.local_weights.grad is not None
-        ):
-            local_bad = local_bad | ~torch.isfinite(puzzle_emb.local_weights.grad).all()
+        local_bad = self._local_nonfinite(loss)
+        if earlier_bad is not None:  # the earlier batches of an accumulation window
+            local_bad = local_bad | earlier_bad
         if not self.ctx.distributed:
             grads = [p.grad for p in params if p.grad is not None]
             return bool(~local_bad & all_finite(grads)) if grads else not bool(local_bad)
@@ -138,18 +134,48 @@ class Trainer(TrainerCheckpoints):
             offset += count
         return bool(torch.isfinite(flat).all() and flat[-1] == 0)
 
+    def _local_nonfinite(self, loss: torch.Tensor) -> torch.Tensor:
+        """True when this batch's loss or puzzle-embedding row gradients hold NaN or inf (on this rank)."""
+        bad = ~torch.isfinite(loss.detach().float())
+        puzzle_emb = self.model.model.puzzle_emb
+        if (
+            puzzle_emb is not None
+            and puzzle_emb.local_weights is not None
+            and puzzle_emb.local_weights.grad is not None
+        ):
+            bad = bad | ~torch.isfinite(puzzle_emb.local_weights.grad).all()
+        return bad
+
     def train_batch(self, batch: dict[str, torch.Tensor], global_effective_batch_size: int) -> dict[str, float] | None:
-        """One segment on one batch and one optimiser step; returns rank 0's metrics on logging steps."""
+        """One segment on one batch; every `grad_accum_steps`-th call also steps the optimisers on the summed
+        gradients (loss scaled by 1/(global_batch_size * grad_accum_steps)). Returns rank 0's metrics on
+        logging steps."""
         config = self.config
-        self.progress.step += 1
-        step = self.progress.step
+        accum = config.grad_accum_steps
         batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
         if self.carry is None:
             self.carry = self.model.initial_carry(batch)
         self.carry, loss, metrics, _, _ = self.forward_model(carry=self.carry, batch=batch, return_keys=[])
-        (loss / config.global_batch_size).backward()
+        (loss / (config.global_batch_size * accum)).backward()
+        earlier_bad = None
+        if accum > 1:
+            first = self.progress.micro_batches == 0
+            metrics = {key: value.detach() for key, value in metrics.items()}
+            metrics = metrics if first else self._add_metrics(metrics)
+            self.progress.micro_batches += 1
+            if self.progress.micro_batches < accum:
+                bad = self._local_nonfinite(loss)
+                self._pending_bad = bad if first else self._pending_bad | bad
+                self._pending_metrics = metrics
+                for optimizer in self.optimizers:
+                    if hasattr(optimizer, "stash_gradient"):
+                        optimizer.stash_gradient()  # the next forward replaces the puzzle embedding's rows
+                return None
+            earlier_bad, self.progress.micro_batches = self._pending_bad, 0
+        self.progress.step += 1
+        step = self.progress.step
 
-        if not self._reduce_gradients(loss):
+        if not self._reduce_gradients(loss, earlier_bad):
             return self._handle_nonfinite(loss)
         self.consecutive_skips = 0
 
@@ -181,11 +207,16 @@ class Trainer(TrainerCheckpoints):
         reduced = dict(zip(keys, values.cpu().tolist()))
         count = max(reduced.get("count", 0.0), 1.0)
         logged = {
-            f"train/{key}": value / (config.global_batch_size if key.endswith("loss") else count)
+            f"train/{key}": value
+            / (config.global_batch_size * config.grad_accum_steps if key.endswith("loss") else count)
             for key, value in reduced.items()
         }
-        logged["train/lr"] = learning_rates[0]  # the weights' lr (the puzzle embedding's with freeze_weights)
+        logged["train/lr"] = learning_rates[-1]  # the weights' lr (the puzzle embedding's with freeze_weights)
         return logged
+
+    def _add_metrics(self, metrics: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """This batch's metric sums added to those of the earlier batches of the accumulation window."""
+        return {key: value + self._pending_metrics[key] for key, value in metrics.items()}
 
     def _handle_nonfinite(self, loss: torch.Tensor) -> None:
         step = self.progress.step
@@ -204,7 +235,7 @@ class Trainer(TrainerCheckpoints):
             )
         logger.warning("step %d: non-finite loss or gradient; step skipped and the ACT carry restarted", step)
         for optimizer in self.optimizers:
-            optimizer.zero_grad()
+            optimizer.zero_grad()  # also drops the stashed puzzle-embedding rows of an accumulation window
         self.model.zero_grad(set_to_none=True)
         self.carry = None
         self.consecutive_skips += 1
@@ -319,6 +350,7 @@ class Trainer(TrainerCheckpoints):
         )
         window_start, window_examples = time.perf_counter(), 0
         shown_exact = "-"  # exact accuracy of the last logged step in which some samples halted
+        save_due = False  # a chunk ended inside an accumulation window: save after its step
         throughput: dict[str, float] = {}
         try:
             while self.progress.chunk_index < self.num_chunks:
@@ -334,6 +366,8 @@ class Trainer(TrainerCheckpoints):
                         continue  # the sampler can yield a few batches past the planned step count
                     logged = self.train_batch(batch, effective)
                     window_examples += effective
+                    if self.progress.micro_batches:
+                        continue  # inside an accumulation window: no step yet, so nothing to log, save or stop on
                     bar.update(1)
                     if logged is not None:
                         elapsed = max(time.perf_counter() - window_start, 1e-9)
@@ -362,8 +396,11 @@ class Trainer(TrainerCheckpoints):
                             )
                         logger.info("stopped at step %d%s", self.progress.step, where)
                         return None
-                    if config.checkpoint_every_steps and self.progress.step % config.checkpoint_every_steps == 0:
+                    if save_due or (
+                        config.checkpoint_every_steps and self.progress.step % config.checkpoint_every_steps == 0
+                    ):
                         self.save_checkpoint()
+                        save_due = False
 
                 evaluate_now = chunk >= (self.config.min_eval_interval or 0)
                 if evaluate_now and chunk == (self.config.min_eval_interval or 0):
@@ -384,7 +421,12 @@ class Trainer(TrainerCheckpoints):
                 self.progress.chunk_index += 1
                 self.progress.batches_done = 0
                 if (config.checkpoint_every_eval and evaluate_now) or self.progress.chunk_index == self.num_chunks:
-                    self.save_checkpoint()
+                    # A checkpoint holds no half-accumulated gradients: inside a window it waits for the next step.
+                    if self.progress.micro_batches and self.progress.chunk_index < self.num_chunks:
+                        save_due = True
+                    else:
+                        self.progress.micro_batches = 0  # the last chunk's leftover batches never step
+                        self.save_checkpoint()
         finally:
             bar.close()
             self.stop.uninstall()

@@ -1,12 +1,9 @@
-"""The two optimisers of HRM training (spec section 5).
+"""Adam-atan2, the optimiser of HRM's and TRM's weights.
 
 `AdamATan2` updates the model parameters: Adam with `atan2(m, sqrt(v))` in place of `m / (sqrt(v) + eps)`,
 which is bounded, scale-invariant and needs no epsilon. It is written with `torch._foreach_*` ops so it
 runs on any device; `make_adam_atan2` picks the fused CUDA kernel of the optional `adam-atan2` package
 instead when that is possible.
-
-`SignSGDSparse` updates the puzzle-embedding table, which is a buffer rather than a parameter: only the
-rows looked up in the current (global) batch move, by the sign of their summed gradient.
 """
 
 from __future__ import annotations
@@ -14,13 +11,16 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.distributed as dist
+from torch import nn
 
 from hrm.errors import ConfigError
-from hrm.models.sparse_embedding import CastedSparseEmbedding
+from hrm.training.optimizers.registry import register_optimizer_set
+
+if TYPE_CHECKING:
+    from hrm.config import PretrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -196,76 +196,13 @@ def make_adam_atan2(
     return AdamATan2(params, lr=lr, betas=betas, weight_decay=weight_decay)
 
 
-def _single_tensor_all_gather() -> Callable[[torch.Tensor, torch.Tensor], Any]:
-    """`all_gather_single` where torch has it (newer releases deprecate the older name), else its predecessor."""
-    return getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-
-
-class SignSGDSparse(torch.optim.Optimizer):
-    """Sign-SGD with decoupled weight decay on the puzzle-embedding rows used in this step.
-
-    The gradient comes from `embedding.local_weights.grad` (rows of the local batch, in batch order) and
-    `embedding.local_ids`. With `world_size > 1` both are all-gathered, so every rank applies the same
-    update and the tables stay identical without a broadcast; every rank must therefore call `step()`.
-    The table is read from `embedding.weights` at each step (not from the param list) so the update
-    still lands on the live buffer after `model.to(device)` replaced it.
-    """
-
-    def __init__(self, embedding: CastedSparseEmbedding, lr: float, weight_decay: float, world_size: int = 1):
-        if not lr >= 0.0:
-            raise ConfigError(f"puzzle embedding learning rate must be >= 0, got {lr}; fix `puzzle_emb_lr`")
-        if not weight_decay >= 0.0:
-            raise ConfigError(
-                f"puzzle embedding weight decay must be >= 0, got {weight_decay}; fix `puzzle_emb_weight_decay`"
-            )
-        if world_size < 1:
-            raise ConfigError(f"world_size must be >= 1, got {world_size}")
-        if world_size > 1 and not (dist.is_available() and dist.is_initialized()):
-            raise ConfigError(
-                f"SignSGDSparse with world_size={world_size} needs torch.distributed initialised first; "
-                "call init_process_group before building the optimiser, or use world_size=1"
-            )
-        super().__init__([embedding.weights], dict(lr=lr, weight_decay=weight_decay))
-        self.embedding = embedding
-        self.world_size = world_size
-
-    def _gather(self, grad: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.world_size == 1:
-            return grad, ids
-        all_grads = grad.new_empty((self.world_size * grad.shape[0], *grad.shape[1:]))
-        all_ids = ids.new_empty((self.world_size * ids.shape[0],))
-        gather_into = _single_tensor_all_gather()
-        gather_into(all_grads, grad.contiguous())
-        gather_into(all_ids, ids.contiguous())
-        return all_grads, all_ids
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-
-        local_weights = self.embedding.local_weights
-        local_ids = self.embedding.local_ids
-        if local_weights is None or local_weights.grad is None or local_ids is None:
-            return loss
-
-        grads, ids = self._gather(local_weights.grad, local_ids)
-        group = self.param_groups[0]
-        lr = float(group["lr"])
-        weight_decay = float(group["weight_decay"])
-
-        table = self.embedding.weights
-        unique_ids, row_of_example = torch.unique(ids.long(), return_inverse=True)
-        grad_sums = torch.zeros((unique_ids.numel(), grads.shape[1]), dtype=torch.float32, device=grads.device)
-        grad_sums.index_add_(0, row_of_example, grads.float())
-
-        rows = table[unique_ids].float()
-        rows.mul_(1.0 - lr * weight_decay).sub_(torch.sign(grad_sums).to(rows.device), alpha=lr)
-        table.index_copy_(0, unique_ids.to(table.device), rows.to(table.dtype))
-        return loss
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """Drop the step's local rows and ids; the next training forward creates fresh ones."""
-        self.embedding.zero_local_grad()
+@register_optimizer_set("adam_atan2")
+def adam_atan2_set(
+    model: nn.Module, config: PretrainConfig, world_size: int
+) -> list[tuple[torch.optim.Optimizer, float]]:
+    """HRM's and TRM's weights optimiser: one Adam-atan2 over every parameter, with `lr`, `beta1/beta2` and
+    `weight_decay`."""
+    optimizer = make_adam_atan2(
+        model.parameters(), lr=0.0, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay
+    )
+    return [(optimizer, config.lr)]
