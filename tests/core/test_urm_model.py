@@ -25,6 +25,7 @@ from hrm.checkpoint import read_state_dict, save_model_checkpoint
 from hrm.config import validate_config
 from hrm.errors import ConfigError
 from hrm.models.registry import MODELS, build_model
+from hrm.models import urm as urm_module
 from hrm.models.urm import URM, ConvSwiGLU, URMConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -277,7 +278,8 @@ def test_urm_registers_its_name_first():
     assert URM.names[0] == "urm.urm@URM" and MODELS["urm.urm@URM"] is URM
 
 
-def test_dead_keys_warn_once_and_typos_fail(caplog):
+def test_dead_keys_warn_once_and_typos_fail(caplog, monkeypatch):
+    monkeypatch.setattr(urm_module, "_warned_dead_keys", set())
     dead = {"loop_deltas": [0, 8], "profile": True, "eval_interval": 1000, "ema_rate": 0.999}
     with caplog.at_level(logging.WARNING, logger="hrm.models.urm"):
         cfg = validate_config({"arch": {**TINY, **dead, "checkpoint_every_eval": True}})
