@@ -24,8 +24,8 @@ import hrm
 from hrm.checkpoint import read_state_dict, save_model_checkpoint
 from hrm.config import validate_config
 from hrm.errors import ConfigError
-from hrm.models.registry import MODELS, build_model
 from hrm.models import urm as urm_module
+from hrm.models.registry import MODELS, build_model
 from hrm.models.urm import URM, ConvSwiGLU, URMConfig
 
 ROOT = Path(__file__).resolve().parents[2]
