@@ -189,7 +189,7 @@ def test_seed_11_gives_urms_initial_weights():
 # kernels differ in the last bit flips a few bfloat16 roundings of URM's convolution input, which moves
 # whole samples by about 1e-3 (in URM's own code as well); a wrong formula or order moves them by 1e-1.
 EXACT = 1e-5
-SAME_MODEL = 5e-3
+SAME_MODEL = 1e-2
 not_bit_exact_here = pytest.mark.xfail(
     strict=False,
     reason="bit-exact only where MKL's float32 kernels round as on the machine that wrote the golden data",
