@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 CONFIG_FILE = "all_config.yaml"
 PUZZLE_EMB_KEY = "model.inner.puzzle_emb.weights"
 EMBED_TOKENS_KEY = "model.inner.embed_tokens.embedding_weight"
+# Where a checkpoint holding more than weights keeps them: this project's full training checkpoint, and
+# URM's `step_N.pt` (`{step, model_state_dict, optimizer_states, rng_state}`).
+FULL_CHECKPOINT_MODEL_KEYS = ("model", "model_state_dict")
 COMPILED_PREFIX = "_orig_mod."  # torch.compile's wrapper adds it to every key of the wrapped model
 
 
@@ -139,8 +142,11 @@ def load_weights_only(path: str | Path) -> Any:
 
 def read_state_dict(checkpoint_file: Path) -> dict[str, torch.Tensor]:
     state = load_weights_only(checkpoint_file)
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]  # a full training checkpoint of this project
+    if isinstance(state, dict):
+        for key in FULL_CHECKPOINT_MODEL_KEYS:
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{checkpoint_file} does not hold a model state dict")
     return clean_state_dict(state)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from hrm.errors import ConfigError
 
-STEP_FILE = re.compile(r"^step_(\d+)$")  # the weights of one step (`step_N`); group 1 is the step
+# The weights of one step: `step_N` (HRM, TRM, ours) or URM's `step_N.pt`; group 1 is the step.
+STEP_FILE = re.compile(r"^step_(\d+)(?:\.pt)?$")
 
 
 def _check_ancestors(path: Path, label: str) -> None:

@@ -17,6 +17,7 @@ ARCHS = {
         L_layers=1, H_cycles=2, L_cycles=2, puzzle_emb_len=3
     ),
     "recursive_reasoning.trm_singlez@TinyRecursiveReasoningModel_ACTV1": dict(L_layers=1, H_cycles=2, L_cycles=2),
+    "urm.urm@URM": dict(num_layers=1, H_cycles=2, L_cycles=2),
 }
 COMMON = dict(hidden_size=32, num_heads=4, expansion=2, puzzle_emb_ndim=32, forward_dtype="float32", halt_max_steps=2)
 

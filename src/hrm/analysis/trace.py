@@ -138,11 +138,16 @@ def hrm_inner(model: nn.Module) -> nn.Module:
 def untrained_copy(model: nn.Module, seed: int = 0) -> ACTModel:
     """A freshly initialised model of the same architecture and size, on the same device, in eval mode."""
     act = traceable(model)
-    device = act.inner.L_init.device
+    device = model_device(act)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         fresh = type(act)(copy.deepcopy(act.config))
     return fresh.to(device).eval()
+
+
+def model_device(act: ACTModel) -> torch.device:
+    """Where the model's weights live (every architecture has parameters; not all have HRM's L_init)."""
+    return next(act.parameters()).device
 
 
 def _host(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -173,7 +178,7 @@ def trace_batch(
     cfg = inner.config
     H_cycles, L_cycles = act.segment_schedule
     num_segments = num_segments or cfg.halt_max_steps
-    device = inner.L_init.device
+    device = model_device(act)
     batch = {key: torch.as_tensor(value).to(device) for key, value in batch.items()}
     batch_size = batch["inputs"].shape[0]
     carry = inner.reset_carry(

@@ -20,12 +20,14 @@ from hrm.models.hrm import HierarchicalReasoningModel_ACTV1
 from hrm.models.losses import ACTLossHead
 from hrm.models.transformer import TransformerBaselineACT
 from hrm.models.trm import TinyRecursiveReasoningModel_ACTV1, TinyRecursiveReasoningModel_SingleZ
+from hrm.models.urm import URM
 
 ARCHITECTURES: tuple[type[ACTModel], ...] = (
     HierarchicalReasoningModel_ACTV1,
     TransformerBaselineACT,
     TinyRecursiveReasoningModel_ACTV1,
     TinyRecursiveReasoningModel_SingleZ,
+    URM,
 )
 MODELS: dict[str, type[ACTModel]] = {name: cls for cls in ARCHITECTURES for name in cls.names}
 LOSS_HEADS: dict[str, type[nn.Module]] = {name: ACTLossHead for name in ACTLossHead.names}
