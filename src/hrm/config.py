@@ -113,13 +113,11 @@ class PretrainConfig(BaseModel):
     freeze_weights: bool = False  # train only the puzzle embedding
     min_eval_interval: int | None = Field(0, ge=0)  # no evaluation or checkpoint before this chunk index
 
-    # URM's training keys. `use_muon` selects URM's optimiser set (Muon + AdamW beside the puzzle embedding's
-    # sign-SGD). The others are read from URM's configs and have no effect here: `loop_deltas` (URM ignores it
+    # URM's other training keys (`use_muon` and `grad_accum_steps` are above), read from URM's configs with no
+    # effect here: `loop_deltas` (URM ignores it
     # too), `target_q_update_every` (dead in every original), `load_strict` (loading is always strict, except the
     # puzzle table's mean-row resize) and `load_optimizer_state` (`load_checkpoint` loads weights; `resume`
     # continues a run with its optimisers).
-    use_muon: bool = False
-    grad_accum_steps: int = Field(1, ge=1, le=1)  # URM's key; only 1 (no accumulation) is supported here
     loop_deltas: list[Union[int, str]] = Field(default_factory=list)
     target_q_update_every: int | None = None
     load_strict: bool = True
