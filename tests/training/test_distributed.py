@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_two_gloo_processes_equal_one_process(tiny_dataset, tmp_path):
-    # Exploration off and float32, so both runs make the same halting decisions (spec: DDP equivalence).
+    # Exploration off and float32, so both runs make the same halting decisions (N processes must train the 1-process run).
     extra = ("arch.halt_exploration_prob=0", "epochs=2", "eval_interval=2", "eval_save_outputs=[preds]")
     run_training(tiny_config(tiny_dataset, tmp_path / "one", *extra))
 

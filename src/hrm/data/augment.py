@@ -1,4 +1,4 @@
-"""The eight dihedral transforms and colour permutations used by the maze and ARC builders (spec section 2).
+"""The eight dihedral transforms and colour permutations used by the maze and ARC builders.
 
 Transforms act on the last two axes, so a stack of grids `[..., H, W]` is transformed in one call.
 Ids, in order: identity, rot90, rot180, rot270, flip left-right, flip up-down, transpose,

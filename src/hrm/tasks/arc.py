@@ -1,4 +1,4 @@
-"""ARC: colour grids up to 30x30 on a 30x30 canvas, cut at end-of-grid markers (spec sections 1 and 2).
+"""ARC: colour grids up to 30x30 on a 30x30 canvas, cut at end-of-grid markers.
 
 Tokens: pad 0, end-of-grid 1, colour c -> c + 2. The canvas layout and its scoring crop live with the
 builder (`hrm.data.arc`); this module is what the tools need to know about the task.

@@ -1,4 +1,4 @@
-"""The two optimisers of HRM training (spec section 5).
+"""The two optimisers of HRM training.
 
 `AdamATan2` updates the model parameters: Adam with `atan2(m, sqrt(v))` in place of `m / (sqrt(v) + eps)`,
 which is bounded, scale-invariant and needs no epsilon. It is written with `torch._foreach_*` ops so it

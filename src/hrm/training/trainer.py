@@ -1,4 +1,4 @@
-"""The training loop behind `pretrain.py` (spec sections 4-6).
+"""The training loop behind `pretrain.py`: ACT deep supervision, the two optimisers, the original's data order.
 
 Deep supervision: the ACT carry persists across batches, every call is one segment with its own loss and
 one optimiser step (Adam-atan2 for the weights, sign-SGD for the puzzle embedding, both under the
