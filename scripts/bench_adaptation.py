@@ -1,6 +1,6 @@
 """Does test-time adaptation solve tasks a model has never seen? A CPU benchmark on secret colour permutations.
 
-    python scripts/bench_adaptation.py                 # the README figures (about 6 minutes on 2 CPU cores)
+    python scripts/bench_adaptation.py                 # the figures of docs/adaptation.md (about 6 minutes on 2 CPU cores)
     python scripts/bench_adaptation.py --tasks 20 --unseen 4 --train-epochs 40 --adapt-steps 60   # a quick look
 
 A family of tasks (`hrm.data.permutation_tasks`): each task maps random 4x4 grids of 6 colours through its

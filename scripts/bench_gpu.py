@@ -65,7 +65,7 @@ def preset_arch(*overrides: str) -> dict:
 
 
 PAPER_HRM = preset_arch()  # the default arch, hrm_v1: the paper's HRM (27M parameters on Sudoku)
-# TRM's README settings (spec section 10): Sudoku with the MLP mixer, ARC with attention.
+# TRM's README settings: Sudoku with the MLP mixer, ARC with attention.
 TRM_SUDOKU_MLP = preset_arch("+experiment=trm_sudoku_extreme_mlp")
 TRM_ARC_ATTENTION = preset_arch("+experiment=trm_arc1")
 

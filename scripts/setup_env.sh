@@ -3,8 +3,9 @@
 #
 # CPU machines get the CPU build of torch 2.13.0 first, so pip never pulls the multi-GB CUDA wheels;
 # on a machine with an NVIDIA driver, torch comes from the ordinary index (a CUDA build) together
-# with the optional `cuda` extra (flash-attn, adam-atan2). Set HRM_EXTRAS to choose extras yourself,
-# e.g. HRM_EXTRAS=dev,cuda. Re-running is cheap: nothing is reinstalled while pyproject.toml is unchanged.
+# with the optional `cuda` extra (flash-attn, adam-atan2). The `dev` (tests, lint) and `docs` (the MkDocs site)
+# extras are installed by default; set HRM_EXTRAS to choose extras yourself, e.g. HRM_EXTRAS=dev,docs,cuda.
+# Re-running is cheap: nothing is reinstalled while pyproject.toml and the extras are unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${HRM_VENV:-.venv}
@@ -15,8 +16,8 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
 else
     HAS_CUDA=0
 fi
-EXTRAS=${HRM_EXTRAS:-dev}
-[ "$HAS_CUDA" = 1 ] && [ -z "${HRM_EXTRAS:-}" ] && EXTRAS=dev,cuda
+EXTRAS=${HRM_EXTRAS:-dev,docs}
+[ "$HAS_CUDA" = 1 ] && [ -z "${HRM_EXTRAS:-}" ] && EXTRAS=dev,docs,cuda
 
 stamp="$VENV/.hrm-installed"
 want="$(sha256sum pyproject.toml | cut -c1-16)-$EXTRAS-$HAS_CUDA"

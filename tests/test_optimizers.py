@@ -1,4 +1,4 @@
-"""Adam-atan2 and sign-SGD against float64 evaluations of the spec's formulas (spec section 5)."""
+"""Adam-atan2 and sign-SGD against float64 evaluations of their formulas (docs/models/hrm.md)."""
 
 from __future__ import annotations
 

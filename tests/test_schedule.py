@@ -1,4 +1,4 @@
-"""The warm-up + cosine learning-rate schedule and the step count of a run (spec section 5)."""
+"""The warm-up + cosine learning-rate schedule and the step count of a run."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Compare two checkpoints tensor by tensor: is a run here the original's run (README "Reproducing a run")?
+"""Compare two checkpoints tensor by tensor: is a run here the original's run (docs/reproducing.md)?
 
     python -m hrm.compare A/step_30 B/step_30 [--rtol 1e-5]
 

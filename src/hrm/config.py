@@ -84,7 +84,7 @@ class PretrainConfig(BaseModel):
     data_paths: list[str] = Field(default_factory=list)
     data_paths_test: list[str] = Field(default_factory=list)
 
-    # Hyper-parameters of the original (spec sections 5-7).
+    # Hyper-parameters of the original (its ARC-AGI defaults).
     global_batch_size: int = Field(768, gt=0)
     epochs: int = Field(100000, gt=0)
     eval_interval: int | None = Field(10000, gt=0)

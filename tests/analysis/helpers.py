@@ -59,7 +59,7 @@ def sudoku_examples(count: int, blanks: int = 30, seed: int = 0) -> tuple[np.nda
 
 
 def write_split(folder: Path, inputs: np.ndarray, labels: np.ndarray, vocab_size: int) -> None:
-    """One split with one set `all`, one example per puzzle, in the spec's on-disk format."""
+    """One split with one set `all`, one example per puzzle, in the original's on-disk format."""
     folder.mkdir(parents=True, exist_ok=True)
     n = inputs.shape[0]
     np.save(folder / "all__inputs.npy", inputs.astype(np.int64))

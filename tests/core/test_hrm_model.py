@@ -1,4 +1,4 @@
-"""The HRM segment and the ACT outer loop against independent re-computations of the spec's formulas."""
+"""The HRM segment and the ACT outer loop against independent re-computations of the paper's formulas."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Initial weights consume the seeded generator in the documented order (spec section 6; README "Reproducing").
+"""Initial weights consume the seeded generator in the documented order (docs/reproducing.md).
 
 The expected weights are replayed here draw by draw from a freshly seeded generator, so any change of
 creation order, shape or truncated-normal procedure shows up, for settings beyond the golden fixture's.

@@ -1,4 +1,4 @@
-"""TRM against TRM's own code (golden data) and against an independent functional reference from the spec."""
+"""TRM against TRM's own code (golden data) and against an independent functional reference from the paper."""
 
 import math
 from pathlib import Path
@@ -12,10 +12,7 @@ from hrm.checkpoint import read_state_dict, read_stored_config, save_model_check
 from hrm.config import validate_config
 from hrm.models.registry import build_model
 
-GOLDEN = Path(__file__).resolve().parents[2] / ".." / "shared" / "golden" / "trm" / "trm_visible"
-needs_golden = pytest.mark.skipif(
-    not (GOLDEN / "golden.pt").is_file(), reason="golden TRM data (../shared/golden/trm) not present"
-)
+GOLDEN = Path(__file__).resolve().parents[1] / "assets" / "golden" / "trm" / "trm_visible"
 
 TINY_TRM = dict(
     name="recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1",
@@ -64,7 +61,6 @@ def tiny_batch(seed: int = 0):
 
 
 # ---------------------------------------------------------------- TRM's own code, on identical weights
-@needs_golden
 def test_golden_eval_steps_and_two_training_segments():
     golden = torch.load(GOLDEN / "golden.pt", weights_only=False)
     model, config = hrm.load_model(GOLDEN / "step_0", overrides=[f"data_paths=[{GOLDEN / 'data'}]"])
@@ -103,7 +99,6 @@ def test_golden_eval_steps_and_two_training_segments():
         assert set(metrics) == set(expected["metrics"])  # no q_continue_loss with no_ACT_continue
 
 
-@needs_golden
 def test_initial_weights_follow_trms_creation_order():
     """step_0 was built by TRM's code right after torch.manual_seed(11) (then puzzle embedding and Q-head
     were redrawn): our creation order and truncated-normal draws consume the same stream."""
@@ -165,7 +160,7 @@ def _net(p, h, injection, cfg):
 
 
 def _reference_segment(model, params, z_H, z_L, batch, *, grad_cycles=1):
-    """TRM's segment from the spec: cycles of L_cycles low-level updates and one high-level update with the
+    """TRM's segment from the paper: cycles of L_cycles low-level updates and one high-level update with the
     same network; only the last `grad_cycles` cycles are differentiated."""
     cfg = model.config
     p = {**{k: v for k, v in model.state_dict().items()}, **params}
@@ -340,7 +335,6 @@ def test_single_z_variant_keeps_one_state():
         torch.testing.assert_close(inner(start, batch)[0].z_L, z)
 
 
-@needs_golden
 def test_golden_checkpoint_loads_without_overrides():
     """Its dataset folder sits beside the checkpoint (`data/`), which fixes seq_len for a RoPE model."""
     model, _ = hrm.load_model(GOLDEN)

@@ -1,4 +1,4 @@
-"""Format round trip, the original's int64 layout, and the sampler semantics of spec section 6."""
+"""Format round trip, the original's int64 layout, and the sampler semantics of the original."""
 
 import json
 

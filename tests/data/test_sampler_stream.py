@@ -1,6 +1,6 @@
-"""The training sampler draws the original's random stream (spec section 6), on any group structure.
+"""The training sampler draws the original's random stream, on any group structure.
 
-The reference here is the spec's walk written plainly: one generator per set visit, `iters` counted from 1
+The reference here is the original's walk written plainly: one generator per set visit, `iters` counted from 1
 over chunks and sets; all permutations of the chunk first; then one scalar `integers` per group, in batch order.
 """
 

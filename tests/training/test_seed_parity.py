@@ -1,6 +1,6 @@
-"""Same seed, same data -> the original's run: batches, initial weights and 30 training steps (spec section 6).
+"""Same seed, same data -> the original's run: batches, initial weights and 30 training steps.
 
-Against `../shared/golden/seed_parity` (what the original produced from seed 0; see its README), and against
+Against `tests/assets/golden/seed_parity` (what the original produced from seed 0; see its README), and against
 a loop laid out like the original's for where its torch randomness goes (data loaders, ACT exploration).
 """
 
@@ -20,11 +20,7 @@ from hrm.distributed import init_distributed, shutdown_distributed
 from hrm.training import trainer as trainer_module
 from hrm.training.cli import compose_config, to_pretrain_config
 
-GOLDEN = Path(__file__).resolve().parents[2] / ".." / "shared" / "golden" / "seed_parity"
-needs_golden = pytest.mark.skipif(
-    not (GOLDEN / "original_run.json").is_file(),
-    reason=f"golden data not found at {GOLDEN} (the repository's ../shared)",
-)
+GOLDEN = Path(__file__).resolve().parents[1] / "assets" / "golden" / "seed_parity"
 
 
 def golden(name: str):
@@ -53,7 +49,6 @@ def relative_error(ours: torch.Tensor, theirs: torch.Tensor) -> float:
     return ((ours.double() - theirs.double()).norm() / theirs.double().norm().clamp_min(1e-30)).item()
 
 
-@needs_golden
 @pytest.mark.parametrize(
     "name, folder, batch, epochs, rank, replicas, compare_inputs",
     [
@@ -86,7 +81,6 @@ def test_batches_are_the_originals(name, folder, batch, epochs, rank, replicas, 
             assert torch.equal(got["inputs"].long(), want["inputs"].long()), index
 
 
-@needs_golden
 def test_initial_weights_are_the_originals(tmp_path):
     # The trainer seeds (seed + rank) and builds the model as the original does.
     config = golden_config(tmp_path / "run")
@@ -106,7 +100,6 @@ def test_initial_weights_are_the_originals(tmp_path):
     assert same / total > 0.98
 
 
-@needs_golden
 def test_thirty_steps_of_pretrain_match_the_original(tmp_path, monkeypatch):
     logged: dict[int, float] = {}
 

@@ -1,4 +1,4 @@
-"""Looking inside HRM: reasoning traces and the analyses of the HRM and Augmented-HRM papers (spec section 9).
+"""Looking inside HRM: reasoning traces and the analyses of the HRM and Augmented-HRM papers.
 
 Computing returns plain data (for notebooks); `plots` draws it; `report.run_analyses` and the CLI
 (`python -m hrm.analysis`) write the whole figure set with an `analysis.json` of the numbers. What a task's

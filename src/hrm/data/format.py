@@ -1,4 +1,4 @@
-"""Reading and writing the on-disk puzzle dataset format (spec section 1).
+"""Reading and writing the on-disk puzzle dataset format (the original's, byte-compatible both ways).
 
 A dataset folder holds `identifiers.json` plus one folder per split (`train/`, `test/`) with
 `dataset.json` and, per set `S`, the five arrays `S__{inputs,labels,puzzle_identifiers,puzzle_indices,

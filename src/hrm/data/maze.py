@@ -1,4 +1,4 @@
-"""Maze-Hard: reading, validating, generating, augmenting and writing (spec sections 1 and 2).
+"""Maze-Hard: reading, validating, generating, augmenting and writing.
 
 A maze is a square grid of `#` (wall), space (open), `S` (start), `G` (goal); its label adds `o` on the
 cells of the shortest start-to-goal path. Tokens are 1..5 in that character order (pad 0).

@@ -1,4 +1,4 @@
-"""`dataset.json`: the metadata of one split of a puzzle dataset (spec section 1)."""
+"""`dataset.json`: the metadata of one split of a puzzle dataset."""
 
 from __future__ import annotations
 

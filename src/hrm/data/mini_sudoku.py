@@ -4,7 +4,7 @@ Every puzzle is solvable by rounds of "singles" (a cell with one candidate left,
 left in a row, column or box). Such a puzzle has exactly one solution, and its rating is the number of rounds
 a solver needs: a puzzle rated 4 cannot be finished without chaining four rounds of deductions, so a model
 that solves it reasons in several steps rather than copying its input. The search is vectorised over whole
-batches of candidate puzzles, so the quick start's set builds quickly (timings in the README).
+batches of candidate puzzles, so the quick start's set builds quickly (timings in docs/datasets.md).
 
 On disk it is the Sudoku layout with a smaller grid: `seq_len` 36, tokens pad 0, blank 1, digits 2..7.
 """

@@ -1,4 +1,4 @@
-"""`PuzzleDataset`: the training sampler and test iterator of spec section 6.
+"""`PuzzleDataset`: the training sampler and test iterator, on the original's random stream.
 
 Training goes in chunks of `epochs_per_iter` epochs and draws exactly the original's random stream: the
 `iters`-th set visit (counted from 1 over chunks and sets, `chunk * num_sets + set + 1`) seeds

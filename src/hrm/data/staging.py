@@ -1,6 +1,6 @@
 """Build an output folder beside its target, then move it in, replacing only what an earlier build wrote.
 
-The rule every dataset builder follows (see the README, "Builder output folders"):
+The rule every dataset builder follows (see docs/datasets.md, "Builder output folders"):
 
 - `--output-dir` that does not exist, or an empty folder: the build is staged in a hidden folder
   `.NAME.partial-HOST-PID` beside it and renamed into place when complete.

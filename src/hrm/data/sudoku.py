@@ -1,4 +1,4 @@
-"""Sudoku-Extreme: reading, validating, generating, augmenting and writing (spec sections 1 and 2).
+"""Sudoku-Extreme: reading, validating, generating, augmenting and writing.
 
 Grids are `uint8 [N, 81]` digits with 0 for a blank. Augmentation and hints are vectorised over all
 copies at once, so Sudoku-Extreme-1k with 1000 augmentations builds in a few seconds.

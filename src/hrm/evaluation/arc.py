@@ -1,4 +1,4 @@
-"""ARC scoring (spec section 8): undo each augmented copy's transform, vote, pass@K, Kaggle submission.
+"""ARC scoring: undo each augmented copy's transform, vote, pass@K, Kaggle submission.
 
 Every test input of an ARC task is seen through many augmented copies (a dihedral transform plus a
 colour permutation). A copy's predicted 30x30 canvas is cropped to the grid that ends at the

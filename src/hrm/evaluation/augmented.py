@@ -1,4 +1,4 @@
-"""Augmented HRM test-time scaling (spec section 8): input perturbations, checkpoint ensembles, selection.
+"""Augmented HRM test-time scaling: input perturbations, checkpoint ensembles, selection.
 
 Each test puzzle is evaluated as P perturbed copies, its task's `input_perturbations` (Sudoku of any size:
 cyclic shifts of the digit tokens; Maze: start and goal swapped) by each of C checkpoints. A pass *counts* only

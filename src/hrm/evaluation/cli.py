@@ -329,6 +329,11 @@ def run(cfg: EvalConfig, overrides: Sequence[str], rank: int, world_size: int, d
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`evaluate.py`: parse `key=value` arguments, evaluate, print and write the results; the exit status.
+
+    Run under `torchrun`, every rank evaluates its slice and rank 0 reports. A mistake is one `error:` line
+    on stderr and exit status 2.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(message)s")

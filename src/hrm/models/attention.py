@@ -4,7 +4,7 @@ The original hard-requires FlashAttention. Here `attn_backend: auto` picks Flash
 CUDA with fp16/bf16 (the only place they run); elsewhere it takes the backend measured fastest for the
 device, dtype and pass (`MEASURED_AUTO`, from scripts/bench_attention.py), SDPA where nothing was measured.
 The pass matters on CPU in bf16: PyTorch's fused kernel is slower than two matmuls in training
-(forward+backward) but faster in evaluation (figures in the README's Attention backends), so training takes `math` and evaluation (anything under
+(forward+backward) but faster in evaluation (figures in docs/performance.md, "Attention backends"), so training takes `math` and evaluation (anything under
 `torch.inference_mode`, as every evaluator runs) takes SDPA, the kernel the original's results are compared
 with. Every backend computes the same function, so the choice moves results only by float rounding. All backends take and return [batch, seq, heads, head_dim].
 """
@@ -33,7 +33,7 @@ _INSTALL_HINT = {
 _FLASH_DTYPES = (torch.float16, torch.bfloat16)
 
 # `auto` off FlashAttention: (device type, dtype, training?) -> the backend measured fastest there with
-# scripts/bench_attention.py at the quick start's and the paper's shapes (figures and command: README,
+# scripts/bench_attention.py at the quick start's and the paper's shapes (figures and command: docs/performance.md,
 # "Attention backends"). A fixed table, not a run-time measurement, so the same run always takes the same kernels.
 MEASURED_AUTO: dict[tuple[str, torch.dtype, bool], str] = {
     ("cpu", torch.bfloat16, True): "math",

@@ -40,7 +40,7 @@ class InputEmbedding(nn.Module):
 
     Shared by every architecture so that their inputs are prepared identically. With `with_heads`, the
     output heads `lm_head` and `q_head` are created between the token embedding and the puzzle embedding:
-    the original's creation order, which fixes how the seeded generator is consumed (spec section 6).
+    the original's creation order, which fixes how the seeded generator is consumed.
     """
 
     def __init__(self, config: ModelConfig, with_heads: bool = False):

@@ -1,7 +1,7 @@
 """Tasks own their knowledge: which data they are, how their tokens read and draw, their rules, verifier,
 perturbations and near-solved puzzles. Tools ask `detect` or `resolve` for the task of their data.
 
-Adding a task: write a `Task` subclass in its own module and add it to `REGISTRY` (see the README).
+Adding a task: write a `Task` subclass in its own module and add it to `REGISTRY` (see docs/datasets.md, "Adding a task").
 """
 
 from __future__ import annotations

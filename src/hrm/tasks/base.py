@@ -106,7 +106,7 @@ class Task:
 
     @classmethod
     def fits(cls, vocab_size: int, seq_len: int) -> bool:
-        """Whether data with this token layout can be this task (spec section 1)."""
+        """Whether data with this token layout can be this task."""
         return True
 
     # ---------------------------------------------------------------- codec and rendering
@@ -187,7 +187,7 @@ class Task:
         return [Perturbation(f"{relabels[r][0]}/d{t}", t, relabels[r][1]) for r, t in indexed[:count]]
 
     def input_perturbations(self) -> torch.Tensor:
-        """Augmented HRM's perturbations (spec section 8) as token tables [P, vocab]: pass k of a puzzle sees
+        """Augmented HRM's perturbations as token tables [P, vocab]: pass k of a puzzle sees
         its tokens relabelled by row k. Only tasks with a label-free verifier take part."""
         raise TaskError(
             f"task={self.name!r} has no input perturbation; use a Sudoku or maze dataset (task=sudoku or task=maze)"

@@ -1,6 +1,6 @@
 """Mazes of any square size (Maze-Hard is 30x30): find the shortest path from start to goal.
 
-Tokens (spec section 1): pad 0, then the characters `# SGo` (wall, open, start, goal, path) as 1..5.
+Tokens: pad 0, then the characters `# SGo` (wall, open, start, goal, path) as 1..5.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Sudoku of any box shape: 9x9 with 3x3 boxes (Sudoku-Extreme), 6x6 with 2x3 boxes (the quick start), 4x4 ...
 
-Tokens (spec section 1): pad 0, blank 1, digit d -> d + 1, so `vocab_size = side + 2` and `seq_len = side^2`.
+Tokens: pad 0, blank 1, digit d -> d + 1, so `vocab_size = side + 2` and `seq_len = side^2`.
 """
 
 from __future__ import annotations
@@ -249,7 +249,7 @@ class SudokuTask(Task):
         return tuple(range(8)) if self.box_rows == self.box_cols else (0, 2, 4, 5)
 
     def digit_shift(self, k: int) -> tuple[int, ...]:
-        """Cyclic digit relabelling: digit token t becomes ((t - 2 + k) mod side) + 2 (spec section 8)."""
+        """Cyclic digit relabelling: digit token t becomes ((t - 2 + k) mod side) + 2."""
         return relabel_table(
             self.vocab_size,
             {t: (t - FIRST_DIGIT + k) % self.side + FIRST_DIGIT for t in range(FIRST_DIGIT, self.last_digit + 1)},

@@ -16,7 +16,7 @@ from hrm.evaluation import arc as arc_scoring
 
 
 class ArcEvaluator:
-    """ARC voting over augmented copies and pass@K (spec section 8), as `evaluate.py` scores ARC.
+    """ARC voting over augmented copies and pass@K, as `evaluate.py` scores ARC.
 
     Options: `pass_Ks` (default 1, 2, 5, 10, 100, 1000). TRM's `submission_K` and `aggregated_voting`
     are accepted for its configs: voting is always aggregated over copies, and no submission file is

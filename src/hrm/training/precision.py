@@ -32,7 +32,7 @@ def effective_arch(config: PretrainConfig, device: torch.device) -> PretrainConf
     """On CPU the model runs in `cpu_forward_dtype` instead of arch.forward_dtype; recorded in the saved config.
 
     float32 (default) makes 1-process and N-process runs agree to float tolerance; `auto` takes bfloat16
-    where the CPU has bf16 instructions (faster; measured in the README) and float32 elsewhere.
+    where the CPU has bf16 instructions (faster; measured in docs/performance.md) and float32 elsewhere.
     """
     if device.type != "cpu":
         return config

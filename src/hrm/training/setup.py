@@ -3,7 +3,7 @@
 
 The order is part of the behaviour: bad input is refused before anything is written, and from `make_model` on
 the random draws (seeded model construction, rank 0's weights broadcast, then the optimisers) follow the
-original's stream (spec section 6).
+original's stream (docs/reproducing.md).
 """
 
 from __future__ import annotations

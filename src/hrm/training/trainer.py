@@ -1,4 +1,4 @@
-"""The training loop behind `pretrain.py` (spec sections 4-6).
+"""The training loop behind `pretrain.py`: ACT deep supervision, the two optimisers, the original's data order.
 
 Deep supervision: the ACT carry persists across batches, every call is one segment with its own loss; the
 optimisers (sign-SGD for the puzzle embedding, then the weights' set: Adam-atan2 or Muon, all under the
