@@ -62,6 +62,8 @@ class ACTModel(nn.Module):
     names: tuple[str, ...] = ()
     config_class: type[ModelConfig] = ModelConfig
     inner_class: type[nn.Module]
+    small_fields: dict[str, Any] = {}
+    """`arch.*` fields of a small instance (besides the shared widths), for the contract test over all models."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

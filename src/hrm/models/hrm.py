@@ -185,6 +185,7 @@ class HierarchicalReasoningModel_ACTV1(ACTModel):
 
     names = ("hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1",)
     config_class = HRMConfig
+    small_fields = {"H_layers": 1, "L_layers": 1, "H_cycles": 2, "L_cycles": 2}
     inner_class = HRMInner
 
     @property

@@ -74,6 +74,7 @@ class TransformerInner(InputEmbedding):
 class TransformerBaselineACT(ACTModel):
     names = ("hrm.transformer_baseline@TransformerBaselineACT",)
     config_class = TransformerConfig
+    small_fields = {"num_layers": 2}
     inner_class = TransformerInner
 
     def segment_flops(self) -> tuple[float, float]:
