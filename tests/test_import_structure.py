@@ -37,8 +37,8 @@ def _is_type_checking(node: ast.If) -> bool:
 
 
 def _imports(tree: ast.Module) -> list[tuple[ast.Import | ast.ImportFrom, bool]]:
-    """Every import statement with whether it runs when the module is imported (module level, outside
-    `if TYPE_CHECKING:`) or only later (inside a function or class body's method)."""
+    """Every import statement that can run, with whether it runs when the module is imported (module level) or
+    only later (inside a function); imports under `if TYPE_CHECKING:` never run and are left out."""
     found: list[tuple[ast.Import | ast.ImportFrom, bool]] = []
 
     def visit(node: ast.AST, at_import: bool) -> None:
@@ -48,7 +48,7 @@ def _imports(tree: ast.Module) -> list[tuple[ast.Import | ast.ImportFrom, bool]]
             elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
                 visit(child, False)
             elif isinstance(child, ast.If) and _is_type_checking(child):
-                visit(child, False)
+                continue  # annotations only: never executed, so never part of a cycle
             else:
                 visit(child, at_import)
 

@@ -48,12 +48,33 @@ def linear_weight_count(module: nn.Module) -> int:
     return sum(p.numel() for name, p in module.named_parameters() if name.endswith("weight") and p.ndim == 2)
 
 
+MODELS: dict[str, type["ACTModel"]] = {}
+"""Every registered architecture by name; filled by `ACTModel.__init_subclass__`, read by `hrm.models.registry`."""
+
+
 class ACTModel(nn.Module):
-    """An inner model wrapped in the ACT outer loop; `self.inner` keeps the original's state-dict keys."""
+    """An inner model wrapped in the ACT outer loop; `self.inner` keeps the original's state-dict keys.
+
+    A subclass that declares its own `names` registers itself under each of them when it is defined, so
+    a model module needs no edit anywhere else. A name already taken is an error.
+    """
 
     names: tuple[str, ...] = ()
     config_class: type[ModelConfig] = ModelConfig
     inner_class: type[nn.Module]
+    small_fields: dict[str, Any] = {}
+    """`arch.*` fields of a small instance (besides the shared widths), for the contract test over all models."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in cls.__dict__.get("names", ()):
+            if name in MODELS and MODELS[name] is not cls:
+                other = MODELS[name]
+                raise ValueError(
+                    f"model name {name!r} of {cls.__module__}.{cls.__qualname__} is already registered by "
+                    f"{other.__module__}.{other.__qualname__}; give the new model a unique name"
+                )
+            MODELS[name] = cls
 
     def __init__(self, config: ModelConfig | dict):
         super().__init__()

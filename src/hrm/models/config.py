@@ -1,4 +1,6 @@
-"""Typed model configurations, with the user-facing field names of the original (`arch.*`)."""
+"""The config fields every model shares, with the user-facing field names of the original (`arch.*`).
+
+Each model's own config class lives in its model's module."""
 
 from __future__ import annotations
 
@@ -70,17 +72,3 @@ class WidthDerivedPuzzlePositions(ModelConfig):
     @property
     def puzzle_emb_len(self) -> int:
         return puzzle_positions_for(self.puzzle_emb_ndim, self.hidden_size)
-
-
-class HRMConfig(WidthDerivedPuzzlePositions):
-    H_cycles: int = Field(2, ge=1)
-    L_cycles: int = Field(2, ge=1)
-    H_layers: int = Field(4, ge=0)
-    L_layers: int = Field(4, ge=0)
-
-
-class TransformerConfig(WidthDerivedPuzzlePositions):
-    """The paper's "direct prediction" baseline: one stack of `num_layers` blocks, run once per segment."""
-
-    num_layers: int = Field(8, ge=1)
-    halt_max_steps: int = Field(1, ge=1)

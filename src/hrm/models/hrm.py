@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from hrm.models.act import ACTModel, SegmentHook, linear_weight_count
-from hrm.models.config import HRMConfig, ModelConfig
+from hrm.models.config import ModelConfig, WidthDerivedPuzzlePositions
 from hrm.models.layers import (
     CastedEmbedding,
     CastedLinear,
@@ -27,6 +28,13 @@ from hrm.models.layers import (
 from hrm.models.sparse_embedding import CastedSparseEmbedding
 
 LEARNED_POS_SCALE = 0.707106781  # 1/sqrt(2): keeps token + position embeddings at unit scale
+
+
+class HRMConfig(WidthDerivedPuzzlePositions):
+    H_cycles: int = Field(2, ge=1)
+    L_cycles: int = Field(2, ge=1)
+    H_layers: int = Field(4, ge=0)
+    L_layers: int = Field(4, ge=0)
 
 
 @dataclass
@@ -177,6 +185,7 @@ class HierarchicalReasoningModel_ACTV1(ACTModel):
 
     names = ("hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1",)
     config_class = HRMConfig
+    small_fields = {"H_layers": 1, "L_layers": 1, "H_cycles": 2, "L_cycles": 2}
     inner_class = HRMInner
 
     @property

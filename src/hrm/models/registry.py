@@ -1,7 +1,9 @@
 """Explicit name -> class tables for architectures and loss heads, built from what each module declares.
 
 Each architecture lists its own `names` (the originals' `arch.name` strings, so their `all_config.yaml`
-files resolve here, and ours resolve in the originals). Adding a model: append its class to ARCHITECTURES.
+files resolve here, and ours resolve in the originals) and registers itself when its class is defined
+(`ACTModel.__init_subclass__`); importing `hrm.models` imports every module of the package, so adding a
+model edits no list here.
 This module does not import the training configuration; `arch` arguments only need `.name`, `.loss` and
 `.model_extra` (the user's model fields).
 """
@@ -14,22 +16,16 @@ import torch
 from torch import nn
 
 from hrm.errors import ConfigError
-from hrm.models.act import ACTModel
+from hrm.models.act import MODELS, ACTModel
 from hrm.models.config import ModelConfig
-from hrm.models.hrm import HierarchicalReasoningModel_ACTV1
 from hrm.models.losses import ACTLossHead
-from hrm.models.transformer import TransformerBaselineACT
-from hrm.models.trm import TinyRecursiveReasoningModel_ACTV1, TinyRecursiveReasoningModel_SingleZ
-from hrm.models.urm import URM
 
-ARCHITECTURES: tuple[type[ACTModel], ...] = (
-    HierarchicalReasoningModel_ACTV1,
-    TransformerBaselineACT,
-    TinyRecursiveReasoningModel_ACTV1,
-    TinyRecursiveReasoningModel_SingleZ,
-    URM,
-)
-MODELS: dict[str, type[ACTModel]] = {name: cls for cls in ARCHITECTURES for name in cls.names}
+
+def architectures() -> tuple[type[ACTModel], ...]:
+    """Every registered architecture class once, in registration order."""
+    return tuple(dict.fromkeys(MODELS.values()))
+
+
 LOSS_HEADS: dict[str, type[nn.Module]] = {name: ACTLossHead for name in ACTLossHead.names}
 
 

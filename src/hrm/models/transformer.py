@@ -10,11 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from pydantic import Field
 
 from hrm.models.act import ACTModel, SegmentHook, linear_weight_count
-from hrm.models.config import TransformerConfig
+from hrm.models.config import WidthDerivedPuzzlePositions
 from hrm.models.hrm import InputEmbedding
 from hrm.models.layers import PostNormBlock, ReasoningModule, trunc_normal_init_
+
+
+class TransformerConfig(WidthDerivedPuzzlePositions):
+    """The paper's "direct prediction" baseline: one stack of `num_layers` blocks, run once per segment."""
+
+    num_layers: int = Field(8, ge=1)
+    halt_max_steps: int = Field(1, ge=1)
 
 
 @dataclass
@@ -66,6 +74,7 @@ class TransformerInner(InputEmbedding):
 class TransformerBaselineACT(ACTModel):
     names = ("hrm.transformer_baseline@TransformerBaselineACT",)
     config_class = TransformerConfig
+    small_fields = {"num_layers": 2}
     inner_class = TransformerInner
 
     def segment_flops(self) -> tuple[float, float]:

@@ -214,6 +214,7 @@ class TinyRecursiveReasoningModel_ACTV1(ACTModel):
 
     names = ("recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1",)
     config_class = TRMConfig
+    small_fields = {"L_layers": 1, "H_cycles": 2, "L_cycles": 2, "puzzle_emb_len": 3}
     inner_class = TRMInner
 
     @property

@@ -274,6 +274,7 @@ class URM(ACTModel):
 
     names = (URM_NAME,)
     config_class = URMConfig
+    small_fields = {"num_layers": 1, "H_cycles": 2, "L_cycles": 2}
     inner_class = URMInner
 
     @property
