@@ -1,4 +1,4 @@
-"""URM against URM's own code (golden data in tests/assets/golden/urm) and against the spec's formulas.
+"""URM against URM's own code (golden data in tests/assets/golden/urm) and against URM's formulas.
 
 URM runs its convolution, the SiLU after it and `down_proj` in bfloat16 even in float32 mode, so the
 golden numbers reproduce only with the CPU kernels they were made with: torch on one thread,
@@ -321,7 +321,7 @@ def test_paper_arc_model_has_urms_parameter_count():
     assert counted == expected == 13_663_234
 
 
-# ---------------------------------------------------------------- the model against the spec's formulas
+# ---------------------------------------------------------------- the model against URM's formulas (docs/models/urm.md)
 def test_conv_swiglu_is_a_causal_kernel_2_convolution_in_bf16():
     torch.manual_seed(0)
     mlp = ConvSwiGLU(16, 4)

@@ -38,7 +38,7 @@ def run_two_processes(tiny_dataset: Path, checkpoint_path: Path, extra: tuple[st
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_two_gloo_processes_equal_one_process(tiny_dataset, tmp_path):
-    # Exploration off and float32, so both runs make the same halting decisions (spec: DDP equivalence).
+    # Exploration off and float32, so both runs make the same halting decisions (N processes must train the 1-process run).
     extra = ("arch.halt_exploration_prob=0", "epochs=2", "eval_interval=2", "eval_save_outputs=[preds]")
     run_training(tiny_config(tiny_dataset, tmp_path / "one", *extra))
     run_two_processes(tiny_dataset, tmp_path / "two", extra)

@@ -36,7 +36,7 @@ class ArcTask:
         return self.subset == EVALUATION_SUBSET
 
     def pairs_for(self, split: str) -> list[Pair]:
-        """The pairs this task contributes to `split` (the spec's split rule)."""
+        """The pairs this task contributes to `split` (an evaluation task's demonstrations train and its test pairs test; every pair of any other task trains)."""
         if split == "train":
             return self.train if self.is_evaluation else self.train + self.test
         return self.test if self.is_evaluation else []
