@@ -248,7 +248,9 @@ def test_lr_inf_is_refused(setup, tmp_path, capsys):
 
 def test_nonfinite_advice_names_adapt_keys(setup, tmp_path, capsys, monkeypatch):
     checkpoint, unseen = setup
-    monkeypatch.setattr(adapt_cli.Trainer, "_reduce_gradients", lambda self, loss, earlier_bad=None: False)  # every step non-finite
+    monkeypatch.setattr(
+        adapt_cli.Trainer, "_reduce_gradients", lambda self, loss, earlier_bad=None: False
+    )  # every step non-finite
     assert adapt(checkpoint, unseen, tmp_path / "out", "steps=2") == 2
     line = error_line(capsys, "non-finite", "nonfinite_loss=skip", "puzzle_emb_lr")
     assert "checkpoint_path" not in line and "resume" not in line
