@@ -8,7 +8,6 @@ in-process.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import signal
@@ -28,6 +27,7 @@ from hrm.data.permutation_tasks import build_permutation_tasks
 from hrm.data.staging import Terminated
 from hrm.evaluation import cli as eval_cli
 from tests.evaluation.helpers import make_checkpoint, random_dataset
+from tests.reliability.helpers import hashes
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = ["device=cpu", "progress=false", "batch_size=8"]
@@ -48,16 +48,6 @@ def setup(tmp_path):
     checkpoint = make_checkpoint(tmp_path / "run", seen, step=5, global_batch_size=8)
     unseen = build_permutation_tasks(tmp_path / "unseen", range(100, 104), demos=4, queries=2)
     return checkpoint, unseen
-
-
-def hashes(*roots: Path) -> dict[str, str]:
-    """The sha256 of every file under `roots` (files or folders)."""
-    found = {}
-    for root in roots:
-        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-        for path in files:
-            found[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return found
 
 
 def adapt(checkpoint, tasks, output, *extra) -> int:

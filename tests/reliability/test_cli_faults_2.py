@@ -10,7 +10,6 @@ Each case asserts the exit status, one `error:` line without a traceback, and th
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import signal
@@ -31,6 +30,7 @@ from hrm.evaluation import cli as eval_cli
 from hrm.models.losses import ACTLossHead
 from hrm.training.cli import compose_config, run_from_hydra
 from tests.evaluation.helpers import make_checkpoint, random_dataset, write_tiny_dataset
+from tests.reliability.helpers import hashes
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_TRAINING = [
@@ -52,16 +52,6 @@ TINY_TRAINING = [
     "arch.halt_max_steps=2",
     "arch.puzzle_emb_ndim=32",
 ]
-
-
-def hashes(*roots: Path) -> dict[str, str]:
-    """sha256 of every file under `roots` (a file root hashes itself)."""
-    found = {}
-    for root in roots:
-        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-        for path in files:
-            found[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return found
 
 
 def one_line(err: str, *phrases: str) -> str:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from hrm.errors import ConfigError
+from hrm.training.optimizers.closure import closure_loss
 from hrm.training.optimizers.registry import register_optimizer_set
 
 if TYPE_CHECKING:
@@ -66,10 +67,7 @@ class AdamATan2(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
 
         for group in self.param_groups:
             # foreach kernels need every list on one device; parameters of mixed devices are split up.

@@ -21,6 +21,7 @@ from torch import nn
 
 from hrm.errors import ConfigError
 from hrm.training.optimizers.adamw import adamw_update
+from hrm.training.optimizers.closure import closure_loss
 from hrm.training.optimizers.registry import register_optimizer_set
 
 if TYPE_CHECKING:
@@ -95,10 +96,7 @@ class Muon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             if group["use_muon"]:
                 self._muon_update(group)

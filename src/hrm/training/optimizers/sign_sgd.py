@@ -14,6 +14,7 @@ import torch.distributed as dist
 
 from hrm.errors import ConfigError
 from hrm.models.sparse_embedding import CastedSparseEmbedding
+from hrm.training.optimizers.closure import closure_loss
 
 
 def _single_tensor_all_gather() -> Callable[[torch.Tensor, torch.Tensor], Any]:
@@ -79,10 +80,7 @@ class SignSGDSparse(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
 
         parts = list(self._stashed)
         local = self._local_gradient()
