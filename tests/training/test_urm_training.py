@@ -14,9 +14,13 @@ import torch
 import yaml
 
 from hrm.adaptation.cli import main as adapt_main
-from hrm.checkpoint import clean_state_dict, read_state_dict
+from hrm.checkpoint import clean_state_dict, read_state_dict, save_model_checkpoint
+from hrm.config import PretrainConfig
+from hrm.data.metadata import PuzzleDatasetMetadata
+from hrm.data.permutation_tasks import build_permutation_tasks
 from hrm.distributed import init_distributed
 from hrm.evaluation.cli import main as evaluate_main
+from hrm.models.registry import build_model
 from hrm.training.cli import compose_config, to_pretrain_config
 from hrm.training.setup import make_model, make_optimizers
 
@@ -103,11 +107,31 @@ def test_evaluate_sweeps_and_act_halting_on_a_urm_checkpoint(urm_run, tmp_path):
     assert evaluate_main([*common, f"output={tmp_path / 'aug.json'}", "permutes=2"]) == 0
 
 
+def urm_checkpoint_for(data: Path, run_dir: Path) -> Path:
+    """A seeded tiny URM checkpoint for `data` (a dataset with one identifier per puzzle, which adapt.py needs)."""
+    meta = PuzzleDatasetMetadata.load(data / "train")
+    arch = dict(name="urm.urm@URM", hidden_size=32, num_heads=2, num_layers=1, loops=2, H_cycles=2, L_cycles=1)
+    config = PretrainConfig(arch={**arch, "puzzle_emb_ndim": 32, "forward_dtype": "float32"}, data_path=str(data))
+    torch.manual_seed(0)
+    model = build_model(
+        config.arch,
+        batch_size=config.global_batch_size,
+        seq_len=meta.seq_len,
+        vocab_size=meta.vocab_size,
+        num_puzzle_identifiers=meta.num_puzzle_identifiers,
+    )
+    return save_model_checkpoint(model, config, run_dir, 1)
+
+
 @pytest.mark.slow
 def test_adapt_and_analysis_on_a_urm_checkpoint(urm_run, tmp_path):
-    data = urm_run.parent / "data"
-    args = [f"checkpoint={urm_run}", f"tasks={data}", f"output_dir={tmp_path / 'adapt'}", "steps=2", "device=cpu"]
-    assert adapt_main(args) == 0
+    # Mini Sudoku puzzles share the blank identifier, so the adaptation runs on permutation tasks (one
+    # identifier each): a URM trained on six of them adapts to two it has never seen.
+    seen = build_permutation_tasks(tmp_path / "seen", range(6), demos=4, queries=2)
+    unseen = build_permutation_tasks(tmp_path / "unseen", range(50, 52), demos=4, queries=2)
+    checkpoint = urm_checkpoint_for(seen, tmp_path / "run")
+    args = [f"checkpoint={checkpoint}", f"tasks={unseen}", f"output_dir={tmp_path / 'adapt'}", "steps=2"]
+    assert adapt_main([*args, "device=cpu", "batch_size=8"]) == 0
     assert (tmp_path / "adapt" / "results.json").is_file()
     analysis = run(
         [
