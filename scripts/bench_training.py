@@ -1,12 +1,13 @@
 """Time training steps of HRM and TRM per dtype (and optionally torch.compile) on this machine's CPU or GPU.
 
-    .venv/bin/python scripts/bench_training.py --device cpu --hidden 64 --batch 64 --seq-len 81 --models hrm,trm,trm_mlp
+    .venv/bin/python scripts/bench_training.py --device cpu --hidden 64 --batch 64 --seq-len 81 --models hrm,trm,trm_mlp,urm
 
 Prints seconds per training call (one ACT segment: forward, any Q-target segment, backward, Adam-atan2 step),
 examples/s and the model's own FLOPs count per example for each variant; this is how
 `cpu_forward_dtype: float32` was chosen. HRM: `--layers` blocks per level, 2x2 cycles, Q-target segment.
 TRM (`trm` attention + RoPE, `trm_mlp` the sequence MLP without positions): `--layers` blocks, TRM's 3x6
-cycles with gradient through the last cycle, no Q-target segment (no_ACT_continue).
+cycles with gradient through the last cycle, no Q-target segment (no_ACT_continue). URM (`urm`): `--layers`
+shared blocks with ConvSwiGLU, the paper scripts' 2x6 loops per step (6 forward-only, 6 with gradient).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from hrm.training.flops import training_flops_per_example
 from hrm.training.optimizers import make_adam_atan2
 
 TRM_NAME = "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1"
+URM_NAME = "urm.urm@URM"
+MODELS = ("hrm", "trm", "trm_mlp", "urm")
 
 
 def arch_of(args: argparse.Namespace, model_name: str, dtype: str) -> ArchConfig:
@@ -35,6 +38,9 @@ def arch_of(args: argparse.Namespace, model_name: str, dtype: str) -> ArchConfig
     )
     if model_name == "hrm":
         return ArchConfig(H_layers=args.layers, L_layers=args.layers, H_cycles=2, L_cycles=2, **common)
+    if model_name == "urm":
+        urm = {key: value for key, value in common.items() if key != "halt_max_steps"}
+        return ArchConfig(name=URM_NAME, num_layers=args.layers, loops=4, H_cycles=2, L_cycles=6, **urm)
     mlp = model_name == "trm_mlp"
     return ArchConfig(
         name=TRM_NAME,
@@ -85,7 +91,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile variants")
-    parser.add_argument("--models", default="hrm", help="comma-separated: hrm, trm (attention), trm_mlp (mlp_t)")
+    parser.add_argument("--models", default="hrm", help="comma-separated: hrm, trm (attention), trm_mlp (mlp_t), urm")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -94,8 +100,8 @@ def main() -> None:
         f"batch={args.batch} seq_len={args.seq_len}"
     )
     for model_name in args.models.split(","):
-        if model_name not in ("hrm", "trm", "trm_mlp"):
-            parser.error(f"--models: {model_name!r} is not one of hrm, trm, trm_mlp")
+        if model_name not in MODELS:
+            parser.error(f"--models: {model_name!r} is not one of {', '.join(MODELS)}")
         for dtype in args.dtypes.split(","):
             for compiled in [False, True] if args.compile else [False]:
                 seconds, flops = time_variant(args, model_name, dtype, compiled)
