@@ -27,6 +27,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from hrm.atomic import atomic_write_text
 from hrm.errors import ConfigError, one_line
 
 logger = logging.getLogger(__name__)
@@ -64,10 +65,8 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
 
 
 def _write_manifest(folder: Path, request: dict[str, Any], status: str) -> None:
-    tmp = folder / f".{MANIFEST}.tmp"
     record = {"written_by": "hrm adapt.py", "status": status, "pid": os.getpid(), "host": _host(), "request": request}
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, folder / MANIFEST)
+    atomic_write_text(folder / MANIFEST, json.dumps(record, indent=1))
 
 
 def _difference(there: dict[str, Any], here: dict[str, Any]) -> str:
