@@ -45,7 +45,7 @@ def _shaken(model, seed=2):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, tensor in model.state_dict(keep_vars=True).items():
-            if tensor.is_floating_point() and "puzzle_emb" not in name or name.endswith("puzzle_emb.weights"):
+            if (tensor.is_floating_point() and "puzzle_emb" not in name) or name.endswith("puzzle_emb.weights"):
                 tensor.add_((0.05 * torch.randn(tensor.shape, generator=g)).to(tensor.dtype))
     return model.eval()
 
