@@ -1,9 +1,20 @@
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from hrm.models.losses import ACTLossHead, log_stablemax, softmax_cross_entropy, stablemax_cross_entropy
+from hrm.config import validate_config
+from hrm.errors import ConfigError
+from hrm.models.losses import (
+    LOSS_HEADS,
+    ACTLossHead,
+    LossHead,
+    log_stablemax,
+    softmax_cross_entropy,
+    stablemax_cross_entropy,
+)
+from hrm.models.registry import build_model, loss_class
 
 from .helpers import tiny_batch, tiny_model
 
@@ -98,3 +109,39 @@ def test_loss_and_metric_arithmetic_on_hand_made_outputs():
     torch.testing.assert_close(metrics["q_halt_loss"], q_halt_loss)
     torch.testing.assert_close(metrics["q_continue_loss"], q_cont_loss)
     torch.testing.assert_close(loss, lm_loss + 0.5 * (q_halt_loss + q_cont_loss))
+
+
+def test_a_loss_head_registers_itself_by_being_defined():
+    assert loss_class("losses@ACTLossHead") is ACTLossHead
+    before = dict(LOSS_HEADS)
+    try:
+
+        class DoubledLoss(ACTLossHead):
+            """A loss head defined outside the package: twice the ACT loss."""
+
+            names = ("test_losses@DoubledLoss",)
+
+            def forward(self, return_keys=(), **model_kwargs):
+                carry, loss, metrics, outputs, halted = super().forward(return_keys, **model_kwargs)
+                return carry, 2 * loss, metrics, outputs, halted
+
+        assert loss_class("test_losses@DoubledLoss") is DoubledLoss
+        arch = {"hidden_size": 32, "num_heads": 4, "puzzle_emb_ndim": 0, "forward_dtype": "float32"}
+        cfg = validate_config({"arch": {**arch, "loss": {"name": "test_losses@DoubledLoss"}}})
+        shapes = dict(batch_size=2, seq_len=6, vocab_size=5, num_puzzle_identifiers=1)
+        torch.manual_seed(0)
+        doubled = build_model(cfg.arch, **shapes)
+        torch.manual_seed(0)
+        plain = build_model(validate_config({"arch": arch}).arch, **shapes)
+        assert type(doubled) is DoubledLoss and type(plain) is ACTLossHead
+        batch = tiny_batch(batch_size=2, seq_len=6, vocab_size=5, num_ids=1)
+        losses = [head(carry=head.initial_carry(batch), batch=batch)[1] for head in (doubled.eval(), plain.eval())]
+        torch.testing.assert_close(losses[0], 2 * losses[1])
+        with pytest.raises(ValueError, match="already registered"):
+            type("Clash", (LossHead,), {"names": ("losses@ACTLossHead",), "__module__": __name__})
+    finally:
+        LOSS_HEADS.clear()
+        LOSS_HEADS.update(before)
+    assert LOSS_HEADS["losses@ACTLossHead"] is ACTLossHead
+    with pytest.raises(ConfigError, match="test_losses@DoubledLoss"):
+        loss_class("test_losses@DoubledLoss")

@@ -1,8 +1,12 @@
-"""Losses and the ACT loss head: cross entropy (stablemax or softmax), Q-learning of halting, metrics."""
+"""Losses and the ACT loss head: cross entropy (stablemax or softmax), Q-learning of halting, metrics.
+
+A loss head is a subclass of `LossHead` that declares its `names` (the `arch.loss.name` strings); it registers
+itself in `LOSS_HEADS` when Python defines it, as models do, so a new loss head edits no list.
+"""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +59,31 @@ LOSS_FUNCTIONS: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 
-class ACTLossHead(nn.Module):
+LOSS_HEADS: dict[str, type["LossHead"]] = {}
+"""Every registered loss head by name; filled by `LossHead.__init_subclass__`, read by `hrm.models.registry`."""
+
+
+class LossHead(nn.Module):
+    """The protocol of a loss head: built as `cls(act_model, loss_type=...)`, it keeps the ACT model as `model`
+    and is called as `forward(return_keys=..., carry=..., batch=...) -> (carry, loss, metrics, outputs,
+    all_halted)`. A subclass that declares its own `names` registers itself under each of them; a name already
+    taken is an error."""
+
+    names: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in cls.__dict__.get("names", ()):
+            if name in LOSS_HEADS and LOSS_HEADS[name] is not cls:
+                other = LOSS_HEADS[name]
+                raise ValueError(
+                    f"loss head name {name!r} of {cls.__module__}.{cls.__qualname__} is already registered by "
+                    f"{other.__module__}.{other.__qualname__}; give the new loss head a unique name"
+                )
+            LOSS_HEADS[name] = cls
+
+
+class ACTLossHead(LossHead):
     """Wraps an ACT model: runs one call, computes the loss of the segment and the metric sums.
 
     forward(return_keys=..., carry=..., batch=...) -> (carry, loss, metrics, outputs, all_halted), the

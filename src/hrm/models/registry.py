@@ -1,9 +1,9 @@
-"""Explicit name -> class tables for architectures and loss heads, built from what each module declares.
+"""Name -> class look-ups for architectures and loss heads, from the tables their classes fill when defined.
 
 Each architecture lists its own `names` (the originals' `arch.name` strings, so their `all_config.yaml`
 files resolve here, and ours resolve in the originals) and registers itself when its class is defined
-(`ACTModel.__init_subclass__`); importing `hrm.models` imports every module of the package, so adding a
-model edits no list here.
+(`ACTModel.__init_subclass__`); loss heads do the same (`LossHead.__init_subclass__`). Importing `hrm.models`
+imports every module of the package, so adding a model or a loss head edits no list here.
 This module does not import the training configuration; `arch` arguments only need `.name`, `.loss` and
 `.model_extra` (the user's model fields).
 """
@@ -18,15 +18,12 @@ from torch import nn
 from hrm.errors import ConfigError
 from hrm.models.act import MODELS, ACTModel
 from hrm.models.config import ModelConfig
-from hrm.models.losses import ACTLossHead
+from hrm.models.losses import LOSS_HEADS, LossHead
 
 
 def architectures() -> tuple[type[ACTModel], ...]:
     """Every registered architecture class once, in registration order."""
     return tuple(dict.fromkeys(MODELS.values()))
-
-
-LOSS_HEADS: dict[str, type[nn.Module]] = {name: ACTLossHead for name in ACTLossHead.names}
 
 
 def model_class(name: str) -> type[ACTModel]:
@@ -35,7 +32,7 @@ def model_class(name: str) -> type[ACTModel]:
     return MODELS[name]
 
 
-def loss_class(name: str) -> type[nn.Module]:
+def loss_class(name: str) -> type[LossHead]:
     if name not in LOSS_HEADS:
         raise ConfigError(f"arch.loss.name={name!r} is unknown; known loss heads: {', '.join(LOSS_HEADS)}")
     return LOSS_HEADS[name]
