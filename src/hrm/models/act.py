@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from hrm.models.config import ModelConfig
+from hrm.models.naming import register_names
 
 
 @dataclass
@@ -67,14 +68,7 @@ class ACTModel(nn.Module):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for name in cls.__dict__.get("names", ()):
-            if name in MODELS and MODELS[name] is not cls:
-                other = MODELS[name]
-                raise ValueError(
-                    f"model name {name!r} of {cls.__module__}.{cls.__qualname__} is already registered by "
-                    f"{other.__module__}.{other.__qualname__}; give the new model a unique name"
-                )
-            MODELS[name] = cls
+        register_names(MODELS, cls, "model")
 
     def __init__(self, config: ModelConfig | dict):
         super().__init__()

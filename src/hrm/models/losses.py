@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hrm.models.naming import register_names
+
 IGNORE_LABEL_ID = -100
 
 
@@ -73,14 +75,7 @@ class LossHead(nn.Module):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for name in cls.__dict__.get("names", ()):
-            if name in LOSS_HEADS and LOSS_HEADS[name] is not cls:
-                other = LOSS_HEADS[name]
-                raise ValueError(
-                    f"loss head name {name!r} of {cls.__module__}.{cls.__qualname__} is already registered by "
-                    f"{other.__module__}.{other.__qualname__}; give the new loss head a unique name"
-                )
-            LOSS_HEADS[name] = cls
+        register_names(LOSS_HEADS, cls, "loss head")
 
 
 class ACTLossHead(LossHead):
