@@ -7,27 +7,16 @@ runs under no_grad, so memory does not grow with the number of cycles.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
 from hrm.models.act import ACTModel, SegmentHook, linear_weight_count
-from hrm.models.config import ModelConfig, WidthDerivedPuzzlePositions
-from hrm.models.layers import (
-    CastedEmbedding,
-    CastedLinear,
-    PostNormBlock,
-    ReasoningModule,
-    RotaryEmbedding,
-    trunc_normal_init_,
-)
-from hrm.models.sparse_embedding import CastedSparseEmbedding
-
-LEARNED_POS_SCALE = 0.707106781  # 1/sqrt(2): keeps token + position embeddings at unit scale
+from hrm.models.common import EmbeddingAndHeads, reset_state, truncated_unroll
+from hrm.models.config import WidthDerivedPuzzlePositions
+from hrm.models.layers import PostNormBlock, ReasoningModule, trunc_normal_init_
 
 
 class HRMConfig(WidthDerivedPuzzlePositions):
@@ -43,66 +32,13 @@ class HRMInnerCarry:
     z_L: torch.Tensor
 
 
-class InputEmbedding(nn.Module):
-    """Token embedding, optional puzzle-embedding positions in front, and learned or rotary positions.
-
-    Shared by every architecture so that their inputs are prepared identically. With `with_heads`, the
-    output heads `lm_head` and `q_head` are created between the token embedding and the puzzle embedding:
-    the original's creation order, which fixes how the seeded generator is consumed.
-    """
-
-    def __init__(self, config: ModelConfig, with_heads: bool = False):
-        super().__init__()
-        self.config = config
-        self.embed_scale = math.sqrt(config.hidden_size)
-        embed_init_std = 1.0 / self.embed_scale
-        self.puzzle_emb_len = config.puzzle_emb_len
-        self.total_len = config.seq_len + self.puzzle_emb_len
-        self.embed_tokens = CastedEmbedding(
-            config.vocab_size, config.hidden_size, init_std=embed_init_std, cast_to=config.dtype
-        )
-        if with_heads:
-            self.lm_head = CastedLinear(config.hidden_size, config.vocab_size, bias=False)
-            self.q_head = CastedLinear(config.hidden_size, 2, bias=True)
-            with torch.no_grad():
-                # Start the Q-head near "never halt" (sigmoid(-5) ~ 0.007) so early training explores.
-                self.q_head.weight.zero_()
-                self.q_head.bias.fill_(-5.0)
-        if config.puzzle_emb_ndim > 0:
-            self.puzzle_emb = CastedSparseEmbedding(
-                config.num_puzzle_identifiers, config.puzzle_emb_ndim, init_std=0.0, cast_to=config.dtype
-            )
-        if config.pos_encodings == "rope":
-            self.rotary_emb = RotaryEmbedding(config.hidden_size // config.num_heads, self.total_len, config.rope_theta)
-        else:
-            self.embed_pos = CastedEmbedding(
-                self.total_len, config.hidden_size, init_std=embed_init_std, cast_to=config.dtype
-            )
-
-    def cos_sin(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        return self.rotary_emb() if self.config.pos_encodings == "rope" else None
-
-    def embed(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> torch.Tensor:
-        cfg = self.config
-        embedding = self.embed_tokens(inputs.to(torch.int32))
-        if cfg.puzzle_emb_ndim > 0:
-            puzzle = self.puzzle_emb(puzzle_identifiers)
-            pad = self.puzzle_emb_len * cfg.hidden_size - puzzle.shape[-1]
-            if pad > 0:
-                puzzle = F.pad(puzzle, (0, pad))
-            embedding = torch.cat((puzzle.view(-1, self.puzzle_emb_len, cfg.hidden_size), embedding), dim=-2)
-        if cfg.pos_encodings == "learned":
-            embedding = LEARNED_POS_SCALE * (embedding + self.embed_pos.embedding_weight.to(cfg.dtype))
-        return self.embed_scale * embedding
-
-
-class HRMInner(InputEmbedding):
+class HRMInner(EmbeddingAndHeads):
     """One segment of HRM. Attribute names equal the original's, so state dicts interchange."""
 
     def __init__(self, config: HRMConfig):
         # Creation order = the original's (embeddings and heads, H blocks, L blocks, H_init, L_init), so a seed
         # draws the original's initial weights.
-        super().__init__(config, with_heads=True)
+        super().__init__(config, config.puzzle_emb_len, config.pos_encodings)
 
         def stack(num_layers: int) -> ReasoningModule:
             return ReasoningModule(
@@ -137,16 +73,9 @@ class HRMInner(InputEmbedding):
         )
 
     def reset_carry(self, reset_flag: torch.Tensor, carry: HRMInnerCarry) -> HRMInnerCarry:
-        flag = reset_flag.view(-1, 1, 1)
         return HRMInnerCarry(
-            z_H=torch.where(flag, self.H_init, carry.z_H), z_L=torch.where(flag, self.L_init, carry.z_L)
+            z_H=reset_state(reset_flag, self.H_init, carry.z_H), z_L=reset_state(reset_flag, self.L_init, carry.z_L)
         )
-
-    def heads(self, z_H: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """Token logits (puzzle positions dropped) and the (halt, continue) Q-logits in float32."""
-        logits = self.lm_head(z_H)[:, self.puzzle_emb_len :]
-        q_logits = self.q_head(z_H[:, 0]).to(torch.float32)
-        return logits, (q_logits[..., 0], q_logits[..., 1])
 
     def decode_step(self, z_H: torch.Tensor, z_L: torch.Tensor) -> torch.Tensor:
         """Logits of the H update applied to the current states, without storing it (the tracer's per-step view)."""
@@ -156,26 +85,21 @@ class HRMInner(InputEmbedding):
         cfg = self.config
         cos_sin = self.cos_sin()
         x = self.embed(batch["inputs"], batch["puzzle_identifiers"])
-        z_H, z_L = carry.z_H, carry.z_L
-        with torch.no_grad():
-            for h_step in range(cfg.H_cycles):
-                for l_step in range(cfg.L_cycles):
-                    if h_step == cfg.H_cycles - 1 and l_step == cfg.L_cycles - 1:
-                        break
-                    z_L = self.L_level(z_L, z_H + x, cos_sin=cos_sin)
-                    if hook is not None:
-                        hook("L", z_H, z_L)
-                if h_step < cfg.H_cycles - 1:
-                    z_H = self.H_level(z_H, z_L, cos_sin=cos_sin)
-                    if hook is not None:
-                        hook("H", z_H, z_L)
-        # The one-step gradient: only these two updates are differentiated.
-        z_L = self.L_level(z_L, z_H + x, cos_sin=cos_sin)
-        if hook is not None:
-            hook("L", z_H, z_L)
-        z_H = self.H_level(z_H, z_L, cos_sin=cos_sin)
-        if hook is not None:
-            hook("H", z_H, z_L)
+
+        def step(i: int, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            """One L update; the last of each cycle's L_cycles is followed by the H update."""
+            z_H, z_L = state
+            z_L = self.L_level(z_L, z_H + x, cos_sin=cos_sin)
+            if hook is not None:
+                hook("L", z_H, z_L)
+            if (i + 1) % cfg.L_cycles == 0:
+                z_H = self.H_level(z_H, z_L, cos_sin=cos_sin)
+                if hook is not None:
+                    hook("H", z_H, z_L)
+            return z_H, z_L
+
+        # The one-step gradient: only the last L update and the H update after it are differentiated.
+        z_H, z_L = truncated_unroll(step, (carry.z_H, carry.z_L), cfg.H_cycles * cfg.L_cycles - 1, 1)
         logits, q = self.heads(z_H)
         return HRMInnerCarry(z_H=z_H.detach(), z_L=z_L.detach()), logits, q
 

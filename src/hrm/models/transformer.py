@@ -13,8 +13,8 @@ import torch
 from pydantic import Field
 
 from hrm.models.act import ACTModel, SegmentHook, linear_weight_count
+from hrm.models.common import EmbeddingAndHeads, reset_state
 from hrm.models.config import WidthDerivedPuzzlePositions
-from hrm.models.hrm import InputEmbedding
 from hrm.models.layers import PostNormBlock, ReasoningModule, trunc_normal_init_
 
 
@@ -30,13 +30,13 @@ class TransformerCarry:
     z_H: torch.Tensor  # the stack's output state, named like HRM's so analysis tools read both
 
 
-class TransformerInner(InputEmbedding):
+class TransformerInner(EmbeddingAndHeads):
     """The baseline has no original; its draws follow HRM's order with one stack: `embed_tokens`, `lm_head`,
     `q_head` (drawn, then zeroed), `puzzle_emb` (zeros, no draws), `embed_pos` (learned positions only), the
     `layers` blocks (per block qkv_proj, o_proj, gate_up_proj, down_proj), `H_init`."""
 
     def __init__(self, config: TransformerConfig):
-        super().__init__(config, with_heads=True)
+        super().__init__(config, config.puzzle_emb_len, config.pos_encodings)
         self.layers = ReasoningModule(
             [
                 PostNormBlock(
@@ -61,14 +61,13 @@ class TransformerInner(InputEmbedding):
         )
 
     def reset_carry(self, reset_flag: torch.Tensor, carry: TransformerCarry) -> TransformerCarry:
-        return TransformerCarry(z_H=torch.where(reset_flag.view(-1, 1, 1), self.H_init, carry.z_H))
+        return TransformerCarry(z_H=reset_state(reset_flag, self.H_init, carry.z_H))
 
     def forward(self, carry: TransformerCarry, batch: dict[str, torch.Tensor], hook: SegmentHook | None = None):
         x = self.embed(batch["inputs"], batch["puzzle_identifiers"])
         z = self.layers(carry.z_H, x, cos_sin=self.cos_sin())
-        logits = self.lm_head(z)[:, self.puzzle_emb_len :]
-        q_logits = self.q_head(z[:, 0]).to(torch.float32)
-        return TransformerCarry(z_H=z.detach()), logits, (q_logits[..., 0], q_logits[..., 1])
+        logits, q = self.heads(z)
+        return TransformerCarry(z_H=z.detach()), logits, q
 
 
 class TransformerBaselineACT(ACTModel):

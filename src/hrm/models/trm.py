@@ -13,30 +13,17 @@ interchange with its code and a seed gives its initial weights.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
 from hrm.models.act import ACTModel, SegmentHook, linear_weight_count
+from hrm.models.common import EmbeddingAndHeads, reset_state, truncated_unroll
 from hrm.models.config import ModelConfig, puzzle_positions_for
-from hrm.models.layers import (
-    Attention,
-    CastedEmbedding,
-    CastedLinear,
-    ReasoningModule,
-    RotaryEmbedding,
-    SwiGLU,
-    rms_norm,
-    trunc_normal_init_,
-)
-from hrm.models.sparse_embedding import CastedSparseEmbedding
-
-LEARNED_POS_SCALE = 0.707106781  # 1/sqrt(2), as in HRM
+from hrm.models.layers import Attention, ReasoningModule, SwiGLU, rms_norm, trunc_normal_init_
 
 
 class TRMConfig(ModelConfig):
@@ -98,32 +85,12 @@ class TRMBlock(nn.Module):
         return rms_norm(hidden_states + self.mlp(hidden_states), self.norm_eps)
 
 
-class TRMInner(nn.Module):
-    """TRM's inner model. Modules are created in TRM's order (the seed-exact initialisation depends on it)."""
+class TRMInner(EmbeddingAndHeads):
+    """TRM's inner model. Modules are created in TRM's order (the seed-exact initialisation depends on it):
+    embeddings, heads and positions, L_level, H_init, L_init."""
 
     def __init__(self, config: TRMConfig):
-        super().__init__()
-        self.config = config
-        self.puzzle_emb_len = config.puzzle_emb_len
-        self.total_len = config.seq_len + self.puzzle_emb_len
-        self.embed_scale = math.sqrt(config.hidden_size)
-        embed_init_std = 1.0 / self.embed_scale
-
-        self.embed_tokens = CastedEmbedding(
-            config.vocab_size, config.hidden_size, init_std=embed_init_std, cast_to=config.dtype
-        )
-        self.lm_head = CastedLinear(config.hidden_size, config.vocab_size, bias=False)
-        self.q_head = CastedLinear(config.hidden_size, 2, bias=True)
-        if config.puzzle_emb_ndim > 0:
-            self.puzzle_emb = CastedSparseEmbedding(
-                config.num_puzzle_identifiers, config.puzzle_emb_ndim, init_std=0.0, cast_to=config.dtype
-            )
-        if config.pos_encodings == "rope":
-            self.rotary_emb = RotaryEmbedding(config.hidden_size // config.num_heads, self.total_len, config.rope_theta)
-        elif config.pos_encodings == "learned":
-            self.embed_pos = CastedEmbedding(
-                self.total_len, config.hidden_size, init_std=embed_init_std, cast_to=config.dtype
-            )
+        super().__init__(config, config.puzzle_emb_len, config.pos_encodings)
         self.L_level = ReasoningModule([TRMBlock(config) for _ in range(config.L_layers)])
         self.register_buffer(
             "H_init", trunc_normal_init_(torch.empty(config.hidden_size, dtype=config.dtype), std=1.0), persistent=True
@@ -131,26 +98,6 @@ class TRMInner(nn.Module):
         self.register_buffer(
             "L_init", trunc_normal_init_(torch.empty(config.hidden_size, dtype=config.dtype), std=1.0), persistent=True
         )
-        with torch.no_grad():
-            self.q_head.weight.zero_()
-            self.q_head.bias.fill_(-5.0)
-
-    def cos_sin(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        return self.rotary_emb() if self.config.pos_encodings == "rope" else None
-
-    def embed(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> torch.Tensor:
-        cfg = self.config
-        embedding = self.embed_tokens(inputs.to(torch.int32))
-        if self.puzzle_emb_len > 0:
-            if cfg.puzzle_emb_ndim > 0:
-                puzzle = self.puzzle_emb(puzzle_identifiers)
-            else:  # positions without an embedding stay zero (TRM's code crashes here)
-                puzzle = embedding.new_zeros(embedding.shape[0], 0)
-            puzzle = F.pad(puzzle, (0, self.puzzle_emb_len * cfg.hidden_size - puzzle.shape[-1]))
-            embedding = torch.cat((puzzle.view(-1, self.puzzle_emb_len, cfg.hidden_size), embedding), dim=-2)
-        if cfg.pos_encodings == "learned":
-            embedding = LEARNED_POS_SCALE * (embedding + self.embed_pos.embedding_weight.to(cfg.dtype))
-        return self.embed_scale * embedding
 
     def empty_carry(self, batch_size: int, device: torch.device | str | None = None) -> TRMInnerCarry:
         shape = (batch_size, self.total_len, self.config.hidden_size)
@@ -161,15 +108,9 @@ class TRMInner(nn.Module):
         )
 
     def reset_carry(self, reset_flag: torch.Tensor, carry: TRMInnerCarry) -> TRMInnerCarry:
-        flag = reset_flag.view(-1, 1, 1)
         return TRMInnerCarry(
-            z_H=torch.where(flag, self.H_init, carry.z_H), z_L=torch.where(flag, self.L_init, carry.z_L)
+            z_H=reset_state(reset_flag, self.H_init, carry.z_H), z_L=reset_state(reset_flag, self.L_init, carry.z_L)
         )
-
-    def heads(self, z_H: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        logits = self.lm_head(z_H)[:, self.puzzle_emb_len :]
-        q_logits = self.q_head(z_H[:, 0]).to(torch.float32)
-        return logits, (q_logits[..., 0], q_logits[..., 1])
 
     def decode_step(self, z_H: torch.Tensor, z_L: torch.Tensor) -> torch.Tensor:
         return self.heads(self.L_level(z_H, z_L, cos_sin=self.cos_sin()))[0]
@@ -187,12 +128,10 @@ class TRMInner(nn.Module):
     def forward(self, carry: TRMInnerCarry, batch: dict[str, torch.Tensor], hook: SegmentHook | None = None):
         cos_sin = self.cos_sin()
         x = self.embed(batch["inputs"], batch["puzzle_identifiers"])
-        z_H, z_L = carry.z_H, carry.z_L
-        with torch.no_grad():
-            for _ in range(self.config.H_cycles - 1):
-                z_H, z_L = self._cycle(z_H, z_L, x, cos_sin, hook)
         # The last cycle is differentiated through all of its updates.
-        z_H, z_L = self._cycle(z_H, z_L, x, cos_sin, hook)
+        z_H, z_L = truncated_unroll(
+            lambda _, state: self._cycle(*state, x, cos_sin, hook), (carry.z_H, carry.z_L), self.config.H_cycles - 1, 1
+        )
         logits, q = self.heads(z_H)
         return TRMInnerCarry(z_H=z_H.detach(), z_L=z_L.detach()), logits, q
 
@@ -273,7 +212,7 @@ class TRMSingleZInner(TRMInner):
         )
 
     def reset_carry(self, reset_flag: torch.Tensor, carry: SingleZCarry) -> SingleZCarry:
-        return SingleZCarry(z_L=torch.where(reset_flag.view(-1, 1, 1), self.L_init, carry.z_L))
+        return SingleZCarry(z_L=reset_state(reset_flag, self.L_init, carry.z_L))
 
     def decode_step(self, z_H: torch.Tensor, z_L: torch.Tensor) -> torch.Tensor:
         return self.heads(self.L_level(z_L, 0, cos_sin=self.cos_sin()))[0]
@@ -291,11 +230,9 @@ class TRMSingleZInner(TRMInner):
     def forward(self, carry: SingleZCarry, batch: dict[str, torch.Tensor], hook: SegmentHook | None = None):
         cos_sin = self.cos_sin()
         x = self.embed(batch["inputs"], batch["puzzle_identifiers"])
-        z_L = carry.z_L
-        with torch.no_grad():
-            for _ in range(self.config.H_cycles - 1):
-                _, z_L = self._cycle(z_L, z_L, x, cos_sin, hook)
-        _, z_L = self._cycle(z_L, z_L, x, cos_sin, hook)
+        z_L = truncated_unroll(
+            lambda _, z: self._cycle(z, z, x, cos_sin, hook)[1], carry.z_L, self.config.H_cycles - 1, 1
+        )
         logits, q = self.heads(z_L)
         return SingleZCarry(z_L=z_L.detach()), logits, q
 

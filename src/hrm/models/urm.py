@@ -15,7 +15,6 @@ steps at most (the protocol's `halt_max_steps`), exploration probability `halt_e
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,17 +25,9 @@ from pydantic_core import PydanticCustomError
 from torch import nn
 
 from hrm.models.act import ACTModel, SegmentHook, linear_weight_count
+from hrm.models.common import EmbeddingAndHeads, reset_state, truncated_unroll
 from hrm.models.config import ModelConfig, puzzle_positions_for
-from hrm.models.layers import (
-    Attention,
-    CastedEmbedding,
-    CastedLinear,
-    RotaryEmbedding,
-    rms_norm,
-    swiglu_intermediate_size,
-    trunc_normal_init_,
-)
-from hrm.models.sparse_embedding import CastedSparseEmbedding
+from hrm.models.layers import Attention, CastedLinear, rms_norm, swiglu_intermediate_size, trunc_normal_init_
 
 logger = logging.getLogger(__name__)
 
@@ -166,56 +157,18 @@ class URMBlock(nn.Module):
         return rms_norm(hidden_states + self.mlp(hidden_states), self.norm_eps)
 
 
-class URMInner(nn.Module):
+class URMInner(EmbeddingAndHeads):
     """URM's inner model. Modules are created in URM's order (the seed-exact initialisation depends on it):
-    embed_tokens, lm_head, q_head, puzzle_emb, rotary_emb, layers, init_hidden; q_head is then zeroed."""
+    embed_tokens, lm_head, q_head, puzzle_emb, rotary_emb (always RoPE), layers, init_hidden."""
 
     def __init__(self, config: URMConfig):
-        super().__init__()
-        self.config = config
-        self.puzzle_emb_len = config.puzzle_emb_len
-        self.total_len = config.seq_len + self.puzzle_emb_len
-        self.embed_scale = math.sqrt(config.hidden_size)
-        self._build_embedding_and_heads()
-        self.rotary_emb = RotaryEmbedding(config.hidden_size // config.num_heads, self.total_len, config.rope_theta)
+        super().__init__(config, config.puzzle_emb_len, "rope")
         self.layers = nn.ModuleList([URMBlock(config) for _ in range(config.num_layers)])
         self.register_buffer(
             "init_hidden",
             trunc_normal_init_(torch.empty(config.hidden_size, dtype=config.dtype), std=1.0),
             persistent=True,
         )
-        with torch.no_grad():
-            self.q_head.weight.zero_()
-            self.q_head.bias.fill_(-5.0)
-
-    # ---- input embedding and heads (the same formulas as TRM's)
-    def _build_embedding_and_heads(self) -> None:
-        cfg = self.config
-        self.embed_tokens = CastedEmbedding(
-            cfg.vocab_size, cfg.hidden_size, init_std=1.0 / self.embed_scale, cast_to=cfg.dtype
-        )
-        self.lm_head = CastedLinear(cfg.hidden_size, cfg.vocab_size, bias=False)
-        self.q_head = CastedLinear(cfg.hidden_size, 2, bias=True)
-        if cfg.puzzle_emb_ndim > 0:
-            self.puzzle_emb = CastedSparseEmbedding(
-                cfg.num_puzzle_identifiers, cfg.puzzle_emb_ndim, init_std=0.0, cast_to=cfg.dtype
-            )
-
-    def embed(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> torch.Tensor:
-        """Token embedding with the puzzle row (zero-padded to whole positions) prepended, times sqrt(hidden)."""
-        cfg = self.config
-        embedding = self.embed_tokens(inputs.to(torch.int32))
-        if self.puzzle_emb_len > 0:
-            puzzle = self.puzzle_emb(puzzle_identifiers)
-            puzzle = F.pad(puzzle, (0, self.puzzle_emb_len * cfg.hidden_size - puzzle.shape[-1]))
-            embedding = torch.cat((puzzle.view(-1, self.puzzle_emb_len, cfg.hidden_size), embedding), dim=-2)
-        return self.embed_scale * embedding
-
-    def heads(self, hidden: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """Token logits (puzzle positions dropped) and the (halt, continue) Q-logits of position 0 in float32."""
-        logits = self.lm_head(hidden)[:, self.puzzle_emb_len :]
-        q_logits = self.q_head(hidden[:, 0]).to(torch.float32)
-        return logits, (q_logits[..., 0], q_logits[..., 1])
 
     # ---- carry
     def empty_carry(self, batch_size: int, device: torch.device | str | None = None) -> URMInnerCarry:
@@ -224,9 +177,7 @@ class URMInner(nn.Module):
         return URMInnerCarry(current_hidden=torch.empty(shape, dtype=self.config.dtype, device=device))
 
     def reset_carry(self, reset_flag: torch.Tensor, carry: URMInnerCarry) -> URMInnerCarry:
-        return URMInnerCarry(
-            current_hidden=torch.where(reset_flag.view(-1, 1, 1), self.init_hidden, carry.current_hidden)
-        )
+        return URMInnerCarry(current_hidden=reset_state(reset_flag, self.init_hidden, carry.current_hidden))
 
     # ---- the loop
     def inner_loop(self, hidden: torch.Tensor, x: torch.Tensor, cos_sin) -> torch.Tensor:
@@ -243,26 +194,22 @@ class URMInner(nn.Module):
         """
         cfg = self.config
 
-        def cycle(hidden: torch.Tensor) -> torch.Tensor:
-            for _ in range(cfg.L_cycles):
-                hidden = self.inner_loop(hidden, x, cos_sin)
-                if hook is not None:
-                    hook("L", hidden, hidden)
+        def step(i: int, hidden: torch.Tensor) -> torch.Tensor:
+            hidden = self.inner_loop(hidden, x, cos_sin)
             if hook is not None:
-                hook("H", hidden, hidden)
+                hook("L", hidden, hidden)
+                if (i + 1) % cfg.L_cycles == 0:
+                    hook("H", hidden, hidden)
             return hidden
 
-        with torch.no_grad():
-            for _ in range(cfg.H_cycles - 1):
-                hidden = cycle(hidden)
-        return cycle(hidden)
+        return truncated_unroll(step, hidden, (cfg.H_cycles - 1) * cfg.L_cycles, cfg.L_cycles)
 
     def decode_step(self, z_H: torch.Tensor, z_L: torch.Tensor) -> torch.Tensor:
         """The logits of the current state (URM has no separate answer update)."""
         return self.heads(z_L)[0]
 
     def forward(self, carry: URMInnerCarry, batch: dict[str, torch.Tensor], hook: SegmentHook | None = None):
-        cos_sin = self.rotary_emb()
+        cos_sin = self.cos_sin()
         x = self.embed(batch["inputs"], batch["puzzle_identifiers"])
         hidden = self._unroll(carry.current_hidden, x, cos_sin, hook)
         logits, q = self.heads(hidden)
