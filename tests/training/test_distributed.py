@@ -35,17 +35,22 @@ def run_two_processes(tiny_dataset: Path, checkpoint_path: Path, extra: tuple[st
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+def train_one_and_two_processes(tiny_dataset: Path, tmp_path: Path, extra: tuple[str, ...], step: int) -> tuple:
+    """The same run in one process and in two (gloo): both `step_N` state dicts, checked to hold the same keys."""
+    run_training(tiny_config(tiny_dataset, tmp_path / "one", *extra))
+    run_two_processes(tiny_dataset, tmp_path / "two", extra)
+    one = clean_state_dict(torch.load(tmp_path / "one" / f"step_{step}", weights_only=True))
+    two = clean_state_dict(torch.load(tmp_path / "two" / f"step_{step}", weights_only=True))
+    assert one.keys() == two.keys()
+    return one, two
+
+
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_two_gloo_processes_equal_one_process(tiny_dataset, tmp_path):
     # Exploration off and float32, so both runs make the same halting decisions (N processes must train the 1-process run).
     extra = ("arch.halt_exploration_prob=0", "epochs=2", "eval_interval=2", "eval_save_outputs=[preds]")
-    run_training(tiny_config(tiny_dataset, tmp_path / "one", *extra))
-    run_two_processes(tiny_dataset, tmp_path / "two", extra)
-
-    one = clean_state_dict(torch.load(tmp_path / "one" / "step_6", weights_only=True))
-    two = clean_state_dict(torch.load(tmp_path / "two" / "step_6", weights_only=True))
-    assert one.keys() == two.keys()
+    one, two = train_one_and_two_processes(tiny_dataset, tmp_path, extra, step=6)
     initial_puzzle_rows = torch.zeros_like(one["model.inner.puzzle_emb.weights"])
     assert not torch.equal(one["model.inner.puzzle_emb.weights"], initial_puzzle_rows)  # the sparse path really ran
     for key in one:
@@ -66,11 +71,7 @@ def test_two_gloo_processes_equal_one_process(tiny_dataset, tmp_path):
 def test_two_processes_with_muon_and_accumulation_equal_one_process(tiny_dataset, tmp_path):
     """URM's Muon set with grad_accum_steps=2: every rank steps on the all-reduced sum of both batches."""
     extra = ("arch.halt_exploration_prob=0", "use_muon=True", "grad_accum_steps=2", "max_steps=2")
-    run_training(tiny_config(tiny_dataset, tmp_path / "one", *extra))
-    run_two_processes(tiny_dataset, tmp_path / "two", extra)
-    one = clean_state_dict(torch.load(tmp_path / "one" / "step_2", weights_only=True))
-    two = clean_state_dict(torch.load(tmp_path / "two" / "step_2", weights_only=True))
-    assert one.keys() == two.keys()
+    one, two = train_one_and_two_processes(tiny_dataset, tmp_path, extra, step=2)
     state = torch.load(tmp_path / "two" / "train_state_2" / "trainer.pt", weights_only=True)
     assert state["optimizer_names"] == ["SignSGDSparse", "Muon"]
     assert state["optimizers"][1]["param_groups"][1]["step"] == 2
