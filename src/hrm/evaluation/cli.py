@@ -9,7 +9,7 @@ line. Under `torchrun` each rank evaluates its slice of every test batch and ran
 Protocols: the plain evaluation (`halt=max`, the training loop's own pass, or `halt=act` with slot
 refill), optionally a sweep over `halt_max_steps`; ARC voting / pass@K / submission when the dataset
 is ARC; Augmented HRM when `permutes>1` or `checkpoints=` is given (Sudoku and Maze). This module runs
-them in order: options -> checkpoints and split (`loading`) -> checks -> compute (`protocols`) -> report.
+them in order: options -> checkpoints and split (`loading`) -> checks -> compute (`plain`, `sweep`, `augmented`) -> report.
 """
 
 from __future__ import annotations
@@ -36,13 +36,16 @@ from hrm.distributed import init_distributed
 from hrm.errors import ConfigError, DatasetError, HRMError, one_line
 from hrm.evaluation import arc as arc_scoring
 from hrm.evaluation import augmented, identifiers
+from hrm.evaluation.augmented import run_augmented
 from hrm.evaluation.batching import auto_global_batch_size
 from hrm.evaluation.calibration import calibration_report
 from hrm.evaluation.data import TestSplit
 from hrm.evaluation.loading import load_for_evaluation
 from hrm.evaluation.options import EvalConfig, expand_checkpoints, parse_args
-from hrm.evaluation.protocols import EvalSetup, gather_to_rank0, run_augmented, run_plain, run_sweep, sort_rows
+from hrm.evaluation.plain import run_plain
 from hrm.evaluation.report import format_results, write_json
+from hrm.evaluation.setup import EvalSetup, gather_to_rank0, sort_rows
+from hrm.evaluation.sweep import run_sweep
 from hrm.hub import in_hub_cache
 from hrm.paths import check_output_file
 from hrm.tasks import resolve as resolve_task
