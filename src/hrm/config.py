@@ -114,10 +114,9 @@ class PretrainConfig(BaseModel):
     min_eval_interval: int | None = Field(0, ge=0)  # no evaluation or checkpoint before this chunk index
 
     # URM's other training keys (`use_muon` and `grad_accum_steps` are above), read from URM's configs with no
-    # effect here: `loop_deltas` (URM ignores it
-    # too), `target_q_update_every` (dead in every original), `load_strict` (loading is always strict, except the
-    # puzzle table's mean-row resize) and `load_optimizer_state` (`load_checkpoint` loads weights; `resume`
-    # continues a run with its optimisers).
+    # effect here: `loop_deltas` (URM ignores it too), `target_q_update_every` (dead in every original),
+    # `load_strict` (loading is always strict, except the puzzle table's mean-row resize) and
+    # `load_optimizer_state` (`load_checkpoint` loads weights; `resume` continues a run with its optimisers).
     loop_deltas: list[Union[int, str]] = Field(default_factory=list)
     target_q_update_every: int | None = None
     load_strict: bool = True
