@@ -5,15 +5,14 @@ from __future__ import annotations
 import io
 import logging
 import math
-import socket
 import sys
 import types
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from hrm.distributed import join_process_group, shutdown_distributed
 from hrm.errors import ConfigError
 from hrm.models.sparse_embedding import CastedSparseEmbedding
 from hrm.training.optimizers import AdamATan2, SignSGDSparse, make_adam_atan2
@@ -408,8 +407,8 @@ def distributed_coefficients():
     return torch.randn(6, 4, generator=torch.Generator().manual_seed(11))
 
 
-def _distributed_worker(rank, port, output_dir):
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+def _distributed_worker(rank, output_dir):
+    join_process_group(backend="gloo", init_method=f"file://{output_dir}/rendezvous", rank=rank, world_size=2)
     try:
         embedding = make_embedding()
         optimizer = SignSGDSparse(embedding, DISTRIBUTED_LR, DISTRIBUTED_WEIGHT_DECAY, world_size=2)
@@ -418,21 +417,13 @@ def _distributed_worker(rank, port, output_dir):
         optimizer.step()
         torch.save(embedding.weights, f"{output_dir}/rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
-
-
-def free_tcp_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        shutdown_distributed(synchronise=True)
 
 
 @pytest.mark.distributed
 def test_sign_sgd_two_ranks_apply_the_update_of_the_union_batch(tmp_path):
     # spawn, not fork: a forked child cannot run autograd once the parent has (CUDA tests earlier in the session).
-    mp.start_processes(
-        _distributed_worker, args=(free_tcp_port(), str(tmp_path)), nprocs=2, join=True, start_method="spawn"
-    )
+    mp.start_processes(_distributed_worker, args=(str(tmp_path),), nprocs=2, join=True, start_method="spawn")
     rank_tables = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
     assert torch.equal(rank_tables[0], rank_tables[1])
 

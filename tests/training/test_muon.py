@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import logging
-import socket
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from hrm.config import PretrainConfig
+from hrm.distributed import join_process_group, shutdown_distributed
 from hrm.errors import ConfigError
 from hrm.models.sparse_embedding import CastedSparseEmbedding
 from hrm.training.optimizers import SignSGDSparse, optimizer_set_names
@@ -294,14 +294,8 @@ def test_muon_warns_once_about_the_config_keys_it_ignores(golden, step_0, caplog
     assert "weight_decay=1.0" in warnings[0] and "beta2=0.99" in warnings[0] and "beta1" not in warnings[0]
 
 
-def free_tcp_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _ddp_worker(rank: int, port: int, output_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+def _ddp_worker(rank: int, output_dir: str) -> None:
+    join_process_group(backend="gloo", init_method=f"file://{output_dir}/rendezvous", rank=rank, world_size=2)
     try:
         model = small_model()
         optimizer = Muon(muon_param_groups(model))
@@ -312,12 +306,12 @@ def _ddp_worker(rank: int, port: int, output_dir: str) -> None:
             muon_step(model, optimizer, [grad.to(param.dtype) for grad, param in zip(local, model.parameters())])
         torch.save(model.state_dict(), f"{output_dir}/rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        shutdown_distributed(synchronise=True)
 
 
 @pytest.mark.distributed
 def test_two_ranks_compute_the_update_of_the_summed_gradient(tmp_path):
-    mp.start_processes(_ddp_worker, args=(free_tcp_port(), str(tmp_path)), nprocs=2, join=True, start_method="spawn")
+    mp.start_processes(_ddp_worker, args=(str(tmp_path),), nprocs=2, join=True, start_method="spawn")
     states = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
     single = small_model()
     optimizer = Muon(muon_param_groups(single))
