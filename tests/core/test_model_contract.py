@@ -220,3 +220,19 @@ def test_halt_act_refill_gives_each_example_its_result_alone(cls):
         assert alone["steps"][0] == together["steps"][i]
         for key in ("logits", "q_halt_logits"):
             torch.testing.assert_close(alone[key][0], together[key][i], rtol=1e-4, atol=1e-4)
+
+
+@ALL
+def test_the_training_segment_traces_without_graph_breaks_but_the_puzzle_rows(cls):
+    """Under torch.compile the only graph break allowed is the sparse puzzle embedding's fresh gradient leaf
+    (reported once per enclosing frame). Any other break, e.g. one per attention call, makes Dynamo run the
+    model's loops eagerly and loses most of compile's gain."""
+    import torch._dynamo
+
+    model = _build(cls).train()
+    batch = _batch()
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(model)(carry=model.initial_carry(batch), batch=batch, return_keys=[])
+    torch._dynamo.reset()
+    reasons = [str(reason.reason) for reason in explained.break_reasons]
+    assert all("requires_grad_" in reason for reason in reasons), reasons

@@ -106,12 +106,21 @@ def _resolve_cached(requested: str, device_type: str, dtype: torch.dtype, traini
     return backend
 
 
+@torch.compiler.assume_constant_result
+def _chosen_backend(requested: str, device_type: str, dtype: torch.dtype, training: bool) -> str:
+    """`_resolve_cached`, which torch.compile calls once while tracing and keeps as a constant: traced, its
+    imports and log line would break the graph in every attention call."""
+    return _resolve_cached(requested, device_type, dtype, training)
+
+
 def attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "auto", causal: bool = False
 ) -> torch.Tensor:
     """Scaled dot-product attention on [batch, seq, heads, head_dim] tensors, same layout out."""
-    # Evaluators run under inference_mode; a training step (its no-grad cycles too) is the training pass.
-    chosen = _resolve_cached(backend, q.device.type, q.dtype, not torch.is_inference_mode_enabled())
+    # Evaluators run under inference_mode; a training step (its no-grad cycles too) is the training pass. Compiled
+    # code cannot ask for inference mode (a graph break in every attention call), so it takes the training pass.
+    training = torch.compiler.is_compiling() or not torch.is_inference_mode_enabled()
+    chosen = _chosen_backend(backend, q.device.type, q.dtype, training)
     if chosen == "sdpa":
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal)
         return out.transpose(1, 2)

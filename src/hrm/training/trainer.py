@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.profiler import record_function
 
 from hrm.atomic import atomic_write_bytes
 from hrm.config import PretrainConfig
@@ -152,11 +153,13 @@ class Trainer(TrainerCheckpoints):
         logging steps."""
         config = self.config
         accum = config.grad_accum_steps
-        batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
-        if self.carry is None:
-            self.carry = self.model.initial_carry(batch)
-        self.carry, loss, metrics, _, _ = self.forward_model(carry=self.carry, batch=batch, return_keys=[])
-        (loss / (config.global_batch_size * accum)).backward()
+        with record_function("hrm/forward"):
+            batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
+            if self.carry is None:
+                self.carry = self.model.initial_carry(batch)
+            self.carry, loss, metrics, _, _ = self.forward_model(carry=self.carry, batch=batch, return_keys=[])
+        with record_function("hrm/backward"):
+            (loss / (config.global_batch_size * accum)).backward()
         earlier_bad = None
         if accum > 1:
             first = self.progress.micro_batches == 0
@@ -175,10 +178,23 @@ class Trainer(TrainerCheckpoints):
         self.progress.step += 1
         step = self.progress.step
 
-        if not self._reduce_gradients(loss, earlier_bad):
+        with record_function("hrm/gradient_check"):
+            finite = self._reduce_gradients(loss, earlier_bad)
+        if not finite:
             return self._handle_nonfinite(loss)
         self.consecutive_skips = 0
 
+        with record_function("hrm/optimizer"):
+            learning_rates = self._step_optimizers(step)
+
+        if step % config.log_interval != 0:
+            return None
+        with record_function("hrm/metrics"):
+            return self._reduce_metrics(metrics, learning_rates)
+
+    def _step_optimizers(self, step: int) -> list[float]:
+        """Every optimiser at its scheduled learning rate, then the EMA; the learning rates used."""
+        config = self.config
         learning_rates = []
         for optimizer, base_lr in zip(self.optimizers, self.base_lrs):
             lr_this_step = cosine_schedule_with_warmup_lr_lambda(
@@ -195,9 +211,11 @@ class Trainer(TrainerCheckpoints):
             learning_rates.append(lr_this_step)
         if self.ema is not None:
             self.ema.update(self.model)
+        return learning_rates
 
-        if step % config.log_interval != 0:
-            return None
+    def _reduce_metrics(self, metrics: dict[str, torch.Tensor], learning_rates: list[float]) -> dict[str, float] | None:
+        """The logged training metrics, summed over ranks onto rank 0 (None elsewhere)."""
+        config = self.config
         keys = sorted(metrics)
         values = torch.stack([metrics[key].detach().to(torch.float64) for key in keys])
         if self.ctx.distributed:
