@@ -155,3 +155,16 @@ def test_an_optimiser_set_defined_outside_the_package_is_chosen_by_name(tiny_dat
         ConfigError, match="optimizers='lion' is not an optimiser set; choose one of adam_atan2, muon, plain"
     ):
         tiny_config(tiny_dataset, tmp_path, "optimizers=lion")
+
+
+def test_compile_on_a_cpu_without_a_cpp_compiler_runs_eagerly_with_a_warning(monkeypatch, caplog):
+    from hrm.training import setup
+
+    model = torch.nn.Linear(2, 2)
+    monkeypatch.setenv("CXX", "no-such-compiler-here")
+    assert setup.compiled(model, True, torch.device("cpu")) is model
+    assert "needs a C++ compiler" in caplog.text
+    monkeypatch.delenv("CXX")
+    monkeypatch.setattr(setup, "cpp_compiler_available", lambda: True)
+    assert setup.compiled(model, True, torch.device("cpu")) is not model
+    assert setup.compiled(model, "auto", torch.device("cpu")) is model  # auto compiles on CUDA only

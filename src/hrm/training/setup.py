@@ -9,6 +9,8 @@ original's stream (docs/reproducing.md).
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -232,6 +234,22 @@ def make_optimizers(
 
 
 def compiled(model: nn.Module, setting: bool | str, device: torch.device) -> nn.Module:
-    """The model the training step calls: torch.compile'd when `compile` says so (auto: on CUDA only)."""
+    """The model the training step calls: torch.compile'd when `compile` says so (auto: on CUDA only).
+
+    On CPU, compiled kernels are C++ built at the first step: without a compiler the run goes on eagerly (a
+    warning) rather than failing at its first step.
+    """
     use_compile = setting if setting != "auto" else device.type == "cuda"
+    if use_compile and device.type == "cpu" and not cpp_compiler_available():
+        logger.warning(
+            "compile=true on CPU needs a C++ compiler (g++ or clang++, or one named by $CXX) and none was found; "
+            "training runs without torch.compile (install one, e.g. build-essential or Xcode's command line tools)"
+        )
+        return model
     return torch.compile(model, dynamic=False) if use_compile else model
+
+
+def cpp_compiler_available() -> bool:
+    """Whether a C++ compiler that torch.compile's CPU backend can call is on the PATH."""
+    candidates = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "clang++", "c++"]
+    return any(shutil.which(name) for name in candidates)
