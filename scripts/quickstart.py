@@ -15,6 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+from hrm.commands import split_arguments
+from hrm.errors import ConfigError
+
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = "data/quickstart-sudoku6"
 CHECKPOINT_DIR = "checkpoints/quickstart"
@@ -24,6 +27,12 @@ BUILD_ARGS = ["--generate", "50000", "--test-size", "1000", "--seed", "0"]
 def run(command: list[str]) -> None:
     print(f"\n$ {shlex.join(command)}", flush=True)
     subprocess.run(command, cwd=REPO, check=True)
+
+
+def ensure_dataset() -> None:
+    """Build the quick start's dataset unless it is there already."""
+    if not (REPO / DATA_DIR / "test" / "dataset.json").is_file():
+        run([sys.executable, "dataset/build_mini_sudoku_dataset.py", "--output-dir", DATA_DIR, *BUILD_ARGS])
 
 
 def evaluate_checkpoint(checkpoint_dir: str) -> dict[str, float]:
@@ -52,25 +61,43 @@ def evaluate_checkpoint(checkpoint_dir: str) -> dict[str, float]:
     return result.metrics["all"]
 
 
-def main() -> None:
+def checkpoint_folder(overrides: list[str]) -> str:
+    """Where this run's checkpoints go: the last `checkpoint_path=` override, else the preset's folder."""
+    chosen = [
+        argument.value for argument in split_arguments(overrides, "device=cuda") if argument.key == "checkpoint_path"
+    ]
+    return chosen[-1] if chosen else CHECKPOINT_DIR
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="extra pretrain.py overrides (key=value)")
     args = parser.parse_args()
     started = time.perf_counter()
-    python = sys.executable
+    try:
+        folder = checkpoint_folder(args.overrides)
+    except ConfigError as err:
+        parser.error(str(err))
+    try:
+        ensure_dataset()
+        if folder == CHECKPOINT_DIR:
+            shutil.rmtree(REPO / CHECKPOINT_DIR, ignore_errors=True)  # the quickstart's own folder: start fresh
+        run([sys.executable, "pretrain.py", "+experiment=quickstart", *args.overrides])
+    except subprocess.CalledProcessError as err:
+        print(
+            f"quickstart: {err.cmd[1]} stopped with exit status {err.returncode} (its message is above)",
+            file=sys.stderr,
+        )
+        return err.returncode
 
-    if not (REPO / DATA_DIR / "test" / "dataset.json").is_file():
-        run([python, "dataset/build_mini_sudoku_dataset.py", "--output-dir", DATA_DIR, *BUILD_ARGS])
-    shutil.rmtree(REPO / CHECKPOINT_DIR, ignore_errors=True)  # the quickstart's own folder: start fresh
-    run([python, "pretrain.py", "+experiment=quickstart", *args.overrides])
-
-    metrics = evaluate_checkpoint(CHECKPOINT_DIR)
+    metrics = evaluate_checkpoint(folder)
     minutes = (time.perf_counter() - started) / 60
     print(
         f"\nHeld-out exact accuracy: {100 * metrics['exact_accuracy']:.1f}% of {int(metrics['count'])} unseen 6x6 Sudoku puzzles "
-        f"(token accuracy {100 * metrics['accuracy']:.1f}%); checkpoint {CHECKPOINT_DIR}/, {minutes:.1f} min in all"
+        f"(token accuracy {100 * metrics['accuracy']:.1f}%); checkpoint {folder}/, {minutes:.1f} min in all"
     )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
