@@ -4,7 +4,8 @@ The ACT wrapper already restarts halted samples with the data at their batch pos
 call; here the evaluator marks a slot halted as soon as the model's own halting rule says so
 (`wants_halt`: HRM `q_halt > q_continue`, TRM `q_halt > 0`) or at `halt_max_steps`, puts the next queued example at that position, and keeps the batch full. An
 example therefore costs exactly its own segments, however long its neighbours run. Once the queue is
-empty the batch shrinks to the running slots. In evaluation every sample is independent of the
+empty the batch shrinks to the running slots (compiled segments keep the width, idle slots running on
+unread, since every new width would compile again). In evaluation every sample is independent of the
 others in the batch, so an example's result equals what it gets when run alone.
 """
 
@@ -15,8 +16,10 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 
 from hrm.evaluation.data import Examples
+from hrm.evaluation.segments import segment
 from hrm.models.act import ACTCarry, ACTModel, unwrap_act_model
 from hrm.progress import progress_bar
 
@@ -48,13 +51,15 @@ def evaluate_act(
     device: torch.device | str,
     keep_keys: Sequence[str] = ("preds", "q_halt_logits", "q_continue_logits", "steps"),
     progress: bool = False,
+    compiled: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Run every example (`examples.gather`) until its Q-head halts or it reaches halt_max_steps.
 
     Returns the kept outputs of each example at the segment it stopped, in the order of `examples`
-    (on the CPU). `steps` is the number of segments it ran.
+    (on the CPU). `steps` is the number of segments it ran. `compiled`: run the segments compiled.
     """
     act_model = act_model_of(model)
+    step = segment(act_model, compiled)
     was_training = act_model.training
     act_model.eval()
     num_examples = len(examples)
@@ -72,46 +77,52 @@ def evaluate_act(
     try:
         while True:
             # Refill the halted slots with the next examples; slots left without one go idle.
-            free = torch.nonzero(carry.halted.cpu()).flatten()
-            new_ids = [next(queue) for _ in range(min(len(free), pending))]
-            pending -= len(new_ids)
-            is_new = torch.zeros(slot_example.shape[0], dtype=torch.bool)
-            is_new[free[: len(new_ids)]] = True
-            slot_example[free] = -1
-            slot_example[free[: len(new_ids)]] = torch.tensor(new_ids, dtype=torch.long)
-            if (slot_example < 0).any():  # only once the queue is empty: shrink to the running slots
-                running = torch.nonzero(slot_example >= 0).flatten()
-                if running.numel() == 0:
+            with record_function("hrm/eval/bookkeeping"):
+                free = torch.nonzero(carry.halted.cpu()).flatten()
+                new_ids = [next(queue) for _ in range(min(len(free), pending))]
+                pending -= len(new_ids)
+                is_new = torch.zeros(slot_example.shape[0], dtype=torch.bool)
+                is_new[free[: len(new_ids)]] = True
+                slot_example[free] = -1
+                slot_example[free[: len(new_ids)]] = torch.tensor(new_ids, dtype=torch.long)
+                idle = slot_example < 0
+                if idle.all():
                     break
-                carry = _take_rows(carry, running.to(carry.halted.device))
-                slot_example, is_new = slot_example[running], is_new[running]
+                if idle.any() and not compiled:  # only once the queue is empty: shrink to the running slots
+                    running = torch.nonzero(~idle).flatten()
+                    carry = _take_rows(carry, running.to(carry.halted.device))
+                    slot_example, is_new = slot_example[running], is_new[running]
             batch = carry.current_data
             if is_new.any():
                 new_slots = torch.nonzero(is_new).flatten()
-                fresh = examples.gather(slot_example[new_slots])
-                batch = {
-                    key: value.index_copy(0, new_slots.to(value.device), fresh[key].to(value.device))
-                    for key, value in batch.items()
-                }
+                with record_function("hrm/eval/perturb"):
+                    fresh = examples.gather(slot_example[new_slots])
+                with record_function("hrm/eval/transfer"):
+                    batch = {
+                        key: value.index_copy(0, new_slots.to(value.device), fresh[key].to(value.device))
+                        for key, value in batch.items()
+                    }
 
-            carry, outputs = act_model(carry=carry, batch=batch)
-            finished = carry.halted | act_model.wants_halt(outputs)
-            carry.halted = finished
+            with record_function("hrm/eval/model"):
+                carry, outputs = step(carry=carry, batch=batch)
+                finished = carry.halted | act_model.wants_halt(outputs)
+                carry.halted = finished
 
-            done_slots = torch.nonzero(finished.cpu()).flatten()
-            if done_slots.numel():
-                outputs["preds"] = torch.argmax(outputs["logits"], dim=-1)
-                outputs["steps"] = carry.steps
-                device_slots = done_slots.to(device)
-                for key in keep_keys:
-                    rows = (
-                        (carry.current_data[key] if key in carry.current_data else outputs[key])
-                        .index_select(0, device_slots)
-                        .cpu()
-                    )
-                    for slot, row in zip(done_slots.tolist(), rows):
-                        results[key][int(slot_example[slot])] = row
-                bar.update(done_slots.numel())
+            with record_function("hrm/eval/transfer"):
+                done_slots = torch.nonzero(finished.cpu() & (slot_example >= 0)).flatten()
+                if done_slots.numel():
+                    outputs["preds"] = torch.argmax(outputs["logits"], dim=-1)
+                    outputs["steps"] = carry.steps
+                    device_slots = done_slots.to(device)
+                    for key in keep_keys:
+                        rows = (
+                            (carry.current_data[key] if key in carry.current_data else outputs[key])
+                            .index_select(0, device_slots)
+                            .cpu()
+                        )
+                        for slot, row in zip(done_slots.tolist(), rows):
+                            results[key][int(slot_example[slot])] = row
+                    bar.update(done_slots.numel())
     finally:
         bar.close()
         act_model.train(was_training)

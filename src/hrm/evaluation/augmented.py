@@ -28,13 +28,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.profiler import record_function
 
 from hrm.errors import ConfigError
 from hrm.evaluation.act_refill import evaluate_act
 from hrm.evaluation.data import Examples, ExampleSource, rank_rows
 from hrm.evaluation.metrics import example_metrics, metric_sums
 from hrm.evaluation.options import EvalConfig
-from hrm.evaluation.runner import run_to_halt
+from hrm.evaluation.segments import run_segments, segment, should_compile
 from hrm.evaluation.setup import EvalSetup, add_sums, reduce_sums
 from hrm.models.act import unwrap_act_model
 from hrm.models.losses import IGNORE_LABEL_ID
@@ -193,28 +194,35 @@ def run_passes(
     batch_size: int,
     halt: str,
     device: torch.device | str,
+    *,
+    compiled: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """preds, q_halt_logits, q_continue_logits of every row: after halt_max_steps segments
-    (`halt=max`, the training loop's evaluation) or when the Q-head halts (`halt=act`)."""
-
-    keys = ("preds", "q_halt_logits", "q_continue_logits")
+    """preds, q_halt_logits, q_continue_logits and steps of every row (on the host): after halt_max_steps
+    segments (`halt=max`) or when the Q-head halts (`halt=act`). With `compiled`, every model call is a
+    full batch of `batch_size` rows (the last one padded with repeated rows), so one compiled graph serves all."""
+    keys = ("preds", "q_halt_logits", "q_continue_logits", "steps")
     if halt == "act":
-        return evaluate_act(model, examples, batch_size, device=device, keep_keys=(*keys, "steps"))
+        return evaluate_act(model, examples, batch_size, device=device, keep_keys=keys, compiled=compiled)
+    act_model = unwrap_act_model(model)
+    step = segment(act_model, compiled)
     parts: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
-    parts["steps"] = []
-    was_training = model.training
-    model.eval()
+    was_training = act_model.training
+    act_model.eval()
     try:
-        with torch.inference_mode():
-            for start in range(0, len(examples), batch_size):
-                rows = torch.arange(start, min(len(examples), start + batch_size))
-                batch = {key: value.to(device) for key, value in examples.gather(rows).items()}
-                carry, _, _, outputs = run_to_halt(model, batch, keys)
-                outputs["steps"] = carry.steps
-                for key in parts:
-                    parts[key].append(outputs[key].cpu())
+        for start in range(0, len(examples), batch_size):
+            count = min(batch_size, len(examples) - start)
+            width = batch_size if compiled else count
+            with record_function("hrm/eval/perturb"):
+                batch = examples.gather(start + torch.arange(width) % count)
+            with record_function("hrm/eval/transfer"):
+                batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+            carry, outputs = run_segments(act_model, batch, step)
+            outputs["steps"] = carry.steps
+            with record_function("hrm/eval/transfer"):
+                for key in keys:
+                    parts[key].append(outputs[key][:count].cpu())
     finally:
-        model.train(was_training)
+        act_model.train(was_training)
     return {key: torch.cat(value) for key, value in parts.items()}
 
 
@@ -226,27 +234,34 @@ def evaluate_chunk(
     batch_size: int,
     halt: str,
     device: torch.device | str,
+    *,
+    compiled: Sequence[bool] | bool = False,
 ) -> tuple[list[PuzzleResult], dict[str, torch.Tensor]]:
     """All passes (checkpoints x perturbations, perturbations batched together) of the examples of
     `source`; returns the puzzles with their passes and the plain baseline's outputs (checkpoint 0,
-    no perturbation)."""
-    original = source.gather(torch.arange(len(source)))
-    perturbed = PerturbedExamples(source, task, permutes)
-    shifts = torch.arange(len(perturbed)) % permutes
-    puzzles = [
-        PuzzleResult(inputs=original["inputs"][i].numpy(), labels=original["labels"][i].numpy())
-        for i in range(len(source))
-    ]
+    no perturbation). `compiled`: per model (or for all), whether its segments run compiled."""
+    flags = [compiled] * len(models) if isinstance(compiled, bool) else list(compiled)
+    with record_function("hrm/eval/perturb"):
+        original = source.gather(torch.arange(len(source)))
+        perturbed = PerturbedExamples(source, task, permutes)
+        shifts = torch.arange(len(perturbed)) % permutes
+    with record_function("hrm/eval/bookkeeping"):
+        puzzles = [
+            PuzzleResult(inputs=original["inputs"][i].numpy(), labels=original["labels"][i].numpy())
+            for i in range(len(source))
+        ]
     baseline: dict[str, torch.Tensor] = {}
-    for checkpoint_index, model in enumerate(models):
-        outputs = run_passes(model, perturbed, batch_size, halt, device)
-        preds = task.unperturb_rows(outputs["preds"].to(torch.int64), shifts).numpy()
-        counted = unwrap_act_model(model).wants_halt(outputs).tolist()
-        confidence = torch.sigmoid(outputs["q_halt_logits"].float()).tolist()
-        for row in range(len(perturbed)):
-            puzzles[row // permutes].passes.append(
-                Pass(checkpoint_index, row % permutes, preds[row], confidence[row], counted[row])
-            )
+    for checkpoint_index, (model, flag) in enumerate(zip(models, flags)):
+        outputs = run_passes(model, perturbed, batch_size, halt, device, compiled=flag)
+        with record_function("hrm/eval/unperturb"):
+            preds = task.unperturb_rows(outputs["preds"].to(torch.int64), shifts).numpy()
+        with record_function("hrm/eval/bookkeeping"):
+            counted = unwrap_act_model(model).wants_halt(outputs).tolist()
+            confidence = torch.sigmoid(outputs["q_halt_logits"].float()).tolist()
+            for row in range(len(perturbed)):
+                puzzles[row // permutes].passes.append(
+                    Pass(checkpoint_index, row % permutes, preds[row], confidence[row], counted[row])
+                )
         if checkpoint_index == 0:
             first = torch.arange(0, len(perturbed), permutes)
             baseline = {key: outputs[key][first] for key in outputs}
@@ -266,7 +281,16 @@ def run_augmented(
     meta = split.metadata
     task = resolve_task(cfg.task, meta.vocab_size, meta.seq_len, cfg.permutes)
     local = global_batch_size // world_size
-    chunk_examples = max(1, local // cfg.permutes) * 16
+    # Whole batches of passes per chunk: every model call is full until the last chunk of a set.
+    chunk_examples = 2 * local
+    rank_examples = sum(
+        len(rank_rows(puzzle_set.num_examples, global_batch_size, rank, world_size))
+        for puzzle_set in split.sets.values()
+    )
+    compiled = [
+        should_compile(cfg.compile, act, device, rank_examples * cfg.permutes * act.config.halt_max_steps)
+        for act in map(unwrap_act_model, models)
+    ]
     tallies: dict[str, dict[str, float]] = {}
     baseline_sums: dict[str, dict[str, float]] = {}
     confidence, exact = [], []
@@ -274,8 +298,11 @@ def run_augmented(
         rows = rank_rows(puzzle_set.num_examples, global_batch_size, rank, world_size)
         for start in range(0, len(rows), chunk_examples):
             source = ExampleSource(puzzle_set, meta, rows[start : start + chunk_examples])
-            puzzles, baseline = evaluate_chunk(models, source, task, cfg.permutes, local, cfg.halt, device)
-            add_sums(tallies, set_name, tally_puzzles(puzzles, task))
+            puzzles, baseline = evaluate_chunk(
+                models, source, task, cfg.permutes, local, cfg.halt, device, compiled=compiled
+            )
+            with record_function("hrm/eval/vote"):
+                add_sums(tallies, set_name, tally_puzzles(puzzles, task))
             base = example_metrics(baseline["preds"], baseline["labels"], baseline["q_halt_logits"], baseline["steps"])
             add_sums(baseline_sums, set_name, metric_sums(base))
             confidence.append(base.confidence[base.valid].numpy())

@@ -44,9 +44,11 @@ from hrm.evaluation.loading import load_for_evaluation
 from hrm.evaluation.options import EvalConfig, expand_checkpoints, parse_args
 from hrm.evaluation.plain import run_plain
 from hrm.evaluation.report import format_results, write_json
+from hrm.evaluation.segments import is_compiled
 from hrm.evaluation.setup import EvalSetup, gather_to_rank0, sort_rows
 from hrm.evaluation.sweep import run_sweep
 from hrm.hub import in_hub_cache
+from hrm.models.act import unwrap_act_model
 from hrm.paths import check_output_file
 from hrm.tasks import resolve as resolve_task
 
@@ -326,6 +328,7 @@ def run(cfg: EvalConfig, overrides: Sequence[str], rank: int, world_size: int, d
             "examples": total,
             "examples_per_second": total / seconds if seconds else float("nan"),
             "passes_per_second": passes / seconds if seconds else float("nan"),
+            "compiled": any(is_compiled(unwrap_act_model(model)) for model in models),
         },
         "calibration": calibration_report(scored.confidence, scored.exact, cfg.calibration_bins),
     }

@@ -35,6 +35,10 @@ class EvalConfig(BaseModel):
         description="global evaluation batch size; default: the run's global_batch_size; auto (halt=act, Augmented HRM): as large as memory allows",
     )
     device: str = "auto"
+    compile: Literal["auto"] | bool = Field(
+        "auto",
+        description="torch.compile the evaluation segment of halt=act and Augmented HRM; auto: when the run is long enough to repay it",
+    )
     task: Literal["auto", "sudoku", "maze", "arc", "none"] = "auto"
     submission: str | None = None
     permutes: int = Field(1, ge=1)

@@ -13,7 +13,9 @@ from hrm.evaluation.data import ExampleSource, indexed_batches, rank_rows
 from hrm.evaluation.metrics import example_metrics, metric_sums
 from hrm.evaluation.options import EvalConfig
 from hrm.evaluation.runner import evaluate
+from hrm.evaluation.segments import should_compile
 from hrm.evaluation.setup import EvalSetup, add_sums, reduce_sums
+from hrm.models.act import unwrap_act_model
 
 
 def run_plain(
@@ -60,8 +62,16 @@ def run_plain(
         for set_id, (set_name, puzzle_set) in enumerate(split.sets.items()):
             rows = rank_rows(puzzle_set.num_examples, global_batch_size, rank, world_size)
             source = ExampleSource(puzzle_set, split.metadata, rows)
+            act_model = unwrap_act_model(model)
+            compiled = should_compile(cfg.compile, act_model, device, len(rows) * act_model.config.halt_max_steps)
             out = evaluate_act(
-                model, source, local, device=device, keep_keys=sorted(need | {"steps"}), progress=cfg.progress
+                model,
+                source,
+                local,
+                device=device,
+                keep_keys=sorted(need | {"steps"}),
+                progress=cfg.progress,
+                compiled=compiled,
             )
             if len(rows):
                 add_sums(
