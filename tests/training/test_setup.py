@@ -158,13 +158,22 @@ def test_an_optimiser_set_defined_outside_the_package_is_chosen_by_name(tiny_dat
 
 
 def test_compile_on_a_cpu_without_a_cpp_compiler_runs_eagerly_with_a_warning(monkeypatch, caplog):
-    from hrm.training import setup
+    from hrm import compiling
+    from hrm.evaluation.segments import should_compile
+    from hrm.training.setup import compiled
 
     model = torch.nn.Linear(2, 2)
     monkeypatch.setenv("CXX", "no-such-compiler-here")
-    assert setup.compiled(model, True, torch.device("cpu")) is model
-    assert "needs a C++ compiler" in caplog.text
+    assert compiled(model, True, torch.device("cpu")) is model
+    assert "needs a C++ compiler" in caplog.text and "training runs without it" in caplog.text
+    assert not should_compile(True, None, torch.device("cpu"), 1)
+    assert "evaluation runs without it" in caplog.text
     monkeypatch.delenv("CXX")
-    monkeypatch.setattr(setup, "cpp_compiler_available", lambda: True)
-    assert setup.compiled(model, True, torch.device("cpu")) is not model
-    assert setup.compiled(model, "auto", torch.device("cpu")) is model  # auto compiles on CUDA only
+    monkeypatch.setattr(compiling, "cpp_compiler_available", lambda: True)
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        assert compiled(model, True, torch.device("cpu")) is not model
+        assert torch.are_deterministic_algorithms_enabled()  # a compiled CPU run repeats itself
+    finally:
+        torch.use_deterministic_algorithms(before)
+    assert compiled(model, "auto", torch.device("cpu")) is model  # auto compiles on CUDA only

@@ -16,12 +16,14 @@ evaluation the ACT wrapper halts nothing earlier), so the loop needs no host syn
 from __future__ import annotations
 
 import logging
+import math
 import weakref
 from typing import Callable, Literal, Union
 
 import torch
 from torch.profiler import record_function
 
+from hrm.compiling import can_compile
 from hrm.models.act import ACTCarry, ACTModel
 
 logger = logging.getLogger(__name__)
@@ -42,10 +44,12 @@ def should_compile(setting: CompileSetting, act_model: ACTModel, device: torch.d
     """`compile=true/false` as given; `auto`: when `segment_rows` (rows x segments this model will run) times
     the model's FLOPs per segment reaches the device's `COMPILE_MIN_FLOPS`."""
     if setting != "auto":
-        return bool(setting)
-    threshold = COMPILE_MIN_FLOPS.get(torch.device(device).type)
-    flops = act_model.inference_flops_per_segment() * segment_rows
-    return threshold is not None and flops == flops and flops >= threshold
+        wanted = bool(setting)
+    else:
+        threshold = COMPILE_MIN_FLOPS.get(torch.device(device).type)
+        flops = act_model.inference_flops_per_segment() * segment_rows
+        wanted = threshold is not None and math.isfinite(flops) and flops >= threshold
+    return wanted and can_compile(device, "evaluation")
 
 
 def segment(act_model: ACTModel, compiled: bool) -> Segment:

@@ -9,8 +9,6 @@ original's stream (docs/reproducing.md).
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -19,6 +17,7 @@ from torch import nn
 
 from hrm.checkpoint import CONFIG_FILE, load_initial_weights
 from hrm.commands import check_outputs_are_not_inputs
+from hrm.compiling import can_compile
 from hrm.config import PretrainConfig
 from hrm.data.combined import identifier_paths_for
 from hrm.data.metadata import PuzzleDatasetMetadata
@@ -237,19 +236,13 @@ def compiled(model: nn.Module, setting: bool | str, device: torch.device) -> nn.
     """The model the training step calls: torch.compile'd when `compile` says so (auto: on CUDA only).
 
     On CPU, compiled kernels are C++ built at the first step: without a compiler the run goes on eagerly (a
-    warning) rather than failing at its first step.
+    warning) rather than failing at its first step. A compiled CPU run turns on deterministic algorithms: the
+    kernels Inductor writes otherwise accumulate embedding gradients with racing atomic adds, and two runs of
+    one seed drift apart (eager CPU kernels are deterministic already).
     """
     use_compile = setting if setting != "auto" else device.type == "cuda"
-    if use_compile and device.type == "cpu" and not cpp_compiler_available():
-        logger.warning(
-            "compile=true on CPU needs a C++ compiler (g++ or clang++, or one named by $CXX) and none was found; "
-            "training runs without torch.compile (install one, e.g. build-essential or Xcode's command line tools)"
-        )
+    if not (use_compile and can_compile(device, "training")):
         return model
-    return torch.compile(model, dynamic=False) if use_compile else model
-
-
-def cpp_compiler_available() -> bool:
-    """Whether a C++ compiler that torch.compile's CPU backend can call is on the PATH."""
-    candidates = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "clang++", "c++"]
-    return any(shutil.which(name) for name in candidates)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return torch.compile(model, dynamic=False)
