@@ -66,20 +66,16 @@ SMALL_ARCH = dict(
 )
 # The model of the Augmented-HRM side-by-side (docs/performance.md): a 9x9 Sudoku HRM at a quarter of the paper's
 # width with its puzzle position, layers, cycles and segments; bf16 where the CPU has bf16 instructions.
-ISSUE_ARCH = dict(
-    hidden_size=128,
-    num_heads=4,
-    expansion=4.0,
-    H_layers=2,
-    L_layers=2,
-    H_cycles=2,
-    L_cycles=2,
-    puzzle_emb_ndim=128,
-    pos_encodings="rope",
-    halt_max_steps=16,
-    halt_exploration_prob=0.1,
-    forward_dtype="bfloat16",
-)
+ISSUE_ARCH = {
+    **SMALL_ARCH,
+    "hidden_size": 128,
+    "H_layers": 2,
+    "L_layers": 2,
+    "puzzle_emb_ndim": 128,
+    "pos_encodings": "rope",
+    "halt_max_steps": 16,
+    "forward_dtype": "bfloat16",
+}
 ARCHS = {"small": (SMALL_ARCH, "float32"), "issue": (ISSUE_ARCH, "auto")}
 PHASES = (
     "hrm/eval/model",
