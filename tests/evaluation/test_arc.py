@@ -158,3 +158,32 @@ def test_builder_dataset_labels_score_perfectly(tmp_path):
     scores = arc.score(arc.attach_reference(items, reference))
     assert scores["num_tasks"] == 2 and scores["num_test_inputs"] == 4 and scores["pass@1"] == 1.0
     assert max(len(item.predictions) for item in items) == 5  # the original plus 4 augmented copies
+
+
+def test_best_of_n_keeps_the_most_confident_of_its_draws():
+    right, wrong, weak = np.array([[1]]), np.array([[2]]), np.array([[3]])
+    # The right answer is the most confident but drawn rarely; many draws find it, one draw rarely does.
+    item = arc.ArcTestInput("t", 0, [(wrong, 0.5)] * 30 + [(weak, 0.1), (right, 0.9)], truth=right)
+    draws = np.random.default_rng(0)
+    hits = [arc.best_of_n_hits(item, (1, 1000), draws) for _ in range(200)]
+    assert sum(hit[1000] for hit in hits) == 200
+    assert 0 < sum(hit[1] for hit in hits) < 40  # chance 0.9 / 15.9 per single draw
+    # Empty grids are no answers; no answer at all is a miss.
+    only_empty = arc.ArcTestInput("t", 0, [(np.zeros((0, 0)), 1.0)], truth=right)
+    assert arc.best_of_n_hits(only_empty, (10,), draws) == {10: False}
+
+
+def test_best_of_n_is_seeded_and_aggregated_like_pass_at_k():
+    right, wrong = np.array([[1]]), np.array([[2]])
+    items = [
+        arc.ArcTestInput("a", 0, [(right, 0.9), (wrong, 0.2)], truth=right),
+        arc.ArcTestInput("a", 1, [(wrong, 0.9)], truth=right),
+        arc.ArcTestInput("b", 0, [(wrong, 0.3), (right, 0.4)] * 5, truth=right),
+    ]
+    scores = arc.score(items, ks=(1,), best_of_ns=(1, 100), seed=3)
+    assert scores["best_of@100"] == pytest.approx(((1 + 0) / 2 + 1) / 2)
+    again = arc.score(items, ks=(1,), best_of_ns=(1, 100), seed=3)
+    assert again == scores
+    draws = {arc.score(items, ks=(1,), best_of_ns=(1,), seed=seed)["best_of@1"] for seed in range(20)}
+    assert len(draws) > 1  # one draw is random; the seed fixes it
+    assert "best_of@1" not in arc.score(items, ks=(1,))

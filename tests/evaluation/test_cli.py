@@ -171,6 +171,9 @@ def test_arc_voting_end_to_end(tmp_path):
     assert sorted(submission) == ["taskA", "taskB"]
     assert len(submission["taskA"]) == 2 and len(submission["taskB"]) == 1
     assert set(submission["taskA"][0]) == {"attempt_1", "attempt_2"}
+    assert "best_of@10" not in arc
+    best_of = results_of(tmp_path, f"checkpoint={checkpoint}", "save_outputs=[]", "best_of_Ns=[10,100]")["arc"]
+    assert 0.0 <= best_of["best_of@10"] <= 1.0 and best_of["pass@1"] == arc["pass@1"]
 
 
 def sudoku_dataset(root: Path, count: int = 10) -> Path:

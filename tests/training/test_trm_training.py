@@ -232,13 +232,13 @@ def test_arc_evaluator_runs_after_each_evaluation(tmp_path):
         tmp_path / "arc",
         tmp_path / "run",
         *TRM,
-        "evaluators=[{name:arc@ARC,pass_Ks:[1,2]}]",
+        "evaluators=[{name:arc@ARC,pass_Ks:[1,2],best_of_Ns:[10]}]",
         "epochs=1",
         "eval_interval=1",
         "global_batch_size=4",
     )
     metrics = run_training(config)
-    assert set(metrics) >= {"ARC/pass@1", "ARC/pass@2"}
+    assert set(metrics) >= {"ARC/pass@1", "ARC/pass@2", "ARC/best_of@10"}
     assert 0.0 <= metrics["ARC/pass@1"] <= metrics["ARC/pass@2"] <= 1.0
 
     bad = validate_config({"evaluators": [{"name": "sudoku@Nope"}]})

@@ -6,6 +6,10 @@ end-of-grid marker, mapped back to the original orientation and colours, and cou
 Distinct grids are ranked by votes, ties by mean halting confidence `sigmoid(q_halt)`. pass@K asks
 whether the true output is among the top K; the official score is pass@2, averaged over a task's
 test inputs and then over tasks.
+
+`best_of@N` is URM's `ARC/maj@N`, seeded and named for what it is: draw N of a test input's answers with
+probability proportional to their confidence and keep the one with the highest confidence (a best-of-N by
+the Q-head, not a vote). URM draws from NumPy's unseeded global generator; here a seed fixes the draws.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from hrm.evaluation.data import TestSplit
 from hrm.tasks.arc import crop_grid
 
 PASS_AT_K = (1, 2, 5, 10, 100, 1000)
+BEST_OF_N = (10, 100, 1000, 10000)  # URM's `ARC/maj@N` values
 NUM_COLOURS = 10
 IDENTITY_COLOURS = tuple(range(NUM_COLOURS))
 LEGACY_SEPARATOR = "|||"  # also accepted: `<task>|||t<dihedral id>|||<colour map digits>`
@@ -163,21 +168,44 @@ def attach_reference(test_inputs: Sequence[ArcTestInput], reference: dict) -> li
     return merged
 
 
-def score(test_inputs: Sequence[ArcTestInput], ks: Sequence[int] = PASS_AT_K) -> dict:
-    """pass@K per test input, averaged within each task, then over tasks (the official aggregation)."""
-    per_task: OrderedDict[str, list[dict[int, bool]]] = OrderedDict()
+def best_of_n_hits(item: ArcTestInput, ns: Sequence[int], rng: np.random.Generator) -> dict[int, bool]:
+    """For each N: draw N answers (with replacement, in proportion to confidence), keep the most confident
+    draw, and say whether it is the true output. Empty grids are no answers, as in the vote."""
+    answers = [(grid, confidence) for grid, confidence in item.predictions if np.asarray(grid).size]
+    if not answers:
+        return {n: False for n in ns}
+    confidences = np.array([confidence for _, confidence in answers], dtype=np.float64)
+    total = confidences.sum()
+    weights = confidences / total if total > 0 else np.full(len(answers), 1.0 / len(answers))
+    hits = {}
+    for n in ns:
+        drawn = rng.choice(len(answers), size=n, replace=True, p=weights)
+        best = drawn[int(np.argmax(confidences[drawn]))]
+        hits[n] = is_same_grid(np.asarray(answers[best][0], dtype=np.int64), item.truth)
+    return hits
+
+
+def score(
+    test_inputs: Sequence[ArcTestInput], ks: Sequence[int] = PASS_AT_K, best_of_ns: Sequence[int] = (), seed: int = 0
+) -> dict:
+    """pass@K (and `best_of@N` for each of `best_of_ns`, drawn from a generator seeded with `seed`) per test
+    input, averaged within each task, then over tasks (the official aggregation)."""
+    rng = np.random.default_rng(seed)
+    per_task: OrderedDict[str, list[dict[str, bool]]] = OrderedDict()
     for item in test_inputs:
         if item.truth is None:
             continue
         ranked = vote(item.predictions)
         rank = next((i for i, c in enumerate(ranked) if is_same_grid(c.grid, item.truth)), None)
-        per_task.setdefault(item.task_id, []).append({k: rank is not None and rank < k for k in ks})
+        hit = {f"pass@{k}": rank is not None and rank < k for k in ks}
+        hit.update({f"best_of@{n}": found for n, found in best_of_n_hits(item, best_of_ns, rng).items()})
+        per_task.setdefault(item.task_id, []).append(hit)
     result: dict = {"num_tasks": len(per_task), "num_test_inputs": sum(len(v) for v in per_task.values())}
-    for k in ks:
-        task_scores = [float(np.mean([hit[k] for hit in hits])) for hits in per_task.values()]
-        result[f"pass@{k}"] = float(np.mean(task_scores)) if task_scores else float("nan")
+    for name in [f"pass@{k}" for k in ks] + [f"best_of@{n}" for n in best_of_ns]:
+        task_scores = [float(np.mean([hit[name] for hit in hits])) for hits in per_task.values()]
+        result[name] = float(np.mean(task_scores)) if task_scores else float("nan")
     result["per_task_pass@2"] = {
-        task: float(np.mean([hit[2] for hit in hits])) for task, hits in per_task.items() if 2 in ks
+        task: float(np.mean([hit["pass@2"] for hit in hits])) for task, hits in per_task.items() if 2 in ks
     }
     return result
 
@@ -211,9 +239,16 @@ def read_reference(data_paths: Sequence[str | Path]) -> dict:
     return reference
 
 
-def score_split(split: TestSplit, rows: dict[str, np.ndarray], submission_path: Path) -> dict:
+def score_split(
+    split: TestSplit,
+    rows: dict[str, np.ndarray],
+    submission_path: Path,
+    best_of_ns: Sequence[int] = (),
+    seed: int = 0,
+) -> dict:
     """Vote over the evaluated rows of an ARC test split (`set`, `index`, `puzzle_identifiers`, `preds`,
-    `q_halt_logits`, `labels`, in dataset order), score pass@K and write the Kaggle submission.
+    `q_halt_logits`, `labels`, in dataset order), score pass@K (and `best_of@N`) and write the Kaggle
+    submission.
 
     A submission that cannot be written is reported under `submission_error`; the scores are kept.
     """
@@ -235,7 +270,7 @@ def score_split(split: TestSplit, rows: dict[str, np.ndarray], submission_path: 
     reference = read_reference(split.data_paths)
     if reference:
         test_inputs = attach_reference(test_inputs, reference)
-    scores = score(test_inputs)
+    scores = score(test_inputs, best_of_ns=best_of_ns, seed=seed)
     try:
         write_submission(submission_path, test_inputs)
         scores["submission"] = str(submission_path)

@@ -253,14 +253,18 @@ def plain_protocol(
     if sweep is not None:
         entries["halt_max_steps_sweep"] = sweep
     if task == "arc":
-        entries["arc"] = arc_scoring.score_split(split, gathered, submission_path(cfg))
+        entries["arc"] = arc_scoring.score_split(
+            split, gathered, submission_path(cfg), cfg.best_of_Ns, cfg.best_of_seed
+        )
     if modes != ["as_is"]:
         entries["puzzle_identifiers"] = modes
         ablation = {modes[0]: {"metrics": metrics, **({"arc": entries["arc"]} if task == "arc" else {})}}
         for mode, (mode_metrics, mode_rows) in other_modes.items():
             ablation[mode] = {"metrics": mode_metrics}
             if task == "arc":
-                ablation[mode]["arc"] = arc_scoring.score_split(split, sort_rows(mode_rows), submission_path(cfg, mode))
+                ablation[mode]["arc"] = arc_scoring.score_split(
+                    split, sort_rows(mode_rows), submission_path(cfg, mode), cfg.best_of_Ns, cfg.best_of_seed
+                )
         entries["identifier_ablation"] = ablation
     valid = gathered["valid"]
     return Scored(entries, metrics, gathered["confidence"][valid], gathered["exact"][valid], seconds)

@@ -49,6 +49,11 @@ class EvalConfig(BaseModel):
         "as_is"  # identifier ablation: as_is|blank|mean|shuffled, a comma list runs several
     )
     identifier_seed: int = 0
+    best_of_Ns: list[PositiveInt] = Field(
+        default_factory=list,
+        description="ARC: also score best_of@N (URM's ARC/maj@N): of N answers drawn in proportion to confidence, the most confident",
+    )
+    best_of_seed: int = 0
 
     @property
     def is_augmented(self) -> bool:

@@ -18,9 +18,10 @@ from hrm.evaluation import arc as arc_scoring
 class ArcEvaluator:
     """ARC voting over augmented copies and pass@K, as `evaluate.py` scores ARC.
 
-    Options: `pass_Ks` (default 1, 2, 5, 10, 100, 1000). TRM's `submission_K` and `aggregated_voting`
-    are accepted for its configs: voting is always aggregated over copies, and no submission file is
-    written during training (`evaluate.py` writes one).
+    Options: `pass_Ks` (default 1, 2, 5, 10, 100, 1000); `best_of_Ns` (default none; URM's presets ask for
+    10, 100, 1000, 10000) logs `ARC/best_of@N`, URM's `ARC/maj@N` drawn from a generator seeded with `seed`
+    (default 0). TRM's `submission_K` and `aggregated_voting` are accepted for its configs: voting is always
+    aggregated over copies, and no submission file is written during training (`evaluate.py` writes one).
     """
 
     required_outputs = ("puzzle_identifiers", "preds", "q_halt_logits", "labels")
@@ -31,11 +32,17 @@ class ArcEvaluator:
         data_paths: Sequence[str],
         blank_identifier_id: int,
         pass_Ks: Sequence[int] = arc_scoring.PASS_AT_K,
+        best_of_Ns: Sequence[int] = (),
+        seed: int = 0,
         **unused: Any,
     ):
         self.names = read_combined_identifiers(data_paths)
         self.blank_identifier_id = blank_identifier_id
         self.ks = tuple(int(k) for k in pass_Ks)
+        self.best_of_ns = tuple(int(n) for n in best_of_Ns)
+        if any(n < 1 for n in self.ks + self.best_of_ns):
+            raise ConfigError("evaluators: arc@ARC's pass_Ks and best_of_Ns must be positive integers")
+        self.seed = int(seed)
         self.reference = arc_scoring.read_reference(data_paths)
 
     def __call__(self, outputs: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -49,12 +56,13 @@ class ArcEvaluator:
         )
         if self.reference:
             test_inputs = arc_scoring.attach_reference(test_inputs, self.reference)
-        scores = arc_scoring.score(test_inputs, self.ks)
-        return {f"{self.prefix}/pass@{k}": float(scores[f"pass@{k}"]) for k in self.ks}
+        scores = arc_scoring.score(test_inputs, self.ks, self.best_of_ns, self.seed)
+        names = [f"pass@{k}" for k in self.ks] + [f"best_of@{n}" for n in self.best_of_ns]
+        return {f"{self.prefix}/{name}": float(scores[name]) for name in names}
 
 
 EVALUATORS = {"arc@ARC": ArcEvaluator}
-KNOWN_OPTIONS = {"arc@ARC": {"pass_Ks", "submission_K", "aggregated_voting"}}
+KNOWN_OPTIONS = {"arc@ARC": {"pass_Ks", "best_of_Ns", "seed", "submission_K", "aggregated_voting"}}
 
 
 def build_evaluators(specs: Sequence[Any], data_paths: Sequence[str], blank_identifier_id: int) -> list[ArcEvaluator]:
