@@ -283,10 +283,11 @@ def run_augmented(
     local = global_batch_size // world_size
     # Whole batches of passes per chunk: every model call is full until the last chunk of a set.
     chunk_examples = 2 * local
-    rank_examples = sum(
-        len(rank_rows(puzzle_set.num_examples, global_batch_size, rank, world_size))
-        for puzzle_set in split.sets.values()
-    )
+    set_rows = {
+        name: rank_rows(puzzle_set.num_examples, global_batch_size, rank, world_size)
+        for name, puzzle_set in split.sets.items()
+    }
+    rank_examples = sum(len(rows) for rows in set_rows.values())
     compiled = [
         should_compile(cfg.compile, act, device, rank_examples * cfg.permutes * act.config.halt_max_steps)
         for act in map(unwrap_act_model, models)
@@ -295,7 +296,7 @@ def run_augmented(
     baseline_sums: dict[str, dict[str, float]] = {}
     confidence, exact = [], []
     for set_name, puzzle_set in split.sets.items():
-        rows = rank_rows(puzzle_set.num_examples, global_batch_size, rank, world_size)
+        rows = set_rows[set_name]
         for start in range(0, len(rows), chunk_examples):
             source = ExampleSource(puzzle_set, meta, rows[start : start + chunk_examples])
             puzzles, baseline = evaluate_chunk(
