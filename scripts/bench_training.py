@@ -92,12 +92,19 @@ def main() -> None:
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile variants")
     parser.add_argument("--models", default="hrm", help="comma-separated: hrm, trm (attention), trm_mlp (mlp_t), urm")
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="run with torch.use_deterministic_algorithms, as a compiled CPU training run does",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
     print(
         f"device={args.device} threads={torch.get_num_threads()} hidden={args.hidden} layers={args.layers} "
-        f"batch={args.batch} seq_len={args.seq_len}"
+        f"batch={args.batch} seq_len={args.seq_len} deterministic={args.deterministic}"
     )
     for model_name in args.models.split(","):
         if model_name not in MODELS:
