@@ -21,6 +21,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -110,7 +111,7 @@ def main() -> None:
         "labels": torch.randint(1, VOCAB, (args.batch, args.seq_len), dtype=torch.int32, generator=generator),
         "puzzle_identifiers": torch.ones(args.batch, dtype=torch.int32),
     }
-    variants: dict[str, callable] = {}
+    variants: dict[str, Callable[[], None]] = {}
     for dtype in args.dtypes.split(","):
         ours, theirs = build_pair(args, dtype)
         for compiled in [False, True] if args.compile else [False]:
