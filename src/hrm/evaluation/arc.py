@@ -29,7 +29,6 @@ from hrm.evaluation.data import TestSplit
 from hrm.tasks.arc import crop_grid
 
 PASS_AT_K = (1, 2, 5, 10, 100, 1000)
-BEST_OF_N = (10, 100, 1000, 10000)  # URM's `ARC/maj@N` values
 NUM_COLOURS = 10
 IDENTITY_COLOURS = tuple(range(NUM_COLOURS))
 LEGACY_SEPARATOR = "|||"  # also accepted: `<task>|||t<dihedral id>|||<colour map digits>`
@@ -185,6 +184,11 @@ def best_of_n_hits(item: ArcTestInput, ns: Sequence[int], rng: np.random.Generat
     return hits
 
 
+def score_names(ks: Sequence[int], best_of_ns: Sequence[int] = ()) -> list[str]:
+    """The names `score` reports its figures under, in order: `pass@K` for each K, then `best_of@N`."""
+    return [f"pass@{k}" for k in ks] + [f"best_of@{n}" for n in best_of_ns]
+
+
 def score(
     test_inputs: Sequence[ArcTestInput], ks: Sequence[int] = PASS_AT_K, best_of_ns: Sequence[int] = (), seed: int = 0
 ) -> dict:
@@ -201,7 +205,7 @@ def score(
         hit.update({f"best_of@{n}": found for n, found in best_of_n_hits(item, best_of_ns, rng).items()})
         per_task.setdefault(item.task_id, []).append(hit)
     result: dict = {"num_tasks": len(per_task), "num_test_inputs": sum(len(v) for v in per_task.values())}
-    for name in [f"pass@{k}" for k in ks] + [f"best_of@{n}" for n in best_of_ns]:
+    for name in score_names(ks, best_of_ns):
         task_scores = [float(np.mean([hit[name] for hit in hits])) for hits in per_task.values()]
         result[name] = float(np.mean(task_scores)) if task_scores else float("nan")
     result["per_task_pass@2"] = {

@@ -57,8 +57,9 @@ class ArcEvaluator:
         if self.reference:
             test_inputs = arc_scoring.attach_reference(test_inputs, self.reference)
         scores = arc_scoring.score(test_inputs, self.ks, self.best_of_ns, self.seed)
-        names = [f"pass@{k}" for k in self.ks] + [f"best_of@{n}" for n in self.best_of_ns]
-        return {f"{self.prefix}/{name}": float(scores[name]) for name in names}
+        return {
+            f"{self.prefix}/{name}": float(scores[name]) for name in arc_scoring.score_names(self.ks, self.best_of_ns)
+        }
 
 
 EVALUATORS = {"arc@ARC": ArcEvaluator}
