@@ -61,7 +61,6 @@ def build_pair(args: argparse.Namespace, dtype: str) -> tuple[torch.nn.Module, t
         vocab_size=VOCAB,
         num_puzzle_identifiers=IDENTIFIERS,
     )
-    sys.path.insert(0, str(Path(args.authors).resolve()))
     hrm_module = importlib.import_module("models.hrm.hrm_act_v1")
     losses = importlib.import_module("models.losses")
     inner = hrm_module.HierarchicalReasoningModel_ACTV1(
@@ -105,6 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    sys.path.insert(0, str(Path(args.authors).resolve()))  # the authors' `models` package
     generator = torch.Generator().manual_seed(0)
     batch = {
         "inputs": torch.randint(1, VOCAB, (args.batch, args.seq_len), dtype=torch.int32, generator=generator),
