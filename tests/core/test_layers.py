@@ -77,13 +77,30 @@ def test_rope_rotates_each_pair_by_position_times_frequency():
     torch.testing.assert_close(torch.stack(dots), dots[0].expand(len(dots)), atol=1e-5, rtol=1e-5)
 
 
-def test_rope_bf16_computed_in_float32():
-    cos, sin = RotaryEmbedding(8, 4, 10000.0)()
-    q = torch.randn(1, 4, 1, 8).to(torch.bfloat16)
-    q_rot, _ = apply_rotary_pos_emb(q, q, cos, sin)
-    assert q_rot.dtype == torch.bfloat16
-    ref = q.float() * cos.unsqueeze(-2) + torch.cat((-q.float()[..., 4:], q.float()[..., :4]), -1) * sin.unsqueeze(-2)
-    torch.testing.assert_close(q_rot.float(), ref.to(torch.bfloat16).float())
+def _rope_as_the_originals_write_it(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x * cos + rotate_half(x) * sin in float32, rotate_half(a, b) = (-b, a): the originals' formula."""
+    half = x.shape[-1] // 2
+    x32 = x.float()
+    rotated = torch.cat((-x32[..., half:], x32[..., :half]), dim=-1)
+    return (x32 * cos.unsqueeze(-2) + rotated * sin.unsqueeze(-2)).to(x.dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rope_equals_the_rotate_half_formula_bit_for_bit_values_and_gradients(dtype):
+    torch.manual_seed(0)
+    seq, head_dim = 9, 16
+    # Tables whose halves differ, so the half-by-half form cannot lean on cos/sin repeating themselves.
+    cos, sin = torch.randn(seq, head_dim), torch.randn(seq, head_dim)
+    q = torch.randn(3, seq, 2, head_dim).to(dtype).requires_grad_()
+    k = torch.randn(3, seq, 2, head_dim).to(dtype).requires_grad_()
+    q_rot, k_rot = apply_rotary_pos_emb(q, k, cos, sin)
+    assert q_rot.dtype == dtype
+    assert torch.equal(q_rot, _rope_as_the_originals_write_it(q, cos, sin))
+    assert torch.equal(k_rot, _rope_as_the_originals_write_it(k, cos, sin))
+    upstream = torch.randn_like(q_rot)
+    (grad,) = torch.autograd.grad(q_rot, q, upstream)
+    (expected,) = torch.autograd.grad(_rope_as_the_originals_write_it(q, cos, sin), q, upstream)
+    assert torch.equal(grad, expected)
 
 
 def test_block_is_post_norm():

@@ -95,22 +95,26 @@ class RotaryEmbedding(nn.Module):
         return self.cos_cached, self.sin_cached
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """Map the halves (a, b) of the last dimension to (-b, a): a 90-degree turn of each (a_i, b_i) pair."""
-    first, second = x.chunk(2, dim=-1)
-    return torch.cat((-second, first), dim=-1)
-
-
 def apply_rotary_pos_emb(
     q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotate q and k ([batch, seq, heads, head_dim]) by position, in the dtype of the tables (float32)."""
+    """Rotate q and k ([batch, seq, heads, head_dim]) by position, in the dtype of the tables (float32).
+
+    With halves (a, b) of the last dimension this is the usual `x * cos + rotate_half(x) * sin`, where
+    rotate_half(a, b) = (-b, a), written half by half: (a cos - b sin, b cos + a sin). The arithmetic is the
+    same bit for bit, but no rotated copy is concatenated, which made a compiled bf16 CPU segment about 5% slower.
+    """
     dtype = q.dtype
+    half = q.shape[-1] // 2
     cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)
-    q32, k32 = q.to(cos.dtype), k.to(cos.dtype)
-    q_rot = q32 * cos + rotate_half(q32) * sin
-    k_rot = k32 * cos + rotate_half(k32) * sin
-    return q_rot.to(dtype), k_rot.to(dtype)
+    cos_a, cos_b, sin_a, sin_b = cos[..., :half], cos[..., half:], sin[..., :half], sin[..., half:]
+
+    def rotate(x: torch.Tensor) -> torch.Tensor:
+        x = x.to(cos.dtype)
+        a, b = x[..., :half], x[..., half:]
+        return torch.cat((a * cos_a - b * sin_a, b * cos_b + a * sin_b), dim=-1).to(dtype)
+
+    return rotate(q), rotate(k)
 
 
 def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
