@@ -12,6 +12,7 @@ from hrm.data.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
 from hrm.evaluation import augmented, cli
 from hrm.evaluation import plain as plain_protocol
 from hrm.evaluation.runner import evaluate
+from hrm.models.losses import IGNORE_LABEL_ID
 from tests.evaluation.helpers import make_checkpoint, random_dataset, write_tiny_dataset
 
 ORIGINAL_KEYS = ["inputs", "labels", "puzzle_identifiers", "logits", "q_halt_logits", "q_continue_logits"]
@@ -136,6 +137,7 @@ def test_bad_input_is_one_line_before_compute(tmp_path, run, capsys, monkeypatch
     other_len = random_dataset(tmp_path / "len", num_examples=8, seq_len=10, num_identifiers=6)
     assert "seq_len" in _fails(capsys, monkeypatch, f"checkpoint={checkpoint}", f"data_path={other_len}")
     assert "task=sudoku" in _fails(capsys, monkeypatch, f"checkpoint={checkpoint}", "permutes=3")  # not Sudoku or Maze
+    assert "verdicts= is the Augmented-HRM" in _fails(capsys, monkeypatch, f"checkpoint={checkpoint}", "verdicts=v.npz")
 
 
 def test_arc_voting_end_to_end(tmp_path):
@@ -190,10 +192,9 @@ def sudoku_dataset(root: Path, count: int = 10) -> Path:
     return write_tiny_dataset(root, np.stack(puzzles).astype(np.uint8), np.stack(solutions).astype(np.uint8), 11)
 
 
-def test_augmented_protocol_end_to_end(tmp_path):
+def test_augmented_protocol_end_to_end(tmp_path, capsys, monkeypatch):
     from hrm.tasks import SudokuTask
 
-    shift_sudoku_digits = SudokuTask(11, 81).perturb_rows
     data = sudoku_dataset(tmp_path / "sudoku")
     for step, q_seed in ((10, 1), (20, 2)):
         make_checkpoint(
@@ -206,35 +207,80 @@ def test_augmented_protocol_end_to_end(tmp_path):
             halt_max_steps=2,
             global_batch_size=6,
         )
-    results = results_of(tmp_path, f"checkpoints={tmp_path / 'run' / 'step_*'}", "permutes=3")
+    # Labels made from the first checkpoint's own answers (it counts every pass, the second none), so that an
+    # untrained model solves some puzzles under the paper's rule and not others. Puzzles 0-4: the cells where
+    # its answers to both perturbations agree, the rest ignored (2 of 2 passes right: solved); puzzles 5-9:
+    # its whole answer to the unperturbed puzzle (1 of 2 right: not solved).
+    task = SudokuTask(11, 81)
+    inputs = torch.from_numpy(np.load(data / "test" / "all__inputs.npy").astype(np.int32))
+    first, _ = load_model(tmp_path / "run" / "step_10", "cpu")
+    answers = []
+    for k in range(2):
+        batch = {"inputs": task.perturb_rows(inputs, k), "puzzle_identifiers": torch.zeros(10, dtype=torch.int32)}
+        batch["labels"] = batch["inputs"].clone()
+        preds = evaluate(first, [("all", batch, 10)], ["all"], device="cpu", return_keys=["preds"]).outputs["preds"]
+        answers.append(task.unperturb_rows(preds.long(), torch.full((10,), k)))
+    made = torch.where(answers[0] == answers[1], answers[0], 0)
+    made[5:] = answers[0][5:]
+    assert ((made[:5] >= 2).sum(dim=-1) > 0).all(), "every puzzle needs a labelled digit"
+    np.save(data / "test" / "all__labels.npy", made.numpy().astype(np.uint8))
+    results = results_of(tmp_path, f"checkpoints={tmp_path / 'run' / 'step_*'}", "permutes=2")
     assert results["checkpoints"] == [str(tmp_path / "run" / "step_10"), str(tmp_path / "run" / "step_20")]
     summary = results["augmented"]["all"]
-    assert summary["num_puzzles"] == 10 and summary["passes"] == 10 * 3 * 2
+    assert summary["num_puzzles"] == 10 and summary["passes"] == 10 * 2 * 2
 
-    # The same passes one by one through the training loop's evaluation: counted fraction and baseline agree.
-    inputs = torch.from_numpy(np.load(data / "test" / "all__inputs.npy").astype(np.int32))
+    # The same passes one by one through the training loop's evaluation: counted fraction and baseline agree,
+    # and each puzzle's verdict is the authors' batch_inference.py rule, applied per checkpoint.
     labels = torch.from_numpy(np.load(data / "test" / "all__labels.npy").astype(np.int32))
+    labels[labels == 0] = IGNORE_LABEL_ID  # the ignore_label_id, as the loader hands it to the model
     counted = 0
+    paper = torch.zeros(10, dtype=torch.bool)
     for step in (10, 20):
         model, _ = load_model(tmp_path / "run" / f"step_{step}", "cpu")
-        for k in range(3):
+        correct_count, halt_count = torch.zeros(10, dtype=torch.long), torch.zeros(10, dtype=torch.long)
+        for k in range(2):
             batch = {
-                "inputs": shift_sudoku_digits(inputs, k),
-                "labels": shift_sudoku_digits(labels, k),
+                "inputs": task.perturb_rows(inputs, k),
+                "labels": task.perturb_rows(labels, k),
                 "puzzle_identifiers": torch.zeros(10, dtype=torch.int32),
             }
             result = evaluate(
-                model, [("all", batch, 10)], ["all"], device="cpu", return_keys=["q_halt_logits", "q_continue_logits"]
+                model,
+                [("all", batch, 10)],
+                ["all"],
+                device="cpu",
+                return_keys=["preds", "q_halt_logits", "q_continue_logits"],
             )
-            counted += int((result.outputs["q_halt_logits"] > result.outputs["q_continue_logits"]).sum())
+            halted = result.outputs["q_halt_logits"] > result.outputs["q_continue_logits"]
+            counted += int(halted.sum())
+            halt_count += halted
+            labelled = batch["labels"] != IGNORE_LABEL_ID
+            right = ((result.outputs["preds"] == batch["labels"]) | ~labelled).all(dim=-1) & labelled.any(dim=-1)
+            correct_count += halted & right
             if step == 10 and k == 0:
                 for key in ("exact_accuracy", "accuracy", "q_halt_accuracy", "steps"):
                     assert results["metrics"]["all"][key] == pytest.approx(result.metrics["all"][key], rel=1e-5), key
-    assert 0 < counted < 60, "the test needs both counted and uncounted passes"
-    assert summary["counted_pass_fraction"] == pytest.approx(counted / 60)
+        paper |= correct_count * 2 > halt_count
+    assert 0 < counted < 40, "the test needs both counted and uncounted passes"
+    assert summary["counted_pass_fraction"] == pytest.approx(counted / 40)
+
+    verdicts = np.load(tmp_path / "verdicts.npz")  # beside output=, with no pickled objects
+    assert results["verdicts"] == str(tmp_path / "verdicts.npz")
+    assert verdicts["set"].tolist() == ["all"] * 10 and verdicts["index"].tolist() == list(range(10))
+    assert verdicts["paper"].tolist() == paper.tolist()
+    assert paper.tolist() == [True] * 5 + [False] * 5
+    assert verdicts["counted_passes"].sum() == counted and (verdicts["passes"] == 4).all()
+    for rule in ("paper", "majority", "verified", "single", "any_counted_correct"):
+        assert verdicts[rule].mean() == pytest.approx(summary[f"{rule}_accuracy"]), rule
 
     act = results_of(tmp_path, f"checkpoint={tmp_path / 'run' / 'step_10'}", "permutes=2", "halt=act", name="act.json")
     assert act["augmented"]["all"]["passes"] == 20 and act["metrics"]["all"]["steps"] <= 2
+
+    (tmp_path / "taken").mkdir()
+    message = _fails(
+        capsys, monkeypatch, f"checkpoint={tmp_path / 'run'}", "permutes=2", f"verdicts={tmp_path / 'taken'}"
+    )
+    assert "verdicts=" in message and "is a folder" in message
 
 
 def test_augmented_protocol_on_the_quick_starts_6x6_sudoku(tmp_path, capsys, monkeypatch):

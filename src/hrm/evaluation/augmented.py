@@ -15,13 +15,15 @@ Scores reported per puzzle:
 A selector with no candidate falls back to the majority, and the majority with no counted pass falls
 back to all passes, so a deployable selector always answers.
 
-`run_augmented` is the protocol: it runs every rank's puzzles and brings the tallies onto rank 0.
+`run_augmented` is the protocol: it runs every rank's puzzles and brings the tallies onto rank 0;
+`save_verdicts` writes every puzzle's verdicts, to compare runs (or codes) puzzle by puzzle.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -30,6 +32,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.profiler import record_function
 
+from hrm.atomic import atomic_write_bytes
 from hrm.errors import ConfigError
 from hrm.evaluation.act_refill import evaluate_act
 from hrm.evaluation.data import Examples, ExampleSource, rank_rows
@@ -128,28 +131,39 @@ class PuzzleResult:
 
 
 TALLY_RULES = ("paper", "majority", "verified", "single", "any_counted_correct")
+PASS_COUNTS = ("passes", "counted_passes", "counted_correct_passes")
 
 
-def tally_puzzles(puzzles: Sequence[PuzzleResult], task: Task) -> dict[str, float]:
-    """Counts (summable over chunks and ranks) of puzzles solved under each rule and of passes.
+def puzzle_verdicts(puzzles: Sequence[PuzzleResult], task: Task) -> dict[str, np.ndarray]:
+    """Per puzzle, in order: whether each rule of `TALLY_RULES` solves it (bool) and its `PASS_COUNTS`.
     `single` is the plain baseline: checkpoint 0 on the unperturbed puzzle."""
-    tally = {key: 0.0 for key in (*TALLY_RULES, "puzzles", "passes", "counted_passes", "counted_correct_passes")}
+    columns: dict[str, list] = {key: [] for key in (*TALLY_RULES, *PASS_COUNTS)}
     for puzzle in puzzles:
         for item in puzzle.passes:
             item.correct = is_exact(item.prediction, puzzle.labels)
         chosen_majority = select_majority(puzzle.passes)
         chosen_verified = select_verified(puzzle.passes, puzzle.inputs, task.verify)
         baseline = [p for p in puzzle.passes if p.checkpoint == 0 and p.perturbation == 0]
-        tally["paper"] += paper_solved(puzzle.passes)
-        tally["majority"] += chosen_majority is not None and chosen_majority.correct
-        tally["verified"] += chosen_verified is not None and chosen_verified.correct
-        tally["single"] += bool(baseline) and baseline[0].correct
-        tally["any_counted_correct"] += any(p.counted and p.correct for p in puzzle.passes)
-        tally["puzzles"] += 1
-        tally["passes"] += len(puzzle.passes)
-        tally["counted_passes"] += sum(p.counted for p in puzzle.passes)
-        tally["counted_correct_passes"] += sum(p.counted and p.correct for p in puzzle.passes)
+        columns["paper"].append(paper_solved(puzzle.passes))
+        columns["majority"].append(chosen_majority is not None and chosen_majority.correct)
+        columns["verified"].append(chosen_verified is not None and chosen_verified.correct)
+        columns["single"].append(bool(baseline) and baseline[0].correct)
+        columns["any_counted_correct"].append(any(p.counted and p.correct for p in puzzle.passes))
+        columns["passes"].append(len(puzzle.passes))
+        columns["counted_passes"].append(sum(p.counted for p in puzzle.passes))
+        columns["counted_correct_passes"].append(sum(p.counted and p.correct for p in puzzle.passes))
+    return {key: np.asarray(values, dtype=bool if key in TALLY_RULES else np.int64) for key, values in columns.items()}
+
+
+def tally_verdicts(verdicts: dict[str, np.ndarray]) -> dict[str, float]:
+    """Counts (summable over chunks and ranks) of puzzles solved under each rule and of passes."""
+    tally = {key: float(verdicts[key].sum()) for key in (*TALLY_RULES, *PASS_COUNTS)}
+    tally["puzzles"] = float(len(verdicts["paper"]))
     return tally
+
+
+def tally_puzzles(puzzles: Sequence[PuzzleResult], task: Task) -> dict[str, float]:
+    return tally_verdicts(puzzle_verdicts(puzzles, task))
 
 
 def summarize_tally(tally: dict[str, float]) -> dict[str, float]:
@@ -276,7 +290,11 @@ def run_augmented(
     cfg: EvalConfig,
     models: Sequence[nn.Module],
     setup: EvalSetup,
-) -> tuple[dict | None, dict | None, dict[str, np.ndarray]]:
+) -> tuple[dict | None, dict | None, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """This rank's puzzles under the protocol. Returns the per-set summary and the baseline's metrics (rank 0
+    only, None elsewhere), this rank's baseline rows for calibration (`confidence`, `exact`), and this rank's
+    per-puzzle verdicts (`puzzle_verdicts` plus `set`, the set's position in the split, and `index`, the
+    puzzle's row in its set)."""
     split, global_batch_size, device, rank, world_size = setup.unpack()
     meta = split.metadata
     task = resolve_task(cfg.task, meta.vocab_size, meta.seq_len, cfg.permutes)
@@ -295,7 +313,8 @@ def run_augmented(
     tallies: dict[str, dict[str, float]] = {}
     baseline_sums: dict[str, dict[str, float]] = {}
     confidence, exact = [], []
-    for set_name, puzzle_set in split.sets.items():
+    verdict_parts: list[dict[str, np.ndarray]] = []
+    for set_id, (set_name, puzzle_set) in enumerate(split.sets.items()):
         rows = set_rows[set_name]
         for start in range(0, len(rows), chunk_examples):
             source = ExampleSource(puzzle_set, meta, rows[start : start + chunk_examples])
@@ -303,7 +322,11 @@ def run_augmented(
                 models, source, task, cfg.permutes, local, cfg.halt, device, compiled=compiled
             )
             with record_function("hrm/eval/vote"):
-                add_sums(tallies, set_name, tally_puzzles(puzzles, task))
+                verdicts = puzzle_verdicts(puzzles, task)
+                add_sums(tallies, set_name, tally_verdicts(verdicts))
+            verdicts["set"] = np.full(len(source), set_id, dtype=np.int64)
+            verdicts["index"] = source.rows
+            verdict_parts.append(verdicts)
             base = example_metrics(baseline["preds"], baseline["labels"], baseline["q_halt_logits"], baseline["steps"])
             add_sums(baseline_sums, set_name, metric_sums(base))
             confidence.append(base.confidence[base.valid].numpy())
@@ -322,7 +345,21 @@ def run_augmented(
         "confidence": np.concatenate(confidence) if confidence else np.zeros(0),
         "exact": np.concatenate(exact) if exact else np.zeros(0, bool),
     }
+    empty = {key: np.zeros(0, dtype=column.dtype) for key, column in puzzle_verdicts([], task).items()}
+    empty.update(set=np.zeros(0, dtype=np.int64), index=np.zeros(0, dtype=np.int64))
+    verdicts = {key: np.concatenate([part[key] for part in verdict_parts] or [empty[key]]) for key in empty}
     if rank != 0:
-        return None, None, records
+        return None, None, records, verdicts
     summary = {name: summarize_tally(dict(zip(keys, row))) for name, row in zip(set_names, table.cpu().tolist())}
-    return summary, metrics, records
+    return summary, metrics, records, verdicts
+
+
+def save_verdicts(path: str | Path, verdicts: dict[str, np.ndarray], set_names: Sequence[str]) -> Path:
+    """Write the per-puzzle verdicts of all ranks (`run_augmented`'s, gathered) as an `.npz` of equal-length
+    columns sorted by set and row: `set` (the set's name), `index` (the puzzle's row in that set's arrays),
+    one bool per rule of `TALLY_RULES` and the ints of `PASS_COUNTS`. Loads with `numpy.load`, no pickle."""
+    order = np.lexsort((verdicts["index"], verdicts["set"]))
+    columns = {key: column[order] for key, column in verdicts.items()}
+    columns["set"] = np.asarray(set_names, dtype=str)[columns["set"]]
+    atomic_write_bytes(path, lambda handle: np.savez(handle, **columns))
+    return Path(path)

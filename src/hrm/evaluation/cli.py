@@ -36,7 +36,7 @@ from hrm.distributed import init_distributed
 from hrm.errors import ConfigError, DatasetError, HRMError, one_line
 from hrm.evaluation import arc as arc_scoring
 from hrm.evaluation import augmented, identifiers
-from hrm.evaluation.augmented import run_augmented
+from hrm.evaluation.augmented import run_augmented, save_verdicts
 from hrm.evaluation.batching import auto_global_batch_size
 from hrm.evaluation.calibration import calibration_report
 from hrm.evaluation.data import TestSplit
@@ -77,6 +77,8 @@ def check_output_paths(cfg: EvalConfig) -> None:
     check_output_file(cfg.output, f"output={cfg.output}")
     if cfg.submission:
         check_output_file(cfg.submission, f"submission={cfg.submission}")
+    if cfg.verdicts:
+        check_output_file(cfg.verdicts, f"verdicts={cfg.verdicts}")
 
 
 def data_task(cfg: EvalConfig, split: TestSplit) -> str:
@@ -138,6 +140,9 @@ def output_files(cfg: EvalConfig, checkpoint_file: Path, task: str, rank: int) -
     if cfg.save_outputs and not cfg.is_augmented:
         path = outputs_path(cfg, checkpoint_file, rank)
         files[f"the save_outputs file {path}"] = path
+    if cfg.is_augmented:
+        path = verdicts_path(cfg)
+        files[f"verdicts={cfg.verdicts}" if cfg.verdicts else f"the verdicts file {path} (beside output=)"] = path
     return files
 
 
@@ -194,6 +199,11 @@ def submission_path(cfg: EvalConfig, mode: str | None = None) -> Path:
     goes there and each further mode's to `<name>.<mode>.json` beside it."""
     path = Path(cfg.submission) if cfg.submission else Path(cfg.output).with_name("submission.json")
     return path if mode is None else path.with_name(f"{path.stem}.{mode}{path.suffix}")
+
+
+def verdicts_path(cfg: EvalConfig) -> Path:
+    """`verdicts=`, else `verdicts.npz` beside `output=`: Augmented HRM's per-puzzle verdicts."""
+    return Path(cfg.verdicts) if cfg.verdicts else Path(cfg.output).with_name("verdicts.npz")
 
 
 def save_results(path: str | Path, results: dict) -> Path:
@@ -275,18 +285,24 @@ def augmented_protocol(
 ) -> Scored | None:
     """Augmented HRM: perturbations x checkpoints per puzzle, with the first checkpoint's plain baseline."""
     started = time.perf_counter()
-    summary, metrics, records = run_augmented(cfg, models, setup)
+    summary, metrics, records, verdicts = run_augmented(cfg, models, setup)
     seconds = time.perf_counter() - started
     gathered = gather_to_rank0(records, setup.world_size)
+    all_verdicts = gather_to_rank0(verdicts, setup.world_size)
     if setup.rank != 0:
         return None
-    entries = {
+    entries: dict[str, Any] = {
         "protocol": "augmented",
         "checkpoints": [str(f) for f in checkpoint_files],
         "task": task,
         "permutes": cfg.permutes,
         "augmented": summary,
     }
+    path = verdicts_path(cfg)
+    try:
+        entries["verdicts"] = str(save_verdicts(path, all_verdicts, list(setup.split.sets)))
+    except OSError as err:  # keep going: the metrics are still written, then the exit status is 2
+        entries["write_errors"] = [f"cannot write the verdicts file {path} ({one_line(err)})"]
     return Scored(entries, metrics, gathered["confidence"], gathered["exact"], seconds)
 
 

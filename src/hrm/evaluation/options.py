@@ -41,6 +41,10 @@ class EvalConfig(BaseModel):
     )
     task: Literal["auto", "sudoku", "maze", "arc", "none"] = "auto"
     submission: str | None = None
+    verdicts: str | None = Field(
+        None,
+        description="Augmented HRM: the per-puzzle verdicts file (.npz); default verdicts.npz beside output=",
+    )
     permutes: int = Field(1, ge=1)
     checkpoints: list[str] | str | None = None
     calibration_bins: int = Field(10, ge=1)
@@ -104,6 +108,10 @@ def check_combinations(config: EvalConfig) -> None:
         raise ConfigError(
             "batch_size=auto works with halt=act and the Augmented-HRM protocol (permutes=, checkpoints=); "
             "give halt=max a number, or leave batch_size out for the run's global_batch_size"
+        )
+    if config.verdicts and not config.is_augmented:
+        raise ConfigError(
+            "verdicts= is the Augmented-HRM protocol's per-puzzle file; add permutes=N or checkpoints=, or leave it out"
         )
     if config.is_augmented and modes != ["as_is"]:
         raise ConfigError(
