@@ -9,14 +9,14 @@ repository ships none of it. Every variant runs as its own process, one after th
 path with `DISABLE_COMPILE=1`), all with one CPU thread (`OMP_NUM_THREADS=1`, one inductor compile thread) and
 pinned to the CPU of `--cpu`, so that load from other jobs drifts over all of them alike. A run's time is
 the wall time of its whole process (imports, loading, any compilation, the evaluation): what a user waits
-for. Prints puzzles/s per round and the median, and checks that both count the same puzzles solved under
-the paper's rule (ours: `paper_accuracy`; theirs: the `correct/total` line).
+for. Prints puzzles/s per round and the median, and compares the verdicts puzzle by puzzle under the paper's
+rule: ours from `verdicts.npz` (`paper`), theirs from the tensor `batch_inference.py` collects them in
+(`all_correct`, recorded by `AUTHORS_RUNNER`; their script itself runs unchanged).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -27,7 +27,32 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parent.parent
+
+# Runs the authors' batch_inference.py unchanged (`python -c AUTHORS_RUNNER OUT ARGS...`, in their folder) and
+# saves its per-puzzle verdicts to OUT: the one bool tensor it creates with torch.zeros, `all_correct`, which it
+# fills in place. torch.zeros is restored as soon as that tensor exists, before any model call is compiled.
+AUTHORS_RUNNER = """
+import runpy, sys
+import numpy as np, torch
+out, recorded, real_zeros = sys.argv[1], [], torch.zeros
+def zeros(*size, **kwargs):
+    tensor = real_zeros(*size, **kwargs)
+    if kwargs.get("dtype") is bool:
+        recorded.append(tensor)
+        torch.zeros = real_zeros
+    return tensor
+torch.zeros = zeros
+sys.argv = ["batch_inference.py", *sys.argv[2:]]
+try:
+    runpy.run_path("batch_inference.py", run_name="__main__")
+except SystemExit as done:
+    if done.code:
+        raise
+np.save(out, recorded[0].numpy())
+"""
 
 
 def cpu_model() -> str:
@@ -46,8 +71,8 @@ def single_thread_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def run_ours(args: argparse.Namespace, compiled: str, out: Path) -> tuple[float, float]:
-    """Seconds of one `evaluate.py` process and the puzzles it scores solved under the paper's rule."""
+def run_ours(args: argparse.Namespace, compiled: str, out: Path) -> tuple[float, np.ndarray]:
+    """Seconds of one `evaluate.py` process and its per-puzzle verdicts under the paper's rule."""
     command = [
         sys.executable,
         str(REPO / "evaluate.py"),
@@ -59,18 +84,21 @@ def run_ours(args: argparse.Namespace, compiled: str, out: Path) -> tuple[float,
         "progress=false",
         "save_outputs=[]",
         f"output={out}",
+        f"verdicts={out.with_suffix('.npz')}",
     ]
     env = single_thread_env({"PYTHONPATH": str(REPO / "src")})
     seconds = timed(command, env, REPO, args.cpu)
-    summary = next(iter(json.loads(out.read_text())["augmented"].values()))
-    return seconds, summary["paper_accuracy"] * summary["num_puzzles"]
+    return seconds, np.load(out.with_suffix(".npz"))["paper"]
 
 
-def run_authors(args: argparse.Namespace, compiled: bool) -> tuple[float, float]:
-    """Seconds of one `batch_inference.py` process and the puzzles it counts correct."""
+def run_authors(args: argparse.Namespace, compiled: bool, out: Path) -> tuple[float, np.ndarray]:
+    """Seconds of one `batch_inference.py` process and its per-puzzle verdicts (`all_correct`), checked
+    against the `correct/total` line it prints."""
     command = [
         sys.executable,
-        "batch_inference.py",
+        "-c",
+        AUTHORS_RUNNER,
+        str(out),
         f"--checkpoints={args.checkpoint}",
         f"--permutes={args.permutes}",
         f"--num_batch={args.puzzles // args.batch_size}",
@@ -79,12 +107,15 @@ def run_authors(args: argparse.Namespace, compiled: bool) -> tuple[float, float]
     extra = {"PYTHONPATH": f"{args.authors}{os.pathsep}{REPO / 'src'}"}
     if not compiled:
         extra["DISABLE_COMPILE"] = "1"
-    log = Path(tempfile.mkstemp(suffix=".log")[1])
+    log = out.with_suffix(".log")
     seconds = timed(command, single_thread_env(extra), Path(args.authors), args.cpu, log)
     match = re.search(r"^(\d+)/(\d+), accuracy=", log.read_text(), re.MULTILINE)
     if match is None:
         raise SystemExit(f"error: batch_inference.py printed no 'correct/total' line; see {log}")
-    return seconds, float(match.group(1))
+    verdicts = np.load(out)
+    if int(verdicts.sum()) != int(match.group(1)):
+        raise SystemExit(f"error: the recorded verdicts disagree with batch_inference.py's own count; see {log}")
+    return seconds, verdicts
 
 
 def timed(command: list[str], env: dict[str, str], cwd: Path, cpu: int | None, log: Path | None = None) -> float:
@@ -95,7 +126,7 @@ def timed(command: list[str], env: dict[str, str], cwd: Path, cpu: int | None, l
         result = subprocess.run(command, env=env, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - start
     if result.returncode:
-        raise SystemExit(f"error: {' '.join(command[:4])} ... exited with status {result.returncode}")
+        raise SystemExit(f"error: {' '.join(command[:3])} ... exited with status {result.returncode}")
     return seconds
 
 
@@ -116,21 +147,22 @@ def main() -> None:
     args = parser.parse_args()
     variants = args.variants.split(",")
     seconds: dict[str, list[float]] = {name: [] for name in variants}
-    solved: dict[str, float] = {}
+    verdicts: dict[str, np.ndarray] = {}
     print(f"{cpu_model()}, 1 thread, {args.puzzles} puzzles x {args.permutes} perturbations, batch {args.batch_size}")
     with tempfile.TemporaryDirectory() as scratch:
         for round_index in range(args.rounds):
             for name in variants:
                 kind, setting = name.split(":")
+                out = Path(scratch) / f"{kind}-{setting}"
                 if kind == "ours":
-                    took, count = run_ours(args, setting, Path(scratch) / f"{setting}.json")
+                    took, solved = run_ours(args, setting, out.with_suffix(".json"))
                 else:
-                    took, count = run_authors(args, setting == "compiled")
+                    took, solved = run_authors(args, setting == "compiled", out.with_suffix(".npy"))
                 seconds[name].append(took)
-                solved[name] = count
+                verdicts[name] = solved
                 print(
                     f"round {round_index + 1} {name:18s} {took:8.1f} s  {args.puzzles / took:6.2f} puzzles/s  "
-                    f"solved (paper rule) {count:.0f}",
+                    f"solved (paper rule) {int(solved.sum())}",
                     flush=True,
                 )
     print()
@@ -138,8 +170,13 @@ def main() -> None:
         median = statistics.median(seconds[name])
         spread = (max(seconds[name]) - min(seconds[name])) / median
         print(f"{name:18s} median {args.puzzles / median:6.2f} puzzles/s, spread {100 * spread:4.1f}% of the median")
-    if len(set(solved.values())) > 1:
-        print(f"warning: the variants count different puzzles solved: {solved}")
+    print()
+    reference = variants[0]
+    for name in variants[1:]:
+        differ = np.flatnonzero(verdicts[name] != verdicts[reference])
+        listed = ", ".join(map(str, differ[:10])) + (", ..." if len(differ) > 10 else "")
+        rows = f" (rows {listed})" if len(differ) else ""
+        print(f"{name} against {reference}: {len(differ)} of {len(verdicts[name])} puzzles' verdicts differ{rows}")
 
 
 if __name__ == "__main__":
