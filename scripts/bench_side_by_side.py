@@ -171,12 +171,12 @@ def main() -> None:
         spread = (max(seconds[name]) - min(seconds[name])) / median
         print(f"{name:18s} median {args.puzzles / median:6.2f} puzzles/s, spread {100 * spread:4.1f}% of the median")
     print()
-    reference = variants[0]
-    for name in variants[1:]:
-        differ = np.flatnonzero(verdicts[name] != verdicts[reference])
-        listed = ", ".join(map(str, differ[:10])) + (", ..." if len(differ) > 10 else "")
-        rows = f" (rows {listed})" if len(differ) else ""
-        print(f"{name} against {reference}: {len(differ)} of {len(verdicts[name])} puzzles' verdicts differ{rows}")
+    for index, name in enumerate(variants):
+        for other in variants[:index]:
+            differ = np.flatnonzero(verdicts[name] != verdicts[other])
+            listed = ", ".join(map(str, differ[:10])) + (", ..." if len(differ) > 10 else "")
+            rows = f" (rows {listed})" if len(differ) else ""
+            print(f"{name} against {other}: {len(differ)} of {len(verdicts[name])} puzzles' verdicts differ{rows}")
 
 
 if __name__ == "__main__":
