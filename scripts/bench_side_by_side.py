@@ -87,7 +87,7 @@ def run_ours(args: argparse.Namespace, compiled: str, out: Path) -> tuple[float,
         f"verdicts={out.with_suffix('.npz')}",
     ]
     env = single_thread_env({"PYTHONPATH": str(REPO / "src")})
-    seconds = timed(command, env, REPO, args.cpu)
+    seconds = timed("evaluate.py", command, env, REPO, args.cpu)
     return seconds, np.load(out.with_suffix(".npz"))["paper"]
 
 
@@ -108,7 +108,7 @@ def run_authors(args: argparse.Namespace, compiled: bool, out: Path) -> tuple[fl
     if not compiled:
         extra["DISABLE_COMPILE"] = "1"
     log = out.with_suffix(".log")
-    seconds = timed(command, single_thread_env(extra), Path(args.authors), args.cpu, log)
+    seconds = timed("batch_inference.py", command, single_thread_env(extra), Path(args.authors), args.cpu, log)
     match = re.search(r"^(\d+)/(\d+), accuracy=", log.read_text(), re.MULTILINE)
     if match is None:
         raise SystemExit(f"error: batch_inference.py printed no 'correct/total' line; see {log}")
@@ -118,7 +118,10 @@ def run_authors(args: argparse.Namespace, compiled: bool, out: Path) -> tuple[fl
     return seconds, verdicts
 
 
-def timed(command: list[str], env: dict[str, str], cwd: Path, cpu: int | None, log: Path | None = None) -> float:
+def timed(
+    name: str, command: list[str], env: dict[str, str], cwd: Path, cpu: int | None, log: Path | None = None
+) -> float:
+    """Wall seconds of `command`; `name` is the program an error message names."""
     if cpu is not None:
         command = ["taskset", "-c", str(cpu), *command]
     start = time.perf_counter()
@@ -126,7 +129,7 @@ def timed(command: list[str], env: dict[str, str], cwd: Path, cpu: int | None, l
         result = subprocess.run(command, env=env, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - start
     if result.returncode:
-        raise SystemExit(f"error: {' '.join(command[:3])} ... exited with status {result.returncode}")
+        raise SystemExit(f"error: {name} exited with status {result.returncode}" + (f"; see {log}" if log else ""))
     return seconds
 
 

@@ -68,3 +68,11 @@ def test_recorded_verdicts_must_match_the_scripts_own_count(bench, tmp_path):
     with pytest.raises(SystemExit, match="disagree with batch_inference.py's own count"):
         bench.run_authors(options(authors_folder(tmp_path / "authors", 1)), True, tmp_path / "v.npy")
     assert np.load(tmp_path / "v.npy").sum() == 2
+
+
+def test_a_failing_script_is_named_with_its_log(bench, tmp_path):
+    authors = tmp_path / "authors"
+    authors.mkdir()
+    (authors / "batch_inference.py").write_text("raise SystemExit(3)\n")
+    with pytest.raises(SystemExit, match=r"batch_inference.py exited with status 3; see .*v\.log"):
+        bench.run_authors(options(authors), True, tmp_path / "v.npy")

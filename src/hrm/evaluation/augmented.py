@@ -39,7 +39,7 @@ from hrm.evaluation.data import Examples, ExampleSource, rank_rows
 from hrm.evaluation.metrics import example_metrics, metric_sums
 from hrm.evaluation.options import EvalConfig
 from hrm.evaluation.segments import run_segments, segment, should_compile
-from hrm.evaluation.setup import EvalSetup, add_sums, reduce_sums
+from hrm.evaluation.setup import EvalSetup, add_sums, reduce_sums, sort_rows
 from hrm.models.act import unwrap_act_model
 from hrm.models.losses import IGNORE_LABEL_ID
 from hrm.tasks import Task, resolve
@@ -313,7 +313,8 @@ def run_augmented(
     tallies: dict[str, dict[str, float]] = {}
     baseline_sums: dict[str, dict[str, float]] = {}
     confidence, exact = [], []
-    verdict_parts: list[dict[str, np.ndarray]] = []
+    # Starts with an empty part of every column, so that a rank without puzzles still has all of them.
+    verdict_parts = [dict(puzzle_verdicts([], task), set=np.zeros(0, np.int64), index=np.zeros(0, np.int64))]
     for set_id, (set_name, puzzle_set) in enumerate(split.sets.items()):
         rows = set_rows[set_name]
         for start in range(0, len(rows), chunk_examples):
@@ -345,9 +346,7 @@ def run_augmented(
         "confidence": np.concatenate(confidence) if confidence else np.zeros(0),
         "exact": np.concatenate(exact) if exact else np.zeros(0, bool),
     }
-    empty = {key: np.zeros(0, dtype=column.dtype) for key, column in puzzle_verdicts([], task).items()}
-    empty.update(set=np.zeros(0, dtype=np.int64), index=np.zeros(0, dtype=np.int64))
-    verdicts = {key: np.concatenate([part[key] for part in verdict_parts] or [empty[key]]) for key in empty}
+    verdicts = {key: np.concatenate([part[key] for part in verdict_parts]) for key in verdict_parts[0]}
     if rank != 0:
         return None, None, records, verdicts
     summary = {name: summarize_tally(dict(zip(keys, row))) for name, row in zip(set_names, table.cpu().tolist())}
@@ -358,8 +357,7 @@ def save_verdicts(path: str | Path, verdicts: dict[str, np.ndarray], set_names: 
     """Write the per-puzzle verdicts of all ranks (`run_augmented`'s, gathered) as an `.npz` of equal-length
     columns sorted by set and row: `set` (the set's name), `index` (the puzzle's row in that set's arrays),
     one bool per rule of `TALLY_RULES` and the ints of `PASS_COUNTS`. Loads with `numpy.load`, no pickle."""
-    order = np.lexsort((verdicts["index"], verdicts["set"]))
-    columns = {key: column[order] for key, column in verdicts.items()}
+    columns = sort_rows(verdicts)
     columns["set"] = np.asarray(set_names, dtype=str)[columns["set"]]
     atomic_write_bytes(path, lambda handle: np.savez(handle, **columns))
     return Path(path)
